@@ -1,0 +1,36 @@
+"""Poll for a condition with a deadline (never a fixed sleep to wait for something)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class DeadlineExceeded(AssertionError):
+    """The condition did not hold before the deadline."""
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> T:
+    """Call ``predicate`` until it returns a truthy value or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the condition may raise until it holds
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            suffix = f" (last error: {last_exc!r})" if last_exc else ""
+            raise DeadlineExceeded(f"{what} not met within {timeout:.1f}s{suffix}")
+        time.sleep(interval)  # poll interval under a deadline

@@ -170,7 +170,9 @@ class EtcdCluster:
                     continue
             return None
 
-        return wait_for(find, timeout=10, what="an etcd leader")
+        leader = wait_for(find, timeout=10, what="an etcd leader")
+        assert leader is not None  # wait_for returns only a truthy value
+        return leader
 
     def kill(self, m: EtcdMember) -> None:
         """SIGKILL one member."""

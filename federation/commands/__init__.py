@@ -1,0 +1,1 @@
+"""One module per `fedgate` command, each with ``run(args) -> int``."""

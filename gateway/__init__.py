@@ -1,0 +1,1 @@
+"""fedgate data plane: the request path."""

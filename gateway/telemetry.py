@@ -1,0 +1,723 @@
+"""Telemetry of the request path: Prometheus metrics, JSON access logs, W3C trace context.
+
+One :class:`Telemetry` per gateway process. The proxy calls :meth:`Telemetry.begin` when a
+request arrives (trace context: continue the client's trace or start one) and
+:meth:`Telemetry.end` when it is answered (metrics, one access-log line, the server
+span). Both run on every request, so they are written for speed:
+
+* request counters and the latency histogram are plain Python numbers in a custom
+  collector, turned into Prometheus families only when ``/metrics`` is scraped (no
+  ``.labels()`` lookup, no lock per request; the event loop is single-threaded);
+* the access log line is built directly as JSON (the same shape structlog's
+  ``JSONRenderer`` gives: ``timestamp``, ``level``, ``event`` first) and written in
+  batches: lines are queued and written at most every 0.2 s or every 256 lines;
+* trace and span ids come from ``random.getrandbits``; an OpenTelemetry SDK span is
+  created only when an OTLP exporter is configured and the trace is sampled.
+
+``Telemetry.disabled(...)`` turns everything off (the baseline of the on/off benchmark).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import sys
+import time
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal, TextIO
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+
+from federation.model import HealthState, RoutingView
+
+__all__ = [
+    "BUCKETS",
+    "CONTENT_TYPE",
+    "RequestTrace",
+    "Telemetry",
+    "format_traceparent",
+    "parse_traceparent",
+]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# latency buckets (seconds) for a proxy: sub-millisecond to the request timeout
+BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+# the value of fedgate_upstream_health per state
+HEALTH_VALUE: Mapping[str, float] = {
+    HealthState.HEALTHY: 1.0,
+    HealthState.DEGRADED: 0.5,
+    HealthState.UNHEALTHY: 0.0,
+    HealthState.UNKNOWN: -1.0,
+}
+BREAKER_VALUE: Mapping[str, float] = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
+
+NO_SERVICE = "unmatched"  # label of requests that matched no route
+NO_CLUSTER = "none"  # label of requests answered before a cluster was chosen
+
+_FLUSH_INTERVAL = 0.2
+_FLUSH_LINES = 256
+
+_TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE = b"0" * 32
+_ZERO_SPAN = b"0" * 16
+
+_escape = json.encoder.encode_basestring_ascii
+
+
+# ------------------------------------------------------------------------ trace context
+
+
+def parse_traceparent(value: bytes) -> tuple[str, str, int] | None:
+    """``(trace_id, parent_id, flags)`` of a valid version-00 W3C traceparent, else None.
+
+    Strict: exactly ``00-<32 lower hex>-<16 lower hex>-<2 lower hex>``, trace id and
+    parent id not all zeros. Anything else means "no usable parent": start a new trace.
+    """
+    m = _TRACEPARENT.fullmatch(value.strip(b" \t"))
+    if m is None:
+        return None
+    trace_id, parent_id, flags = m.groups()
+    if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
+        return None
+    return trace_id.decode(), parent_id.decode(), int(flags, 16)
+
+
+def format_traceparent(trace_id: str, span_id: str, sampled: bool) -> bytes:
+    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}".encode()
+
+
+def _new_trace_id() -> str:
+    while True:
+        v = random.getrandbits(128)
+        if v:
+            return f"{v:032x}"
+
+
+def _new_span_id() -> str:
+    while True:
+        v = random.getrandbits(64)
+        if v:
+            return f"{v:016x}"
+
+
+class RequestTrace:
+    """The trace context of one request.
+
+    ``trace_id`` / ``span_id`` are this gateway's server span (lower hex; empty when tracing
+    is off); ``parent_id`` is the client's span, if it sent a valid traceparent;
+    ``traceparent`` is the header value to send upstream (same trace id, this gateway's
+    span as parent), ``b""`` when tracing is off (then forward the client's header as is).
+    """
+
+    __slots__ = ("parent_id", "sampled", "span", "span_id", "start", "trace_id", "traceparent")
+
+    def __init__(
+        self,
+        trace_id: str,
+        span_id: str,
+        parent_id: str | None,
+        sampled: bool,
+        traceparent: bytes,
+        span: Any = None,
+        start: int = 0,
+    ) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_id = parent_id
+        self.sampled = sampled
+        self.traceparent = traceparent
+        self.span = span  # an OpenTelemetry SDK span when exporting, else None
+        self.start = start  # time.time_ns() at begin, when exporting
+
+    def __repr__(self) -> str:
+        return f"RequestTrace(trace_id={self.trace_id!r}, span_id={self.span_id!r})"
+
+
+NO_TRACE = RequestTrace("", "", None, False, b"")
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+class _RequestMetrics:
+    """fedgate_requests_total and fedgate_request_duration_seconds as plain numbers.
+
+    A custom collector: ``observe`` costs a dict lookup and a bisect; the Prometheus
+    families are built only at scrape time.
+    """
+
+    def __init__(self, const: Mapping[str, str]) -> None:
+        self._const = dict(const)
+        self.counts: dict[tuple[str, str, int], list[int]] = {}
+        # (service, cluster) -> [bucket counts..., +Inf count, sum]
+        self.hists: dict[tuple[str, str], list[float]] = {}
+        self._nb = len(BUCKETS)
+
+    def observe(self, service: str, cluster: str, status: int, duration: float) -> None:
+        key = (service, cluster, status)
+        c = self.counts.get(key)
+        if c is None:
+            c = self.counts[key] = [0]
+        c[0] += 1
+        hkey = (service, cluster)
+        h = self.hists.get(hkey)
+        if h is None:
+            h = self.hists[hkey] = [0.0] * (self._nb + 2)
+        h[bisect_left(BUCKETS, duration)] += 1
+        h[-1] += duration
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        names = ["service", "cluster", "code"]
+        counter = CounterMetricFamily(
+            "fedgate_requests_total",
+            "Requests answered, by service, upstream cluster and status code.",
+            labels=names,
+        )
+        for (service, cluster, status), c in list(self.counts.items()):
+            counter.add_metric([service, cluster, str(status)], c[0])
+        yield counter
+        hist = HistogramMetricFamily(
+            "fedgate_request_duration_seconds",
+            "Time from request arrival to the end of the answer, by service and cluster.",
+            labels=["service", "cluster"],
+        )
+        for (service, cluster), h in list(self.hists.items()):
+            cumulative = 0.0
+            buckets: list[tuple[str, float]] = []
+            for bound, n in zip(BUCKETS, h, strict=False):
+                cumulative += n
+                buckets.append((_float_label(bound), cumulative))
+            cumulative += h[self._nb]
+            buckets.append(("+Inf", cumulative))
+            hist.add_metric([service, cluster], buckets, h[-1])
+        yield hist
+
+
+def _float_label(v: float) -> str:
+    return repr(float(v))
+
+
+# --------------------------------------------------------------------------- access log
+
+
+class _AccessLog:
+    """Writes access-log lines in batches to a text stream."""
+
+    __slots__ = ("_flush_handle", "_pending", "_second", "_stamp", "stream")
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+        self._pending: list[str] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._stamp = ""
+
+    def timestamp(self, now: float) -> str:
+        sec = int(now)
+        if sec != self._second:
+            self._second = sec
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._stamp}.{int((now - sec) * 1000):03d}Z"
+
+    def write(self, line: str) -> None:
+        pending = self._pending
+        pending.append(line)
+        if len(pending) >= _FLUSH_LINES:
+            self.flush()
+        elif self._flush_handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._flush_handle = loop.call_later(_FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        handle, self._flush_handle = self._flush_handle, None
+        if handle is not None:
+            handle.cancel()
+        if not self._pending:
+            return
+        data = "".join(self._pending)
+        self._pending.clear()
+        stream = self.stream if self.stream is not None else sys.stdout
+        try:
+            stream.write(data)
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken stream: logging never fails a request
+            pass
+
+
+# ---------------------------------------------------------------------------- telemetry
+
+
+class Telemetry:
+    """Metrics, access logs and traces of one gateway (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        gateway_id: str,
+        cluster: str,
+        metrics: bool = True,
+        access_log: bool = True,
+        tracing: bool = True,
+        otlp_endpoint: str | None = None,
+        sample_ratio: float = 1.0,
+        log_stream: TextIO | None = None,
+        log_format: Literal["json", "console"] = "json",
+        span_exporter: Any = None,
+    ) -> None:
+        """``log_stream``: where access-log lines go (default: ``sys.stdout`` at write time).
+        ``span_exporter``: an OpenTelemetry ``SpanExporter`` used instead of OTLP (tests).
+        """
+        if not 0.0 <= sample_ratio <= 1.0:
+            raise ValueError(f"sample_ratio must be within 0..1, got {sample_ratio}")
+        self.gateway_id = gateway_id
+        self.cluster = cluster
+        self.metrics = metrics
+        self.access_log = access_log
+        self.tracing = tracing
+        self.sample_ratio = sample_ratio
+        self.log_format = log_format
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._log = _AccessLog(log_stream)
+        self._json_prefix = (
+            f',"gateway":{_escape(gateway_id)},"cluster":{_escape(cluster)},"method":'
+        )
+        self._last_revision = 0
+        self._requests = _RequestMetrics({})
+        self._provider: Any = None
+        self._tracer: Any = None
+        self._otel: Any = None
+        if tracing and (otlp_endpoint or span_exporter is not None):
+            self._setup_tracer(otlp_endpoint, span_exporter)
+        self._setup_metrics()
+
+    @classmethod
+    def disabled(cls, *, gateway_id: str = "", cluster: str = "") -> Telemetry:
+        """Everything off: begin/end cost a function call (the benchmark's baseline)."""
+        return cls(
+            gateway_id=gateway_id, cluster=cluster, metrics=False, access_log=False, tracing=False
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.metrics or self.access_log or self.tracing
+
+    # ----------------------------------------------------------------- set-up
+
+    def _setup_metrics(self) -> None:
+        r = self.registry
+        if self.metrics:
+            r.register(self._requests)
+        self._upstream_health = Gauge(
+            "fedgate_upstream_health",
+            "Federation-wide state of a (service, cluster): "
+            "1 healthy, 0.5 degraded, 0 unhealthy, -1 unknown.",
+            ["service", "cluster"],
+            registry=r,
+        )
+        self._upstream_score = Gauge(
+            "fedgate_upstream_score",
+            "Health score of a (service, cluster), 0..1, higher is healthier.",
+            ["service", "cluster"],
+            registry=r,
+        )
+        self._upstream_endpoints = Gauge(
+            "fedgate_upstream_endpoints",
+            "Endpoints of a (service, cluster), by health.",
+            ["service", "cluster", "health"],
+            registry=r,
+        )
+        self._failovers = Counter(
+            "fedgate_failovers",
+            "Requests sent to another cluster than the first choice.",
+            ["service", "from_cluster", "to_cluster"],
+            registry=r,
+        )
+        self._breaker = Gauge(
+            "fedgate_circuit_breaker_state",
+            "Circuit breaker of a (service, cluster): 0 closed, 1 half-open, 2 open.",
+            ["service", "cluster"],
+            registry=r,
+        )
+        self._rate_limited = Counter(
+            "fedgate_rate_limited",
+            "Requests refused by a rate limit (429).",
+            ["service"],
+            registry=r,
+        )
+        self._denied = Counter(
+            "fedgate_denied",
+            "Requests refused by an access policy (403).",
+            ["service"],
+            registry=r,
+        )
+        self._revision = Gauge(
+            "fedgate_view_revision",
+            "Config revision of the routing view this gateway has applied.",
+            registry=r,
+        )
+        self._etcd_revision = Gauge(
+            "fedgate_view_etcd_revision",
+            "etcd revision the applied routing view reflects.",
+            registry=r,
+        )
+        self._stale = Gauge(
+            "fedgate_view_stale",
+            "1 while the gateway serves a last-known-good view (etcd unreachable).",
+            registry=r,
+        )
+        self._view_updates = Counter(
+            "fedgate_view_updates",
+            "Routing view updates: success (a view was applied), rejected (an item refused).",
+            ["result"],
+            registry=r,
+        )
+        self._cert_expiry = Gauge(
+            "fedgate_certificate_expiry_seconds",
+            "Expiry time of the gateway's certificate, in unix seconds.",
+            registry=r,
+        )
+        info = Gauge(
+            "fedgate_gateway_info",
+            "Always 1; the gateway's identity as labels.",
+            ["gateway", "cluster"],
+            registry=r,
+        )
+        info.labels(self.gateway_id, self.cluster).set(1)
+
+    def _setup_tracer(self, otlp_endpoint: str | None, exporter: Any) -> None:
+        from opentelemetry import trace as otel_trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+        if exporter is None:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter(endpoint=_traces_url(otlp_endpoint or ""))
+        resource = Resource.create(
+            {
+                "service.name": "fedgate",
+                "service.instance.id": self.gateway_id,
+                "fedgate.cluster": self.cluster,
+            }
+        )
+        self._provider = TracerProvider(
+            resource=resource, sampler=ParentBased(TraceIdRatioBased(self.sample_ratio))
+        )
+        self._provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+        self._tracer = self._provider.get_tracer("fedgate.gateway")
+        self._otel = otel_trace
+
+    def close(self) -> None:
+        """Flush the access log and the span exporter (call once at shutdown)."""
+        self._log.flush()
+        if self._provider is not None:
+            self._provider.shutdown()
+            self._provider = None
+            self._tracer = None
+
+    def flush(self) -> None:
+        """Write queued access-log lines now (and export finished spans)."""
+        self._log.flush()
+        if self._provider is not None:
+            self._provider.force_flush(2000)
+
+    # ---------------------------------------------------------- request path
+
+    def begin(self, headers: Sequence[tuple[bytes, bytes]]) -> RequestTrace:
+        """The trace context of a new request (see :class:`RequestTrace`)."""
+        if not self.tracing:
+            return NO_TRACE
+        parent: tuple[str, str, int] | None = None
+        for name, value in headers:
+            if name == b"traceparent":
+                parent = parse_traceparent(value)
+                break
+        if self._tracer is not None:
+            return self._begin_span(parent)
+        if parent is not None:
+            trace_id, parent_id, flags = parent
+            sampled = bool(flags & 1)
+        else:
+            trace_id, parent_id = _new_trace_id(), None
+            ratio = self.sample_ratio
+            sampled = ratio >= 1.0 or (ratio > 0.0 and random.random() < ratio)
+        span_id = _new_span_id()
+        return RequestTrace(
+            trace_id,
+            span_id,
+            parent_id,
+            sampled,
+            f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}".encode(),
+        )
+
+    def _begin_span(self, parent: tuple[str, str, int] | None) -> RequestTrace:
+        otel = self._otel
+        if parent is not None:
+            from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+            trace_id, parent_id, flags = parent
+            remote = SpanContext(
+                int(trace_id, 16),
+                int(parent_id, 16),
+                is_remote=True,
+                trace_flags=TraceFlags(flags & 1),
+            )
+            context = otel.set_span_in_context(NonRecordingSpan(remote))
+        else:
+            parent_id = None
+            context = None
+        start = time.time_ns()
+        span = self._tracer.start_span(
+            "request", context=context, kind=otel.SpanKind.SERVER, start_time=start
+        )
+        sc = span.get_span_context()
+        trace_id = f"{sc.trace_id:032x}"
+        span_id = f"{sc.span_id:016x}"
+        sampled = bool(sc.trace_flags & 1)
+        return RequestTrace(
+            trace_id,
+            span_id,
+            parent_id,
+            sampled,
+            f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}".encode(),
+            span if span.is_recording() else None,
+            start,
+        )
+
+    def end(
+        self,
+        trace: RequestTrace,
+        *,
+        method: str,
+        host: str,
+        path: str,
+        service: str | None,
+        cluster: str | None,
+        upstream: str | None,
+        status: int,
+        duration: float,
+        client: str,
+        retries: int,
+        forwarded: bool,
+    ) -> None:
+        """Count the request, write its access-log line, end its span."""
+        if self.metrics:
+            self._requests.observe(service or NO_SERVICE, cluster or NO_CLUSTER, status, duration)
+        if self.access_log:
+            if self.log_format == "json":
+                self._log.write(
+                    self._json_line(
+                        trace, method, host, path, service, cluster, upstream, status, duration,
+                        client, retries, forwarded,
+                    )
+                )  # fmt: skip
+            else:
+                self._log.write(
+                    self._console_line(
+                        trace, method, host, path, service, cluster, upstream, status, duration,
+                        client, retries,
+                    )
+                )  # fmt: skip
+        span = trace.span
+        if span is not None:
+            self._end_span(
+                span, trace, method, host, path, service, cluster, upstream, status, client,
+                retries, forwarded,
+            )  # fmt: skip
+
+    def _json_line(
+        self,
+        trace: RequestTrace,
+        method: str,
+        host: str,
+        path: str,
+        service: str | None,
+        cluster: str | None,
+        upstream: str | None,
+        status: int,
+        duration: float,
+        client: str,
+        retries: int,
+        forwarded: bool,
+    ) -> str:
+        e = _escape
+        tail = (
+            f',"trace_id":"{trace.trace_id}","span_id":"{trace.span_id}"}}\n'
+            if trace.trace_id
+            else "}\n"
+        )
+        return (
+            f'{{"timestamp":"{self._log.timestamp(time.time())}","level":"info",'
+            f'"event":"access"{self._json_prefix}{e(method)},"host":{e(host)},'
+            f'"path":{e(path)},"status":{status},"duration_ms":{duration * 1000.0:.3f},'
+            f'"service":{"null" if service is None else e(service)},'
+            f'"upstream_cluster":{"null" if cluster is None else e(cluster)},'
+            f'"upstream":{"null" if upstream is None else e(upstream)},'
+            f'"client":{e(client)},"retries":{retries},'
+            f'"forwarded":{"true" if forwarded else "false"}{tail}'
+        )
+
+    def _console_line(
+        self,
+        trace: RequestTrace,
+        method: str,
+        host: str,
+        path: str,
+        service: str | None,
+        cluster: str | None,
+        upstream: str | None,
+        status: int,
+        duration: float,
+        client: str,
+        retries: int,
+    ) -> str:
+        now = time.time()
+        stamp = time.strftime("%H:%M:%S", time.localtime(now))
+        trace_part = f" trace={trace.trace_id}" if trace.trace_id else ""
+        return (
+            f"{stamp} access {client} {method} {host}{path} -> {status} "
+            f"{duration * 1000.0:.1f}ms service={service or '-'} cluster={cluster or '-'} "
+            f"upstream={upstream or '-'} retries={retries}{trace_part}\n"
+        )
+
+    def _end_span(
+        self,
+        span: Any,
+        trace: RequestTrace,
+        method: str,
+        host: str,
+        path: str,
+        service: str | None,
+        cluster: str | None,
+        upstream: str | None,
+        status: int,
+        client: str,
+        retries: int,
+        forwarded: bool,
+    ) -> None:
+        span.update_name(f"{method} {service or NO_SERVICE}")
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "server.address": host,
+            "url.path": path,
+            "http.response.status_code": status,
+            "client.address": client,
+            "fedgate.gateway": self.gateway_id,
+            "fedgate.retries": retries,
+            "fedgate.forwarded": forwarded,
+        }
+        if service is not None:
+            attributes["fedgate.service"] = service
+        if cluster is not None:
+            attributes["fedgate.upstream_cluster"] = cluster
+        if upstream is not None:
+            attributes["fedgate.upstream"] = upstream
+        span.set_attributes(attributes)
+        if status >= 500:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+    # ------------------------------------------------------------- events
+
+    def rate_limited(self, service: str) -> None:
+        if self.metrics:
+            self._rate_limited.labels(service).inc()
+
+    def denied(self, service: str) -> None:
+        if self.metrics:
+            self._denied.labels(service).inc()
+
+    def failover(self, service: str, from_cluster: str, to_cluster: str) -> None:
+        if self.metrics:
+            self._failovers.labels(service, from_cluster, to_cluster).inc()
+
+    def set_breaker_state(self, service: str, cluster: str, state: str) -> None:
+        self._breaker.labels(service, cluster).set(BREAKER_VALUE.get(state, -1.0))
+
+    def set_view(self, view: RoutingView) -> None:
+        """The applied revision and the upstream health gauges (on every view swap)."""
+        self._revision.set(view.config_revision)
+        self._etcd_revision.set(view.revision)
+        self._stale.set(1 if view.stale else 0)
+        self._view_updates.labels("success").inc()
+        new_rejections = sum(1 for r in view.rejected if r.revision > self._last_revision)
+        if new_rejections:
+            self._view_updates.labels("rejected").inc(new_rejections)
+        self._last_revision = max(self._last_revision, view.revision)
+        self._upstream_health.clear()
+        self._upstream_score.clear()
+        self._upstream_endpoints.clear()
+        for service in view.services.values():
+            for cluster in service.clusters:
+                h = view.health.get((service.name, cluster))
+                state = h.state if h is not None else HealthState.UNKNOWN
+                self._upstream_health.labels(service.name, cluster).set(HEALTH_VALUE[state])
+                self._upstream_score.labels(service.name, cluster).set(
+                    h.score if h is not None else 0.0
+                )
+                eps = view.endpoints.get((service.name, cluster), ())
+                routable = sum(1 for ep in eps if ep.routable)
+                healthy = h.healthy_endpoints if h is not None else routable
+                total = max(h.total_endpoints if h is not None else 0, len(eps))
+                self._upstream_endpoints.labels(service.name, cluster, "healthy").set(healthy)
+                self._upstream_endpoints.labels(service.name, cluster, "total").set(total)
+
+    def view_update(self, result: str) -> None:
+        """Count a view update outcome other than a swap (``rejected``, ``failed``)."""
+        self._view_updates.labels(result).inc()
+
+    def set_certificate(self, not_after: float | None) -> None:
+        if not_after is None:
+            self._cert_expiry.set(float("nan"))
+        else:
+            self._cert_expiry.set(not_after)
+
+    # ------------------------------------------------------------ exposition
+
+    def metrics_text(self) -> bytes:
+        """The registry in the Prometheus text format (``CONTENT_TYPE``)."""
+        data: bytes = generate_latest(self.registry)
+        return data
+
+
+def _traces_url(endpoint: str) -> str:
+    """An OTLP/HTTP base URL (``http://host:4318``) gets ``/v1/traces`` appended."""
+    stripped = endpoint.rstrip("/")
+    scheme_sep = stripped.find("://")
+    rest = stripped[scheme_sep + 3 :] if scheme_sep >= 0 else stripped
+    if "/" not in rest:
+        return stripped + "/v1/traces"
+    return stripped

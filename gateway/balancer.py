@@ -1,0 +1,292 @@
+"""Which endpoint of a cluster takes a request: least-request with power of two choices.
+
+One :class:`Balancer` per gateway process. For every request the proxy calls
+:meth:`Balancer.pick` with the (service, cluster) pool from the current view, then
+:meth:`Balancer.started` when the request goes upstream and :meth:`Balancer.finished`
+when it is over. The balancer
+
+* picks two distinct random candidates among the routable, non-ejected, non-excluded
+  endpoints and takes the one with fewer requests in flight (one candidate: that one);
+* ejects an endpoint after ``consecutive_failures`` failures in a row (passive outlier
+  detection) for ``base_ejection * times_ejected`` seconds (capped at ``max_ejection``);
+  ``times_ejected`` decays by one for every ``base_ejection`` seconds an endpoint stays in;
+* never ejects more than ``max_ejected_percent`` of a pool, and always leaves at least one
+  endpoint in (a pool of one is never ejected);
+* lets an ejection expire by the injected clock; a success resets the failure counter.
+
+State is per address (``host:port``), so the same backend shared by two pools carries
+one in-flight count. Per (service, cluster) the balancer caches the routable endpoints of
+the view's tuple (rebuilt only when the view hands in a different tuple), so a pick with
+no ejection and no exclusion costs two random numbers and two attribute reads.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
+
+from federation.model import Endpoint
+
+__all__ = ["Balancer"]
+
+_EMPTY: frozenset[str] = frozenset()
+
+
+class _Host:
+    """What the balancer knows of one address."""
+
+    __slots__ = (
+        "active",
+        "address",
+        "ejected_until",
+        "failures",
+        "last_expiry",
+        "pools",
+        "times_ejected",
+    )
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.active = 0  # requests in flight
+        self.failures = 0  # consecutive failures
+        self.ejected_until = 0.0  # > now: ejected
+        self.times_ejected = 0
+        self.last_expiry = 0.0  # when the last ejection ended (for the multiplier decay)
+        self.pools: list[_Pool] = []
+
+
+class _Pool:
+    """The routable endpoints of one (service, cluster) as last handed in by the view."""
+
+    __slots__ = ("endpoints", "hosts", "key", "next_expiry", "num_ejected", "source")
+
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
+        self.source: Sequence[Endpoint] = ()
+        self.endpoints: list[Endpoint] = []  # routable ones
+        self.hosts: list[_Host] = []  # parallel to endpoints
+        self.num_ejected = 0  # hosts of this pool currently ejected
+        self.next_expiry = math.inf  # earliest ejection end among them
+
+
+class Balancer:
+    """Least-request (P2C) endpoint choice with passive outlier ejection."""
+
+    __slots__ = (
+        "_base_ejection",
+        "_clock",
+        "_consecutive_failures",
+        "_hosts",
+        "_max_ejected_percent",
+        "_max_ejection",
+        "_pools",
+        "_random",
+    )
+
+    def __init__(
+        self,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        consecutive_failures: int = 5,
+        base_ejection: float = 30.0,
+        max_ejected_percent: float = 50.0,
+        max_ejection: float = 300.0,
+    ) -> None:
+        self._random = (rng or random.Random()).random
+        self._clock = clock
+        self._consecutive_failures = consecutive_failures
+        self._base_ejection = base_ejection
+        self._max_ejected_percent = max_ejected_percent
+        self._max_ejection = max_ejection
+        self._hosts: dict[str, _Host] = {}
+        self._pools: dict[tuple[str, str], _Pool] = {}
+
+    # ------------------------------------------------------------------ request path
+
+    def pick(
+        self,
+        service: str,
+        cluster: str,
+        endpoints: Sequence[Endpoint],
+        *,
+        exclude: AbstractSet[str] = _EMPTY,
+    ) -> Endpoint | None:
+        """The endpoint for the next try, or None when no candidate is left."""
+        pool = self._pools.get((service, cluster))
+        if pool is None:
+            pool = self._pools[(service, cluster)] = _Pool((service, cluster))
+            self._rebuild(pool, endpoints)
+        elif endpoints is not pool.source:
+            if endpoints == pool.source:
+                pool.source = endpoints  # same content, new tuple: cheaper next time
+            else:
+                self._rebuild(pool, endpoints)
+        hosts = pool.hosts
+        n = len(hosts)
+        if n == 0:
+            return None
+        if pool.num_ejected == 0 and not exclude:
+            if n == 1:
+                return pool.endpoints[0]
+            rnd = self._random
+            i = int(rnd() * n)
+            j = int(rnd() * (n - 1))
+            if j >= i:
+                j += 1
+            if hosts[j].active < hosts[i].active:
+                i = j
+            return pool.endpoints[i]
+        return self._pick_slow(pool, exclude)
+
+    def started(self, address: str) -> None:
+        """A request to ``address`` went out."""
+        host = self._hosts.get(address)
+        if host is None:
+            host = self._hosts[address] = _Host(address)
+        host.active += 1
+
+    def finished(self, address: str, *, ok: bool) -> None:
+        """A request to ``address`` is over; ``ok=False``: connect failure, reset or 5xx."""
+        host = self._hosts.get(address)
+        if host is None:
+            return
+        if host.active > 0:
+            host.active -= 1
+        if ok:
+            host.failures = 0
+        else:
+            host.failures += 1
+            limit = self._consecutive_failures
+            if limit > 0 and host.failures >= limit:
+                now = self._clock()
+                if host.ejected_until <= now:
+                    self._maybe_eject(host, now)
+        if host.active == 0 and not host.pools:
+            del self._hosts[address]  # gone from every view: forget it
+
+    # ------------------------------------------------------------------ introspection
+
+    def active(self, address: str) -> int:
+        """Requests in flight to ``address``."""
+        host = self._hosts.get(address)
+        return host.active if host is not None else 0
+
+    def is_ejected(self, address: str) -> bool:
+        host = self._hosts.get(address)
+        return host is not None and host.ejected_until > self._clock()
+
+    def ejected(self) -> dict[str, float]:
+        """Ejected addresses -> seconds of ejection left (for the admin API)."""
+        now = self._clock()
+        return {a: h.ejected_until - now for a, h in self._hosts.items() if h.ejected_until > now}
+
+    def tracked(self) -> int:
+        """Addresses the balancer holds state for (bounded by the view's endpoints)."""
+        return len(self._hosts)
+
+    # ------------------------------------------------------------------ internals
+
+    def _pick_slow(self, pool: _Pool, exclude: AbstractSet[str]) -> Endpoint | None:
+        now = self._clock()
+        if pool.num_ejected and pool.next_expiry <= now:
+            self._recount(pool, now)
+        hosts = pool.hosts
+        # every routable endpoint ejected (the pool shrank under the ejections): panic,
+        # ignore ejection rather than send nothing
+        ignore_ejection = pool.num_ejected >= len(hosts)
+        candidates = [
+            i
+            for i, h in enumerate(hosts)
+            if (ignore_ejection or h.ejected_until <= now) and h.address not in exclude
+        ]
+        n = len(candidates)
+        if n == 0:
+            return None
+        if n == 1:
+            return pool.endpoints[candidates[0]]
+        rnd = self._random
+        a = int(rnd() * n)
+        b = int(rnd() * (n - 1))
+        if b >= a:
+            b += 1
+        i, j = candidates[a], candidates[b]
+        if hosts[j].active < hosts[i].active:
+            i = j
+        return pool.endpoints[i]
+
+    def _rebuild(self, pool: _Pool, endpoints: Sequence[Endpoint]) -> None:
+        """The view handed in a different tuple for this pool: re-resolve its hosts."""
+        old = pool.hosts
+        pool.source = endpoints
+        pool.endpoints = []
+        pool.hosts = []
+        seen: set[str] = set()
+        for ep in endpoints:
+            if not ep.routable or ep.address in seen:
+                continue
+            seen.add(ep.address)
+            host = self._hosts.get(ep.address)
+            if host is None:
+                host = self._hosts[ep.address] = _Host(ep.address)
+            if pool not in host.pools:
+                host.pools.append(pool)
+            pool.endpoints.append(ep)
+            pool.hosts.append(host)
+        for host in old:
+            if host.address not in seen:
+                host.pools.remove(pool)
+                if not host.pools and host.active == 0:
+                    self._hosts.pop(host.address, None)
+        self._recount(pool, self._clock())
+
+    @staticmethod
+    def _recount(pool: _Pool, now: float) -> None:
+        """Count the pool's ejected hosts; ejections that ended are let back in here."""
+        count = 0
+        nxt = math.inf
+        for h in pool.hosts:
+            until = h.ejected_until
+            if until:
+                if until <= now:
+                    h.last_expiry = until
+                    h.ejected_until = 0.0
+                    h.failures = 0
+                else:
+                    count += 1
+                    if until < nxt:
+                        nxt = until
+        pool.num_ejected = count
+        pool.next_expiry = nxt
+
+    def _allowed_ejections(self, size: int) -> int:
+        if size <= 1 or self._max_ejected_percent <= 0:
+            return 0
+        share = math.floor(size * self._max_ejected_percent / 100.0)
+        return min(size - 1, max(1, share))
+
+    def _maybe_eject(self, host: _Host, now: float) -> None:
+        for pool in host.pools:
+            if pool.next_expiry <= now:
+                self._recount(pool, now)  # lets expired ejections (maybe this host's) in
+        if host.ejected_until:  # expired, and in no pool that would have noticed
+            host.last_expiry = host.ejected_until
+            host.ejected_until = 0.0
+        for pool in host.pools:
+            if pool.num_ejected >= self._allowed_ejections(len(pool.hosts)):
+                return  # the cap: this pool keeps the endpoint in
+        base = self._base_ejection
+        if host.times_ejected and base > 0 and host.last_expiry:
+            # the multiplier decays by one for every base interval the host stayed in
+            healthy_for = max(0.0, now - host.last_expiry)
+            host.times_ejected = max(0, host.times_ejected - int(healthy_for // base))
+        host.times_ejected += 1
+        host.ejected_until = now + min(self._max_ejection, base * host.times_ejected)
+        host.failures = 0
+        for pool in host.pools:
+            pool.num_ejected += 1
+            if host.ejected_until < pool.next_expiry:
+                pool.next_expiry = host.ejected_until

@@ -1,0 +1,553 @@
+"""TLS material from Vault (or OpenBao): auth, PKI issue and renewal, KV v2 "bring your own".
+
+:class:`VaultTls` logs in (token, AppRole or Kubernetes), issues two certificates from
+the PKI engine -- the public server certificate (SANs from ``vault.pki.serverNames``
+plus ``public_names``) and the east-west certificate whose only URI SAN is
+``spiffe://<trustDomain>/cluster/<cluster>/gateway`` -- and loads them into the
+:class:`gateway.tls.TlsContexts` it built once. :meth:`VaultTls.run` renews both at
+about two thirds of their lifetime (jittered), and on failure retries with jittered
+exponential backoff, while the listeners keep serving the material they hold.
+
+With ``vault.kv`` set, the public certificate comes from a KV v2 secret (fields
+``certificate``, ``private_key``, ``ca``) instead, re-read on the same schedule and on
+every ``kv_refresh`` seconds; without ``vault.pki`` that certificate serves east-west too.
+
+hvac is synchronous: every Vault call runs in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import requests
+from cryptography import x509
+
+from federation.settings import VaultSettings
+from gateway.tls import (
+    CertificateMaterial,
+    TlsContexts,
+    build_contexts,
+    gateway_spiffe_id,
+    install,
+)
+
+
+class VaultError(Exception):
+    """Vault could not give what was needed; the message is one line."""
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCert:
+    material: CertificateMaterial
+    serial: str  # colon-separated hex, as Vault shows it
+    not_before: float  # unix seconds
+    not_after: float
+    issued_at: float  # our clock when it arrived
+
+
+def describe(material: CertificateMaterial, *, issued_at: float) -> IssuedCert:
+    """Serial and validity of the leaf certificate of ``material``."""
+    try:
+        cert = x509.load_pem_x509_certificate(material.certificate.encode())
+    except ValueError as exc:
+        raise VaultError(f"not a PEM certificate: {exc}") from None
+    return IssuedCert(
+        material=material,
+        serial=format_serial(cert.serial_number),
+        not_before=cert.not_valid_before_utc.timestamp(),
+        not_after=cert.not_valid_after_utc.timestamp(),
+        issued_at=issued_at,
+    )
+
+
+def format_serial(n: int) -> str:
+    """A serial number as Vault writes it: lower-case hex byte pairs joined by ':'."""
+    h = f"{n:x}"
+    if len(h) % 2:
+        h = "0" + h
+    return ":".join(h[i : i + 2] for i in range(0, len(h), 2))
+
+
+def renewal_delay(
+    *, issued_at: float, not_after: float, now: float, rng: random.Random, jitter: float = 0.05
+) -> float:
+    """Seconds from ``now`` until renewal: at 2/3 of the lifetime, +-``jitter`` of it."""
+    life = max(0.0, not_after - issued_at)
+    at = issued_at + life * (2.0 / 3.0 + rng.uniform(-jitter, jitter))
+    return max(0.0, at - now)
+
+
+def backoff_delay(attempt: int, *, initial: float, maximum: float, rng: random.Random) -> float:
+    """Jittered exponential backoff: ``initial * 2**attempt`` capped, times U(0.5, 1)."""
+    base = min(maximum, initial * (2.0 ** min(attempt, 30)))
+    return base * rng.uniform(0.5, 1.0)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    name = type(exc).__name__
+    if isinstance(exc, requests.ConnectionError):
+        return "connection refused or unreachable"
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    return f"{name}: {first}"[:300] if first else name
+
+
+# ------------------------------------------------------------------ auth
+
+
+class VaultSession:
+    """An hvac client with a live token: renews it at 2/3 of its TTL, logs in again when
+    it expired or Vault refuses it. Synchronous: call it from a worker thread."""
+
+    def __init__(
+        self,
+        settings: VaultSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: float = 5.0,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        verify: bool | str = settings.ca_cert if settings.ca_cert else True
+        self.client = hvac.Client(url=settings.addr, timeout=timeout, verify=verify)
+        self._token_expires: float | None = None  # None: no expiry (or not logged in)
+        self._renew_at: float | None = None
+        self._renewable = False
+        self._logged_in = False
+        self.logins = 0  # how many logins so far (tests and status)
+        self.renewals = 0
+
+    # -- credentials
+    def _read(self, path: str, what: str) -> str:
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError as exc:
+            raise VaultError(f"vault auth: {what} {path}: {exc.strerror}") from None
+
+    def _token(self) -> str:
+        auth = self._settings.auth
+        if auth.token_file:
+            return self._read(auth.token_file, "tokenFile")
+        token = os.environ.get("VAULT_TOKEN") or auth.token
+        if not token:
+            raise VaultError(
+                "vault auth: method token needs auth.token, auth.tokenFile or VAULT_TOKEN"
+            )
+        return token
+
+    def login(self) -> None:
+        auth = self._settings.auth
+        mount = auth.mount or auth.method
+        now = self._clock()
+        try:
+            if auth.method == "token":
+                self.client.token = self._token()
+                data = self.client.auth.token.lookup_self()["data"]
+                ttl = float(data.get("ttl") or 0)
+                renewable = bool(data.get("renewable"))
+            else:
+                if auth.method == "approle":
+                    if not auth.role_id:
+                        raise VaultError("vault auth: method approle needs auth.roleId")
+                    secret_id = auth.secret_id
+                    if auth.secret_id_file:
+                        secret_id = self._read(auth.secret_id_file, "secretIdFile")
+                    resp = self.client.auth.approle.login(
+                        role_id=auth.role_id, secret_id=secret_id, mount_point=mount
+                    )
+                else:  # kubernetes: Vault reviews the JWT with the cluster's TokenReview API
+                    if not auth.role:
+                        raise VaultError("vault auth: method kubernetes needs auth.role")
+                    jwt = self._read(auth.jwt_file, "jwtFile")
+                    resp = self.client.auth.kubernetes.login(
+                        role=auth.role, jwt=jwt, mount_point=mount
+                    )
+                info = resp["auth"]
+                self.client.token = info["client_token"]
+                ttl = float(info.get("lease_duration") or 0)
+                renewable = bool(info.get("renewable"))
+        except VaultError:
+            raise
+        except Exception as exc:
+            raise VaultError(
+                f"vault {self._settings.addr}: {auth.method} login failed: {_one_line(exc)}"
+            ) from None
+        self.logins += 1
+        self._logged_in = True
+        self._set_ttl(now, ttl, renewable)
+
+    def _set_ttl(self, now: float, ttl: float, renewable: bool) -> None:
+        self._renewable = renewable
+        if ttl <= 0:
+            self._token_expires = self._renew_at = None
+        else:
+            self._token_expires = now + ttl
+            self._renew_at = now + ttl * 2.0 / 3.0
+
+    def ensure(self) -> None:
+        """Make sure the token is live: log in, renew it, or log in again."""
+        now = self._clock()
+        if not self._logged_in:
+            self.login()
+            return
+        if self._token_expires is not None and now >= self._token_expires - 0.5:
+            self.login()  # expired (or about to): renewing is too late
+            return
+        if self._renew_at is not None and now >= self._renew_at:
+            if self._renewable:
+                try:
+                    info = self.client.auth.token.renew_self()["auth"]
+                    self.renewals += 1
+                    self._set_ttl(
+                        now, float(info.get("lease_duration") or 0), bool(info.get("renewable"))
+                    )
+                    # Vault caps renewals at the token's max TTL: when the renewal gave
+                    # (almost) nothing, the next call logs in again
+                    return
+                except Exception:
+                    pass
+            self.login()
+
+    def call(self, fn: Callable[[hvac.Client], Any]) -> Any:
+        """``fn(client)`` with a live token; on 403 (token expired or revoked) log in again
+        once and retry."""
+        self.ensure()
+        try:
+            return fn(self.client)
+        except hvac.exceptions.Forbidden:
+            if self._settings.auth.method == "token" and not self._settings.auth.token_file:
+                raise  # nothing to log in again with
+            self.login()
+            return fn(self.client)
+
+    @property
+    def token_expires(self) -> float | None:
+        return self._token_expires
+
+
+# ------------------------------------------------------------------ TLS material
+
+
+def _split_names(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    dns: list[str] = []
+    ips: list[str] = []
+    for n in names:
+        try:
+            ipaddress.ip_address(n)
+            ips.append(n)
+        except ValueError:
+            dns.append(n)
+    return dns, ips
+
+
+def _pki_material(data: Mapping[str, Any]) -> CertificateMaterial:
+    chain = data.get("ca_chain") or [data.get("issuing_ca", "")]
+    leaf = data["certificate"].strip() + "\n"
+    # the chain goes with the leaf so clients that only hold the root can build it
+    intermediates = [c.strip() + "\n" for c in chain[:-1]] if len(chain) > 1 else []
+    return CertificateMaterial(
+        certificate=leaf + "".join(intermediates),
+        private_key=data["private_key"].strip() + "\n",
+        ca_bundle="".join(c.strip() + "\n" for c in chain if c),
+    )
+
+
+class VaultTls:
+    """The gateway's TLS material from Vault, kept fresh; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: VaultSettings,
+        *,
+        cluster: str,
+        gateway_id: str,
+        public_names: Sequence[str] = (),
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        rng: random.Random | None = None,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 60.0,
+        kv_refresh: float = 300.0,
+        timeout: float = 5.0,
+        on_status: Callable[[dict[str, object]], None] | None = None,
+    ) -> None:
+        if settings.pki is None and settings.kv is None:
+            raise VaultError("vault: neither vault.pki nor vault.kv is set: no certificate source")
+        self._settings = settings
+        self.cluster = cluster
+        self.gateway_id = gateway_id
+        names = list(settings.pki.server_names if settings.pki else ())
+        names += [n for n in public_names if n not in names]
+        self.public_names = tuple(names)
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._kv_refresh = kv_refresh
+        self._on_status = on_status
+        self.session = VaultSession(settings, clock=time.monotonic, timeout=timeout)
+        self.contexts: TlsContexts | None = None
+        self.public: IssuedCert | None = None
+        self.east_west: IssuedCert | None = None
+        self._vault_ok: bool | None = None
+        self._failures = 0  # consecutive failed renewals
+        self._last_error: str | None = None
+        self._last_renewal: float | None = None
+        self._next_renewal: float | None = None
+        self._next_kv: float | None = None
+        self._lock = asyncio.Lock()
+        self.rotations = 0
+
+    # -- identity
+    @property
+    def spiffe_id(self) -> str:
+        td = self._settings.pki.trust_domain if self._settings.pki else "fedgate.local"
+        return gateway_spiffe_id(td, self.cluster)
+
+    # -- Vault calls (worker thread)
+    def _issue_pki(self, common_name: str, params: dict[str, Any]) -> CertificateMaterial:
+        pki = self._settings.pki
+        assert pki is not None
+        resp = self.session.call(
+            lambda c: c.secrets.pki.generate_certificate(
+                name=pki.role,
+                common_name=common_name,
+                extra_params={"ttl": pki.ttl, "format": "pem", **params},
+                mount_point=pki.mount,
+            )
+        )
+        return _pki_material(resp["data"])
+
+    def _read_kv(self) -> CertificateMaterial:
+        kv = self._settings.kv
+        assert kv is not None
+        resp = self.session.call(
+            lambda c: c.secrets.kv.v2.read_secret_version(
+                path=kv.path, mount_point=kv.mount, raise_on_deleted_version=True
+            )
+        )
+        data = resp["data"]["data"]
+        missing = [k for k in ("certificate", "private_key") if not data.get(k)]
+        if missing:
+            raise VaultError(
+                f"vault kv {kv.mount}/{kv.path}: missing field(s) {', '.join(missing)}"
+            )
+        return CertificateMaterial(
+            certificate=str(data["certificate"]).strip() + "\n",
+            private_key=str(data["private_key"]).strip() + "\n",
+            ca_bundle=str(data.get("ca") or "").strip() + "\n",
+        )
+
+    def _fetch(self, *, pki: bool, kv: bool) -> tuple[IssuedCert | None, IssuedCert | None]:
+        """(public, east_west) newly fetched; None where not fetched this time."""
+        now = self._clock()
+        public: IssuedCert | None = None
+        east_west: IssuedCert | None = None
+        if pki and self._settings.pki is not None:
+            dns, ips = _split_names(self.public_names)
+            if self._settings.kv is None:
+                if not dns and not ips:
+                    raise VaultError(
+                        "vault.pki.serverNames is empty: no name for the public certificate"
+                    )
+                cn = dns[0] if dns else ips[0]
+                params: dict[str, Any] = {}
+                if dns[1:] or (dns and ips):
+                    params["alt_names"] = ",".join(dns[1:] if dns else [])
+                if ips:
+                    params["ip_sans"] = ",".join(ips)
+                public = describe(self._issue_pki(cn, params), issued_at=now)
+            td = self._settings.pki.trust_domain
+            ew = self._issue_pki(
+                f"{self.cluster}.gateway.{td}",
+                {"uri_sans": self.spiffe_id, "exclude_cn_from_sans": True},
+            )
+            east_west = describe(ew, issued_at=now)
+        if kv and self._settings.kv is not None:
+            public = describe(self._read_kv(), issued_at=now)
+            if self._settings.pki is None:
+                east_west = public
+        return public, east_west
+
+    # -- life cycle
+    async def start(self) -> TlsContexts:
+        """Log in, issue, build the contexts and load the material; raises VaultError."""
+        try:
+            public, east_west = await asyncio.to_thread(self._fetch, pki=True, kv=True)
+        except VaultError:
+            self._vault_ok = False
+            raise
+        except Exception as exc:
+            self._vault_ok = False
+            raise VaultError(f"vault {self._settings.addr}: {_one_line(exc)}") from None
+        self.contexts = build_contexts(public=public is not None, east_west=east_west is not None)
+        self._install(public, east_west)
+        self._vault_ok = True
+        self._schedule()
+        return self.contexts
+
+    def _install(self, public: IssuedCert | None, east_west: IssuedCert | None) -> None:
+        assert self.contexts is not None
+        try:
+            install(
+                self.contexts,
+                public=public.material if public else None,
+                east_west=east_west.material if east_west else None,
+            )
+        except Exception as exc:
+            raise VaultError(
+                f"vault: the issued certificate does not load: {_one_line(exc)}"
+            ) from None
+        if public is not None:
+            self.public = public
+        if east_west is not None:
+            self.east_west = east_west
+        self._last_renewal = self._clock()
+        self.rotations += 1
+
+    def _schedule(self) -> None:
+        now = self._clock()
+        certs = [c for c in (self.public, self.east_west) if c is not None]
+        if self._settings.pki is not None and certs:
+            first = min(certs, key=lambda c: c.not_after)
+            self._next_renewal = now + renewal_delay(
+                issued_at=first.issued_at, not_after=first.not_after, now=now, rng=self._rng
+            )
+        else:
+            self._next_renewal = None
+        if self._settings.kv is not None:
+            self._next_kv = now + self._kv_refresh
+            kv_cert = self.public
+            if kv_cert is not None and self._settings.pki is None:
+                # a bring-your-own certificate is looked for again at 2/3 of its life too
+                self._next_kv = min(
+                    self._next_kv,
+                    now
+                    + renewal_delay(
+                        issued_at=kv_cert.issued_at,
+                        not_after=kv_cert.not_after,
+                        now=now,
+                        rng=self._rng,
+                    ),
+                )
+
+    async def rotate(self, *, pki: bool = True, kv: bool = True) -> None:
+        """Fetch new material now and load it (new handshakes use it); raises VaultError."""
+        async with self._lock:
+            try:
+                public, east_west = await asyncio.to_thread(self._fetch, pki=pki, kv=kv)
+                # KV material unchanged: nothing to load
+                if (
+                    public is not None
+                    and self.public is not None
+                    and public.serial == self.public.serial
+                    and self._settings.pki is None
+                ):
+                    public = east_west = None
+                if public is not None or east_west is not None:
+                    self._install(public, east_west)
+            except Exception as exc:
+                self._vault_ok = False
+                self._failures += 1
+                self._last_error = exc.args[0] if isinstance(exc, VaultError) else _one_line(exc)
+                self._notify()
+                raise VaultError(self._last_error) from None
+            self._vault_ok = True
+            self._failures = 0
+            self._last_error = None
+            self._schedule()
+            self._notify()
+
+    async def run(self) -> None:
+        """Renew at ~2/3 of the lifetime; on failure back off (jittered, exponential)."""
+        if self.contexts is None:
+            raise VaultError("vault: run() before start()")
+        expiry_told = False
+        while True:
+            now = self._clock()
+            due = [t for t in (self._next_renewal, self._next_kv) if t is not None]
+            if self._failures:
+                retry = backoff_delay(
+                    self._failures - 1,
+                    initial=self._backoff_initial,
+                    maximum=self._backoff_max,
+                    rng=self._rng,
+                )
+                due = [now + retry]
+            wake = min(due) if due else now + self._kv_refresh
+            not_after = self.not_after
+            if not_after is not None and not expiry_told and not_after > now:
+                wake = min(wake, not_after + 0.01)  # tell the expiry when it happens
+            await self._sleep(max(0.0, wake - now))
+            now = self._clock()
+            if not_after is not None and now >= not_after and not expiry_told:
+                expiry_told = True
+                self._notify()
+            pki_due = self._failures > 0 or (
+                self._next_renewal is not None and now >= self._next_renewal
+            )
+            kv_due = self._failures > 0 or (self._next_kv is not None and now >= self._next_kv)
+            if not (pki_due or kv_due):
+                continue
+            with contextlib.suppress(VaultError):
+                await self.rotate(pki=pki_due, kv=kv_due)
+            if self._failures == 0:
+                expiry_told = False
+
+    # -- status
+    @property
+    def not_after(self) -> float | None:
+        """Expiry of the certificate that expires first (what the gateway depends on)."""
+        certs = [c.not_after for c in (self.public, self.east_west) if c is not None]
+        return min(certs) if certs else None
+
+    @property
+    def expired(self) -> bool:
+        """The east-west (or only) certificate has expired: other gateways refuse it, so
+        the composition root takes this cluster out of east-west routing."""
+        cert = self.east_west or self.public
+        return cert is not None and self._clock() >= cert.not_after
+
+    def status(self) -> dict[str, object]:
+        cert = self.east_west or self.public
+        now = self._clock()
+        return {
+            "cert_not_after": cert.not_after if cert else None,
+            "cert_serial": cert.serial if cert else None,
+            "cert_expired": self.expired,
+            "cert_expires_in": (cert.not_after - now) if cert else None,
+            "public_not_after": self.public.not_after if self.public else None,
+            "public_serial": self.public.serial if self.public else None,
+            "spiffe_id": self.spiffe_id if self._settings.pki else None,
+            "vault_ok": bool(self._vault_ok),
+            "renewal_failing": self._failures > 0,
+            "consecutive_failures": self._failures,
+            "last_error": self._last_error,
+            "last_renewal": self._last_renewal,
+            "next_renewal": self._next_renewal,
+            "rotations": self.rotations,
+            "auth_method": self._settings.auth.method,
+            "logins": self.session.logins,
+        }
+
+    def _notify(self) -> None:
+        if self._on_status is not None:
+            with contextlib.suppress(Exception):
+                self._on_status(self.status())

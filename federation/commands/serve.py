@@ -1,0 +1,420 @@
+"""``fedgate serve --config gateway.yaml``: run one gateway (the composition root).
+
+Wires the parts together: the routing view (etcd watcher, or a manifest file in
+development), TLS from Vault, the data plane, liveness, health observations,
+Kubernetes discovery and the admin API. Start-up misconfiguration is fatal with one
+line; once serving, every failure of etcd, Vault or Kubernetes is survived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from federation.cli import CommandError
+from federation.settings import GatewaySettings, SettingsError, load_settings
+
+EXIT_CONFIG = 2
+
+
+def _settings(args: argparse.Namespace) -> GatewaySettings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "cluster", None):
+        overrides["cluster"] = args.cluster
+    if getattr(args, "etcd", None):
+        overrides["etcd.endpoints"] = args.etcd.split(",")
+    if getattr(args, "prefix", None):
+        overrides["etcd.prefix"] = args.prefix
+    if getattr(args, "vault_addr", None):
+        overrides["vault.addr"] = args.vault_addr
+    try:
+        return load_settings(args.config, overrides=overrides)
+    except SettingsError as exc:
+        raise CommandError(str(exc), EXIT_CONFIG) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.check:
+        _check(settings)
+        print(f"{args.config}: ok: gateway for cluster {settings.cluster}")
+        return 0
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        pass
+    from federation.logging import configure_logging
+
+    configure_logging(settings.telemetry.log_format, settings.telemetry.log_level)
+    try:
+        return asyncio.run(GatewayProcess(settings).run())
+    except StartupError as exc:
+        raise CommandError(str(exc), EXIT_CONFIG) from None
+
+
+def _check(settings: GatewaySettings) -> None:
+    """What can be checked without starting anything."""
+    if settings.vault is None and settings.listen.east_west and not settings.insecure_east_west:
+        raise CommandError(
+            "listen.eastWest needs mutual TLS: configure vault, or set insecureEastWest: true "
+            "(development only)",
+            EXIT_CONFIG,
+        )
+    if settings.manifest:
+        from federation.manifest import ManifestError, load_manifest
+
+        try:
+            fed = load_manifest(settings.manifest)
+        except ManifestError as exc:
+            raise CommandError(f"manifest: {exc}", EXIT_CONFIG) from None
+        if settings.cluster not in {c.name for c in fed.clusters}:
+            raise CommandError(f"cluster {settings.cluster!r} is not in the manifest", EXIT_CONFIG)
+    settings.admin_token()
+
+
+class StartupError(Exception):
+    """Fatal at start: one line."""
+
+
+class GatewayProcess:
+    """One gateway process: everything it runs, started and stopped in order."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+
+    def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        async def guarded() -> None:
+            import structlog
+
+            log = structlog.get_logger("fedgate.serve")
+            delay = 0.5
+            while not self._stop.is_set():
+                try:
+                    await factory()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a background part failed: log, back off, run again
+                    log.error("background task failed", task=name, error=repr(exc))
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                    delay = min(delay * 2, 10.0)
+
+        self.tasks.append(asyncio.create_task(guarded(), name=name))
+
+    async def run(self) -> int:
+        import structlog
+        from federation.api import create_admin_app
+        from federation.ratelimit_share import live_gateway_count
+        from gateway.balancer import Balancer
+        from gateway.passive import PassiveStats
+        from gateway.placement import Placement
+        from gateway.ratelimit import RateLimiter
+        from gateway.resilience import CircuitBreakers, RetryBudget
+        from gateway.server import Gateway
+        from gateway.telemetry import Telemetry
+
+        from federation.keys import KeyLayout
+        from federation.model import GatewayRecord, RoutingView
+        from gateway.types import ViewHolder
+
+        s = self.settings
+        log = structlog.get_logger("fedgate.serve")
+        gateway_id = s.gateway_id
+        layout = KeyLayout(s.etcd.prefix)
+        holder = ViewHolder()
+        telemetry = Telemetry(
+            gateway_id=gateway_id,
+            cluster=s.cluster,
+            metrics=s.telemetry.metrics,
+            access_log=s.telemetry.access_log,
+            tracing=s.telemetry.tracing.enabled,
+            otlp_endpoint=s.telemetry.tracing.otlp_endpoint,
+            sample_ratio=s.telemetry.tracing.sample_ratio,
+        )
+        placement = Placement(s.cluster)
+        passive = PassiveStats()
+        limiter = RateLimiter()
+        try:
+            token = s.admin_token()
+        except SettingsError as exc:
+            raise StartupError(str(exc)) from None
+
+        # -- TLS from Vault (fatal at start when it cannot be had: no certificate, no gateway)
+        tls = None
+        vault = None
+        if s.vault is not None:
+            from federation.vault import VaultError, VaultTls
+
+            vault = VaultTls(s.vault, cluster=s.cluster, gateway_id=gateway_id)
+            try:
+                tls = await vault.start()
+            except VaultError as exc:
+                raise StartupError(f"vault: {exc}") from None
+        elif s.listen.east_west and not s.insecure_east_west:
+            raise StartupError(
+                "listen.eastWest needs mutual TLS: configure vault, or set insecureEastWest: true"
+            )
+
+        # -- the view source
+        registration = None
+        watcher = None
+        client = None
+        if s.manifest:
+            from federation.manifest import ManifestError, load_manifest
+
+            from federation.manifest_view import view_from_federation
+
+            try:
+                fed = load_manifest(s.manifest)
+            except ManifestError as exc:
+                raise StartupError(f"manifest: {exc}") from None
+            holder.swap(view_from_federation(fed, now=time.time()))
+        else:
+            from federation.etcd import EtcdClient
+            from federation.liveness import GatewayLease, GatewayRegistration
+            from federation.watch import ViewWatcher
+
+            client = EtcdClient(s.etcd.endpoints, timeout=s.etcd.dial_timeout)
+            watcher = ViewWatcher(client, layout, on_view=holder.swap, snapshot_path=s.snapshot)
+            lease = GatewayLease(client, ttl=s.etcd.lease_ttl)
+
+        def on_view(view: RoutingView) -> None:
+            limiter.set_live_gateways(live_gateway_count(view))
+            telemetry.set_view(view)
+            if registration is not None:
+                registration.update(applied_revision=view.config_revision, stale=view.stale)
+
+        holder.subscribe(on_view)
+
+        gateway: Gateway | None = None
+
+        def ready() -> bool:
+            return holder.view.source != "empty" and gateway is not None and bool(gateway.bound)
+
+        def explain(host: str, path: str, method: str, from_cluster: str | None) -> dict[str, Any]:
+            origin = from_cluster or s.cluster
+            planner = placement if origin == s.cluster else Placement(origin)
+            return explain_request(
+                holder.view, planner, host=host, path=path, method=method, origin=origin
+            )
+
+        def status() -> dict[str, Any]:
+            out: dict[str, Any] = {"gateway": gateway_id, "cluster": s.cluster}
+            if watcher is not None:
+                out["watch"] = dict(vars(watcher.stats))
+            if vault is not None:
+                out["vault"] = vault.status()
+            return out
+
+        admin_app = create_admin_app(
+            holder=holder,
+            token=token,
+            gateway_id=gateway_id,
+            cluster=s.cluster,
+            telemetry=telemetry,
+            explain=explain,
+            ready=ready,
+            status=status,
+        )
+        gateway = Gateway(
+            settings=s,
+            holder=holder,
+            placement=placement,
+            balancer=Balancer(),
+            breakers=CircuitBreakers(),
+            budget=RetryBudget(),
+            limiter=limiter,
+            telemetry=telemetry,
+            passive=passive,
+            tls=tls,
+            admin_app=admin_app,
+        )
+        try:
+            await gateway.start()
+        except OSError as exc:
+            raise StartupError(f"cannot bind a listener: {exc.strerror or exc}") from None
+
+        # -- background parts: watch, liveness, health, discovery, certificate renewal
+        if watcher is not None and client is not None:
+            self._spawn("watch", watcher.run)
+            bound = gateway.bound
+            record = GatewayRecord(
+                id=gateway_id,
+                cluster=s.cluster,
+                public=_addr(bound.get("public")),
+                east_west=_east_west_url(s, bound.get("east_west")),
+                admin=_addr(bound.get("admin")),
+                started_at=time.time(),
+            )
+            registration = GatewayRegistration(lease, layout, record)
+            on_view(holder.view)
+            self._spawn("lease", lease.start)
+
+            from federation.health import HealthReporter
+
+            reporter = HealthReporter(
+                lease=lease,
+                layout=layout,
+                gateway_id=gateway_id,
+                cluster=s.cluster,
+                holder=holder,
+                passive=passive,
+                east_west_context=tls.east_west_client if tls is not None else None,
+                placement=placement,
+            )
+            self._spawn("health", reporter.run)
+            self._start_discovery(client, layout, lease, holder, gateway_id)
+        if vault is not None:
+            self._spawn("vault", vault.run)
+            self._spawn(
+                "vault-status", lambda: self._report_certificates(vault, registration, telemetry)
+            )
+
+        log.info("gateway started", gateway=gateway_id, cluster=s.cluster, listeners=gateway.bound)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self._stop.wait()
+
+        log.info("draining", timeout=s.limits.drain_timeout)
+        await gateway.drain(s.limits.drain_timeout)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if watcher is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(lease.stop(revoke=True), timeout=2.0)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+        log.info("stopped", gateway=gateway_id)
+        return 0
+
+    def _start_discovery(
+        self, client: Any, layout: Any, lease: Any, holder: Any, gateway_id: str
+    ) -> None:
+        """Kubernetes discovery when this cluster's manifest entry asks for it."""
+        cluster = holder.view.clusters.get(self.settings.cluster)
+        if cluster is None or cluster.kubernetes is None:
+            # the view may not hold the cluster yet: decide once it does
+            started = False
+
+            def later(view: Any) -> None:
+                nonlocal started
+                c = view.clusters.get(self.settings.cluster)
+                if not started and c is not None and c.kubernetes is not None:
+                    started = True
+                    self._launch_discovery(client, layout, lease, holder, gateway_id, c)
+
+            holder.subscribe(later)
+            return
+        self._launch_discovery(client, layout, lease, holder, gateway_id, cluster)
+
+    def _launch_discovery(
+        self, client: Any, layout: Any, lease: Any, holder: Any, gateway_id: str, cluster: Any
+    ) -> None:
+        from federation.discovery import EndpointDiscovery
+
+        def services() -> list[Any]:
+            return [svc for svc in holder.view.services.values() if cluster.name in svc.clusters]
+
+        discovery = EndpointDiscovery(
+            client=client,
+            layout=layout,
+            lease=lease,
+            cluster=cluster,
+            services=services,
+            api_client=_kubernetes_api_client(cluster.kubernetes.context),
+            source=gateway_id,
+        )
+        self._spawn("discovery", discovery.run)
+
+    async def _report_certificates(self, vault: Any, registration: Any, telemetry: Any) -> None:
+        while not self._stop.is_set():
+            st = vault.status()
+            telemetry.set_certificate(st.get("cert_not_after"))
+            if registration is not None:
+                registration.update(
+                    cert_not_after=st.get("cert_not_after"),
+                    cert_serial=st.get("cert_serial"),
+                    vault_ok=st.get("vault_ok"),
+                    renewal_failing=bool(st.get("renewal_failing")),
+                )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=2.0)
+
+
+def explain_request(
+    view: Any, placement: Any, *, host: str, path: str, method: str, origin: str
+) -> dict[str, Any]:
+    """The decision trace of one request: route, candidates with scores and reasons, revision."""
+    from gateway.routing import RouteTable
+
+    out: dict[str, Any] = {
+        "request": {"host": host, "path": path, "method": method, "from": origin},
+        "revision": view.revision,
+        "config_revision": view.config_revision,
+        "view_source": view.source,
+        "stale": view.stale,
+    }
+    if origin not in view.clusters:
+        out["error"] = f"unknown cluster {origin!r}"
+        return out
+    match = RouteTable.build(view).match(host.lower(), path)
+    if match is None:
+        out["route"] = None
+        out["decision"] = "404: no registered route for this host and path"
+        return out
+    service = match.service
+    out["route"] = {
+        "service": service.name,
+        "host": match.route.host,
+        "pathPrefix": match.route.path_prefix,
+    }
+    out["candidates"] = placement.explain(view, service)
+    plan = placement.plan(view, service)
+    out["plan"] = list(plan)
+    if not plan:
+        out["decision"] = "503: no cluster can serve this service"
+    elif plan[0] == origin:
+        out["decision"] = f"served in {origin} (local endpoints)"
+    else:
+        out["decision"] = f"forwarded from {origin} to {plan[0]} over east-west mutual TLS"
+    return out
+
+
+def _kubernetes_api_client(context: str | None) -> Any:
+    """In-cluster configuration, else the kubeconfig (with ``context`` when given)."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config(context=context)
+
+
+def _addr(bound: tuple[str, int] | None) -> str:
+    return f"{bound[0]}:{bound[1]}" if bound else ""
+
+
+def _east_west_url(s: GatewaySettings, bound: tuple[str, int] | None) -> str:
+    if not bound:
+        return ""
+    scheme = "http" if s.insecure_east_west else "https"
+    return f"{scheme}://{bound[0]}:{bound[1]}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(1)

@@ -1,0 +1,180 @@
+"""Observations -> the federation's opinion of every (service, cluster).
+
+Every gateway publishes what it sees (``federation.health``): its own cluster's endpoints
+(active probes), the other clusters' gateways (east-west pings) and the error rate and
+latency of its real traffic. :func:`aggregate` folds the opinions of the *live* observers
+(those with a :class:`GatewayRecord`, i.e. a lease) into one :class:`ServiceHealth` per
+(service, cluster):
+
+- the own-cluster observers are authoritative for endpoint counts: when they see no
+  healthy endpoint the service is ``unhealthy`` there;
+- otherwise a cluster is ``unhealthy`` for the federation only when a strict majority of
+  the live observers that have an opinion say so: one lying or partitioned observer
+  cannot take a cluster out;
+- ``degraded`` when some endpoints are down, the recent error rate is above
+  :data:`DEGRADED_ERROR_RATE`, or a minority votes down;
+- ``unknown`` when nobody has an opinion (yet): usable, with a lower score;
+- ``since`` is kept from the previous result while the state is unchanged, so placement
+  can ramp traffic back to a recovered cluster.
+
+Pure and cheap: called by the view builder on every view change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from statistics import median
+from types import MappingProxyType
+
+from federation.model import (
+    Cluster,
+    Endpoint,
+    GatewayRecord,
+    HealthState,
+    Observation,
+    Service,
+    ServiceHealth,
+)
+
+DEGRADED_ERROR_RATE = 0.05  # above this recent error rate a cluster is degraded
+UNKNOWN_SCORE = 0.5  # the score factor of a cluster nobody has observed yet
+LATENCY_SCALE_MS = 250.0  # latency at which the latency factor of the score halves
+
+Key = tuple[str, str]
+
+
+def aggregate(
+    *,
+    services: Mapping[str, Service],
+    clusters: Mapping[str, Cluster],
+    endpoints: Mapping[tuple[str, str], tuple[Endpoint, ...]],
+    gateways: Mapping[str, GatewayRecord],
+    observations: Sequence[Observation],
+    previous: Mapping[tuple[str, str], ServiceHealth],
+    now: float,
+) -> Mapping[tuple[str, str], ServiceHealth]:
+    """The aggregated health of every service in every cluster it runs in."""
+    live = {g.id for g in gateways.values()}
+    by_key: dict[Key, list[Observation]] = {}
+    for obs in observations:
+        if obs.observer in live:
+            by_key.setdefault((obs.service, obs.cluster), []).append(obs)
+    result: dict[Key, ServiceHealth] = {}
+    for service in services.values():
+        for cluster in service.clusters:
+            if cluster not in clusters:
+                continue
+            key = (service.name, cluster)
+            health = assess(
+                service.name,
+                cluster,
+                endpoints=endpoints.get(key, ()),
+                observations=by_key.get(key, ()),
+            )
+            prev = previous.get(key)
+            since = prev.since if prev is not None and prev.state is health.state else now
+            result[key] = _with_since(health, since)
+    return MappingProxyType(result)
+
+
+def assess(
+    service: str,
+    cluster: str,
+    *,
+    endpoints: Sequence[Endpoint],
+    observations: Sequence[Observation],
+) -> ServiceHealth:
+    """One (service, cluster) from the live observers' opinions (``since`` left at 0)."""
+    # one opinion per observer: the newest
+    latest: dict[str, Observation] = {}
+    for obs in observations:
+        seen = latest.get(obs.observer)
+        if seen is None or obs.at >= seen.at:
+            latest[obs.observer] = obs
+    opinions = list(latest.values())
+    own = [o for o in opinions if o.observer_cluster == cluster]
+    routable = sum(1 for e in endpoints if e.routable)
+
+    if own:
+        # several gateways of the cluster: trust the one that sees most (a broken or lying
+        # gateway cannot make the others' endpoints vanish)
+        best = max(own, key=lambda o: (o.healthy, o.total))
+        healthy, total = best.healthy, max(best.total, best.healthy)
+    else:
+        healthy, total = routable, len(endpoints)
+
+    voters = [o for o in opinions if o.state is not HealthState.UNKNOWN]
+    down = sum(1 for o in voters if o.state is HealthState.UNHEALTHY)
+    traffic = [o for o in opinions if o.error_rate > 0.0 or o.latency_ms > 0.0]
+    error_rate = median(o.error_rate for o in traffic) if traffic else 0.0
+    latency_ms = median(o.latency_ms for o in traffic) if traffic else 0.0
+
+    if total == 0:
+        state = HealthState.UNHEALTHY  # nowhere to send a request
+    elif own and healthy == 0:
+        state = HealthState.UNHEALTHY  # the cluster's own gateways see no healthy endpoint
+    elif voters and 2 * down > len(voters):
+        state = HealthState.UNHEALTHY  # a majority of live observers agree
+    elif not voters:
+        state = HealthState.UNKNOWN
+    elif down or healthy < total or error_rate > DEGRADED_ERROR_RATE:
+        state = HealthState.DEGRADED
+    else:
+        state = HealthState.HEALTHY
+
+    return ServiceHealth(
+        service=service,
+        cluster=cluster,
+        state=state,
+        score=score(
+            state,
+            healthy=healthy,
+            total=total,
+            error_rate=error_rate,
+            latency_ms=latency_ms,
+            down_share=down / len(voters) if voters else 0.0,
+        ),
+        healthy_endpoints=healthy,
+        total_endpoints=total,
+        error_rate=error_rate,
+        latency_ms=latency_ms,
+        observers=len(opinions),
+        down_votes=down,
+    )
+
+
+def score(
+    state: HealthState,
+    *,
+    healthy: int,
+    total: int,
+    error_rate: float,
+    latency_ms: float,
+    down_share: float = 0.0,
+) -> float:
+    """0..1, higher is healthier: healthy share x success rate^2 x latency factor."""
+    if state is HealthState.UNHEALTHY or total <= 0:
+        return 0.0
+    share = min(1.0, healthy / total)
+    success = max(0.0, 1.0 - min(1.0, error_rate))
+    latency = 1.0 / (1.0 + max(0.0, latency_ms) / LATENCY_SCALE_MS)
+    value = share * success * success * latency * (1.0 - 0.5 * down_share)
+    if state is HealthState.UNKNOWN:
+        value *= UNKNOWN_SCORE
+    return round(max(0.0, min(1.0, value)), 4)
+
+
+def _with_since(h: ServiceHealth, since: float) -> ServiceHealth:
+    return ServiceHealth(
+        service=h.service,
+        cluster=h.cluster,
+        state=h.state,
+        score=h.score,
+        healthy_endpoints=h.healthy_endpoints,
+        total_endpoints=h.total_endpoints,
+        error_rate=h.error_rate,
+        latency_ms=h.latency_ms,
+        observers=h.observers,
+        down_votes=h.down_votes,
+        since=since,
+    )

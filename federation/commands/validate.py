@@ -1,0 +1,42 @@
+"""``fedgate validate FILE``: check a manifest without touching anything.
+
+Exit 0 with a one-line summary, or exit 2 with one ``FILE:LINE:COLUMN: field.path:
+message`` line per problem on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from federation.cli import EXIT_OK, EXIT_USAGE
+from federation.manifest import ManifestError, load_manifest
+from federation.model import CLOUDS, Federation
+
+
+def summary(federation: Federation, *, filename: str) -> str:
+    """``FILE: ok: federation NAME, 5 clusters (aws, onprem), 2 tiers, 3 services, 7 routes``"""
+    clouds = [c for c in CLOUDS if any(cl.cloud == c for cl in federation.clusters)]
+    tiers = len({c.tier for c in federation.clusters})
+    routes = sum(len(s.routes) for s in federation.services)
+    return (
+        f"{filename}: ok: federation {federation.name}, "
+        f"{_count(len(federation.clusters), 'cluster')} ({', '.join(clouds)}), "
+        f"{_count(tiers, 'tier')}, {_count(len(federation.services), 'service')}, "
+        f"{_count(routes, 'route')}"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        federation = load_manifest(args.file)
+    except ManifestError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    print(summary(federation, filename=args.file))
+    return EXIT_OK

@@ -1,0 +1,114 @@
+"""Validated wire models -> the frozen domain model of ``federation.model``."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from types import MappingProxyType
+
+from federation.manifest import schema, values
+from federation.model import (
+    Access,
+    CircuitBreaker,
+    Cluster,
+    Failover,
+    Federation,
+    HealthCheck,
+    KubernetesDiscovery,
+    RateLimit,
+    Retries,
+    Route,
+    Service,
+    Timeouts,
+)
+
+
+def cluster(doc: schema.ClusterDoc) -> Cluster:
+    return Cluster(
+        name=doc.name,
+        region=doc.region,
+        cloud=doc.cloud,
+        environment=doc.environment,
+        tier=doc.tier,
+        east_west=doc.gateway.east_west,
+        kubernetes=(
+            KubernetesDiscovery(
+                namespaces=tuple(doc.kubernetes.namespaces), context=doc.kubernetes.context
+            )
+            if doc.kubernetes is not None
+            else None
+        ),
+        labels=MappingProxyType(dict(doc.labels)),
+    )
+
+
+def access(doc: schema.AccessDoc) -> Access:
+    spiffe: set[str] = set()
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for entry in doc.allow:
+        if entry.lower().startswith("spiffe:"):
+            spiffe.add(entry)
+        else:
+            network = values.parse_network(entry)
+            if network not in networks:
+                networks.append(network)
+    return Access(spiffe_ids=frozenset(spiffe), networks=tuple(networks))
+
+
+def service(doc: schema.ServiceDoc) -> Service:
+    hc, fo, rt, cb, to = (
+        doc.health_check,
+        doc.failover,
+        doc.retries,
+        doc.circuit_breaker,
+        doc.timeouts,
+    )
+    rate_limit = None
+    if doc.rate_limit is not None:
+        rl = doc.rate_limit
+        rate_limit = RateLimit(
+            average=rl.average,
+            burst=rl.burst if rl.burst is not None else max(1, math.ceil(rl.average)),
+            per=rl.per,
+            scope=rl.scope,
+        )
+    return Service(
+        name=doc.name,
+        routes=tuple(Route(host=r.host, path_prefix=r.path_prefix) for r in doc.routes),
+        port=doc.port,
+        clusters=tuple(doc.clusters),
+        endpoints=MappingProxyType({c: tuple(a) for c, a in doc.endpoints.items()}),
+        health_check=HealthCheck(
+            path=hc.path,
+            interval=hc.interval,
+            timeout=hc.timeout,
+            healthy_after=hc.healthy_after,
+            unhealthy_after=hc.unhealthy_after,
+        ),
+        failover=Failover(
+            policy=fo.policy, order=tuple(fo.order or ()), failback_window=fo.failback_window
+        ),
+        retries=Retries(
+            attempts=rt.attempts,
+            per_try_timeout=rt.per_try_timeout,
+            budget_percent=rt.budget_percent,
+            on=frozenset(rt.on),
+        ),
+        circuit_breaker=CircuitBreaker(
+            max_pending=cb.max_pending,
+            consecutive_failures=cb.consecutive_failures,
+            open_for=cb.open_for,
+        ),
+        rate_limit=rate_limit,
+        access=access(doc.access) if doc.access is not None else None,
+        timeouts=Timeouts(connect=to.connect, request=to.request, idle=to.idle),
+        max_body_bytes=doc.max_body_bytes,
+    )
+
+
+def federation(doc: schema.ManifestDoc) -> Federation:
+    return Federation(
+        name=doc.metadata.name,
+        clusters=tuple(cluster(c) for c in doc.clusters),
+        services=tuple(service(s) for s in doc.services),
+    )

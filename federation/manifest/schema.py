@@ -1,0 +1,282 @@
+"""The manifest's wire format: pydantic v2 models, camelCase keys, unknown keys refused.
+
+These models check the shape and every single value (types, ranges, syntax). Checks that
+need more than one value (a health-check timeout shorter than its interval, a service
+naming an unknown cluster, duplicate routes) live in ``federation.manifest.checks``. The
+defaults written here are the documented ones (``docs/manifest.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+)
+from pydantic_core import PydanticCustomError
+
+from federation.manifest import values
+from federation.model import RETRY_CONDITIONS
+
+T = TypeVar("T")
+
+API_VERSION = "fedgate/v1"
+KIND = "Federation"
+
+
+def _checked(check: Callable[[T], Any]) -> Callable[[T], Any]:
+    """Turn a ``ValueError``-raising check into a pydantic error with our own message."""
+
+    def run(value: T) -> Any:
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise PydanticCustomError("fedgate", "{message}", {"message": str(exc)}) from None
+
+    return run
+
+
+def _duration(value: object) -> float:
+    return values.parse_duration(value)
+
+
+def _duration_or_zero(value: object) -> float:
+    return values.parse_duration(value, allow_zero=True)
+
+
+def _retry_condition(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or value not in RETRY_CONDITIONS:
+        known = ", ".join(sorted(RETRY_CONDITIONS))
+        raise ValueError(f"unknown retry condition {values.show_value(value)} (known: {known})")
+    return value
+
+
+Str = Annotated[str, Strict()]
+Int = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]
+Duration = Annotated[float, BeforeValidator(_checked(_duration))]
+DurationOrZero = Annotated[float, BeforeValidator(_checked(_duration_or_zero))]
+DnsLabel = Annotated[str, Strict(), AfterValidator(_checked(values.check_dns_label))]
+RouteHost = Annotated[str, Strict(), AfterValidator(_checked(values.check_route_host))]
+PathPrefix = Annotated[str, Strict(), AfterValidator(_checked(values.check_path_prefix))]
+HttpPath = Annotated[str, Strict(), AfterValidator(_checked(values.check_http_path))]
+Port = Annotated[int, Strict(), AfterValidator(_checked(values.check_port))]
+HostPort = Annotated[str, Strict(), AfterValidator(_checked(values.check_host_port))]
+Url = Annotated[str, Strict(), AfterValidator(_checked(values.check_url))]
+AllowEntry = Annotated[str, Strict(), AfterValidator(_checked(values.check_allow_entry))]
+LimitKey = Annotated[str, Strict(), AfterValidator(_checked(values.check_limit_key))]
+RetryCondition = Annotated[str, BeforeValidator(_checked(_retry_condition))]
+NonEmptyStr = Annotated[str, Strict(), Field(min_length=1)]
+
+
+class Doc(BaseModel):
+    """Base of every wire model: camelCase keys only, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+# ------------------------------------------------------------------------------ clusters
+
+
+class GatewayDoc(Doc):
+    east_west: Url = Field(
+        alias="eastWest",
+        description="Required. URL where other gateways reach this cluster's gateway "
+        "(east-west listener, mutual TLS), http(s)://host:port.",
+    )
+
+
+class KubernetesDoc(Doc):
+    namespaces: list[DnsLabel] = Field(
+        default=["default"],
+        min_length=1,
+        description="Namespaces whose EndpointSlices are watched. Default: [default].",
+    )
+    context: NonEmptyStr | None = Field(
+        default=None,
+        description="kubeconfig context. Default: null (in-cluster config, else the "
+        "current context).",
+    )
+
+
+class ClusterDoc(Doc):
+    name: DnsLabel = Field(description="Required. Unique name, DNS-label syntax.")
+    region: NonEmptyStr = Field(description="Required. The provider's region or the site name.")
+    cloud: Literal["aws", "gcp", "azure", "onprem", "other"] = Field(
+        description="Required. aws | gcp | azure | onprem | other."
+    )
+    environment: NonEmptyStr = Field(default="prod", description="Default: prod.")
+    tier: Int = Field(
+        default=0,
+        ge=0,
+        description="Failover tier, >= 0. Traffic leaves the lowest tier only when it has no "
+        "healthy cluster. Default: 0.",
+    )
+    gateway: GatewayDoc = Field(description="Required. How other gateways reach this one.")
+    kubernetes: KubernetesDoc | None = Field(
+        default=None,
+        description="Discover endpoints from this cluster's Kubernetes API. Default: null "
+        "(no discovery: static endpoints only).",
+    )
+    labels: dict[Str, Str] = Field(default={}, description="Free-form labels. Default: {}.")
+
+
+# ------------------------------------------------------------------------------ services
+
+
+class RouteDoc(Doc):
+    host: RouteHost = Field(
+        description="Required. Exact host (shop.acme.com) or wildcard (*.acme.com); "
+        "matched case-insensitively."
+    )
+    path_prefix: PathPrefix = Field(
+        default="/", alias="pathPrefix", description="Starts with '/'. Default: /."
+    )
+
+
+class HealthCheckDoc(Doc):
+    path: HttpPath = Field(default="/healthz", description="Default: /healthz.")
+    interval: Duration = Field(default=1.0, description="Default: 1s.")
+    timeout: Duration = Field(default=0.5, description="Shorter than interval. Default: 500ms.")
+    healthy_after: Int = Field(
+        default=2, ge=1, alias="healthyAfter", description="Successes to turn healthy. Default: 2."
+    )
+    unhealthy_after: Int = Field(
+        default=3,
+        ge=1,
+        alias="unhealthyAfter",
+        description="Failures to turn unhealthy. Default: 3.",
+    )
+
+
+class FailoverDoc(Doc):
+    policy: Literal["healthiest", "ordered"] = Field(
+        default="healthiest", description="healthiest | ordered. Default: healthiest."
+    )
+    order: list[DnsLabel] | None = Field(
+        default=None,
+        description="With policy ordered (required there): clusters of the service in order "
+        "of preference. Default: none.",
+    )
+    failback_window: DurationOrZero = Field(
+        default=10.0,
+        alias="failbackWindow",
+        description="Time over which traffic ramps back to a recovered cluster; 0s: at once. "
+        "Default: 10s.",
+    )
+
+
+class RetriesDoc(Doc):
+    attempts: Int = Field(
+        default=2, ge=0, le=10, description="Retries after the first try, 0..10. Default: 2."
+    )
+    per_try_timeout: Duration = Field(
+        default=2.0,
+        alias="perTryTimeout",
+        description="At most timeouts.request. Default: 2s.",
+    )
+    budget_percent: Number = Field(
+        default=20.0,
+        ge=0,
+        le=100,
+        alias="budgetPercent",
+        description="Retries add at most this percentage of requests, 0..100. Default: 20.",
+    )
+    on: list[RetryCondition] = Field(
+        default=["connect-failure", "reset", "502", "503", "504"],
+        description="connect-failure | reset | timeout | 502 | 503 | 504 | 5xx. "
+        "Default: [connect-failure, reset, 502, 503, 504].",
+    )
+
+
+class CircuitBreakerDoc(Doc):
+    max_pending: Int = Field(default=1024, ge=1, alias="maxPending", description="Default: 1024.")
+    consecutive_failures: Int = Field(
+        default=5, ge=1, alias="consecutiveFailures", description="Default: 5."
+    )
+    open_for: Duration = Field(default=10.0, alias="openFor", description="Default: 10s.")
+
+
+class RateLimitDoc(Doc):
+    average: Number = Field(gt=0, description="Required. Requests per second, > 0.")
+    burst: Int | None = Field(
+        default=None, ge=1, description="Bucket size, >= 1. Default: average rounded up."
+    )
+    per: LimitKey = Field(
+        default="client-ip",
+        description="client-ip | peer-identity | header:<Header-Name>. Default: client-ip.",
+    )
+    scope: Literal["gateway", "federation"] = Field(
+        default="gateway",
+        description="gateway: the limit holds per gateway; federation: shared by all live "
+        "gateways. Default: gateway.",
+    )
+
+
+class AccessDoc(Doc):
+    allow: list[AllowEntry] = Field(
+        min_length=1,
+        description="Required, non-empty. SPIFFE IDs (matched against the mTLS peer) and "
+        "IP addresses / CIDRs (matched against the client address).",
+    )
+
+
+class TimeoutsDoc(Doc):
+    connect: Duration = Field(default=1.0, description="Default: 1s.")
+    request: Duration = Field(default=30.0, description="Total, across retries. Default: 30s.")
+    idle: Duration = Field(default=60.0, description="Idle upstream connection. Default: 60s.")
+
+
+class ServiceDoc(Doc):
+    name: DnsLabel = Field(description="Required. Unique name, DNS-label syntax.")
+    routes: list[RouteDoc] = Field(min_length=1, description="Required, non-empty.")
+    port: Port = Field(description="Required. The backends' port (for discovered endpoints).")
+    clusters: list[DnsLabel] = Field(
+        min_length=1, description="Required, non-empty. Clusters that run the service."
+    )
+    endpoints: dict[Str, Annotated[list[HostPort], Field(min_length=1)]] = Field(
+        default={},
+        description="Static endpoints per cluster (host:port). Default: {}.",
+    )
+    health_check: HealthCheckDoc = Field(
+        default=HealthCheckDoc(), alias="healthCheck", description="Default: all defaults."
+    )
+    failover: FailoverDoc = Field(default=FailoverDoc(), description="Default: healthiest.")
+    retries: RetriesDoc = Field(default=RetriesDoc(), description="Default: all defaults.")
+    circuit_breaker: CircuitBreakerDoc = Field(
+        default=CircuitBreakerDoc(), alias="circuitBreaker", description="Default: all defaults."
+    )
+    rate_limit: RateLimitDoc | None = Field(
+        default=None, alias="rateLimit", description="Default: null (no limit)."
+    )
+    access: AccessDoc | None = Field(default=None, description="Default: null (public).")
+    timeouts: TimeoutsDoc = Field(default=TimeoutsDoc(), description="Default: all defaults.")
+    max_body_bytes: Int | None = Field(
+        default=None,
+        ge=1,
+        alias="maxBodyBytes",
+        description="Request body limit (413 above). Default: null (unlimited, streamed).",
+    )
+
+
+# ------------------------------------------------------------------------------ document
+
+
+class MetadataDoc(Doc):
+    name: DnsLabel = Field(description="Required. The federation's name, DNS-label syntax.")
+
+
+class ManifestDoc(Doc):
+    api_version: Literal["fedgate/v1"] = Field(alias="apiVersion", description="Required.")
+    kind: Literal["Federation"] = Field(description="Required.")
+    metadata: MetadataDoc = Field(description="Required.")
+    clusters: list[ClusterDoc] = Field(min_length=1, description="Required, non-empty.")
+    services: list[ServiceDoc] = Field(default=[], description="Default: [].")

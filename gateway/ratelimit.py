@@ -29,6 +29,7 @@ from federation.model import RateLimit, Service
 __all__ = ["RateLimiter", "limit_key"]
 
 _NO_RATE_RETRY_AFTER = 60.0  # average <= 0: the burst is all there is
+_ONE = 1.0 - 1e-9  # a token, give or take float rounding of the refill
 
 
 class _Params:
@@ -119,7 +120,7 @@ class RateLimiter:
                 bucket.last = now
         if self._sweep:
             self._evict_idle(now)
-        if bucket.tokens >= 1.0:
+        if bucket.tokens >= _ONE:
             bucket.tokens -= 1.0
             return 0.0
         if params.rate <= 0:

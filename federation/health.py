@@ -1,0 +1,479 @@
+"""Health observations: active probes + passive statistics -> Observations in etcd, leased.
+
+A :class:`HealthReporter` runs in every gateway. It
+
+* probes every endpoint of every service that runs in its own cluster
+  (``GET healthCheck.path``, the manifest's interval and timeout, ``healthyAfter`` /
+  ``unhealthyAfter`` hysteresis per endpoint), with a tiny HTTP/1.1 client on raw asyncio
+  streams (one short connection per probe);
+* pings the east-west listener of every other cluster (``GET /__fedgate/ping`` on
+  ``Cluster.east_west``, or on each live gateway's URL when the cluster has none), over
+  TLS with the east-west client context when one is given;
+* reads the passive statistics of real traffic (error rate, latency EWMA);
+* publishes its opinions as one key, ``layout.health(gateway_id)`` = a JSON list of
+  :class:`Observation`, under the gateway's lease: a dead observer's opinions vanish
+  with it. It writes on a state change at once, on a statistics change at most every
+  ``stats_interval`` seconds, and again after every new lease;
+* tells the local placement at once when its own endpoints change
+  (``sink.local_endpoints``), without waiting for the round trip through etcd.
+
+The federation package never imports the gateway package: the parts it needs are the
+small protocols below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from federation import codec
+from federation.keys import KeyLayout
+from federation.model import HealthCheck, HealthState, Observation, RoutingView, Service
+
+log = logging.getLogger(__name__)
+
+PING_PATH = "/__fedgate/ping"
+DEGRADED_ERROR_RATE = 0.05
+UNHEALTHY_ERROR_RATE = 0.5
+MIN_REQUESTS = 10  # passive statistics count only with this many requests in the window
+STATS_EPSILON = 0.02  # error rate change that is worth a write
+LATENCY_EPSILON = 0.25  # relative latency change that is worth a write
+DEFAULT_GATEWAY_CHECK = HealthCheck(
+    path=PING_PATH, interval=0.5, timeout=0.5, healthy_after=2, unhealthy_after=2
+)
+
+
+class Lease(Protocol):
+    """What the reporter needs of ``federation.liveness.GatewayLease``."""
+
+    @property
+    def lease_id(self) -> int | None: ...
+
+    def on_new_lease(self, callback: Callable[[int], Awaitable[None]]) -> None: ...
+
+    async def put(self, key: str, value: bytes) -> None: ...
+
+
+class ViewSource(Protocol):
+    @property
+    def view(self) -> RoutingView: ...
+
+
+class PassiveSource(Protocol):
+    def snapshot(self) -> Mapping[tuple[str, str], tuple[float, float, int]]: ...
+
+
+class LocalSink(Protocol):
+    """The gateway's placement: told at once about the own cluster's endpoints."""
+
+    def local_endpoints(self, service: str, *, healthy: int, total: int) -> None: ...
+
+
+# --------------------------------------------------------------------------- hysteresis
+
+
+@dataclass(slots=True)
+class ProbeState:
+    """One target's health with hysteresis.
+
+    Unknown until the first result (which decides at once); then ``unhealthy_after``
+    failures in a row take it down and ``healthy_after`` successes in a row bring it back.
+    """
+
+    healthy_after: int = 2
+    unhealthy_after: int = 3
+    healthy: bool | None = None
+    successes: int = 0
+    failures: int = 0
+    last_change: float = 0.0
+
+    def record(self, ok: bool, now: float = 0.0) -> bool:
+        """Count one probe result; True when the state changed."""
+        if ok:
+            self.successes += 1
+            self.failures = 0
+            flip = self.healthy is None or (
+                not self.healthy and self.successes >= self.healthy_after
+            )
+            new = True
+        else:
+            self.failures += 1
+            self.successes = 0
+            flip = self.healthy is None or (
+                bool(self.healthy) and self.failures >= self.unhealthy_after
+            )
+            new = False
+        if flip and self.healthy is not new:
+            self.healthy = new
+            self.last_change = now
+            return True
+        return False
+
+
+# --------------------------------------------------------------------------- HTTP probe
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); ValueError with one line otherwise."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+async def http_probe(
+    host: str,
+    port: int,
+    path: str,
+    *,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
+    host_header: str | None = None,
+) -> bool:
+    """One ``GET path`` over a fresh connection: True on a 2xx/3xx status within ``timeout``."""
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host_header or host}\r\n"
+        "User-Agent: fedgate-health\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    ).encode()
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                host,
+                port,
+                ssl=ssl_context,
+                server_hostname=host if ssl_context is not None else None,
+            )
+            writer.write(request)
+            line = await reader.readline()
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            return False
+        return 200 <= int(parts[1]) < 400
+    except (OSError, TimeoutError, ssl.SSLError, ValueError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+            if ssl_context is None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 0.2)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass(slots=True)
+class _Target:
+    kind: str  # "endpoint" | "gateway"
+    name: str  # service (endpoint) or cluster (gateway)
+    address: str  # host:port
+    path: str
+    check: HealthCheck
+    tls: bool = False
+    state: ProbeState = field(default_factory=ProbeState)
+    task: asyncio.Task[None] | None = None
+
+
+Observed = tuple[str, str, str, int, int]  # service, cluster, state, healthy, total
+
+
+class HealthReporter:
+    """Probes, aggregates its own opinions and publishes them under the gateway's lease."""
+
+    def __init__(
+        self,
+        *,
+        lease: Lease,
+        layout: KeyLayout,
+        gateway_id: str,
+        cluster: str,
+        holder: ViewSource,
+        passive: PassiveSource,
+        east_west_context: ssl.SSLContext | None,
+        placement: LocalSink | None = None,
+        clock: Callable[[], float] = time.time,
+        stats_interval: float = 2.0,
+        gateway_check: HealthCheck = DEFAULT_GATEWAY_CHECK,
+    ) -> None:
+        self._lease = lease
+        self._key = layout.health(gateway_id)
+        self._gateway_id = gateway_id
+        self._cluster = cluster
+        self._holder = holder
+        self._passive = passive
+        self._tls = east_west_context
+        self._sink = placement
+        self._clock = clock
+        self._stats_interval = stats_interval
+        self._gateway_check = gateway_check
+        self._targets: dict[tuple[str, str, str], _Target] = {}
+        self._view: RoutingView | None = None
+        self._changed = asyncio.Event()
+        self._published: tuple[Observation, ...] | None = None
+        self._published_at = -1e18
+        self._local: dict[str, tuple[int, int]] = {}
+        self.writes = 0
+        self.probes = 0
+        lease.on_new_lease(self._on_new_lease)
+
+    # ------------------------------------------------------------------ life cycle
+    async def run(self) -> None:
+        """Probe and publish until cancelled."""
+        try:
+            while True:
+                view = self._holder.view
+                if view is not self._view:
+                    self._view = view
+                    self._reconcile(view)
+                    self._notify_local()
+                await self.publish()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._changed.wait(), timeout=min(0.5, self._stats_interval)
+                    )
+                self._changed.clear()
+        finally:
+            await self._stop_targets()
+
+    async def _stop_targets(self) -> None:
+        tasks = [t.task for t in self._targets.values() if t.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._targets.clear()
+
+    async def _on_new_lease(self, lease_id: int) -> None:
+        self._published = None  # the old key died with the old lease
+        await self.publish(force=True)
+
+    # ------------------------------------------------------------------ targets
+    def _reconcile(self, view: RoutingView) -> None:
+        wanted: dict[tuple[str, str, str], _Target] = {}
+        for svc in view.services.values():
+            if self._cluster not in svc.clusters:
+                continue
+            for ep in view.endpoints_of(svc.name, self._cluster):
+                if ep.routable:
+                    key = ("endpoint", svc.name, ep.address)
+                    wanted[key] = _Target(
+                        "endpoint", svc.name, ep.address, svc.health_check.path, svc.health_check
+                    )
+        for name, cluster in view.clusters.items():
+            if name == self._cluster:
+                continue
+            runs = [s for s in view.services.values() if name in s.clusters]
+            if not runs:
+                continue
+            urls = [cluster.east_west] if cluster.east_west else []
+            if not urls:
+                urls = [g.east_west for g in view.gateways_in(name) if g.east_west]
+            check = self._gateway_check_for(runs)
+            for url in urls:
+                parts = urlsplit(url)
+                if not parts.hostname or not parts.port:
+                    continue
+                address = f"{parts.hostname}:{parts.port}"
+                wanted[("gateway", name, address)] = _Target(
+                    "gateway", name, address, PING_PATH, check, tls=parts.scheme == "https"
+                )
+        for key in list(self._targets):
+            if key not in wanted:
+                old = self._targets.pop(key)
+                if old.task is not None:
+                    old.task.cancel()
+        for key, target in wanted.items():
+            current = self._targets.get(key)
+            if current is not None:
+                current.check, current.path, current.tls = target.check, target.path, target.tls
+                current.state.healthy_after = target.check.healthy_after
+                current.state.unhealthy_after = target.check.unhealthy_after
+                continue
+            target.state = ProbeState(target.check.healthy_after, target.check.unhealthy_after)
+            target.task = asyncio.get_running_loop().create_task(
+                self._probe_loop(target), name=f"probe-{key[0]}-{key[1]}-{key[2]}"
+            )
+            self._targets[key] = target
+
+    def _gateway_check_for(self, services: list[Service]) -> HealthCheck:
+        """Ping a cluster at the fastest pace any of its services asks for (at most 0.5 s)."""
+        fastest = min(services, key=lambda s: s.health_check.interval).health_check
+        base = self._gateway_check
+        return HealthCheck(
+            path=PING_PATH,
+            interval=min(base.interval, fastest.interval),
+            timeout=min(base.timeout, fastest.timeout),
+            healthy_after=min(base.healthy_after, fastest.healthy_after),
+            unhealthy_after=min(base.unhealthy_after, fastest.unhealthy_after),
+        )
+
+    async def _probe_loop(self, target: _Target) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(random.uniform(0, min(target.check.interval, 0.2)))  # spread
+        while True:
+            started = loop.time()
+            try:
+                host, port = split_host_port(target.address)
+                ok = await http_probe(
+                    host,
+                    port,
+                    target.path,
+                    timeout=target.check.timeout,
+                    ssl_context=self._tls if target.tls else None,
+                    host_header=target.address,
+                )
+            except ValueError:
+                ok = False
+            self.probes += 1
+            if target.state.record(ok, self._clock()):
+                log.info(
+                    "%s %s %s is now %s",
+                    target.kind,
+                    target.name,
+                    target.address,
+                    "healthy" if target.state.healthy else "unhealthy",
+                )
+                if target.kind == "endpoint":
+                    self._notify_local(target.name)
+                self._changed.set()
+            await asyncio.sleep(max(0.05, target.check.interval - (loop.time() - started)))
+
+    def _endpoint_counts(self, service: str) -> tuple[int, int, int]:
+        """(healthy, total, unknown) of the own cluster's probed endpoints of ``service``."""
+        healthy = total = unknown = 0
+        for t in self._targets.values():
+            if t.kind == "endpoint" and t.name == service:
+                total += 1
+                if t.state.healthy is None:
+                    unknown += 1
+                elif t.state.healthy:
+                    healthy += 1
+        return healthy, total, unknown
+
+    def _notify_local(self, service: str | None = None) -> None:
+        if self._sink is None or self._view is None:
+            return
+        names = (
+            [service]
+            if service is not None
+            else [s.name for s in self._view.services.values() if self._cluster in s.clusters]
+        )
+        for name in names:
+            healthy, total, unknown = self._endpoint_counts(name)
+            value = (healthy + unknown, total)  # not probed yet: given the benefit of the doubt
+            if self._local.get(name) != value:
+                self._local[name] = value
+                self._sink.local_endpoints(name, healthy=value[0], total=value[1])
+
+    # ------------------------------------------------------------------ observations
+    def observations(self) -> tuple[Observation, ...]:
+        """This gateway's current opinions (``at`` = now)."""
+        view = self._view if self._view is not None else self._holder.view
+        now = self._clock()
+        stats = self._passive.snapshot()
+        out: list[Observation] = []
+        for svc in sorted(view.services.values(), key=lambda s: s.name):
+            for cluster in svc.clusters:
+                if cluster not in view.clusters:
+                    continue
+                err, ms, n = stats.get((svc.name, cluster), (0.0, 0.0, 0))
+                if cluster == self._cluster:
+                    healthy, total, unknown = self._endpoint_counts(svc.name)
+                    if unknown:
+                        continue  # not every endpoint probed yet: no opinion
+                    state = _endpoint_state(healthy, total)
+                else:
+                    gw = [
+                        t.state.healthy
+                        for t in self._targets.values()
+                        if t.kind == "gateway" and t.name == cluster
+                    ]
+                    known = [h for h in gw if h is not None]
+                    if not gw or len(known) < len(gw):
+                        if n < MIN_REQUESTS:
+                            continue  # nothing to say about it
+                        state, healthy, total = HealthState.HEALTHY, 1, 1
+                    else:
+                        up = any(known)
+                        state = HealthState.HEALTHY if up else HealthState.UNHEALTHY
+                        healthy, total = int(up), 1
+                state = _with_passive(state, err, n)
+                out.append(
+                    Observation(
+                        observer=self._gateway_id,
+                        observer_cluster=self._cluster,
+                        service=svc.name,
+                        cluster=cluster,
+                        state=state,
+                        healthy=healthy,
+                        total=total,
+                        error_rate=round(err, 4) if n else 0.0,
+                        latency_ms=round(ms, 2) if n else 0.0,
+                        at=now,
+                    )
+                )
+        return tuple(out)
+
+    async def publish(self, *, force: bool = False) -> bool:
+        """Write the observations if they changed materially; True when written."""
+        if self._lease.lease_id is None:
+            return False
+        current = self.observations()
+        now = self._clock()
+        previous = self._published
+        if not force and previous is not None and _states(current) == _states(previous):
+            if now - self._published_at < self._stats_interval:
+                return False
+            if not _stats_moved(current, previous):
+                return False
+        try:
+            await self._lease.put(self._key, codec.encode(list(current)))
+        except Exception as exc:  # etcd down or lease lost: retried on the next round
+            log.debug("publishing health failed: %s", exc)
+            return False
+        self._published = current
+        self._published_at = now
+        self.writes += 1
+        return True
+
+    def local_status(self) -> dict[str, object]:
+        """The probe results, for the status page and tests."""
+        return {f"{t.kind}:{t.name}:{t.address}": t.state.healthy for t in self._targets.values()}
+
+
+def _endpoint_state(healthy: int, total: int) -> HealthState:
+    if total == 0 or healthy == 0:
+        return HealthState.UNHEALTHY
+    return HealthState.HEALTHY if healthy >= total else HealthState.DEGRADED
+
+
+def _with_passive(state: HealthState, error_rate: float, n: int) -> HealthState:
+    if n < MIN_REQUESTS or state is HealthState.UNHEALTHY:
+        return state
+    if error_rate >= UNHEALTHY_ERROR_RATE:
+        return HealthState.UNHEALTHY
+    if error_rate > DEGRADED_ERROR_RATE:
+        return HealthState.DEGRADED
+    return state
+
+
+def _states(obs: tuple[Observation, ...]) -> list[Observed]:
+    return [(o.service, o.cluster, str(o.state), o.healthy, o.total) for o in obs]
+
+
+def _stats_moved(current: tuple[Observation, ...], previous: tuple[Observation, ...]) -> bool:
+    for a, b in zip(current, previous, strict=True):
+        if abs(a.error_rate - b.error_rate) > STATS_EPSILON:
+            return True
+        base = max(b.latency_ms, 1.0)
+        if abs(a.latency_ms - b.latency_ms) / base > LATENCY_EPSILON:
+            return True
+    return False

@@ -1,0 +1,248 @@
+"""The admin API (Starlette): health probes, global health, route explanations, metrics,
+the status page and the API's OpenAPI document.
+
+Everything but ``/healthz``, ``/readyz``, ``/metrics`` (and the status page's static
+assets, which carry no data) needs ``Authorization: Bearer <token>``, compared in
+constant time; a refusal is ``401`` with ``WWW-Authenticate: Bearer``. ``GET /`` without
+a token answers ``401`` too, with the status page as body: the page asks for the token,
+keeps it in the browser's ``sessionStorage`` and sends it as a bearer header with every
+API call (never in a cookie or a URL sent to the server).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from federation.globalhealth import global_health
+from federation.openapi import openapi_document
+from gateway.telemetry import CONTENT_TYPE, Telemetry
+from gateway.types import ViewHolder
+
+__all__ = ["create_admin_app", "global_health"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+REALM = "fedgate"
+
+Explain = Callable[[str, str, str, str | None], dict[str, Any]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+_METHOD = re.compile(r"[A-Za-z]{1,16}")
+_HOST = re.compile(r"[A-Za-z0-9*._:\[\]-]{1,253}")
+
+_NO_STORE = {"Cache-Control": "no-store"}
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers={**_NO_STORE, **(headers or {})})
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return _json({"error": message}, status, headers)
+
+
+class _Auth:
+    """Constant-time bearer token check."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token.encode() if token else None
+
+    def check(self, request: Request) -> str | None:
+        """None when authorized, else the reason (for the 401 body)."""
+        header = request.headers.get("authorization")
+        if self._token is None:
+            return "no admin token is configured on this gateway"
+        if not header:
+            return "missing bearer token"
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return "expected Authorization: Bearer <token>"
+        try:
+            given = value.strip().encode("ascii")
+        except UnicodeEncodeError:
+            return "invalid bearer token"
+        if not hmac.compare_digest(given, self._token):
+            return "invalid bearer token"
+        return None
+
+    @staticmethod
+    def challenge(reason: str) -> dict[str, str]:
+        if reason.startswith("missing"):
+            return {"WWW-Authenticate": f'Bearer realm="{REALM}"'}
+        return {"WWW-Authenticate": f'Bearer realm="{REALM}", error="invalid_token"'}
+
+    def protect(self, endpoint: Endpoint) -> Endpoint:
+        async def guarded(request: Request) -> Response:
+            reason = self.check(request)
+            if reason is not None:
+                return _error(401, reason, self.challenge(reason))
+            return await endpoint(request)
+
+        guarded.__name__ = endpoint.__name__
+        return guarded
+
+
+class _Static:
+    """The status page's assets (public: code, no data), no directory listing."""
+
+    def __init__(self) -> None:
+        self._files = StaticFiles(directory=STATIC_DIR, check_dir=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            response: Response = _error(405, "method not allowed", {"Allow": "GET, HEAD"})
+            await response(scope, receive, send)
+            return
+        await self._files(scope, receive, send)
+
+
+def create_admin_app(
+    *,
+    holder: ViewHolder,
+    token: str | None,
+    gateway_id: str,
+    cluster: str,
+    telemetry: Telemetry | None,
+    explain: Explain,
+    ready: Callable[[], bool],
+    status: Callable[[], dict[str, object]],
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """The admin app of one gateway (the composition root passes the callables)."""
+    auth = _Auth(token)
+    document = openapi_document()
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok", "gateway": gateway_id, "cluster": cluster})
+
+    async def readyz(request: Request) -> Response:
+        view = holder.view
+        ok = bool(ready())
+        body = {
+            "ready": ok,
+            "gateway": gateway_id,
+            "cluster": cluster,
+            "view_source": view.source,
+            "revision": view.revision,
+            "config_revision": view.config_revision,
+        }
+        return _json(body, 200 if ok else 503)
+
+    async def metrics(request: Request) -> Response:
+        data = telemetry.metrics_text() if telemetry is not None else b""
+        return Response(data, media_type=CONTENT_TYPE, headers=_NO_STORE)
+
+    async def health_global(request: Request) -> Response:
+        return _json(global_health(holder.view, now=clock()))
+
+    async def gateway_status(request: Request) -> Response:
+        view = holder.view
+        body: dict[str, Any] = {
+            "gateway": gateway_id,
+            "cluster": cluster,
+            "ready": bool(ready()),
+            "view": {
+                "revision": view.revision,
+                "config_revision": view.config_revision,
+                "source": view.source,
+                "stale": view.stale,
+                "clusters": len(view.clusters),
+                "services": len(view.services),
+                "gateways": len(view.gateways),
+                "rejected": len(view.rejected),
+            },
+            "details": status(),
+        }
+        return _json(body)
+
+    async def routes_explain(request: Request) -> Response:
+        q = request.query_params
+        host = q.get("host", "")
+        path = q.get("path", "/") or "/"
+        method = (q.get("method", "GET") or "GET").upper()
+        origin = q.get("from") or None
+        if not host:
+            return _error(400, "query parameter 'host' is required")
+        if not _HOST.fullmatch(host):
+            return _error(400, f"invalid host {host!r}")
+        if not path.startswith("/"):
+            return _error(400, "query parameter 'path' must start with '/'")
+        if not _METHOD.fullmatch(method):
+            return _error(400, f"invalid method {method!r}")
+        if origin is not None and origin not in holder.view.clusters:
+            return _error(400, f"unknown cluster {origin!r} in 'from'")
+        result = dict(explain(host, path, method, origin))
+        if result.get("error"):
+            return _json(result, 400)
+        if result.get("route") is None:
+            result.setdefault("error", "no registered route for this host and path")
+            return _json(result, 404)
+        return _json(result)
+
+    async def openapi(request: Request) -> Response:
+        return _json(document)
+
+    async def page(request: Request) -> Response:
+        html = (STATIC_DIR / "index.html").read_bytes()
+        reason = auth.check(request)
+        if reason is not None:
+            # the page itself asks for the token: a 401 whose body is the page
+            return Response(
+                html,
+                status_code=401,
+                media_type="text/html; charset=utf-8",
+                headers={**_PAGE_HEADERS, **auth.challenge(reason)},
+            )
+        return Response(html, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/health/global", auth.protect(health_global), methods=["GET"]),
+        Route("/v1/status", auth.protect(gateway_status), methods=["GET"]),
+        Route("/v1/routes/explain", auth.protect(routes_explain), methods=["GET"]),
+        Route("/openapi.json", auth.protect(openapi), methods=["GET"]),
+        Route("/", page, methods=["GET"]),
+        Mount("/static", app=_static_app(), name="static"),
+    ]
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _error(404, "not found")
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+        return _error(405, "method not allowed", headers)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return _error(500, "internal error")
+
+    return Starlette(
+        routes=routes,
+        exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
+    )
+
+
+def _static_app() -> ASGIApp:
+    return _Static()

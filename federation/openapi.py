@@ -1,0 +1,435 @@
+"""The admin API's OpenAPI 3.1 document (hand-written: it is the contract, not a by-product).
+
+Served at ``GET /openapi.json``; the schemathesis test fuzzes the admin app against it
+(every answer must match its response schema, and every operation with a security
+requirement must refuse a missing or wrong token).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from federation.globalhealth import SCHEMA_VERSION
+
+STATES = ["healthy", "degraded", "unhealthy", "unknown"]
+
+
+def _nullable(type_: str) -> dict[str, Any]:
+    return {"type": [type_, "null"]}
+
+
+def _obj(props: dict[str, Any], *, extra: bool = False) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": sorted(props),
+        "properties": props,
+        "additionalProperties": extra,
+    }
+
+
+_STATE = {"type": "string", "enum": STATES}
+_INT = {"type": "integer", "minimum": 0}
+_NUM = {"type": "number"}
+_STR = {"type": "string"}
+_BOOL = {"type": "boolean"}
+
+GATEWAY = _obj(
+    {
+        "id": _STR,
+        "cluster": _STR,
+        "public": _STR,
+        "east_west": _STR,
+        "admin": _STR,
+        "applied_revision": _INT,
+        "converged": _BOOL,
+        "stale": _BOOL,
+        "started_at": _NUM,
+        "uptime": _nullable("number"),
+        "cert_not_after": _nullable("number"),
+        "cert_expires_in": _nullable("number"),
+        "cert_serial": _nullable("string"),
+        "cert_warning": _BOOL,
+        "cert_expired": _BOOL,
+        "vault_ok": _nullable("boolean"),
+        "renewal_failing": _BOOL,
+    }
+)
+
+CLUSTER = _obj(
+    {
+        "name": _STR,
+        "region": _STR,
+        "cloud": {"type": "string", "enum": ["aws", "gcp", "azure", "onprem", "other"]},
+        "environment": _STR,
+        "tier": {"type": "integer"},
+        "labels": {"type": "object", "additionalProperties": _STR},
+        "east_west": _STR,
+        "state": _STATE,
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "reasons": {"type": "array", "items": _STR},
+        "services": _obj({"total": _INT, **{s: _INT for s in STATES}}),
+        "live_gateways": _INT,
+        "gateways": {"type": "array", "items": {"$ref": "#/components/schemas/Gateway"}},
+    }
+)
+
+SERVICE_CLUSTER = _obj(
+    {
+        "cluster": _STR,
+        "state": _STATE,
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "healthy_endpoints": _INT,
+        "total_endpoints": _INT,
+        "error_rate": {"type": "number", "minimum": 0, "maximum": 1},
+        "latency_ms": {"type": "number", "minimum": 0},
+        "observers": _INT,
+        "down_votes": _INT,
+        "since": _nullable("number"),
+    }
+)
+
+SERVICE = _obj(
+    {
+        "name": _STR,
+        "state": _STATE,
+        "serving": _BOOL,
+        "routes": {
+            "type": "array",
+            "items": _obj({"host": _STR, "path_prefix": _STR}),
+        },
+        "failover": {"type": "string", "enum": ["healthiest", "ordered"]},
+        "clusters": {"type": "array", "items": {"$ref": "#/components/schemas/ServiceCluster"}},
+    }
+)
+
+GLOBAL_HEALTH = _obj(
+    {
+        "schema": {"type": "integer", "const": SCHEMA_VERSION},
+        "federation": _STR,
+        "generated_at": _NUM,
+        "revision": _INT,
+        "config_revision": _INT,
+        "source": {"type": "string", "enum": ["empty", "etcd", "snapshot", "manifest"]},
+        "stale": _BOOL,
+        "summary": _obj(
+            {
+                "clusters": _INT,
+                **{s: _INT for s in STATES},
+                "gateways": _INT,
+                "services": _INT,
+                "services_serving": _INT,
+            }
+        ),
+        "convergence": _obj(
+            {
+                "config_revision": _INT,
+                "gateways": _INT,
+                "on_newest": _INT,
+                "share": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                "lagging": {
+                    "type": "array",
+                    "items": _obj({"gateway": _STR, "cluster": _STR, "applied_revision": _INT}),
+                },
+            }
+        ),
+        "certificates": _obj(
+            {
+                "warn_before_seconds": _NUM,
+                "expiring": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "gateway": _STR,
+                            "cluster": _STR,
+                            "cert_not_after": _nullable("number"),
+                            "expires_in": _nullable("number"),
+                            "renewal_failing": _BOOL,
+                            "vault_ok": _nullable("boolean"),
+                        }
+                    ),
+                },
+            }
+        ),
+        "clusters": {"type": "array", "items": {"$ref": "#/components/schemas/Cluster"}},
+        "services": {"type": "array", "items": {"$ref": "#/components/schemas/Service"}},
+        "rejected": {
+            "type": "array",
+            "items": _obj({"key": _STR, "error": _STR, "revision": _INT}),
+        },
+    }
+)
+
+EXPLAIN = {
+    "type": "object",
+    "description": (
+        "The decision trace: the request as understood, the matched route (null: none), the "
+        "candidate clusters with state, score, whether chosen and why, the plan (first = "
+        "where the request goes, the rest = where retries go) and the revision used."
+    ),
+    "required": ["revision"],
+    "properties": {
+        "request": {"type": "object"},
+        "revision": _INT,
+        "config_revision": _INT,
+        "route": {"type": ["object", "null"]},
+        "candidates": {"type": "array", "items": {"type": "object"}},
+        "plan": {"type": "array", "items": _STR},
+        "decision": _STR,
+        "error": _STR,
+    },
+    "additionalProperties": True,
+}
+
+STATUS = _obj(
+    {
+        "gateway": _STR,
+        "cluster": _STR,
+        "ready": _BOOL,
+        "view": _obj(
+            {
+                "revision": _INT,
+                "config_revision": _INT,
+                "source": _STR,
+                "stale": _BOOL,
+                "clusters": _INT,
+                "services": _INT,
+                "gateways": _INT,
+                "rejected": _INT,
+            }
+        ),
+        "details": {"type": "object"},
+    }
+)
+
+PROBE = {
+    "type": "object",
+    "required": ["gateway", "cluster"],
+    "properties": {
+        "status": _STR,
+        "ready": _BOOL,
+        "gateway": _STR,
+        "cluster": _STR,
+        "view_source": _STR,
+        "revision": _INT,
+        "config_revision": _INT,
+    },
+    "additionalProperties": False,
+}
+
+ERROR = _obj({"error": _STR})
+
+
+def _json_content(ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+
+
+def _unauthorized() -> dict[str, Any]:
+    return {
+        "description": "Missing or invalid bearer token.",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        "content": _json_content("Error"),
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    public: list[dict[str, list[str]]] = []
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "fedgate admin API",
+            "version": "1",
+            "description": (
+                "Health probes, the global health of the federation, route explanations, "
+                "Prometheus metrics and the status page of a fedgate gateway. Everything "
+                "but /healthz, /readyz, /metrics and the status page's static assets needs "
+                "`Authorization: Bearer <token>`."
+            ),
+        },
+        "security": [{"bearerAuth": []}],
+        "paths": {
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "200 while the process runs.",
+                    "security": public,
+                    "responses": {
+                        "200": {"description": "Running.", "content": _json_content("Probe")}
+                    },
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "200 once the gateway holds a routing view and its listeners "
+                    "are bound; 503 otherwise.",
+                    "security": public,
+                    "responses": {
+                        "200": {"description": "Ready.", "content": _json_content("Probe")},
+                        "503": {"description": "Not ready.", "content": _json_content("Probe")},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus text exposition format.",
+                    "security": public,
+                    "responses": {
+                        "200": {
+                            "description": "The gateway's metrics.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/v1/health/global": {
+                "get": {
+                    "operationId": "globalHealth",
+                    "summary": "The global health of the federation, from the shared view.",
+                    "responses": {
+                        "200": {
+                            "description": "Every cluster, gateway and service.",
+                            "content": _json_content("GlobalHealth"),
+                        },
+                        "401": _unauthorized(),
+                    },
+                }
+            },
+            "/v1/status": {
+                "get": {
+                    "operationId": "gatewayStatus",
+                    "summary": "This gateway: its view, watch counters, certificates.",
+                    "responses": {
+                        "200": {"description": "Status.", "content": _json_content("Status")},
+                        "401": _unauthorized(),
+                    },
+                }
+            },
+            "/v1/routes/explain": {
+                "get": {
+                    "operationId": "explainRoute",
+                    "summary": "Why a request would go where it goes.",
+                    "parameters": [
+                        {
+                            "name": "host",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {"name": "path", "in": "query", "schema": {"type": "string"}},
+                        {"name": "method", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "from",
+                            "in": "query",
+                            "description": "The cluster the request enters (default: this "
+                            "gateway's).",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The decision trace.",
+                            "content": _json_content("Explain"),
+                        },
+                        "400": {
+                            "description": "Missing or invalid parameter, or unknown cluster.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "oneOf": [
+                                            {"$ref": "#/components/schemas/Error"},
+                                            {"$ref": "#/components/schemas/Explain"},
+                                        ]
+                                    }
+                                }
+                            },
+                        },
+                        "401": _unauthorized(),
+                        "404": {
+                            "description": "No registered route for this host and path "
+                            "(the trace, with route null and an error).",
+                            "content": _json_content("Explain"),
+                        },
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document.",
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "401": _unauthorized(),
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "operationId": "statusPage",
+                    "summary": "The status page. Without a token the answer is 401 with the "
+                    "page as body: the page asks for the token and sends it as a bearer "
+                    "header with every API call.",
+                    "responses": {
+                        "200": {
+                            "description": "The page.",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        },
+                        "401": {
+                            "description": "No token: the page, which asks for one.",
+                            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        },
+                    },
+                }
+            },
+            "/static/{file}": {
+                "get": {
+                    "operationId": "staticAsset",
+                    "summary": "The status page's scripts and styles (public: no data).",
+                    "security": public,
+                    "parameters": [
+                        {
+                            "name": "file",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The asset.",
+                            "content": {
+                                "text/css": {"schema": {"type": "string"}},
+                                "text/javascript": {"schema": {"type": "string"}},
+                                "text/html": {"schema": {"type": "string"}},
+                            },
+                        },
+                        "404": {"description": "No such asset."},
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The admin token (admin.tokenFile in gateway.yaml).",
+                }
+            },
+            "schemas": {
+                "Error": ERROR,
+                "Probe": PROBE,
+                "Status": STATUS,
+                "Explain": EXPLAIN,
+                "GlobalHealth": GLOBAL_HEALTH,
+                "Cluster": CLUSTER,
+                "Gateway": GATEWAY,
+                "Service": SERVICE,
+                "ServiceCluster": SERVICE_CLUSTER,
+            },
+        },
+    }

@@ -128,6 +128,7 @@ class VaultSession:
         self._token_expires: float | None = None  # None: no expiry (or not logged in)
         self._renew_at: float | None = None
         self._renewable = False
+        self._margin = 0.0
         self._logged_in = False
         self.logins = 0  # how many logins so far (tests and status)
         self.renewals = 0
@@ -194,6 +195,7 @@ class VaultSession:
 
     def _set_ttl(self, now: float, ttl: float, renewable: bool) -> None:
         self._renewable = renewable
+        self._margin = min(5.0, ttl * 0.05)  # this close to expiry, log in instead of renewing
         if ttl <= 0:
             self._token_expires = self._renew_at = None
         else:
@@ -206,7 +208,7 @@ class VaultSession:
         if not self._logged_in:
             self.login()
             return
-        if self._token_expires is not None and now >= self._token_expires - 0.5:
+        if self._token_expires is not None and now >= self._token_expires - self._margin:
             self.login()  # expired (or about to): renewing is too late
             return
         if self._renew_at is not None and now >= self._renew_at:
@@ -302,7 +304,7 @@ class VaultTls:
         self._backoff_max = backoff_max
         self._kv_refresh = kv_refresh
         self._on_status = on_status
-        self.session = VaultSession(settings, clock=time.monotonic, timeout=timeout)
+        self.session = VaultSession(settings, clock=clock, timeout=timeout)
         self.contexts: TlsContexts | None = None
         self.public: IssuedCert | None = None
         self.east_west: IssuedCert | None = None

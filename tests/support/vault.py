@@ -304,7 +304,115 @@ def setup_kubernetes_auth(
         role,
         bound_service_account_names=[service_account],
         bound_service_account_namespaces=[namespace],
-        token_policies=[policy],
-        token_ttl="1h",
+        policies=[policy],
+        ttl="1h",
         mount_point=mount,
     )
+
+
+# ------------------------------------------------------------------ a minimal HTTPS server
+
+
+@dataclass
+class TlsServer:
+    """A tiny HTTP/1.1 keep-alive server on an SSLContext: answers every request with 200
+    and the peer's SPIFFE ID (or ``ok``); 403 and close when ``authorize`` says no."""
+
+    server: Any
+    host: str
+    port: int
+    peers: list[str | None] = field(default_factory=list)
+    requests: int = 0
+
+    def close(self) -> None:
+        self.server.close()
+
+
+async def start_tls_server(
+    ctx: Any,
+    *,
+    host: str = "127.0.0.1",
+    authorize: Any = None,
+) -> TlsServer:
+    import asyncio
+
+    from gateway.tls import peer_identity
+
+    state: dict[str, TlsServer] = {}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        srv = state["srv"]
+        peer = peer_identity(writer.get_extra_info("ssl_object"))
+        srv.peers.append(peer)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError, OSError):
+                    return
+                if not head:
+                    return
+                srv.requests += 1
+                if authorize is not None and not authorize(peer):
+                    writer.write(
+                        b"HTTP/1.1 403 Forbidden\r\ncontent-length: 9\r\nconnection: close\r\n\r\n"
+                        b"forbidden"
+                    )
+                    await writer.drain()
+                    return
+                body = (peer or "ok").encode()
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        except (ConnectionError, OSError):
+            return
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, host, 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    state["srv"] = TlsServer(server=server, host=host, port=port)
+    return state["srv"]
+
+
+async def tls_request(
+    host: str,
+    port: int,
+    ctx: Any,
+    *,
+    server_hostname: str | None = None,
+    path: str = "/",
+    timeout: float = 5.0,
+) -> tuple[int, bytes, str]:
+    """One request on a new TLS connection: (status, body, served certificate serial)."""
+    import asyncio
+
+    from federation.vault import format_serial
+
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=ctx, server_hostname=server_hostname),
+        timeout,
+    )
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        from cryptography import x509
+
+        serial = format_serial(x509.load_der_x509_certificate(der).serial_number)
+        writer.write(f"GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n".encode())
+        await writer.drain()
+        status, body = await asyncio.wait_for(read_response(reader), timeout)
+        return status, body, serial
+    finally:
+        writer.close()
+
+
+async def read_response(reader: Any) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    body = await reader.readexactly(length) if length else b""
+    return status, body

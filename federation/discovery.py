@@ -1,0 +1,531 @@
+"""Kubernetes endpoint discovery: EndpointSlices -> endpoints in etcd, under the gateway's lease.
+
+For every manifest service that runs in this gateway's cluster, and every namespace of
+``Cluster.kubernetes.namespaces``, one thread lists the service's EndpointSlices
+(``discovery.k8s.io/v1``, label ``kubernetes.io/service-name=<service>``) with the
+official ``kubernetes`` client, then watches them from the list's resourceVersion:
+
+- it resumes from the last resourceVersion it saw, BOOKMARK events included, each time
+  a watch ends (``timeout_seconds`` keeps every watch short, so stopping is quick);
+- ``410 Gone`` (an ERROR event with code 410, or an HTTP 410) -> list again;
+- an unreachable or restarting API server -> reconnect with jittered exponential
+  backoff, then list again.
+
+The official client is synchronous, so each list/watch loop runs in its own daemon
+thread and hands every new state of its slices to the event loop. There the endpoints
+of all namespaces of a service are merged, and written to etcd at
+``layout.endpoints(service, cluster, source)`` as ``codec.encode([Endpoint, ...])``
+under the gateway's lease, only when they changed. The key is deleted when the service
+has no EndpointSlice left (or leaves the manifest). After the lease was lost and granted
+anew, every key is written again.
+
+Conditions follow the EndpointSlice API: ``ready`` (nil means ready), ``serving`` (nil
+means as ``ready``), ``terminating``; a terminating endpoint drains (its
+:attr:`Endpoint.routable` is False). The port is the slice port whose ``port`` equals
+``Service.port``, else the slice's first port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from federation import codec
+from federation.keys import KeyLayout
+from federation.model import Cluster, Endpoint, Service
+
+if TYPE_CHECKING:
+    from federation.etcd import EtcdClient
+
+__all__ = [
+    "SERVICE_NAME_LABEL",
+    "Backoff",
+    "EndpointDiscovery",
+    "endpoints_from_slices",
+    "kubernetes_api_client",
+]
+
+log = structlog.get_logger("fedgate.discovery")
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+SOURCE = "kubernetes"  # Endpoint.source of every discovered endpoint
+
+
+class LeasedWriter(Protocol):
+    """What discovery needs of ``federation.liveness.GatewayLease``."""
+
+    def on_new_lease(self, callback: Callable[[int], Awaitable[None]]) -> None: ...
+
+    async def put(self, key: str, value: bytes) -> None: ...
+
+
+def kubernetes_api_client(*, context: str | None = None, in_cluster: bool | None = None) -> Any:
+    """An ``ApiClient``: in-cluster configuration, else the kubeconfig (``context``).
+
+    ``in_cluster=None`` tries the in-cluster configuration first (a pod's service
+    account), then the kubeconfig. Raises ``kubernetes.config.ConfigException``.
+    """
+    import kubernetes
+
+    k8s: Any = kubernetes
+    client, config = k8s.client, k8s.config
+    if in_cluster is not False and context is None:
+        try:
+            config.load_incluster_config()
+            return client.ApiClient()
+        except config.ConfigException:
+            if in_cluster:
+                raise
+    return config.new_client_from_config(context=context)
+
+
+# ------------------------------------------------------------------- slices -> model
+
+
+def _get(obj: Any, attr: str, key: str) -> Any:
+    """A field of a client model object, or of the same object as a raw dict."""
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, attr, None)
+
+
+def _pick_port(ports: Sequence[Any] | None, service_port: int) -> int | None:
+    numbers = [p for p in (_get(x, "port", "port") for x in ports or ()) if isinstance(p, int)]
+    if not numbers:
+        return None
+    return service_port if service_port in numbers else numbers[0]
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def endpoints_from_slices(
+    slices: Iterable[Any], *, service: Service, cluster: str
+) -> tuple[Endpoint, ...]:
+    """The endpoints of a service from its EndpointSlices (client models or raw dicts).
+
+    One endpoint per address (the first address of each slice endpoint, as the API
+    recommends); an address listed twice (a pod moving between slices) keeps its most
+    routable entry. Sorted by address.
+    """
+    best: dict[str, Endpoint] = {}
+    for s in slices:
+        if _get(s, "address_type", "addressType") not in ("IPv4", "IPv6", "FQDN"):
+            continue
+        ports = _get(s, "ports", "ports")
+        port = service.port if not ports else _pick_port(ports, service.port)
+        if port is None:
+            continue
+        for e in _get(s, "endpoints", "endpoints") or ():
+            addresses = _get(e, "addresses", "addresses") or ()
+            if not addresses:
+                continue
+            cond = _get(e, "conditions", "conditions")
+            ready_raw = _get(cond, "ready", "ready") if cond is not None else None
+            serving_raw = _get(cond, "serving", "serving") if cond is not None else None
+            term_raw = _get(cond, "terminating", "terminating") if cond is not None else None
+            ready = True if ready_raw is None else bool(ready_raw)
+            serving = ready if serving_raw is None else bool(serving_raw)
+            ep = Endpoint(
+                address=_hostport(str(addresses[0]), port),
+                cluster=cluster,
+                service=service.name,
+                ready=ready,
+                serving=serving,
+                terminating=bool(term_raw),
+                source=SOURCE,
+                zone=_get(e, "zone", "zone") or None,
+            )
+            old = best.get(ep.address)
+            if old is None or (ep.routable, ep.serving) > (old.routable, old.serving):
+                best[ep.address] = ep
+    return tuple(best[a] for a in sorted(best))
+
+
+# ------------------------------------------------------------------------- backoff
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: ``uniform(base, min(cap, base * 2**n))``."""
+
+    base: float = 0.2
+    cap: float = 5.0
+    rng: random.Random | None = None
+    attempts: int = 0
+
+    def next(self) -> float:
+        rng = self.rng or random
+        high = min(self.cap, self.base * (2**self.attempts))
+        self.attempts = min(self.attempts + 1, 30)
+        return rng.uniform(min(self.base, high), high)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+# ------------------------------------------------------------ one list/watch thread
+
+
+class _SliceWatcher:
+    """List then watch the EndpointSlices of one service in one namespace, in a thread."""
+
+    def __init__(
+        self,
+        *,
+        api_client: Any,
+        namespace: str,
+        service: Service,
+        cluster: str,
+        publish: Callable[[_SliceWatcher, tuple[Endpoint, ...] | None], None],
+        watch_timeout: int,
+        request_timeout: float,
+        backoff: Backoff,
+        stats: dict[str, int],
+    ) -> None:
+        self.namespace = namespace
+        self.service = service
+        self._api_client = api_client
+        self._cluster = cluster
+        self._publish = publish
+        self._watch_timeout = max(1, watch_timeout)
+        self._request_timeout = request_timeout
+        self._backoff = backoff
+        self._stats = stats
+        self._stop = threading.Event()
+        self._watch: Any = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"discovery-{namespace}-{service.name}", daemon=True
+        )
+        self._last: tuple[Endpoint, ...] | bool | None = False  # False: nothing published yet
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        w = self._watch
+        if w is not None:
+            w.stop()  # shuts the socket down: a blocked read returns at once
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _emit(self, slices: Mapping[str, Any]) -> None:
+        found = (
+            endpoints_from_slices(slices.values(), service=self.service, cluster=self._cluster)
+            if slices
+            else None
+        )
+        if found != self._last:
+            self._last = found
+            self._publish(self, found)
+
+    def _run(self) -> None:
+        import kubernetes
+
+        k8s: Any = kubernetes
+        client, watch = k8s.client, k8s.watch
+        api = client.DiscoveryV1Api(self._api_client)
+        selector = f"{SERVICE_NAME_LABEL}={self.service.name}"
+        where = {"namespace": self.namespace, "service": self.service.name}
+        slices: dict[str, Any] = {}
+        rv: str | None = None  # None: list (again) before watching
+        while not self._stop.is_set():
+            try:
+                if rv is None:
+                    listed = api.list_namespaced_endpoint_slice(
+                        self.namespace,
+                        label_selector=selector,
+                        _request_timeout=(self._request_timeout, self._request_timeout),
+                    )
+                    self._stats["lists"] += 1
+                    slices = {s.metadata.name: s for s in listed.items or ()}
+                    rv = str(listed.metadata.resource_version)
+                    self._emit(slices)
+                    self._backoff.reset()
+                w = watch.Watch()
+                self._watch = w
+                if self._stop.is_set():
+                    break
+                self._stats["watches"] += 1
+                for event in w.stream(
+                    api.list_namespaced_endpoint_slice,
+                    self.namespace,
+                    label_selector=selector,
+                    resource_version=rv,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=self._watch_timeout,
+                    _request_timeout=(
+                        self._request_timeout,
+                        self._watch_timeout + self._request_timeout,
+                    ),
+                ):
+                    kind = event.get("type")
+                    if kind == "BOOKMARK":
+                        self._stats["bookmarks"] += 1
+                        rv = w.resource_version or rv
+                        continue
+                    obj = event.get("object")
+                    name = getattr(getattr(obj, "metadata", None), "name", None)
+                    if name is None:
+                        continue
+                    rv = obj.metadata.resource_version or rv
+                    if kind in ("ADDED", "MODIFIED"):
+                        slices[name] = obj
+                    elif kind == "DELETED":
+                        slices.pop(name, None)
+                    self._emit(slices)
+                self._backoff.reset()  # the watch timed out normally: watch again from rv
+            except client.ApiException as exc:
+                if self._stop.is_set():
+                    break
+                if exc.status == 410:
+                    self._stats["gone"] += 1
+                    log.info("endpointslices.gone", **where, reason=str(exc.reason))
+                    rv = None  # list again, at once
+                    continue
+                self._pause(where, f"HTTP {exc.status} {exc.reason}")
+            except Exception as exc:  # refused, reset, timeouts: resume from rv after a pause
+                if self._stop.is_set():
+                    break
+                self._pause(where, f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
+            finally:
+                self._watch = None
+
+    def _pause(self, where: Mapping[str, str], error: str) -> None:
+        self._stats["errors"] += 1
+        delay = self._backoff.next()
+        log.warning("endpointslices.unavailable", **where, error=error, retry_in=round(delay, 2))
+        self._stop.wait(delay)
+
+
+# ------------------------------------------------------------------- the discovery
+
+
+_ABSENT: tuple[Endpoint, ...] | None = None
+
+
+class EndpointDiscovery:
+    """Keeps ``endpoints/<service>/<cluster>/<source>`` in etcd equal to the EndpointSlices."""
+
+    def __init__(
+        self,
+        *,
+        client: EtcdClient,
+        layout: KeyLayout,
+        lease: LeasedWriter,
+        cluster: Cluster,
+        services: Callable[[], Sequence[Service]],
+        api_client: Any,
+        source: str = SOURCE,
+        watch_timeout: int = 30,
+        request_timeout: float = 5.0,
+        rescan_interval: float = 1.0,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._client = client
+        self._layout = layout
+        self._lease = lease
+        self._cluster = cluster
+        self._services = services
+        self._api_client = api_client
+        self._source = source
+        self._watch_timeout = watch_timeout
+        self._request_timeout = request_timeout
+        self._rescan_interval = rescan_interval
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._rng = rng or random.Random()
+        self._watchers: dict[tuple[str, str], _SliceWatcher] = {}
+        self._specs: dict[str, Service] = {}
+        # service -> namespace -> endpoints (None: no slices there)
+        self._found: dict[str, dict[str, tuple[Endpoint, ...] | None]] = {}
+        self._written: dict[str, tuple[Endpoint, ...]] = {}
+        self._dirty = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stats: dict[str, int] = {
+            "lists": 0,
+            "watches": 0,
+            "gone": 0,
+            "bookmarks": 0,
+            "errors": 0,
+            "writes": 0,
+            "deletes": 0,
+            "write_errors": 0,
+        }
+        self.last_write_error: str | None = None
+
+    # -- what the gateway's status shows
+    def status(self) -> dict[str, object]:
+        return {
+            "cluster": self._cluster.name,
+            "namespaces": list(self._namespaces()),
+            "services": sorted(self._specs),
+            "watchers": sum(1 for w in self._watchers.values() if w.alive),
+            "endpoints": {s: len(e) for s, e in sorted(self._written.items())},
+            "last_write_error": self.last_write_error,
+            **self.stats,
+        }
+
+    def desired(self) -> dict[str, tuple[Endpoint, ...]]:
+        """Service -> the endpoints that should be in etcd now (absent: no slices)."""
+        out: dict[str, tuple[Endpoint, ...]] = {}
+        for svc, per_ns in self._found.items():
+            if svc not in self._specs:
+                continue
+            present = [eps for eps in per_ns.values() if eps is not None]
+            if present:
+                merged = {e.address: e for eps in present for e in eps}
+                out[svc] = tuple(merged[a] for a in sorted(merged))
+        return out
+
+    def _namespaces(self) -> tuple[str, ...]:
+        k8s = self._cluster.kubernetes
+        return tuple(k8s.namespaces) if k8s is not None else ()
+
+    # -- life cycle
+    async def run(self) -> None:
+        """Discover until cancelled; then stop every watch thread."""
+        if not self._namespaces():
+            log.info("discovery.off", cluster=self._cluster.name, reason="no kubernetes namespaces")
+            return
+        self._loop = asyncio.get_running_loop()
+        self._lease.on_new_lease(self._on_new_lease)
+        writer = asyncio.create_task(self._write_loop(), name="discovery-writer")
+        try:
+            while True:
+                self._reconcile()
+                await asyncio.sleep(self._rescan_interval)  # the manifest's service set
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            watchers = list(self._watchers.values())
+            self._watchers.clear()
+            for w in watchers:
+                w.stop()
+            for w in watchers:
+                w.join(0.5)  # daemon threads: never hold the loop for long
+
+    async def _on_new_lease(self, lease_id: int) -> None:
+        # keys bound to the lost lease are gone: write everything again
+        self._written.clear()
+        self._dirty.set()
+
+    def _reconcile(self) -> None:
+        """Start watchers for services that run here, stop those of services that left."""
+        wanted = {s.name: s for s in self._services() if self._cluster.name in s.clusters}
+        for key, w in list(self._watchers.items()):
+            spec = wanted.get(key[1])
+            if spec is None or spec != w.service:
+                w.stop()
+                del self._watchers[key]
+                if spec is None or spec.port != w.service.port:
+                    self._found.get(key[1], {}).pop(key[0], None)
+        for name in list(self._found):
+            if name not in wanted:
+                del self._found[name]
+        changed = set(self._specs) != set(wanted)
+        self._specs = wanted
+        for name, spec in wanted.items():
+            for ns in self._namespaces():
+                if (ns, name) in self._watchers:
+                    continue
+                w = _SliceWatcher(
+                    api_client=self._api_client,
+                    namespace=ns,
+                    service=spec,
+                    cluster=self._cluster.name,
+                    publish=self._publish_threadsafe,
+                    watch_timeout=self._watch_timeout,
+                    request_timeout=self._request_timeout,
+                    backoff=Backoff(
+                        self._backoff_base,
+                        self._backoff_cap,
+                        random.Random(self._rng.random()),
+                    ),
+                    stats=self.stats,
+                )
+                self._watchers[(ns, name)] = w
+                w.start()
+        if changed:
+            self._dirty.set()
+
+    def _publish_threadsafe(
+        self, watcher: _SliceWatcher, endpoints: tuple[Endpoint, ...] | None
+    ) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._on_found, watcher, endpoints)
+
+    def _on_found(self, watcher: _SliceWatcher, endpoints: tuple[Endpoint, ...] | None) -> None:
+        ns, svc = watcher.namespace, watcher.service.name
+        if self._watchers.get((ns, svc)) is not watcher:
+            return  # a watcher that was stopped meanwhile
+        self._found.setdefault(svc, {})[ns] = endpoints
+        self._dirty.set()
+
+    async def _write_loop(self) -> None:
+        backoff = Backoff(self._backoff_base, self._backoff_cap, random.Random(self._rng.random()))
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            failed = await self._write_changes()
+            if failed:
+                await asyncio.sleep(backoff.next())
+                self._dirty.set()
+            else:
+                backoff.reset()
+
+    async def _write_changes(self) -> bool:
+        """Write what changed; True if some write failed (it is retried)."""
+        want = self.desired()
+        failed = False
+        for svc in sorted(set(want) | set(self._written)):
+            new = want.get(svc, _ABSENT)
+            if new is not None and self._written.get(svc) == new:
+                continue
+            key = self._layout.endpoints(svc, self._cluster.name, self._source)
+            try:
+                if new is None:
+                    await self._client.delete(key)
+                    self._written.pop(svc, None)
+                    self.stats["deletes"] += 1
+                    log.info("endpoints.deleted", service=svc, key=key)
+                else:
+                    await self._lease.put(key, codec.encode(list(new)))
+                    self._written[svc] = new
+                    self.stats["writes"] += 1
+                    log.info(
+                        "endpoints.written",
+                        service=svc,
+                        key=key,
+                        total=len(new),
+                        routable=sum(1 for e in new if e.routable),
+                    )
+                self.last_write_error = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failed = True
+                self.stats["write_errors"] += 1
+                self.last_write_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                log.warning("endpoints.write_failed", service=svc, error=self.last_write_error)
+        return failed

@@ -77,13 +77,13 @@ class Balancer:
 
     __slots__ = (
         "_base_ejection",
+        "_bits",
         "_clock",
         "_consecutive_failures",
         "_hosts",
         "_max_ejected_percent",
         "_max_ejection",
         "_pools",
-        "_random",
     )
 
     def __init__(
@@ -96,14 +96,14 @@ class Balancer:
         max_ejected_percent: float = 50.0,
         max_ejection: float = 300.0,
     ) -> None:
-        self._random = (rng or random.Random()).random
+        self._bits = (rng or random.Random()).getrandbits
         self._clock = clock
         self._consecutive_failures = consecutive_failures
         self._base_ejection = base_ejection
         self._max_ejected_percent = max_ejected_percent
         self._max_ejection = max_ejection
         self._hosts: dict[str, _Host] = {}
-        self._pools: dict[tuple[str, str], _Pool] = {}
+        self._pools: dict[str, dict[str, _Pool]] = {}  # service -> cluster -> pool
 
     # ------------------------------------------------------------------ request path
 
@@ -116,9 +116,10 @@ class Balancer:
         exclude: AbstractSet[str] = _EMPTY,
     ) -> Endpoint | None:
         """The endpoint for the next try, or None when no candidate is left."""
-        pool = self._pools.get((service, cluster))
+        by_cluster = self._pools.get(service)
+        pool = by_cluster.get(cluster) if by_cluster is not None else None
         if pool is None:
-            pool = self._pools[(service, cluster)] = _Pool((service, cluster))
+            pool = self._pool(service, cluster)
             self._rebuild(pool, endpoints)
         elif endpoints is not pool.source:
             if endpoints == pool.source:
@@ -132,9 +133,10 @@ class Balancer:
         if pool.num_ejected == 0 and not exclude:
             if n == 1:
                 return pool.endpoints[0]
-            rnd = self._random
-            i = int(rnd() * n)
-            j = int(rnd() * (n - 1))
+            # two distinct indices from one 64-bit draw (bias < n / 2**32)
+            x = self._bits(64)
+            i = (x & 0xFFFFFFFF) % n
+            j = (x >> 32) % (n - 1)
             if j >= i:
                 j += 1
             if hosts[j].active < hosts[i].active:
@@ -208,15 +210,20 @@ class Balancer:
             return None
         if n == 1:
             return pool.endpoints[candidates[0]]
-        rnd = self._random
-        a = int(rnd() * n)
-        b = int(rnd() * (n - 1))
+        x = self._bits(64)
+        a = (x & 0xFFFFFFFF) % n
+        b = (x >> 32) % (n - 1)
         if b >= a:
             b += 1
         i, j = candidates[a], candidates[b]
         if hosts[j].active < hosts[i].active:
             i = j
         return pool.endpoints[i]
+
+    def _pool(self, service: str, cluster: str) -> _Pool:
+        pool = _Pool((service, cluster))
+        self._pools.setdefault(service, {})[cluster] = pool
+        return pool
 
     def _rebuild(self, pool: _Pool, endpoints: Sequence[Endpoint]) -> None:
         """The view handed in a different tuple for this pool: re-resolve its hosts."""

@@ -7,7 +7,8 @@ SPIFFE URI SAN) is one of ``spiffe_ids`` or the client address lies in one of
 
 The networks of an :class:`Access` are compiled once (the view's objects live as long as
 the view) into per-prefix-length sets of integers, so a check costs one address parse
-and one set lookup per distinct prefix length. IPv4-mapped IPv6 addresses
+and one set lookup per distinct prefix length; the answer per client address is cached
+(bounded) since clients come back. IPv4-mapped IPv6 addresses
 (``::ffff:10.1.2.3``, as a dual-stack socket reports IPv4 clients) are matched as the
 IPv4 address they carry, and IPv4-mapped IPv6 networks as IPv4 networks.
 """
@@ -22,17 +23,19 @@ from federation.model import Access
 __all__ = ["CompiledAccess", "allowed", "compile_access"]
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-_MAPPED_PREFIX = 0xFFFF << 32
+_DECISIONS_MAX = 4096  # cached client addresses per Access
 
 
 class CompiledAccess:
     """The networks of one :class:`Access` as integer sets per prefix length."""
 
-    __slots__ = ("access", "spiffe_ids", "v4", "v6")
+    __slots__ = ("access", "decisions", "spiffe_ids", "v4", "v6")
 
     def __init__(self, access: Access) -> None:
         self.access = access  # held: keeps the id() key of the cache unique
         self.spiffe_ids = access.spiffe_ids
+        # client address -> allowed by the networks (clients come back: parse once)
+        self.decisions: dict[str, bool] = {}
         v4: dict[int, set[int]] = {}
         v6: dict[int, set[int]] = {}
         for net in access.networks:
@@ -60,6 +63,16 @@ class CompiledAccess:
     def allows(self, *, client_ip: str, peer_id: str | None) -> bool:
         if peer_id is not None and peer_id in self.spiffe_ids:
             return True
+        hit = self.decisions.get(client_ip)
+        if hit is None:
+            hit = self.address_allowed(client_ip)
+            if len(self.decisions) >= _DECISIONS_MAX:
+                self.decisions.clear()
+            self.decisions[client_ip] = hit
+        return hit
+
+    def address_allowed(self, client_ip: str) -> bool:
+        """Is ``client_ip`` in one of the networks (uncached)?"""
         if not self.v4 and not self.v6:
             return False
         parsed = _parse(client_ip)
@@ -120,4 +133,10 @@ def allowed(access: Access | None, *, client_ip: str, peer_id: str | None) -> bo
         return True
     if not access.networks:
         return False
-    return compile_access(access).allows(client_ip=client_ip, peer_id=None)
+    compiled = _CACHE.get(id(access))
+    if compiled is None or compiled.access is not access:
+        compiled = compile_access(access)
+    hit = compiled.decisions.get(client_ip)
+    if hit is not None:
+        return hit
+    return compiled.allows(client_ip=client_ip, peer_id=None)

@@ -12,10 +12,12 @@ number of live gateways in the view (:meth:`RateLimiter.set_live_gateways`, call
 every view swap with ``federation.ratelimit_share.live_gateway_count``). Traffic spread
 evenly over the gateways then sees the configured limit; no etcd on the request path.
 
-Memory is bounded: buckets sit in LRU order; every check looks at the least recently
-used few and evicts those that have refilled to full (forgetting a full bucket changes
-nothing: a new one starts full), and past ``max_keys`` the least recently used goes
-regardless (a flood of distinct keys cannot grow the table).
+Memory is bounded: a service's buckets sit in LRU order; every new bucket looks at the
+least recently used few of its service (and every 64th check a few more) and evicts
+those that have refilled to full (forgetting a full bucket changes nothing: a new one
+starts full), and past ``max_keys``
+(all services together) the least recently used of the service that adds one goes
+regardless, so a flood of distinct keys cannot grow the table.
 """
 
 from __future__ import annotations
@@ -51,10 +53,21 @@ class _Bucket:
         self.last = now
 
 
+class _ServiceBuckets:
+    """The buckets of one service, least recently used first."""
+
+    __slots__ = ("buckets", "params", "rate_limit")
+
+    def __init__(self, rate_limit: RateLimit, params: _Params) -> None:
+        self.rate_limit = rate_limit
+        self.params = params
+        self.buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+
 class RateLimiter:
     """Token buckets for every service with a ``rate_limit``."""
 
-    __slots__ = ("_buckets", "_clock", "_live", "_max_keys", "_params", "_sweep")
+    __slots__ = ("_clock", "_count", "_live", "_max_keys", "_services", "_sweep", "_tick")
 
     def __init__(
         self,
@@ -63,13 +76,15 @@ class RateLimiter:
         max_keys: int = 100_000,
         sweep: int = 2,
     ) -> None:
+        """``max_keys`` bounds the buckets of all services together; ``sweep`` is how many
+        least recently used buckets are looked at (and dropped when full) per new bucket."""
         self._clock = clock
         self._max_keys = max_keys
-        self._sweep = sweep  # idle buckets looked at per check
+        self._sweep = sweep
         self._live = 1
-        self._buckets: OrderedDict[tuple[str, str], _Bucket] = OrderedDict()
-        # service name -> (the RateLimit object seen, its params at the current live count)
-        self._params: dict[str, tuple[RateLimit, _Params]] = {}
+        self._count = 0  # buckets over all services
+        self._tick = 0
+        self._services: dict[str, _ServiceBuckets] = {}
 
     @property
     def live_gateways(self) -> int:
@@ -80,14 +95,15 @@ class RateLimiter:
         count = max(1, count)
         if count != self._live:
             self._live = count
-            self._params.clear()  # recomputed on the next check of each service
+            for state in self._services.values():
+                state.params = self._compute(state.rate_limit)
 
     def params(self, service: Service) -> tuple[float, float] | None:
         """(tokens per second, burst) this gateway applies to ``service``; None: no limit."""
         rl = service.rate_limit
         if rl is None:
             return None
-        p = self._params_of(service.name, rl)
+        p = self._state(service.name, rl).params
         return p.rate, p.burst
 
     def check(self, service: Service, key: str) -> float:
@@ -95,20 +111,22 @@ class RateLimiter:
         rl = service.rate_limit
         if rl is None:
             return 0.0
-        entry = self._params.get(service.name)
-        params = entry[1] if entry is not None and entry[0] is rl else None
-        if params is None:
-            params = self._params_of(service.name, rl)
+        state = self._services.get(service.name)
+        if state is None or state.rate_limit is not rl:
+            state = self._state(service.name, rl)
+        params = state.params
         now = self._clock()
-        buckets = self._buckets
-        bkey = (service.name, key)
-        bucket = buckets.get(bkey)
+        buckets = state.buckets
+        bucket = buckets.get(key)
         if bucket is None:
-            bucket = buckets[bkey] = _Bucket(params, now)
-            if len(buckets) > self._max_keys:
-                buckets.popitem(last=False)
+            bucket = buckets[key] = _Bucket(params, now)
+            self._count += 1
+            self._evict(buckets, now, self._sweep)
         else:
-            buckets.move_to_end(bkey)
+            buckets.move_to_end(key)
+            self._tick += 1
+            if self._tick & 63 == 0:  # now and then: drop idle buckets without new ones
+                self._evict(buckets, now, 8)
             if bucket.params is not params:
                 bucket.params = params
                 if bucket.tokens > params.burst:
@@ -118,8 +136,6 @@ class RateLimiter:
                 tokens = bucket.tokens + elapsed * params.rate
                 bucket.tokens = tokens if tokens < params.burst else params.burst
                 bucket.last = now
-        if self._sweep:
-            self._evict_idle(now)
         if bucket.tokens >= _ONE:
             bucket.tokens -= 1.0
             return 0.0
@@ -128,32 +144,43 @@ class RateLimiter:
         return (1.0 - bucket.tokens) / params.rate
 
     def __len__(self) -> int:
-        return len(self._buckets)
+        return self._count
 
-    def _params_of(self, name: str, rl: RateLimit) -> _Params:
-        entry = self._params.get(name)
-        if entry is not None and (entry[0] is rl or entry[0] == rl):
-            self._params[name] = (rl, entry[1])
-            return entry[1]
+    def forget(self, service: str) -> None:
+        """Drop the buckets of a service that left the view (or lost its rate limit)."""
+        state = self._services.pop(service, None)
+        if state is not None:
+            self._count -= len(state.buckets)
+
+    def _state(self, name: str, rl: RateLimit) -> _ServiceBuckets:
+        state = self._services.get(name)
+        if state is None:
+            state = self._services[name] = _ServiceBuckets(rl, self._compute(rl))
+        elif state.rate_limit is not rl:
+            if state.rate_limit != rl:
+                state.params = self._compute(rl)  # buckets adopt it on their next check
+            state.rate_limit = rl
+        return state
+
+    def _compute(self, rl: RateLimit) -> _Params:
         if rl.scope == "federation" and self._live > 1:
-            params = _Params(rl.average / self._live, max(1.0, rl.burst / self._live))
-        else:
-            params = _Params(rl.average, max(1.0, float(rl.burst)))
-        self._params[name] = (rl, params)
-        return params
+            return _Params(rl.average / self._live, max(1.0, rl.burst / self._live))
+        return _Params(rl.average, max(1.0, float(rl.burst)))
 
-    def _evict_idle(self, now: float) -> None:
-        """Drop least recently used buckets that have refilled to full (bounded work)."""
-        buckets = self._buckets
-        for _ in range(self._sweep):
+    def _evict(self, buckets: OrderedDict[str, _Bucket], now: float, sweep: int) -> None:
+        """Drop up to ``sweep`` idle (full) buckets, then the LRU one if over the bound."""
+        for _ in range(sweep):
             if len(buckets) <= 1:
-                return
-            key = next(iter(buckets))
-            b = buckets[key]
+                break
+            b = buckets[next(iter(buckets))]
             p = b.params
             if b.tokens + (now - b.last) * p.rate < p.burst:
-                return
-            del buckets[key]
+                break
+            buckets.popitem(last=False)
+            self._count -= 1
+        if self._count > self._max_keys and len(buckets) > 1:
+            buckets.popitem(last=False)
+            self._count -= 1
 
 
 def limit_key(

@@ -211,6 +211,8 @@ IDEMPOTENT_METHODS: frozenset[bytes] = frozenset(
 )
 
 _STATUS_CONDITIONS: dict[int, str] = {s: str(s) for s in range(500, 600)}
+_STATUS = FailureKind.STATUS
+_CONNECT = FailureKind.CONNECT
 
 
 def retryable(
@@ -229,7 +231,7 @@ def retryable(
     method is not idempotent is retried only when nothing reached the upstream: a connect
     failure, or ``request_sent=False``.
     """
-    if kind is FailureKind.STATUS:
+    if kind is _STATUS:
         if status is None:
             return False
         code = _STATUS_CONDITIONS.get(status)
@@ -239,20 +241,32 @@ def retryable(
         return False
     if method in IDEMPOTENT_METHODS:
         return True
-    return kind is FailureKind.CONNECT or not request_sent
+    return kind is _CONNECT or not request_sent
 
 
 class _Window:
     """Requests and retries of one service over a sliding window of buckets."""
 
-    __slots__ = ("current", "requests", "retries", "total_requests", "total_retries")
+    __slots__ = (
+        "current",
+        "ends",
+        "requests",
+        "retries",
+        "slot",
+        "starts",
+        "total_requests",
+        "total_retries",
+    )
 
-    def __init__(self, buckets: int, current: int) -> None:
+    def __init__(self, buckets: int, current: int, starts: float, ends: float) -> None:
         self.requests = [0] * buckets
         self.retries = [0] * buckets
         self.total_requests = 0
         self.total_retries = 0
         self.current = current  # absolute bucket number of the newest bucket
+        self.slot = current % buckets  # its index in the ring
+        self.starts = starts  # the newest bucket covers [starts, ends)
+        self.ends = ends
 
 
 class RetryBudget:
@@ -276,17 +290,21 @@ class RetryBudget:
 
     def on_request(self, service: str) -> None:
         """A request (not a retry) for ``service`` arrived."""
-        w = self._advance(service)
-        w.requests[w.current % self._buckets] += 1
+        w = self._windows.get(service)
+        if w is None or not w.starts <= self._clock() < w.ends:
+            w = self._advance(service)
+        w.requests[w.slot] += 1
         w.total_requests += 1
 
     def try_retry(self, service: str, budget_percent: float) -> bool:
         """Take a retry from the budget; False: the budget is spent, do not retry."""
-        w = self._advance(service)
-        allowed = w.total_requests * budget_percent / 100.0
-        if w.total_retries + 1 > allowed and w.total_retries + 1 > self._min_retries:
+        w = self._windows.get(service)
+        if w is None or not w.starts <= self._clock() < w.ends:
+            w = self._advance(service)
+        retries = w.total_retries + 1
+        if retries > self._min_retries and retries * 100.0 > w.total_requests * budget_percent:
             return False
-        w.retries[w.current % self._buckets] += 1
+        w.retries[w.slot] += 1
         w.total_retries += 1
         return True
 
@@ -296,10 +314,12 @@ class RetryBudget:
         return w.total_requests, w.total_retries
 
     def _advance(self, service: str) -> _Window:
-        now_bucket = int(self._clock() / self._bucket)
+        size = self._bucket
+        now_bucket = int(self._clock() // size)
         w = self._windows.get(service)
         if w is None:
-            w = self._windows[service] = _Window(self._buckets, now_bucket)
+            w = _Window(self._buckets, now_bucket, now_bucket * size, (now_bucket + 1) * size)
+            self._windows[service] = w
             return w
         if now_bucket != w.current:
             n = self._buckets
@@ -317,6 +337,9 @@ class RetryBudget:
                     w.requests[i] = 0
                     w.retries[i] = 0
             w.current = now_bucket
+            w.slot = now_bucket % n
+            w.starts = now_bucket * size
+            w.ends = (now_bucket + 1) * size
         return w
 
 

@@ -180,11 +180,13 @@ def test_idle_buckets_are_evicted() -> None:
     for i in range(1000):
         limiter.check(s, f"10.0.{i // 256}.{i % 256}")
     assert len(limiter) == 1000
-    clock.now += 1.0  # every bucket has refilled: each check sweeps two idle ones
-    for _ in range(200):
-        limiter.check(s, "active")
-    assert len(limiter) == 1000 - 2 * 200 + 1
-    for _ in range(400):
+    clock.now += 1.0  # every bucket has refilled
+    for i in range(200):  # each new bucket drops two idle ones
+        limiter.check(s, f"new-{i}")
+    assert len(limiter) == 1000 - 2 * 200 + 200
+    limiter.check(s, "active")
+    clock.now += 1.0  # the new ones have refilled too
+    for _ in range(64 * 100):  # no new keys: every 64th check drops up to 8 idle ones
         limiter.check(s, "active")
     assert len(limiter) == 1  # only the one in use is left
     # a bucket still refilling is not forgotten (that would hand out a fresh burst)

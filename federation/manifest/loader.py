@@ -145,7 +145,10 @@ def parse(text: str, *, filename: str = "<manifest>") -> Federation:
         raise ManifestError(doc.issues)
     model: schema.ManifestDoc | None = None
     try:
-        model = schema.ManifestDoc.model_validate(doc.data)
+        # top-level keys starting with "x-" are extension fields, a home for YAML anchors
+        # (`x-defaults: &defaults {...}`); nothing reads them
+        data = {k: v for k, v in doc.data.items() if not str(k).startswith("x-")}
+        model = schema.ManifestDoc.model_validate(data)
     except ValidationError as exc:
         _issues_from(doc, exc)
     checks.check(doc)

@@ -160,18 +160,15 @@ class _Builder:
             self.doc.add(path, f"{node.value!r} is not a valid {tag.removeprefix(_TAG)}")
             return node.value
 
-    def key(self, node: Node, path: Path) -> Any:
+    def key(self, node: Node, path: Path) -> str | None:
         if not isinstance(node, ScalarNode):
             self.doc.issues.append(
                 Issue(*_mark(node), format_path(path), "a key must be a scalar", self.doc.filename)
             )
             return None
-        tag = _tag(node)
-        make = _SCALARS.get(tag, str)
-        try:
-            return make(node.value)
-        except ValueError:
-            return node.value
+        # keys are kept as written: `1:` or `true:` is the key "1" or "true", so that an
+        # unknown key is reported by its name and paths stay readable
+        return str(node.value)
 
     def mapping(self, node: MappingNode, path: Path, depth: int) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
@@ -182,9 +179,9 @@ class _Builder:
                 merges.append(value_node)
                 continue
             key = self.key(key_node, path)
-            if key is None and not isinstance(key_node, ScalarNode):
+            if key is None:
                 continue
-            child = (*path, key)
+            child: Path = (*path, key)
             if key in first_seen:
                 line = first_seen[key]
                 self.doc.issues.append(
@@ -198,6 +195,14 @@ class _Builder:
                 continue
             first_seen[key] = _mark(key_node)[0]
             self.doc.keys[child] = _mark(key_node)
+            if (
+                isinstance(value_node, ScalarNode)
+                and value_node.value == ""
+                and not getattr(value_node, "style", None)
+            ):
+                # an empty value (`key:` then nothing) is marked at the end of the line or
+                # on the next one: point at the key instead
+                self.doc.values[child] = _mark(key_node)
             result[key] = self.build(value_node, child, depth + 1)
         for merge in merges:
             sources = merge.value if isinstance(merge, SequenceNode) else [merge]

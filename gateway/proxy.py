@@ -1,0 +1,496 @@
+"""The upstream client: an asyncio Protocol with an httptools response parser, pooled.
+
+One :class:`UpstreamConnection` carries one request at a time (no pipelining). The
+:class:`UpstreamPool` keeps idle keep-alive connections per (host, port, TLS) and hands
+them out newest first; connections idle longer than the idle timeout are closed by a
+periodic sweep. Bodies stream both ways with backpressure: the request body is written
+as the client sends it and waits while the upstream socket's buffer is full; the
+response body is queued up to a high-water mark, above which the upstream socket stops
+being read until the client has taken the data.
+
+Response framing is checked strictly: llhttp rejects Content-Length together with
+Transfer-Encoding, duplicate or malformed Content-Length and bad header characters; on
+top of that a Transfer-Encoding other than exactly ``chunked`` is refused. A framing
+error is an :class:`UpstreamError` of kind ``protocol`` (the gateway answers 502, never
+relays it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+
+import httptools
+
+HIGH_WATER = 256 * 1024  # queued response bytes above which upstream reads pause
+LOW_WATER = 64 * 1024
+
+# failure kinds (the app maps them to gateway.resilience.FailureKind)
+CONNECT = "connect"
+RESET = "reset"
+TIMEOUT = "timeout"
+PROTOCOL = "protocol"
+
+
+class UpstreamError(Exception):
+    """An upstream attempt failed. ``sent``: whether any request byte went out."""
+
+    def __init__(self, kind: str, message: str, *, sent: bool, received: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.sent = sent
+        self.received = received  # whether any response byte came back
+
+
+class _BadFraming(Exception):
+    pass
+
+
+PoolKey = tuple[str, int, bool]
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One upstream HTTP/1.1 connection; reused across requests through the pool."""
+
+    __slots__ = (
+        "_body_waiter",
+        "_buffered",
+        "_drain_waiter",
+        "_has_length",
+        "_head_waiter",
+        "_idle_limit",
+        "_informational",
+        "_last_rx",
+        "_parser",
+        "_read_paused",
+        "_timer",
+        "chunked",
+        "chunks",
+        "closed",
+        "complete",
+        "error",
+        "headers",
+        "idle_since",
+        "keep_alive",
+        "key",
+        "loop",
+        "received",
+        "sent",
+        "status",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, key: PoolKey, loop: asyncio.AbstractEventLoop) -> None:
+        self.key = key
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
+        self._idle_limit = 0.0
+        self._last_rx = 0.0
+        self._reset_response()
+
+    def _reset_response(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._read_paused = False
+        self._head_waiter: asyncio.Future[None] | None = None
+        self._body_waiter: asyncio.Future[None] | None = None
+        self._informational = False
+        self._idle_limit = 0.0
+        self._has_length = False
+        self.chunked = False
+        self.complete = False
+        self.keep_alive = True
+        self.error: UpstreamError | None = None
+        self.sent = False
+        self.received = False
+
+    # ------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # 101 Switching Protocols outside a WebSocket tunnel: refuse
+            self._fail(PROTOCOL, "upstream switched protocols unexpectedly")
+        except httptools.HttpParserError as exc:
+            reason = exc.__context__ if isinstance(exc.__context__, _BadFraming) else exc
+            self._fail(PROTOCOL, f"bad upstream response: {reason}")
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.keep_alive = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if (
+            self.status
+            and not self.complete
+            and self.error is None
+            and not self._has_length
+            and not self.chunked
+        ):
+            self._complete()  # a body delimited by the end of the connection
+            return
+        if not self.complete and self.error is None:
+            self._fail(RESET, "upstream closed the connection" + (f": {exc}" if exc else ""))
+        w = self._drain_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        w = self._drain_waiter
+        if w is not None:
+            self._drain_waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    # ------------------------------------------------------------ httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length":
+            self._has_length = True
+        elif name == b"transfer-encoding":
+            if value.strip().lower() != b"chunked" or self.chunked:
+                raise _BadFraming(f"Transfer-Encoding {value!r} is not exactly chunked")
+            self.chunked = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # 100 Continue and friends: swallowed (the gateway sends the body anyway)
+            self._informational = True
+            self.headers = []
+            self._has_length = self.chunked = False
+            return
+        self.status = status
+        self.keep_alive = self._parser.should_keep_alive()
+        w = self._head_waiter
+        if w is not None:
+            self._head_waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        if self._idle_limit:
+            self._last_rx = self.loop.time()
+        self.chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > HIGH_WATER and not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+        self._wake_body()
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        self._complete()
+
+    # ------------------------------------------------------------ internal
+    def _complete(self) -> None:
+        self.complete = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake_body()
+        w = self._head_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _wake_body(self) -> None:
+        w = self._body_waiter
+        if w is not None:
+            self._body_waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def _fail(self, kind: str, message: str) -> None:
+        if self.error is None and not self.complete:
+            self.error = UpstreamError(kind, message, sent=self.sent, received=self.received)
+        self.keep_alive = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for w in (self._head_waiter, self._body_waiter):
+            if w is not None and not w.done():
+                w.set_result(None)
+        self._head_waiter = self._body_waiter = None
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        self._fail(TIMEOUT, "upstream timed out")
+
+    # ------------------------------------------------------------ the request API
+    def begin(self) -> None:
+        """Prepare for a new request on this (fresh or reused) connection."""
+        if self.status or self.received:
+            self._reset_response()
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """Fail the attempt with a timeout after ``seconds`` (None: no timer)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if seconds is not None and not self.complete and self.error is None:
+            self._timer = self.loop.call_later(seconds, self._on_timeout)
+
+    def set_idle_timeout(self, seconds: float) -> None:
+        """While the body streams: fail when no byte arrived for ``seconds``."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._idle_limit = seconds
+        self._last_rx = self.loop.time()
+        if not self.complete and self.error is None:
+            self._timer = self.loop.call_later(seconds, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._timer = None
+        if self.complete or self.error is not None:
+            return
+        now = self.loop.time()
+        if self._read_paused:
+            self._last_rx = now  # waiting for the client to take data, not for the upstream
+        quiet = now - self._last_rx
+        if quiet >= self._idle_limit:
+            self._fail(TIMEOUT, "upstream body idle too long")
+            return
+        self._timer = self.loop.call_later(self._idle_limit - quiet, self._idle_check)
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.transport is None or self.closed:
+            raise UpstreamError(RESET, "upstream connection closed", sent=self.sent)
+        self.sent = True
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        while self.write_paused and not self.closed and self.error is None:
+            if self._drain_waiter is None or self._drain_waiter.done():
+                self._drain_waiter = self.loop.create_future()
+            await self._drain_waiter
+        if self.error is not None:
+            raise self.error
+
+    async def read_head(self) -> None:
+        """Wait for the response status and headers (raises UpstreamError)."""
+        if not self.status and self.error is None:
+            w = self._head_waiter = self.loop.create_future()
+            try:
+                await w
+            finally:
+                self._head_waiter = None
+        if self.error is not None:
+            raise self.error
+        if not self.status:
+            raise UpstreamError(RESET, "upstream sent no response", sent=self.sent)
+
+    async def read_body(self) -> bytes:
+        """The next piece of the response body; b"" once it is complete."""
+        while True:
+            if self.chunks:
+                chunk = self.chunks.popleft()
+                self._buffered -= len(chunk)
+                if (
+                    self._read_paused
+                    and self._buffered < LOW_WATER
+                    and self.transport is not None
+                    and not self.closed
+                ):
+                    self._read_paused = False
+                    self.transport.resume_reading()
+                return chunk
+            if self.error is not None:
+                raise self.error
+            if self.complete:
+                return b""
+            w = self._body_waiter = self.loop.create_future()
+            await w
+
+    def take_all(self) -> bytes | None:
+        """If the response is already complete and fully buffered: its whole body."""
+        if not self.complete or self.error is not None:
+            return None
+        if not self.chunks:
+            return b""
+        if len(self.chunks) == 1:
+            body = self.chunks.popleft()
+        else:
+            body = b"".join(self.chunks)
+            self.chunks.clear()
+        self._buffered = 0
+        return body
+
+    @property
+    def reusable(self) -> bool:
+        return (
+            self.complete
+            and self.keep_alive
+            and self.error is None
+            and not self.closed
+            and not self.chunks
+            and self.transport is not None
+            and not self.transport.is_closing()
+        )
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        self.closed = True
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per upstream (host, port, TLS)."""
+
+    def __init__(
+        self,
+        *,
+        max_idle_per_upstream: int = 256,
+        idle_timeout: float = 60.0,
+        clock: collections.abc.Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_idle = max_idle_per_upstream
+        self.idle_timeout = idle_timeout
+        self._clock = clock
+        self._idle: dict[PoolKey, list[UpstreamConnection]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.connects = 0  # new connections opened (for tests and stats)
+        self.reuses = 0
+
+    async def acquire(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        connect_timeout: float,
+    ) -> tuple[UpstreamConnection, bool]:
+        """An idle connection (reused=True) or a new one; raises UpstreamError(CONNECT)."""
+        key = (host, port, ssl_context is not None)
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if conn.closed or conn.transport is None or conn.transport.is_closing():
+                continue
+            conn.begin()
+            self.reuses += 1
+            return conn, True
+        loop = asyncio.get_running_loop()
+        conn = UpstreamConnection(key, loop)
+        try:
+            async with asyncio.timeout(connect_timeout):
+                await loop.create_connection(
+                    lambda: conn,
+                    host,
+                    port,
+                    ssl=ssl_context,
+                    server_hostname=(server_hostname or host) if ssl_context else None,
+                )
+        except TimeoutError:
+            conn.close()
+            raise UpstreamError(
+                CONNECT, f"connect to {host}:{port} timed out", sent=False
+            ) from None
+        except (OSError, ssl.SSLError) as exc:
+            conn.close()
+            raise UpstreamError(
+                CONNECT, f"connect to {host}:{port} failed: {exc}", sent=False
+            ) from None
+        self.connects += 1
+        return conn, False
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Give a connection back after its response was read to the end."""
+        if self._closed or not conn.reusable:
+            conn.close()
+            return
+        idle = self._idle.setdefault(conn.key, [])
+        if len(idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.idle_since = self._clock()
+        idle.append(conn)
+        if self._sweeper is None:
+            self._sweeper = conn.loop.call_later(self.idle_timeout / 2 + 0.1, self._sweep)
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        conn.close()
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        cutoff = self._clock() - self.idle_timeout
+        any_left = False
+        for key, idle in list(self._idle.items()):
+            keep = [c for c in idle if c.idle_since > cutoff and not c.closed]
+            for c in idle:
+                if c not in keep:
+                    c.close()
+            if keep:
+                self._idle[key] = keep
+                any_left = True
+            else:
+                del self._idle[key]
+        if any_left and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(self.idle_timeout / 2 + 0.1, self._sweep)
+
+    def idle_count(self) -> int:
+        return sum(len(v) for v in self._idle.values())
+
+    def close(self) -> None:
+        """Close every idle connection (drain); connections in use close on release."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for idle in self._idle.values():
+            for c in idle:
+                c.close()
+        self._idle.clear()
+
+
+def request_head(
+    method: str, target: bytes, host: bytes, headers: Sequence[tuple[bytes, bytes]], framing: bytes
+) -> bytes:
+    """Serialize a request head; ``framing`` is b"content-length: N\\r\\n", chunked or b""."""
+    parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+    for name, value in headers:
+        if name == b"host":
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    parts += (framing, b"\r\n")
+    return b"".join(parts)

@@ -1,0 +1,346 @@
+"""Facts in etcd -> one immutable :class:`RoutingView`.
+
+:func:`build_view` turns every key under the prefix (a ``{key: KV}`` mapping at one
+revision) into a view. It never fails as a whole: an item that does not decode, whose
+name does not match its key, that names an unknown cluster, or whose key the layout
+does not know is *rejected*: a :class:`Rejection` is recorded in ``view.rejected``, the
+previous good value of that key (taken from ``previous``) keeps serving, and the
+rest is applied (as APISIX and Envoy do with a bad item).
+
+Endpoints of a (service, cluster) are the service's static endpoints from the manifest
+(source ``static``) followed by every ``endpoints/{service}/{cluster}/{source}`` key,
+by source. Health is :func:`federation.aggregate.aggregate` over the live gateways'
+observations. ``config_revision`` is the highest mod revision among the config keys
+(federation, clusters, services): what a gateway reports as applied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from federation import codec
+from federation.etcd import KV, EtcdClient
+from federation.keys import CONFIG_KINDS, KeyLayout, Kind, ParsedKey
+from federation.model import (
+    Cluster,
+    Endpoint,
+    GatewayRecord,
+    Observation,
+    Rejection,
+    RoutingView,
+    Service,
+    ServiceHealth,
+)
+
+log = logging.getLogger(__name__)
+
+# folders under the prefix that hold no routing facts (reserved or owned elsewhere)
+IGNORED_FOLDERS = ("ratelimit/",)
+
+Aggregate = Callable[..., Mapping[tuple[str, str], ServiceHealth]]
+
+
+class ItemError(ValueError):
+    """One etcd item that cannot be used; the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Item:
+    """One decoded etcd item: its parsed key and value (or the reason it is unusable)."""
+
+    key: str
+    mod_revision: int
+    parsed: ParsedKey | None
+    value: Any = None
+    error: str | None = None
+
+
+def _decode_federation(data: bytes) -> str:
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ItemError(f"not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or set(raw) != {"name"} or not isinstance(raw["name"], str):
+        raise ItemError('expected {"name": "..."}')
+    name: str = raw["name"]
+    return name
+
+
+def decode_item(layout: KeyLayout, kv: KV) -> Item:
+    """Decode one etcd item on its own (no cross-item checks)."""
+    parsed = layout.parse(kv.key)
+    if parsed is None:
+        return Item(kv.key, kv.mod_revision, None, error="key not in the layout")
+    try:
+        value = _decode(parsed, kv.value)
+    except (codec.CodecError, ItemError) as exc:
+        return Item(kv.key, kv.mod_revision, parsed, error=str(exc).splitlines()[0])
+    return Item(kv.key, kv.mod_revision, parsed, value=value)
+
+
+def _decode(parsed: ParsedKey, data: bytes) -> Any:
+    kind, parts = parsed.kind, parsed.parts
+    if kind is Kind.FEDERATION:
+        return _decode_federation(data)
+    if kind is Kind.CLUSTER:
+        cluster = codec.decode(Cluster, data)
+        if cluster.name != parts[0]:
+            raise ItemError(f"cluster name {cluster.name!r} does not match its key")
+        return cluster
+    if kind is Kind.SERVICE:
+        service = codec.decode(Service, data)
+        if service.name != parts[0]:
+            raise ItemError(f"service name {service.name!r} does not match its key")
+        return service
+    if kind is Kind.GATEWAY:
+        record = codec.decode(GatewayRecord, data)
+        if (record.cluster, record.id) != parts:
+            raise ItemError(f"gateway {record.cluster}/{record.id} does not match its key")
+        return record
+    if kind is Kind.ENDPOINTS:
+        svc_name, cluster_name, source = parts
+        endpoints = codec.decode_list(Endpoint, data)
+        out = []
+        for ep in endpoints:
+            if ep.service != svc_name or ep.cluster != cluster_name:
+                raise ItemError(
+                    f"endpoint {ep.address} of {ep.service}/{ep.cluster} does not match its key"
+                )
+            out.append(ep if ep.source == source else dataclasses.replace(ep, source=source))
+        return tuple(out)
+    if kind is Kind.HEALTH:
+        observations = codec.decode_list(Observation, data)
+        for obs in observations:
+            if obs.observer != parts[0]:
+                raise ItemError(f"observation by {obs.observer!r} does not match its key")
+        return observations
+    raise ItemError(f"unknown kind {kind}")  # pragma: no cover - the layout knows them all
+
+
+class DecodeCache:
+    """Decoded items by key, reused while a key's mod revision and value do not change."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[KV, Item]] = {}
+
+    def get(self, layout: KeyLayout, kv: KV) -> Item:
+        hit = self._items.get(kv.key)
+        if hit is not None and hit[0].mod_revision == kv.mod_revision and hit[0].value == kv.value:
+            return hit[1]
+        item = decode_item(layout, kv)
+        self._items[kv.key] = (kv, item)
+        return item
+
+    def retain(self, keys: Mapping[str, object]) -> None:
+        """Forget keys no longer present."""
+        if len(self._items) > len(keys):
+            for key in [k for k in self._items if k not in keys]:
+                del self._items[key]
+
+
+def _aggregate() -> Aggregate | None:
+    try:
+        from federation.aggregate import aggregate
+    except ImportError:  # pragma: no cover - HEALTH's module is part of the package
+        return None
+    return aggregate
+
+
+def _static_endpoints(service: Service) -> dict[tuple[str, str], list[Endpoint]]:
+    return {
+        (service.name, cluster): [
+            Endpoint(address=a, cluster=cluster, service=service.name, source="static")
+            for a in addresses
+        ]
+        for cluster, addresses in service.endpoints.items()
+    }
+
+
+def _unknown_clusters(service: Service, clusters: Mapping[str, Cluster]) -> list[str]:
+    named = [*service.clusters, *service.failover.order, *service.endpoints]
+    return sorted({c for c in named if c not in clusters})
+
+
+def build_view(
+    kvs: Mapping[str, KV],
+    *,
+    layout: KeyLayout,
+    revision: int,
+    previous: RoutingView | None,
+    now: float,
+    cache: DecodeCache | None = None,
+    config_floor: int = 0,
+) -> RoutingView:
+    """The routing view of ``kvs`` (every key under the prefix at ``revision``).
+
+    ``cache`` reuses decoded items between builds; ``config_floor`` is a lower bound
+    for ``config_revision`` (the revision of the last config key deletion, which leaves
+    no mod revision behind).
+    """
+    prev = previous if previous is not None else RoutingView()
+    rejected: list[Rejection] = []
+    by_kind: dict[Kind, list[Item]] = {k: [] for k in Kind}
+    config_revision = config_floor
+
+    def reject(item: Item, error: str) -> None:
+        rejected.append(Rejection(key=item.key, error=error, revision=item.mod_revision))
+
+    for key in sorted(kvs):
+        kv = kvs[key]
+        rest = key[len(layout.prefix) :] if key.startswith(layout.prefix) else None
+        if rest is not None and rest.startswith(IGNORED_FOLDERS):
+            continue
+        item = cache.get(layout, kv) if cache is not None else decode_item(layout, kv)
+        if item.parsed is not None and item.parsed.kind in CONFIG_KINDS:
+            config_revision = max(config_revision, kv.mod_revision)
+        if item.parsed is None:
+            reject(item, item.error or "key not in the layout")
+            continue
+        by_kind[item.parsed.kind].append(item)
+
+    # federation name
+    federation = ""
+    for item in by_kind[Kind.FEDERATION]:
+        if item.error is not None:
+            reject(item, item.error)
+            federation = prev.federation
+        else:
+            federation = item.value
+
+    # clusters
+    clusters: dict[str, Cluster] = {}
+    for item in by_kind[Kind.CLUSTER]:
+        assert item.parsed is not None
+        name = item.parsed.parts[0]
+        if item.error is not None:
+            reject(item, item.error)
+            if name in prev.clusters:
+                clusters[name] = prev.clusters[name]
+        else:
+            clusters[name] = item.value
+
+    # services: every cluster they name must exist
+    services: dict[str, Service] = {}
+    for item in by_kind[Kind.SERVICE]:
+        assert item.parsed is not None
+        name = item.parsed.parts[0]
+        error = item.error
+        if error is None:
+            unknown = _unknown_clusters(item.value, clusters)
+            if unknown:
+                error = f"service {name!r} names unknown cluster {unknown[0]!r}"
+        if error is not None:
+            reject(item, error)
+            if name in prev.services:
+                services[name] = prev.services[name]
+        else:
+            services[name] = item.value
+
+    # gateways
+    gateways: dict[str, GatewayRecord] = {}
+    for item in by_kind[Kind.GATEWAY]:
+        assert item.parsed is not None
+        cluster, gateway_id = item.parsed.parts
+        if item.error is not None:
+            reject(item, item.error)
+            old = prev.gateways.get(gateway_id)
+            if old is not None and old.cluster == cluster:
+                gateways[gateway_id] = old
+        else:
+            gateways[gateway_id] = item.value
+
+    # endpoints: static first, then discovered ones by source
+    endpoints: dict[tuple[str, str], list[Endpoint]] = {}
+    for service in services.values():
+        for pair, eps in _static_endpoints(service).items():
+            endpoints.setdefault(pair, []).extend(eps)
+    for item in by_kind[Kind.ENDPOINTS]:
+        assert item.parsed is not None
+        svc, cluster, src = item.parsed.parts
+        if item.error is not None:
+            reject(item, item.error)
+            eps = [e for e in prev.endpoints.get((svc, cluster), ()) if e.source == src]
+        else:
+            eps = list(item.value)
+        if eps:
+            endpoints.setdefault((svc, cluster), []).extend(eps)
+
+    # health observations
+    observations: list[Observation] = []
+    for item in by_kind[Kind.HEALTH]:
+        assert item.parsed is not None
+        if item.error is not None:
+            reject(item, item.error)
+            observer = item.parsed.parts[0]
+            observations.extend(o for o in prev.observations if o.observer == observer)
+        else:
+            observations.extend(item.value)
+
+    frozen_endpoints = MappingProxyType({k: tuple(v) for k, v in endpoints.items()})
+    health: Mapping[tuple[str, str], ServiceHealth] = MappingProxyType({})
+    aggregate = _aggregate()
+    if aggregate is not None:
+        try:
+            health = aggregate(
+                services=services,
+                clusters=clusters,
+                endpoints=frozen_endpoints,
+                gateways=gateways,
+                observations=observations,
+                previous=prev.health,
+                now=now,
+            )
+        except Exception as exc:  # a bug in health must not stop the view
+            log.error("health aggregation failed: %s", exc)
+            health = prev.health
+
+    for r in rejected:
+        log.warning("etcd item rejected at revision %d: %s: %s", r.revision, r.key, r.error)
+    return RoutingView(
+        revision=revision,
+        config_revision=config_revision,
+        federation=federation,
+        clusters=MappingProxyType(clusters),
+        services=MappingProxyType(services),
+        endpoints=frozen_endpoints,
+        gateways=MappingProxyType(gateways),
+        observations=tuple(observations),
+        health=health,
+        rejected=tuple(rejected),
+        source="etcd",
+        stale=False,
+    )
+
+
+async def load_view(
+    client: EtcdClient, layout: KeyLayout, *, now: Callable[[], float] = time.time
+) -> RoutingView:
+    """A one-shot view: every key under the prefix in one linearizable read."""
+    revision, kvs = await client.get_prefix(layout.prefix)
+    return build_view(
+        {kv.key: kv for kv in kvs}, layout=layout, revision=revision, previous=None, now=now()
+    )
+
+
+def same_content(a: RoutingView, b: RoutingView) -> bool:
+    """Whether two views route alike (everything but revision, source, stale, health.since)."""
+
+    def strip(v: RoutingView) -> tuple[object, ...]:
+        return (
+            v.federation,
+            dict(v.clusters),
+            dict(v.services),
+            dict(v.endpoints),
+            dict(v.gateways),
+            v.observations,
+            {k: dataclasses.replace(h, since=0.0) for k, h in v.health.items()},
+            v.rejected,
+        )
+
+    return strip(a) == strip(b)

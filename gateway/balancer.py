@@ -193,32 +193,69 @@ class Balancer:
     # ------------------------------------------------------------------ internals
 
     def _pick_slow(self, pool: _Pool, exclude: AbstractSet[str]) -> Endpoint | None:
+        """Pick with ejected or excluded endpoints in the pool.
+
+        A few random draws find two eligible distinct candidates without scanning (large
+        pools with a few ejections or retries); when they do not, a scan lists them.
+        """
         now = self._clock()
         if pool.num_ejected and pool.next_expiry <= now:
             self._recount(pool, now)
         hosts = pool.hosts
+        n = len(hosts)
         # every routable endpoint ejected (the pool shrank under the ejections): panic,
         # ignore ejection rather than send nothing
-        ignore_ejection = pool.num_ejected >= len(hosts)
+        ignore_ejection = pool.num_ejected >= n
+        if n > 8:
+            bits = self._bits
+            found = -1
+            for _ in range(8):
+                i = bits(32) % n
+                h = hosts[i]
+                if (ignore_ejection or h.ejected_until <= now) and h.address not in exclude:
+                    if found < 0:
+                        found = i
+                    elif i != found:
+                        if h.active < hosts[found].active:
+                            found = i
+                        return pool.endpoints[found]
         candidates = [
             i
             for i, h in enumerate(hosts)
             if (ignore_ejection or h.ejected_until <= now) and h.address not in exclude
         ]
-        n = len(candidates)
-        if n == 0:
+        k = len(candidates)
+        if k == 0:
             return None
-        if n == 1:
+        if k == 1:
             return pool.endpoints[candidates[0]]
         x = self._bits(64)
-        a = (x & 0xFFFFFFFF) % n
-        b = (x >> 32) % (n - 1)
+        a = (x & 0xFFFFFFFF) % k
+        b = (x >> 32) % (k - 1)
         if b >= a:
             b += 1
         i, j = candidates[a], candidates[b]
         if hosts[j].active < hosts[i].active:
             i = j
         return pool.endpoints[i]
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def retain(self, keep: Callable[[str, str], bool]) -> None:
+        """Forget the pools for which ``keep(service, cluster)`` is False (gone from the
+        view), and the state of addresses in no pool any more with nothing in flight."""
+        for service, by_cluster in list(self._pools.items()):
+            for cluster, pool in list(by_cluster.items()):
+                if keep(service, cluster):
+                    continue
+                del by_cluster[cluster]
+                for host in pool.hosts:
+                    if pool in host.pools:
+                        host.pools.remove(pool)
+                    if not host.pools and host.active == 0:
+                        self._hosts.pop(host.address, None)
+            if not by_cluster:
+                del self._pools[service]
 
     def _pool(self, service: str, cluster: str) -> _Pool:
         pool = _Pool((service, cluster))

@@ -146,11 +146,11 @@ class RateLimiter:
     def __len__(self) -> int:
         return self._count
 
-    def forget(self, service: str) -> None:
-        """Drop the buckets of a service that left the view (or lost its rate limit)."""
-        state = self._services.pop(service, None)
-        if state is not None:
-            self._count -= len(state.buckets)
+    def retain(self, keep: Callable[[str], bool]) -> None:
+        """Drop the buckets of services for which ``keep(name)`` is False (gone from the
+        view, or no rate limit any more)."""
+        for name in [n for n in self._services if not keep(n)]:
+            self._count -= len(self._services.pop(name).buckets)
 
     def _state(self, name: str, rl: RateLimit) -> _ServiceBuckets:
         state = self._services.get(name)

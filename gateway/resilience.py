@@ -188,7 +188,7 @@ class CircuitBreakers:
         """(service, cluster) -> closed | open | half-open."""
         return {key: b.state for key, b in self._breakers.items()}
 
-    def prune(self, keep: Callable[[str, str], bool]) -> None:
+    def retain(self, keep: Callable[[str, str], bool]) -> None:
         """Forget the breakers of pairs the view no longer has (``keep`` says which stay)."""
         for key in [k for k in self._breakers if not keep(*k)]:
             del self._breakers[key]
@@ -307,6 +307,11 @@ class RetryBudget:
         w.retries[w.slot] += 1
         w.total_retries += 1
         return True
+
+    def retain(self, keep: Callable[[str], bool]) -> None:
+        """Forget the windows of services for which ``keep(service)`` is False."""
+        for name in [n for n in self._windows if not keep(n)]:
+            del self._windows[name]
 
     def usage(self, service: str) -> tuple[int, int]:
         """(requests, retries) in the current window."""

@@ -296,3 +296,41 @@ def test_pick_without_ejections_or_exclusions_is_cheap() -> None:
     for _ in range(20_000):
         b.pick("svc", "c1", pool)
     assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.mark.parametrize("size", [3, 9, 60])
+def test_exclusions_and_ejections_in_small_and_large_pools(size: int) -> None:
+    """The sampling path (large pools) and the scanning path (small) agree on who may go."""
+    b = balancer(Clock(), consecutive_failures=1, max_ejected_percent=50.0)
+    pool = eps(size)
+    b.pick("svc", "c1", pool)
+    fail(b, pool[0].address, 1)
+    assert b.is_ejected(pool[0].address)
+    excluded = frozenset({pool[-1].address})
+    got = picks(b, pool, 200 * size, exclude=excluded)
+    assert set(got) == {e.address for e in pool[1:-1]}
+    # and least-request still rules among the eligible ones
+    busy = pool[1].address
+    for _ in range(5):
+        b.started(busy)
+    got = picks(b, pool, 100 * size, exclude=excluded)
+    if size == 3:
+        assert set(got) == {busy}  # the only eligible one, however busy
+    else:
+        assert got[busy] == 0, got  # any other candidate has fewer in flight
+        assert len(got) == size - 3
+
+
+def test_retain_forgets_pools_gone_from_the_view() -> None:
+    b = balancer(Clock())
+    a = eps(3)
+    other = tuple(Endpoint(f"10.9.0.{i}:80", "c2", "other") for i in range(4))
+    b.pick("svc", "c1", a)
+    b.pick("other", "c2", other)
+    b.started(other[0].address)  # in flight: kept until it finishes
+    assert b.tracked() == 7
+    b.retain(lambda service, cluster: service == "svc")
+    assert b.tracked() == 4
+    b.finished(other[0].address, ok=True)
+    assert b.tracked() == 3
+    assert b.pick("svc", "c1", a) is not None

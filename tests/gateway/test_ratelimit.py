@@ -231,3 +231,15 @@ def test_limit_key_bounds_a_huge_header_value() -> None:
     rl = RateLimit(average=1, burst=1, per="header:x-user")
     key = limit_key(rl, client_ip="192.0.2.7", headers=[(b"x-user", b"u" * 10_000)], peer_id=None)
     assert len(key) == 256
+
+
+def test_retain_drops_services_that_left_the_view() -> None:
+    limiter = RateLimiter(clock=Clock())
+    a, b = svc(1, 1, name="a"), svc(1, 1, name="b")
+    for i in range(10):
+        limiter.check(a, str(i))
+        limiter.check(b, str(i))
+    assert len(limiter) == 20
+    limiter.retain(lambda name: name == "a")
+    assert len(limiter) == 10
+    assert limiter.check(b, "0") == 0.0  # back with a fresh, full bucket

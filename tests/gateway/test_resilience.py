@@ -146,7 +146,7 @@ def test_breakers_registry_keeps_one_per_pair_and_renews_on_config_change() -> N
     assert seen[-1] == ("svc", "c1", "closed")
     changed = reg.get("svc", "c1", CircuitBreaker(consecutive_failures=9))
     assert changed is not a and changed.config.consecutive_failures == 9
-    reg.prune(lambda s, c: c == "c1")
+    reg.retain(lambda s, c: c == "c1")
     assert set(reg.states()) == {("svc", "c1")}
 
 
@@ -283,3 +283,12 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
         assert max(delays) > ceiling * 0.8  # jitter spreads over the range
         assert min(delays) < ceiling * 0.2
     assert 0.0 <= backoff.delay(0) <= 0.025
+
+
+def test_budget_retain_forgets_services() -> None:
+    budget = RetryBudget(clock=Clock())
+    budget.on_request("a")
+    budget.on_request("b")
+    budget.retain(lambda name: name == "a")
+    assert budget.usage("a") == (1, 0)
+    assert budget.usage("b") == (0, 0)

@@ -86,7 +86,7 @@ def test_slow_endpoint_gets_less_traffic_in_a_simulation() -> None:
             sent[ep.address] += 1
             inflight.append((tick + (10 if ep.address == slow else 1), ep.address))
     share = sent[slow] / sum(sent.values())
-    assert share < 0.15, sent  # round robin would give it 25%
+    assert share < 0.08, sent  # round robin would give it 25% (this run: about 4%)
     assert all(sent[e.address] > 0 for e in pool)
 
 

@@ -146,6 +146,7 @@ class DataPlane:
         self.clock = clock
         self.trusted = hygiene.TrustedProxies(settings.trusted_proxies)
         self.insecure_east_west = settings.insecure_east_west
+        self.body_timeout = settings.limits.header_timeout  # idle limit while a body arrives
         self._addresses: dict[str, tuple[str, int]] = {}
         self._remotes: dict[str, _Target | None] = {}
         self.current: tuple[RoutingView, RouteTable] = (holder.view, RouteTable.build(holder.view))
@@ -204,9 +205,12 @@ class DataPlane:
 class _Body:
     """The client's request body: buffered (retryable) or a stream to pass through."""
 
-    __slots__ = ("buffered", "chunked", "done", "length", "max", "prefix", "received")
+    __slots__ = ("buffered", "chunked", "done", "length", "max", "prefix", "received", "timeout")
 
-    def __init__(self, length: int | None, chunked: bool, limit: int | None) -> None:
+    def __init__(
+        self, length: int | None, chunked: bool, limit: int | None, timeout: float
+    ) -> None:
+        self.timeout = timeout  # the client must send the next piece within this
         self.length = length  # Content-Length, or None
         self.chunked = chunked
         self.max = limit
@@ -224,7 +228,7 @@ class _Body:
         parts = []
         size = 0
         while True:
-            msg = await receive()
+            msg = await self.next(receive)
             if msg["type"] != "http.request":
                 raise _Reply(499, "client disconnected")
             chunk = msg.get("body", b"")
@@ -238,6 +242,13 @@ class _Body:
             if size > BUFFER_LIMIT:
                 break
         self.prefix = b"".join(parts)
+
+    async def next(self, receive: Receive) -> Message:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await receive()
+        except TimeoutError:
+            raise _Reply(408, "request body not received in time") from None
 
     def _count(self, n: int) -> None:
         self.received += n
@@ -362,7 +373,7 @@ class ListenerApp:
             limit = service.max_body_bytes
             if limit is not None and length is not None and length > limit:
                 raise _Reply(413, "request body too large")
-            body = _Body(length, chunked, limit)
+            body = _Body(length, chunked, limit, plane.body_timeout)
             await body.read_ahead(receive)
 
             trust = (self.east_west and forwarded is not None) or client_ip in plane.trusted
@@ -386,7 +397,7 @@ class ListenerApp:
         except _Reply as r:
             status = r.status
             if status != 499:
-                await respond(send, status, r.reason, r.headers, close=status == 413)
+                await respond(send, status, r.reason, r.headers, close=status in (408, 413))
         finally:
             plane.telemetry.end(
                 trace, method=method, host=host, path=path, service=service.name,
@@ -638,7 +649,7 @@ class ListenerApp:
             if conn.status:  # the upstream answered early: stop sending
                 conn.keep_alive = False
                 return
-            msg = await receive()
+            msg = await body.next(receive)
             if msg["type"] != "http.request":
                 conn.close()
                 raise _Reply(499, "client disconnected")

@@ -21,7 +21,6 @@ verified mutual-TLS peer identity goes into the scope as ``scope["fedgate.peer"]
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import httptools
@@ -165,6 +164,8 @@ class GatewayProtocol(HttpToolsProtocol):
         self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer of a chunked body: never merged into the request's headers
         name = name.lower()
         self._head_size += len(name) + len(value) + 4
         if name == b"host":
@@ -213,13 +214,15 @@ class GatewayProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         if self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False  # cannot answer in the middle of a response
-            self.cycle.more_body = False
-            self.cycle.message_event.set()
-            with contextlib.suppress(Exception):
-                self.flow.pause_reading()
-            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # the request in flight must never look complete: its app sees a disconnect
+            # (an upstream gets a reset, not a truncated body)
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                self.transport.close()  # cannot answer in the middle of a response
+                return
         body = reason.encode("ascii", "replace") + b"\n"
         line = STATUS_LINE.get(status) or b"HTTP/1.1 %d %s\r\n" % (
             status,

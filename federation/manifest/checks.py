@@ -184,7 +184,8 @@ def _check_service(
         if not isinstance(host, str) or not isinstance(prefix, str):
             continue
         try:
-            key = (values.check_route_host(host), prefix)
+            # "/api" and "/api/" match the same requests but "/api" itself: one route
+            key = (values.check_route_host(host), prefix.rstrip("/") or "/")
         except ValueError:
             continue
         path = (*base, "routes", j)
@@ -192,7 +193,7 @@ def _check_service(
             other, line = routes[key]
             doc.add(
                 path,
-                f"route {key[0]}{key[1]} is already served by service {other!r} (line {line})",
+                f"route {key[0]}{prefix} is already served by service {other!r} (line {line})",
             )
         else:
             routes[key] = (name, doc.mark(path)[0])

@@ -75,14 +75,14 @@ def check_route_host(value: str) -> str:
         raise ValueError(f"{value!r}: a route host has no path (use pathPrefix)")
     if len(host) > 253:
         raise ValueError(f"{value!r}: a hostname has at most 253 characters")
+    if host.endswith("."):
+        raise ValueError(f"{value!r}: write the host without the trailing dot")
     labels = host.split(".")
     rest = labels
     if labels[0] == "*":
         rest = labels[1:]
-        if len(rest) < 2:
-            raise ValueError(
-                f"{value!r}: a wildcard needs a domain with a dot, e.g. '*.example.com'"
-            )
+        if not rest:
+            raise ValueError(f"{value!r}: a wildcard needs a domain, e.g. '*.example.com'")
     for label in rest:
         if "*" in label:
             raise ValueError(

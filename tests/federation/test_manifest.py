@@ -406,3 +406,32 @@ def test_cli_validate_corpus_sample_never_tracebacks() -> None:
         assert result.returncode == 2, path
         assert "Traceback" not in result.stderr, path
         assert result.stderr.strip(), path
+
+
+# ------------------------------------------------------------------ the reference page
+
+
+def _wire_fields() -> list[tuple[str, str, str | None]]:
+    from pydantic import BaseModel
+
+    from federation.manifest import schema
+
+    out = []
+    for model in vars(schema).values():
+        if isinstance(model, type) and issubclass(model, BaseModel) and model is not schema.Doc:
+            for name, info in model.model_fields.items():
+                out.append((model.__name__, info.alias or name, info.description))
+    return out
+
+
+def test_every_field_is_documented_with_its_default() -> None:
+    page = (ROOT / "docs" / "manifest.md").read_text()
+    fields = _wire_fields()
+    assert len(fields) > 50
+    for model, alias, description in fields:
+        assert f"`{alias}`" in page or f"`{alias}." in page or f".{alias}`" in page, (
+            f"{model}.{alias} is not in docs/manifest.md"
+        )
+        assert description and ("Default" in description or "Required" in description), (
+            f"{model}.{alias}: the Field description states no default"
+        )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -446,3 +447,134 @@ async def test_backoff_schedule_against_a_stopped_vault(own_bao: OpenBao) -> Non
     st = vt.status()
     assert st["renewal_failing"] is True and st["consecutive_failures"] == 8
     assert format_serial(1) == "01"
+
+
+# ------------------------------------------------------------------ the real Gateway
+
+
+@contextlib.asynccontextmanager
+async def vault_gateway(fv: FedgateVault, *, allow: frozenset[str]) -> AsyncIterator[Any]:
+    """PROXY's Gateway for cluster eu with TlsContexts from VaultTls: public TLS and
+    east-west (mutual TLS) listeners, service ``shop.test`` whose access allows ``allow``."""
+    from federation.settings import GatewaySettings
+    from gateway.balancer import Balancer
+    from gateway.passive import PassiveStats
+    from gateway.placement import Placement
+    from gateway.ratelimit import RateLimiter
+    from gateway.resilience import CircuitBreakers, RetryBudget
+    from gateway.server import Gateway
+    from gateway.telemetry import Telemetry
+    from gateway.types import ViewHolder
+    from tests.gateway.harness import cluster, service, view_of
+    from tests.support.backend import Backend
+
+    vt = VaultTls(settings(fv), cluster="eu", gateway_id="eu-1")
+    tls = await vt.start()
+    async with Backend("b-eu", host="127.0.0.1") as backend:
+        view = view_of(
+            [service("shop", "shop.test", clusters=("eu",), access=Access(spiffe_ids=allow))],
+            [cluster("eu")],
+            {("shop", "eu"): [backend.address]},
+        )
+        s = GatewaySettings.model_validate(
+            {
+                "cluster": "eu",
+                "listen": {
+                    "public": "127.0.0.1:0",
+                    "publicTls": "127.0.0.1:0",
+                    "eastWest": "127.0.0.1:0",
+                    "admin": "127.0.0.1:0",
+                },
+            }
+        )
+        gw = Gateway(
+            settings=s,
+            holder=ViewHolder(view),
+            placement=Placement("eu"),
+            balancer=Balancer(),
+            breakers=CircuitBreakers(),
+            budget=RetryBudget(),
+            limiter=RateLimiter(),
+            telemetry=Telemetry.disabled(gateway_id="eu-1", cluster="eu"),
+            passive=PassiveStats(),
+            tls=tls,
+            admin_app=None,
+        )
+        await gw.start()
+        try:
+            yield vt, gw
+        finally:
+            await gw.drain(2.0)
+
+
+async def _shop(port: int, ctx: ssl.SSLContext, **kw: Any) -> tuple[int, bytes, str]:
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", port, ssl=ctx, **kw), 5
+    )
+    try:
+        from cryptography import x509
+
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        serial = format_serial(x509.load_der_x509_certificate(der).serial_number)
+        writer.write(b"GET /x HTTP/1.1\r\nhost: shop.test\r\n\r\n")
+        await writer.drain()
+        status, body = await asyncio.wait_for(read_response(reader), 5)
+        return status, body, serial
+    finally:
+        writer.close()
+
+
+async def test_gateway_east_west_listener_mtls(bao: OpenBao, fv: FedgateVault) -> None:
+    """Over PROXY's real east-west listener: the allowed peer reaches the backend; no
+    certificate, another CA, an expired certificate are refused in the handshake; two URI
+    SANs and a disallowed identity get 403 from the access policy."""
+    from cryptography import x509
+
+    expired = issue(bao, uris=US, ttl="2s")
+    not_after = x509.load_pem_x509_certificate(expired.certificate.encode()).not_valid_after_utc
+    async with vault_gateway(fv, allow=frozenset({US})) as (_, gw):
+        port = gw.bound["east_west"][1]
+        us = VaultTls(settings(fv), cluster="us", gateway_id="us-1")
+        us_tls = await us.start()
+        assert us_tls.east_west_client is not None
+        status, body, _ = await _shop(port, us_tls.east_west_client)
+        assert status == 200 and json.loads(body)["name"] == "b-eu"
+
+        for refused in (
+            client_presenting(None, fv.ca_pem),
+            client_presenting(issue(bao, mount="pki-other", uris=US), fv.ca_pem),
+        ):
+            with pytest.raises(REFUSED):
+                await _shop(port, refused)
+        await async_wait_for(
+            lambda: time.time() > not_after.timestamp() + 1, timeout=10, interval=0.1
+        )
+        with pytest.raises(REFUSED):
+            await _shop(port, client_presenting(expired, fv.ca_pem))
+
+        two = issue(bao, uris=f"{US},spiffe://{TD}/cluster/us/other")
+        assert (await _shop(port, client_presenting(two, fv.ca_pem)))[0] == 403
+        ap = issue(bao, uris=gateway_spiffe_id(TD, "ap"))
+        assert (await _shop(port, client_presenting(ap, fv.ca_pem)))[0] == 403
+
+
+async def test_gateway_public_tls_serves_vault_cert_and_rotates(fv: FedgateVault) -> None:
+    async with vault_gateway(fv, allow=frozenset({US})) as (vt, gw):
+        port = gw.bound["public_tls"][1]
+        client = ssl.create_default_context(cadata=fv.ca_pem)
+        _, _, served = await _shop(port, client, server_hostname="localhost")
+        assert served == vt.status()["public_serial"]
+        # a keep-alive connection made before the rotation
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client, server_hostname="localhost"
+        )
+        await vt.rotate()
+        _, _, after = await _shop(port, client, server_hostname="localhost")
+        assert after == vt.status()["public_serial"] != served
+        writer.write(b"GET /x HTTP/1.1\r\nhost: shop.test\r\n\r\n")
+        await writer.drain()
+        status, _ = await asyncio.wait_for(read_response(reader), 5)
+        writer.close()
+        # the established connection still answers (403: the policy allows only the us
+        # gateway, and this client has no certificate)
+        assert status == 403

@@ -23,7 +23,7 @@ from federation.model import Access
 __all__ = ["CompiledAccess", "allowed", "compile_access"]
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-_DECISIONS_MAX = 4096  # cached client addresses per Access
+_DECISIONS_MAX = 1024  # cached client addresses per Access
 
 
 class CompiledAccess:
@@ -110,7 +110,7 @@ def _parse(address: str) -> tuple[bool, int] | None:
 
 
 _CACHE: dict[int, CompiledAccess] = {}
-_CACHE_MAX = 4096
+_CACHE_MAX = 256  # compiled Access objects (a view holds one per service with access)
 
 
 def compile_access(access: Access) -> CompiledAccess:
@@ -120,7 +120,7 @@ def compile_access(access: Access) -> CompiledAccess:
         return compiled
     compiled = CompiledAccess(access)
     if len(_CACHE) >= _CACHE_MAX:
-        _CACHE.clear()  # views come and go; old Access objects must not pile up
+        del _CACHE[next(iter(_CACHE))]  # the oldest: old views' objects must not pile up
     _CACHE[id(access)] = compiled
     return compiled
 

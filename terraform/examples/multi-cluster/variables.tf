@@ -1,0 +1,72 @@
+variable "manifest_path" {
+  description = "The federation manifest (default: the repository's worked example)."
+  type        = string
+  default     = "../../../clusters.example.yaml"
+}
+
+variable "image" {
+  description = "The gateway image, built from the repository's Dockerfile and pushed to a registry every cluster can pull from."
+  type        = string
+}
+
+variable "admin_token" {
+  description = "The admin API bearer token (the same in every cluster, so `fedgate health` works against any gateway)."
+  type        = string
+  sensitive   = true
+}
+
+variable "etcd_endpoints" {
+  description = "The federation's etcd cluster, reachable from every cluster."
+  type        = list(string)
+}
+
+variable "vault_addr" {
+  description = "Vault (or OpenBao), reachable from every cluster."
+  type        = string
+}
+
+variable "trust_domain" {
+  description = "SPIFFE trust domain of the gateways' east-west certificates."
+  type        = string
+  default     = "fedgate.local"
+}
+
+variable "pki_mount" {
+  description = "The PKI mount (with its CA) shared by the federation; created beforehand (docs/deploy.md)."
+  type        = string
+  default     = "pki"
+}
+
+# one kubeconfig context per cluster: two clouds and one on-prem site
+variable "aws_eu" {
+  description = "The AWS cluster: its manifest name, kubeconfig and the API address Vault uses."
+  type = object({
+    cluster         = optional(string, "aws-eu-west-1")
+    config_path     = optional(string, "~/.kube/config")
+    config_context  = string
+    kubernetes_host = string
+    ca_cert         = optional(string)
+  })
+}
+
+variable "gcp_eu" {
+  description = "The GCP cluster."
+  type = object({
+    cluster         = optional(string, "gcp-europe-west4")
+    config_path     = optional(string, "~/.kube/config")
+    config_context  = string
+    kubernetes_host = string
+    ca_cert         = optional(string)
+  })
+}
+
+variable "onprem" {
+  description = "The on-prem site's cluster."
+  type = object({
+    cluster         = optional(string, "onprem-fra1")
+    config_path     = optional(string, "~/.kube/config")
+    config_context  = string
+    kubernetes_host = string
+    ca_cert         = optional(string)
+  })
+}

@@ -1,0 +1,453 @@
+# One gateway fleet in one cluster: Kubernetes objects through the kubernetes provider
+# (aliased by the caller to this cluster) and this cluster's side of Vault.
+
+locals {
+  settings = yamldecode(var.settings_yaml)
+
+  port = {
+    public     = tonumber(element(split(":", local.settings.listen.public), -1))
+    public_tls = try(tonumber(element(split(":", local.settings.listen.publicTls), -1)), null)
+    east_west  = tonumber(element(split(":", local.settings.listen.eastWest), -1))
+    admin      = tonumber(element(split(":", local.settings.listen.admin), -1))
+  }
+
+  token_file = try(local.settings.admin.tokenFile, "/run/secrets/fedgate/admin-token")
+  token_dir  = dirname(local.token_file)
+  snapshot   = try(local.settings.snapshot, "/var/lib/fedgate/view.json")
+
+  selector = {
+    "app.kubernetes.io/name"     = "fedgate"
+    "app.kubernetes.io/instance" = var.name
+  }
+
+  labels = merge(var.labels, local.selector, {
+    "app.kubernetes.io/component"  = "gateway"
+    "app.kubernetes.io/managed-by" = "terraform"
+    "fedgate.io/cluster"           = var.cluster.name
+  })
+
+  namespace = var.create_namespace ? kubernetes_namespace_v1.this[0].metadata[0].name : var.namespace
+}
+
+# ------------------------------------------------------------------ namespace and identity
+
+resource "kubernetes_namespace_v1" "this" {
+  count = var.create_namespace ? 1 : 0
+
+  metadata {
+    name   = var.namespace
+    labels = merge(var.labels, { "app.kubernetes.io/managed-by" = "terraform" })
+  }
+}
+
+resource "kubernetes_service_account_v1" "gateway" {
+  metadata {
+    name      = var.name
+    namespace = local.namespace
+    labels    = local.labels
+  }
+  automount_service_account_token = true
+}
+
+# Discovery reads EndpointSlices, only in the namespaces the manifest lists for this
+# cluster: a ClusterRole bound by a RoleBinding in each of those namespaces.
+resource "kubernetes_cluster_role_v1" "discovery" {
+  metadata {
+    name   = "${var.name}-${var.cluster.name}-endpointslices"
+    labels = local.labels
+  }
+
+  rule {
+    api_groups = ["discovery.k8s.io"]
+    resources  = ["endpointslices"]
+    verbs      = ["get", "list", "watch"]
+  }
+}
+
+resource "kubernetes_role_binding_v1" "discovery" {
+  for_each = toset(var.cluster.namespaces)
+
+  metadata {
+    name      = "${var.name}-endpointslices"
+    namespace = each.value
+    labels    = local.labels
+  }
+
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "ClusterRole"
+    name      = kubernetes_cluster_role_v1.discovery.metadata[0].name
+  }
+
+  subject {
+    kind      = "ServiceAccount"
+    name      = kubernetes_service_account_v1.gateway.metadata[0].name
+    namespace = local.namespace
+  }
+}
+
+# Vault's Kubernetes auth reviews the gateway's own token (no long-lived reviewer JWT):
+# the service account may create TokenReviews.
+resource "kubernetes_cluster_role_binding_v1" "token_review" {
+  metadata {
+    name   = "${var.name}-${var.cluster.name}-auth-delegator"
+    labels = local.labels
+  }
+
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "ClusterRole"
+    name      = "system:auth-delegator"
+  }
+
+  subject {
+    kind      = "ServiceAccount"
+    name      = kubernetes_service_account_v1.gateway.metadata[0].name
+    namespace = local.namespace
+  }
+}
+
+# ------------------------------------------------------------------------ configuration
+
+resource "kubernetes_config_map_v1" "settings" {
+  metadata {
+    name      = "${var.name}-settings"
+    namespace = local.namespace
+    labels    = local.labels
+  }
+
+  data = {
+    "gateway.yaml" = var.settings_yaml
+  }
+}
+
+resource "kubernetes_secret_v1" "admin_token" {
+  metadata {
+    name      = "${var.name}-admin-token"
+    namespace = local.namespace
+    labels    = local.labels
+  }
+
+  data = {
+    (basename(local.token_file)) = var.admin_token
+  }
+
+  type = "Opaque"
+}
+
+# --------------------------------------------------------------------------- the fleet
+
+resource "kubernetes_deployment_v1" "gateway" {
+  metadata {
+    name      = var.name
+    namespace = local.namespace
+    labels    = local.labels
+  }
+
+  # the HPA owns the replica count after the first apply
+  lifecycle {
+    ignore_changes = [spec[0].replicas]
+  }
+
+  spec {
+    replicas = var.replicas
+
+    selector {
+      match_labels = local.selector
+    }
+
+    strategy {
+      type = "RollingUpdate"
+      rolling_update {
+        max_surge       = "25%"
+        max_unavailable = "0"
+      }
+    }
+
+    template {
+      metadata {
+        labels = local.labels
+        annotations = {
+          # a new gateway.yaml rolls the pods
+          "checksum/settings" = sha256(var.settings_yaml)
+        }
+      }
+
+      spec {
+        service_account_name             = kubernetes_service_account_v1.gateway.metadata[0].name
+        automount_service_account_token  = true
+        termination_grace_period_seconds = var.termination_grace_period_seconds
+
+        security_context {
+          run_as_non_root = true
+          run_as_user     = 10001
+          run_as_group    = 10001
+          fs_group        = 10001
+          seccomp_profile {
+            type = "RuntimeDefault"
+          }
+        }
+
+        affinity {
+          pod_anti_affinity {
+            # one gateway per node where possible, and spread over zones
+            preferred_during_scheduling_ignored_during_execution {
+              weight = 100
+              pod_affinity_term {
+                topology_key = "kubernetes.io/hostname"
+                label_selector {
+                  match_labels = local.selector
+                }
+              }
+            }
+            preferred_during_scheduling_ignored_during_execution {
+              weight = 50
+              pod_affinity_term {
+                topology_key = "topology.kubernetes.io/zone"
+                label_selector {
+                  match_labels = local.selector
+                }
+              }
+            }
+          }
+        }
+
+        container {
+          name              = "fedgate"
+          image             = var.image
+          image_pull_policy = var.image_pull_policy
+          args              = ["serve", "--config", "/etc/fedgate/gateway.yaml"]
+
+          port {
+            name           = "public"
+            container_port = local.port.public
+            protocol       = "TCP"
+          }
+
+          dynamic "port" {
+            for_each = local.port.public_tls == null ? [] : [local.port.public_tls]
+            content {
+              name           = "public-tls"
+              container_port = port.value
+              protocol       = "TCP"
+            }
+          }
+
+          port {
+            name           = "east-west"
+            container_port = local.port.east_west
+            protocol       = "TCP"
+          }
+
+          port {
+            name           = "admin"
+            container_port = local.port.admin
+            protocol       = "TCP"
+          }
+
+          env {
+            name = "FEDGATE_ID"
+            value_from {
+              field_ref {
+                field_path = "metadata.name"
+              }
+            }
+          }
+
+          readiness_probe {
+            http_get {
+              path = "/readyz"
+              port = "admin"
+            }
+            period_seconds    = 2
+            timeout_seconds   = 1
+            failure_threshold = 2
+          }
+
+          liveness_probe {
+            http_get {
+              path = "/healthz"
+              port = "admin"
+            }
+            initial_delay_seconds = 5
+            period_seconds        = 10
+            timeout_seconds       = 2
+            failure_threshold     = 3
+          }
+
+          resources {
+            requests = var.resources.requests
+            limits   = var.resources.limits
+          }
+
+          security_context {
+            allow_privilege_escalation = false
+            read_only_root_filesystem  = true
+            capabilities {
+              drop = ["ALL"]
+            }
+          }
+
+          volume_mount {
+            name       = "settings"
+            mount_path = "/etc/fedgate"
+            read_only  = true
+          }
+
+          volume_mount {
+            name       = "admin-token"
+            mount_path = local.token_dir
+            read_only  = true
+          }
+
+          volume_mount {
+            name       = "state"
+            mount_path = dirname(local.snapshot)
+          }
+
+          volume_mount {
+            name       = "tmp"
+            mount_path = "/tmp"
+          }
+        }
+
+        volume {
+          name = "settings"
+          config_map {
+            name = kubernetes_config_map_v1.settings.metadata[0].name
+          }
+        }
+
+        volume {
+          name = "admin-token"
+          secret {
+            secret_name = kubernetes_secret_v1.admin_token.metadata[0].name
+          }
+        }
+
+        volume {
+          name = "state"
+          empty_dir {}
+        }
+
+        volume {
+          name = "tmp"
+          empty_dir {}
+        }
+      }
+    }
+  }
+}
+
+resource "kubernetes_pod_disruption_budget_v1" "gateway" {
+  metadata {
+    name      = var.name
+    namespace = local.namespace
+    labels    = local.labels
+  }
+
+  spec {
+    max_unavailable = "1"
+    selector {
+      match_labels = local.selector
+    }
+  }
+}
+
+resource "kubernetes_horizontal_pod_autoscaler_v2" "gateway" {
+  metadata {
+    name      = var.name
+    namespace = local.namespace
+    labels    = local.labels
+  }
+
+  spec {
+    min_replicas = var.min_replicas
+    max_replicas = var.max_replicas
+
+    scale_target_ref {
+      api_version = "apps/v1"
+      kind        = "Deployment"
+      name        = kubernetes_deployment_v1.gateway.metadata[0].name
+    }
+
+    metric {
+      type = "Resource"
+      resource {
+        name = "cpu"
+        target {
+          type                = "Utilization"
+          average_utilization = var.cpu_target_utilization
+        }
+      }
+    }
+
+    behavior {
+      scale_down {
+        stabilization_window_seconds = 300
+        select_policy                = "Max"
+        policy {
+          type           = "Pods"
+          value          = 1
+          period_seconds = 60
+        }
+      }
+    }
+  }
+}
+
+# ------------------------------------------------------------------------------ Services
+
+resource "kubernetes_service_v1" "public" {
+  metadata {
+    name        = var.name
+    namespace   = local.namespace
+    labels      = local.labels
+    annotations = var.public_service_annotations
+  }
+
+  spec {
+    type     = var.public_service_type
+    selector = local.selector
+    # keep the client address (rate limits and access lists see the real client)
+    external_traffic_policy = var.public_service_type == "ClusterIP" ? null : "Local"
+
+    port {
+      name        = "http"
+      port        = 80
+      target_port = "public"
+      protocol    = "TCP"
+    }
+
+    dynamic "port" {
+      for_each = local.port.public_tls == null ? [] : [local.port.public_tls]
+      content {
+        name        = "https"
+        port        = 443
+        target_port = "public-tls"
+        protocol    = "TCP"
+      }
+    }
+  }
+}
+
+resource "kubernetes_service_v1" "east_west" {
+  metadata {
+    name        = "${var.name}-east-west"
+    namespace   = local.namespace
+    labels      = local.labels
+    annotations = var.east_west_service_annotations
+  }
+
+  spec {
+    type     = var.east_west_service_type
+    selector = local.selector
+
+    port {
+      name        = "east-west"
+      port        = local.port.east_west
+      target_port = "east-west"
+      protocol    = "TCP"
+    }
+  }
+}

@@ -1,0 +1,162 @@
+variable "cluster" {
+  description = "This cluster, as the fedgate-settings module describes it (its `clusters[name]` output)."
+  type = object({
+    name       = string
+    namespaces = list(string)
+    vault = object({
+      auth_mount   = string
+      auth_role    = string
+      pki_mount    = string
+      pki_role     = string
+      trust_domain = string
+      spiffe_id    = string
+      common_name  = string
+      server_names = list(string)
+    })
+  })
+}
+
+variable "settings_yaml" {
+  description = "This cluster's gateway.yaml (the fedgate-settings module's `settings[name]` output)."
+  type        = string
+
+  validation {
+    condition     = can(yamldecode(var.settings_yaml).cluster)
+    error_message = "settings_yaml must be a gateway.yaml with a cluster name."
+  }
+}
+
+variable "namespace" {
+  description = "The namespace the gateways run in."
+  type        = string
+  default     = "fedgate"
+}
+
+variable "create_namespace" {
+  description = "Create the namespace (false: it exists already)."
+  type        = bool
+  default     = true
+}
+
+variable "name" {
+  description = "Name of the Deployment, service account and Services."
+  type        = string
+  default     = "fedgate"
+}
+
+variable "image" {
+  description = "The gateway image (built from the repository's Dockerfile)."
+  type        = string
+}
+
+variable "image_pull_policy" {
+  type    = string
+  default = "IfNotPresent"
+}
+
+variable "replicas" {
+  description = "Initial replicas; the HPA moves them between min_replicas and max_replicas."
+  type        = number
+  default     = 2
+}
+
+variable "min_replicas" {
+  type    = number
+  default = 2
+
+  validation {
+    condition     = var.min_replicas >= 1
+    error_message = "min_replicas must be at least 1."
+  }
+}
+
+variable "max_replicas" {
+  type    = number
+  default = 10
+}
+
+variable "cpu_target_utilization" {
+  description = "The HPA's average CPU utilization target (percent of the request)."
+  type        = number
+  default     = 70
+}
+
+variable "resources" {
+  description = "Container requests and limits."
+  type = object({
+    requests = map(string)
+    limits   = map(string)
+  })
+  default = {
+    requests = { cpu = "500m", memory = "256Mi" }
+    limits   = { memory = "512Mi" }
+  }
+}
+
+variable "admin_token" {
+  description = "Bearer token of the admin API (stored in a Secret, mounted at the settings' admin.tokenFile)."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = length(var.admin_token) >= 16
+    error_message = "admin_token must be at least 16 characters."
+  }
+}
+
+variable "public_service_type" {
+  type    = string
+  default = "LoadBalancer"
+}
+
+variable "public_service_annotations" {
+  description = "Annotations of the public Service (cloud load balancer settings)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "east_west_service_type" {
+  description = "The east-west Service: other clusters' gateways must reach it (LoadBalancer, or NodePort behind your own)."
+  type        = string
+  default     = "LoadBalancer"
+}
+
+variable "east_west_service_annotations" {
+  type    = map(string)
+  default = {}
+}
+
+variable "termination_grace_period_seconds" {
+  description = "Longer than the gateway's drain timeout (limits.drainTimeout, 15 s by default)."
+  type        = number
+  default     = 30
+}
+
+variable "kubernetes_host" {
+  description = "Where Vault reaches this cluster's API server (for TokenReview)."
+  type        = string
+}
+
+variable "kubernetes_ca_cert" {
+  description = "PEM CA of this cluster's API server, for Vault."
+  type        = string
+  default     = null
+}
+
+variable "vault_token_ttl" {
+  description = "TTL (seconds) of the Vault tokens the gateways get at login."
+  type        = number
+  default     = 3600
+}
+
+variable "pki_max_ttl" {
+  description = "Longest certificate TTL the PKI role allows (seconds)."
+  type        = number
+  default     = 259200
+}
+
+variable "labels" {
+  description = "Extra labels on every Kubernetes object."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,106 @@
+# Reads the federation manifest and renders, for every cluster, the gateway settings
+# (gateway.yaml, as federation/settings.py GatewaySettings reads them) and the facts a
+# deployment needs: tier, peers' east-west addresses, namespaces, Vault names.
+
+locals {
+  manifest = yamldecode(file(var.manifest_path))
+
+  all_clusters = {
+    for c in local.manifest.clusters : c.name => {
+      name        = c.name
+      region      = try(c.region, "")
+      cloud       = try(c.cloud, "other")
+      environment = try(c.environment, "prod")
+      tier        = try(c.tier, 0)
+      east_west   = try(c.gateway.eastWest, "")
+      namespaces  = try(c.kubernetes.namespaces, [])
+      context     = try(c.kubernetes.context, null)
+      labels      = try(c.labels, {})
+    }
+  }
+
+  selected = var.clusters == null ? keys(local.all_clusters) : var.clusters
+
+  clusters = { for name in local.selected : name => local.all_clusters[name] }
+
+  services = try(local.manifest.services, [])
+
+  # the host part of an east-west URL (https://host:port)
+  east_west_host = {
+    for name, c in local.all_clusters : name => (
+      c.east_west == "" ? "" : regex("^[a-zA-Z][a-zA-Z0-9+.-]*://(\\[[^]]+\\]|[^:/]+)", c.east_west)[0]
+    )
+  }
+
+  # public names per cluster: the route hosts of the services that run there
+  route_hosts = {
+    for name in local.selected : name => distinct(flatten([
+      for s in local.services : [for r in try(s.routes, []) : r.host] if contains(try(s.clusters, []), name)
+    ]))
+  }
+
+  peers = {
+    for name in local.selected : name => {
+      for other, c in local.all_clusters : other => c.east_west if other != name && c.east_west != ""
+    }
+  }
+
+  vault_names = {
+    for name in local.selected : name => {
+      auth_mount   = format(var.vault.auth_mount_format, name)
+      auth_role    = var.vault.auth_role
+      pki_mount    = var.vault.pki_mount
+      pki_role     = format(var.vault.pki_role_format, name)
+      trust_domain = var.vault.trust_domain
+      spiffe_id    = "spiffe://${var.vault.trust_domain}/cluster/${name}/gateway"
+      common_name  = "${name}.gateway.${var.vault.trust_domain}"
+      server_names = distinct(compact(concat(
+        local.route_hosts[name],
+        lookup(var.server_names, name, []),
+        [local.east_west_host[name]],
+      )))
+    }
+  }
+
+  settings = {
+    for name in local.selected : name => merge(
+      {
+        cluster = name
+        listen = merge(
+          {
+            public   = var.listen.public
+            eastWest = var.listen.east_west
+            admin    = var.listen.admin
+          },
+          try(length(var.listen.public_tls), 0) == 0 ? {} : { publicTls = var.listen.public_tls },
+        )
+        etcd = {
+          endpoints = var.etcd_endpoints
+          prefix    = var.etcd_prefix
+        }
+        vault = merge(
+          {
+            addr = var.vault.addr
+            auth = {
+              method = "kubernetes"
+              role   = var.vault.auth_role
+              mount  = local.vault_names[name].auth_mount
+            }
+            pki = {
+              mount       = var.vault.pki_mount
+              role        = local.vault_names[name].pki_role
+              trustDomain = var.vault.trust_domain
+              serverNames = local.vault_names[name].server_names
+              ttl         = var.vault.ttl
+            }
+          },
+          var.vault.ca_cert == null ? {} : { caCert = var.vault.ca_cert },
+        )
+        admin = {
+          tokenFile = var.admin_token_file
+        }
+        snapshot = var.snapshot_path
+      },
+    )
+  }
+}

@@ -1,0 +1,98 @@
+variable "manifest_path" {
+  description = "Path of the federation manifest (clusters.example.yaml is the worked example)."
+  type        = string
+
+  validation {
+    condition     = fileexists(var.manifest_path)
+    error_message = "The manifest file does not exist."
+  }
+
+  validation {
+    condition     = can(yamldecode(file(var.manifest_path)).clusters[0].name)
+    error_message = "The manifest is not YAML with a non-empty clusters list."
+  }
+
+  validation {
+    condition     = try(yamldecode(file(var.manifest_path)).kind, "") == "Federation" && try(yamldecode(file(var.manifest_path)).apiVersion, "") == "fedgate/v1"
+    error_message = "The manifest must have apiVersion fedgate/v1 and kind Federation."
+  }
+}
+
+variable "clusters" {
+  description = "Render only these clusters of the manifest (null: all of them)."
+  type        = list(string)
+  default     = null
+}
+
+variable "etcd_endpoints" {
+  description = "The etcd endpoints every gateway uses (http(s)://host:port)."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.etcd_endpoints) > 0 && alltrue([for e in var.etcd_endpoints : can(regex("^https?://[^/]+$", e))])
+    error_message = "etcd_endpoints needs at least one http(s)://host:port endpoint."
+  }
+}
+
+variable "etcd_prefix" {
+  description = "The etcd key prefix of the federation."
+  type        = string
+  default     = "/fedgate/"
+
+  validation {
+    condition     = startswith(var.etcd_prefix, "/") && endswith(var.etcd_prefix, "/")
+    error_message = "etcd_prefix must start and end with '/'."
+  }
+}
+
+variable "vault" {
+  description = <<-EOT
+    Vault (or OpenBao) settings. Each cluster logs in through its own Kubernetes auth
+    mount and issues from its own PKI role: `auth_mount_format` and `pki_role_format`
+    are format() strings that receive the cluster name.
+  EOT
+  type = object({
+    addr              = string
+    auth_role         = optional(string, "fedgate")
+    auth_mount_format = optional(string, "kubernetes-%s")
+    pki_mount         = optional(string, "pki")
+    pki_role_format   = optional(string, "fedgate-%s")
+    trust_domain      = optional(string, "fedgate.local")
+    ttl               = optional(string, "24h")
+    ca_cert           = optional(string)
+  })
+
+  validation {
+    condition     = can(regex("^https?://", var.vault.addr))
+    error_message = "vault.addr must be an http(s):// URL."
+  }
+}
+
+variable "server_names" {
+  description = "Extra public TLS server names per cluster (added to the route hosts of its services)."
+  type        = map(list(string))
+  default     = {}
+}
+
+variable "listen" {
+  description = "Listen addresses inside the pod (the admin listener must be reachable by the kubelet probes); public_tls = \"\" turns the TLS listener off."
+  type = object({
+    public     = optional(string, "0.0.0.0:8080")
+    public_tls = optional(string, "0.0.0.0:8443")
+    east_west  = optional(string, "0.0.0.0:15443")
+    admin      = optional(string, "0.0.0.0:9901")
+  })
+  default = {}
+}
+
+variable "admin_token_file" {
+  description = "Where the admin bearer token is mounted in the pod."
+  type        = string
+  default     = "/run/secrets/fedgate/admin-token"
+}
+
+variable "snapshot_path" {
+  description = "The last-known-good routing view on disk (served while etcd is unreachable)."
+  type        = string
+  default     = "/var/lib/fedgate/view.json"
+}

@@ -1,0 +1,177 @@
+"""Run the ``terraform`` CLI in tests: a private CLI configuration, data dir and state.
+
+The machine's environment sets ``TF_CLI_CONFIG_FILE`` to a file that does not exist, so
+every terraform command warns "There are some problems with the CLI configuration".
+:class:`Terraform` points ``TF_CLI_CONFIG_FILE`` at a file of its own (empty, or with a
+``provider_installation`` filesystem mirror when one is installed), keeps ``.terraform``
+in a temporary ``TF_DATA_DIR`` and turns off the update check, so the tests depend on
+nothing in the user's configuration and write nothing into the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+TERRAFORM_DIR = REPO / "terraform"
+EXAMPLE_MANIFEST = REPO / "clusters.example.yaml"
+
+# where terraform looks for providers without a registry (the implied local mirrors)
+MIRRORS = (
+    Path.home() / ".terraform.d" / "plugins",
+    Path.home() / ".local" / "share" / "terraform" / "plugins",
+    Path("/usr/local/share/terraform/plugins"),
+    Path("/usr/share/terraform/plugins"),
+)
+
+# what `terraform init` prints when it cannot reach the provider registry
+OFFLINE_MARKERS = (
+    "could not connect to registry",
+    "Failed to query available provider packages",
+    "failed to request discovery document",
+    "no such host",
+    "Failed to install provider",
+)
+
+
+def terraform_binary() -> str | None:
+    return shutil.which("terraform")
+
+
+def provider_mirror() -> Path | None:
+    """A filesystem mirror of providers, if this machine has one (FEDGATE_TF_MIRROR first)."""
+    env = os.environ.get("FEDGATE_TF_MIRROR")
+    candidates = ((Path(env),) if env else ()) + MIRRORS
+    for path in candidates:
+        if path.is_dir() and any(path.rglob("terraform-provider-*")):
+            return path
+    return None
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+class Terraform:
+    """One isolated terraform environment under ``workdir``."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = terraform_binary()
+        if binary is None:
+            raise RuntimeError("terraform is not installed")
+        self.binary = binary
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.cli_config = workdir / "terraformrc"
+        mirror = provider_mirror()
+        if mirror is not None:
+            self.cli_config.write_text(
+                "provider_installation {\n"
+                f'  filesystem_mirror {{\n    path = "{mirror}"\n  }}\n'
+                "}\n"
+            )
+        else:
+            self.cli_config.write_text("# fedgate tests: no provider mirror on this machine\n")
+        self.mirror = mirror
+
+    def env(self, data_dir: Path) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+        env.update(
+            {
+                "TF_CLI_CONFIG_FILE": str(self.cli_config),
+                "TF_DATA_DIR": str(data_dir),
+                "TF_IN_AUTOMATION": "1",
+                "TF_INPUT": "0",
+                "CHECKPOINT_DISABLE": "1",
+                "NO_COLOR": "1",
+            }
+        )
+        return env
+
+    def run(
+        self, *args: str, cwd: Path, timeout: float = 120, data_dir: Path | None = None
+    ) -> Result:
+        data = data_dir or (self.workdir / "data" / cwd.name)
+        data.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            [self.binary, *args],
+            cwd=cwd,
+            env=self.env(data),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def copy_tree(dest: Path) -> Path:
+    """A copy of terraform/ and the example manifest, same relative layout; returns the copy."""
+    shutil.copytree(
+        TERRAFORM_DIR,
+        dest / "terraform",
+        ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", ".terraform.lock.hcl"),
+    )
+    if EXAMPLE_MANIFEST.exists():
+        shutil.copy(EXAMPLE_MANIFEST, dest / "clusters.example.yaml")
+    return dest / "terraform"
+
+
+def hcl(path: Path) -> Any:
+    """A .tf file parsed by python-hcl2, with its quoting and bookkeeping keys removed."""
+    import hcl2
+
+    with open(path) as f:
+        return _clean(hcl2.load(f))
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def _clean(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            _unquote(k): _clean(v)
+            for k, v in node.items()
+            if k not in ("__is_block__", "__comments__", "__inline_comments__")
+        }
+    if isinstance(node, list):
+        return [_clean(v) for v in node]
+    if isinstance(node, str):
+        return _unquote(node)
+    return node
+
+
+def resources(parsed: Any) -> dict[str, dict[str, Any]]:
+    """``{"type.name": body}`` of every resource block of a parsed file."""
+    out: dict[str, dict[str, Any]] = {}
+    for block in parsed.get("resource", []):
+        for rtype, named in block.items():
+            for name, body in named.items():
+                out[f"{rtype}.{name}"] = body
+    return out
+
+
+def block(body: dict[str, Any], *path: str) -> Any:
+    """Follow nested single blocks: ``block(dep, "spec", "template", "spec")``."""
+    node: Any = body
+    for part in path:
+        node = node[part]
+        if isinstance(node, list) and len(node) == 1 and isinstance(node[0], dict):
+            node = node[0]
+    return node

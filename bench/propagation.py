@@ -1,0 +1,222 @@
+"""How fast a write to etcd reaches every gateway's routing view.
+
+Starts its own etcd (the test fixture's ``EtcdCluster``), registers the example
+manifest, starts ten watcher PROCESSES (each a ``ViewWatcher``, as in a gateway), then
+writes an endpoints key every ``--interval`` seconds (``--writes`` times). Each watcher
+prints ``<revision> <monotonic time>`` for every view it applies; the latency of a write
+for a watcher is the time from just before the write was sent to the moment that
+watcher applied a view at or past its revision (CLOCK_MONOTONIC is shared by all
+processes on the machine). Prints p50 / p99 / max over all (write, watcher) pairs.
+
+    .venv/bin/python bench/propagation.py [--watchers 10] [--writes 300] [--interval 0.02]
+
+Goal on this machine: p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from federation import codec  # noqa: E402
+from federation.etcd import EtcdClient  # noqa: E402
+from federation.keys import KeyLayout  # noqa: E402
+from federation.model import Endpoint, RoutingView  # noqa: E402
+
+LAYOUT = KeyLayout("/fedgate/")
+KEY = LAYOUT.endpoints("checkout", "aws-eu-west-1", "kubernetes")
+
+
+# ------------------------------------------------------------------ watcher process
+
+
+async def watcher_main(endpoints: str) -> None:
+    from federation.watch import ViewWatcher
+
+    out = sys.stdout
+
+    def on_view(view: RoutingView) -> None:
+        out.write(f"{view.revision} {time.monotonic():.6f}\n")
+        out.flush()
+
+    client = EtcdClient(endpoints.split(","))
+    watcher = ViewWatcher(client, LAYOUT, on_view=on_view)
+    task = asyncio.get_running_loop().create_task(watcher.run())
+    await watcher.wait_ready(timeout=30)
+    out.write("ready\n")
+    out.flush()
+    # stop when the parent closes our stdin
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)
+    task.cancel()
+    await client.close()
+
+
+# ----------------------------------------------------------------------- the bench
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+async def read_reports(
+    proc: asyncio.subprocess.Process, applied: list[tuple[int, float]], ready: asyncio.Event
+) -> None:
+    assert proc.stdout is not None
+    while True:
+        line = await proc.stdout.readline()
+        if not line:
+            return
+        text = line.decode().strip()
+        if text == "ready":
+            ready.set()
+            continue
+        rev, at = text.split()
+        applied.append((int(rev), float(at)))
+
+
+async def bench(args: argparse.Namespace) -> int:
+    from federation.manifest import load_manifest
+    from federation.store import apply_federation
+    from tests.support.etcd import EtcdCluster
+
+    base = None
+    if not args.disk and Path("/dev/shm").is_dir():
+        base = Path(tempfile.mkdtemp(prefix="fedgate-bench-etcd-", dir="/dev/shm"))
+    cluster = EtcdCluster(size=1, base_dir=base) if base else EtcdCluster(size=1)
+    with cluster as etcd:
+        client = EtcdClient(etcd.endpoints)
+        procs: list[asyncio.subprocess.Process] = []
+        commits: list[float] = []
+        reports: list[list[tuple[int, float]]] = []
+        readers = []
+        try:
+            readies = []
+            for _ in range(args.watchers):
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    __file__,
+                    "--watcher",
+                    ",".join(etcd.endpoints),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                )
+                procs.append(proc)
+                applied: list[tuple[int, float]] = []
+                ready = asyncio.Event()
+                reports.append(applied)
+                readies.append(ready)
+                readers.append(asyncio.create_task(read_reports(proc, applied, ready)))
+            # the writer's gRPC channel is made after the children are forked
+            await apply_federation(client, LAYOUT, load_manifest(ROOT / "clusters.example.yaml"))
+            await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
+
+            sent: list[tuple[int, float]] = []  # (revision, time before the write)
+            next_at = time.monotonic()
+            for i in range(args.writes):
+                next_at += args.interval
+                eps = [
+                    Endpoint(
+                        f"10.0.{i % 250}.{j}:8080", "aws-eu-west-1", "checkout", source="kubernetes"
+                    )
+                    for j in range(3)
+                ]
+                started = time.monotonic()
+                revision = await client.put(KEY, codec.encode(eps))
+                sent.append((revision, started))
+                commits.append((time.monotonic() - started) * 1000)
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)  # pacing the writes
+            last = sent[-1][0]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not all(r and r[-1][0] >= last for r in reports):
+                await asyncio.sleep(0.05)  # waiting for the stragglers, bounded
+        finally:
+            for proc in procs:
+                if proc.stdin is not None:
+                    proc.stdin.close()
+            for proc in procs:
+                try:
+                    await asyncio.wait_for(proc.wait(), 5)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            for reader in readers:
+                reader.cancel()
+            await client.close()
+
+    latencies: list[float] = []
+    after_commit: list[float] = []
+    missing = 0
+    for applied in reports:
+        applied.sort()
+        for (revision, started), commit in zip(sent, commits, strict=True):
+            at = next((t for rev, t in applied if rev >= revision), None)
+            if at is None:
+                missing += 1
+            else:
+                latencies.append((at - started) * 1000)
+                after_commit.append((at - started) * 1000 - commit)
+    if not latencies:
+        print("no latency measured")
+        return 1
+    p50 = statistics.median(latencies)
+    p99 = percentile(latencies, 99)
+    print(
+        f"propagation: {args.writes} writes every {args.interval * 1000:.0f} ms to "
+        f"{args.watchers} watcher processes ({len(latencies)} samples, {missing} missing)"
+    )
+    print(
+        f"write -> applied: p50 {p50:.1f} ms  p90 {percentile(latencies, 90):.1f} ms  "
+        f"p99 {p99:.1f} ms  max {max(latencies):.1f} ms  (goal p99 <= 50 ms: "
+        f"{'met' if p99 <= 50 else 'NOT met'})"
+    )
+    print(
+        f"etcd put round trip (commit): p50 {statistics.median(commits):.1f} ms  "
+        f"p99 {percentile(commits, 99):.1f} ms; applied after the put returned: "
+        f"p50 {statistics.median(after_commit):.1f} ms  p99 {percentile(after_commit, 99):.1f} ms"
+    )
+    print(
+        f"etcd data on {'disk' if args.disk else 'tmpfs (/dev/shm)'}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    return 0 if missing == 0 else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--watchers", type=int, default=10)
+    parser.add_argument("--writes", type=int, default=300)
+    parser.add_argument("--interval", type=float, default=0.02, help="seconds between writes")
+    parser.add_argument(
+        "--disk", action="store_true", help="etcd data under /tmp instead of /dev/shm"
+    )
+    parser.add_argument("--watcher", metavar="ENDPOINTS", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    if args.watcher:
+        asyncio.run(watcher_main(args.watcher))
+        return 0
+    return asyncio.run(bench(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -91,9 +91,7 @@ async def bench(args: argparse.Namespace) -> int:
     from federation.store import apply_federation
     from tests.support.etcd import EtcdCluster
 
-    base = None
-    if not args.disk and Path("/dev/shm").is_dir():
-        base = Path(tempfile.mkdtemp(prefix="fedgate-bench-etcd-", dir="/dev/shm"))
+    base = args.base_dir
     cluster = EtcdCluster(size=1, base_dir=base) if base else EtcdCluster(size=1)
     with cluster as etcd:
         client = EtcdClient(etcd.endpoints)
@@ -215,6 +213,9 @@ def main() -> int:
     if args.watcher:
         asyncio.run(watcher_main(args.watcher))
         return 0
+    args.base_dir = None
+    if not args.disk and Path("/dev/shm").is_dir():
+        args.base_dir = Path(tempfile.mkdtemp(prefix="fedgate-bench-etcd-", dir="/dev/shm"))
     return asyncio.run(bench(args))
 
 

@@ -21,10 +21,16 @@ verified mutual-TLS peer identity goes into the scope as ``scope["fedgate.peer"]
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import urllib.parse
+from typing import Any, ClassVar
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 REASONS = {
     400: b"Bad Request",
@@ -52,12 +58,102 @@ def _peer_identity(transport: asyncio.BaseTransport) -> str | None:
     return peer_identity(ssl_object)
 
 
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request/response cycle with a leaner ``send``.
+
+    The response head is held back and written together with the first piece of the
+    body (one write, one segment for a small answer instead of two). Header names and
+    values are not re-validated with regular expressions: they come from llhttp-parsed
+    upstream responses (tokens; no CR, LF or NUL) or from the gateway itself.
+    """
+
+    _head: bytes | None = None
+
+    async def send(self, message: Any) -> None:
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        if not self.response_started:
+            if message["type"] != "http.response.start":
+                raise RuntimeError(f"Expected http.response.start, got {message['type']!r}")
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            status = message["status"]
+            content = [STATUS_LINE[status]]
+            close = False
+            for name, value in message.get("headers", ()):
+                if name == b"content-length" and self.chunked_encoding is None:
+                    self.expected_content_length = int(value)
+                    self.chunked_encoding = False
+                elif name == b"transfer-encoding":
+                    continue  # the server frames the body itself
+                elif name == b"connection":
+                    if b"close" in value.lower():
+                        self.keep_alive = False
+                        close = True
+                    continue
+                content += (name, b": ", value, b"\r\n")
+            if not self.keep_alive or close:
+                content.append(b"connection: close\r\n")
+            if (
+                self.chunked_encoding is None
+                and self.scope["method"] != "HEAD"
+                and status not in (204, 304)
+            ):
+                self.chunked_encoding = True
+                content.append(b"transfer-encoding: chunked\r\n")
+            content.append(b"\r\n")
+            self._head = b"".join(content)
+            return
+        if self.response_complete:
+            raise RuntimeError(f"Unexpected {message['type']!r} after the response completed")
+        if message["type"] != "http.response.body":
+            raise RuntimeError(f"Expected http.response.body, got {message['type']!r}")
+        body = message.get("body", b"")
+        more_body = message.get("more_body", False)
+        head = self._head
+        if head is not None:
+            self._head = None
+        if self.scope["method"] == "HEAD":
+            self.expected_content_length = 0
+            out = head or b""
+        elif self.chunked_encoding:
+            out = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+            if not more_body:
+                out += b"0\r\n\r\n"
+            if head is not None:
+                out = head + out
+        else:
+            if len(body) > self.expected_content_length:
+                raise RuntimeError("Response content longer than Content-Length")
+            self.expected_content_length -= len(body)
+            out = head + body if head is not None else body
+        if out:
+            self.transport.write(out)
+        if not more_body:
+            if self.expected_content_length != 0:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+
+
 class GatewayProtocol(HttpToolsProtocol):
-    """Per-listener settings are class attributes (see :func:`protocol_class`)."""
+    """Per-listener settings are class attributes (see :func:`protocol_class`).
+
+    Deadlines (request head, never-speaking connection, idle keep-alive, drain grace)
+    are enforced by one periodic sweep per listener over its connections instead of a
+    timer per request: a request costs one ``loop.time()`` call, not two timer handles.
+    """
 
     max_header_bytes: int = 65536
     header_timeout: float = 10.0
+    keep_alive_timeout: float = 60.0
     drain_grace: float = 1.0
+    _sweeper: ClassVar[asyncio.TimerHandle | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -68,32 +164,67 @@ class GatewayProtocol(HttpToolsProtocol):
         self._hosts = 0
         self._te: bytes | None = None
         self._has_length = False
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._since = 0.0  # start of the current head, or of the idle period
+        self._spoke = False
         self._rejected = False
         self.draining = False
-        self._drain_timer: asyncio.TimerHandle | None = None
+        self._drain_at: float | None = None
 
     # ------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if self.scheme == "https":
             self.peer = _peer_identity(transport)
-        self._arm_head_timer()
+        self._since = self.loop.time()
+        cls = type(self)
+        _LIVE.setdefault(cls, set()).add(self)
+        if cls._sweeper is None:
+            cls._sweeper = self.loop.call_later(self._sweep_interval(), cls._sweep, self.loop)
+
+    @classmethod
+    def _sweep_interval(cls) -> float:
+        return max(0.05, min(cls.header_timeout / 5, cls.drain_grace / 2, 1.0))
+
+    @classmethod
+    def _sweep(cls, loop: asyncio.AbstractEventLoop) -> None:
+        cls._sweeper = None
+        now = loop.time()
+        alive = False
+        for conn in list(_LIVE.get(cls, ())):
+            alive = True
+            conn._check(now)
+        if alive:
+            cls._sweeper = loop.call_later(cls._sweep_interval(), cls._sweep, loop)
+
+    def _check(self, now: float) -> None:
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        busy = cycle is not None and not cycle.response_complete
+        if self._in_head:
+            if not busy and now - self._since > self.header_timeout:
+                self.reject(408, "Request head not received in time")
+        elif busy:
+            return
+        elif cycle is None and not self._spoke:
+            if now - self._since > self.header_timeout:
+                self.transport.close()  # connected and never said anything
+        elif now - self._since > self.keep_alive_timeout:
+            self.transport.close()  # idle keep-alive connection
+        elif self._drain_at is not None and now >= self._drain_at:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
-            self._drain_timer = None
+        live = _LIVE.get(type(self))
+        if live is not None:
+            live.discard(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._rejected:
             return
-        self._unset_keepalive_if_required()
-        if self._drain_timer is not None:  # the client is talking: let it finish
-            self._drain_timer.cancel()
-            self._drain_timer = None
+        self._spoke = True
+        self._drain_at = None  # the client is talking: let it finish
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -113,7 +244,7 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def _on_upgrade(self) -> None:
         if self._should_upgrade():
-            self._cancel_head_timer()
+            _LIVE.get(type(self), set()).discard(self)
             self.handle_websocket_upgrade()
             return
         # an upgrade we do not tunnel (h2c, ...): llhttp stops here; serve it as a plain
@@ -127,37 +258,16 @@ class GatewayProtocol(HttpToolsProtocol):
             cycle.more_body = False
             cycle.message_event.set()
 
-    # ------------------------------------------------------------ deadlines
-    def _arm_head_timer(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timeout)
-
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timeout(self) -> None:
-        self._head_timer = None
-        if self.transport.is_closing():
-            return
-        if self.cycle is not None and not self.cycle.response_complete:
-            return  # a request is being served; its successor's head waits in the pipeline
-        if self._in_head:
-            self.reject(408, "Request head not received in time")
-        elif self.cycle is None:
-            self.transport.close()  # connected and never said anything
-
     # ------------------------------------------------------------ parser callbacks
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
+        self._since = self.loop.time()
         self._head_size = 0
         self._hosts = 0
         self._te = None
         self._has_length = False
         self.scope["fedgate.peer"] = self.peer  # type: ignore[typeddict-unknown-key]
-        self._arm_head_timer()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -181,7 +291,6 @@ class GatewayProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._raw_head = 0
-        self._cancel_head_timer()
         if self._head_size > self.max_header_bytes:
             raise Reject(431, "Request header block too large")
         version = self.parser.get_http_version()
@@ -203,15 +312,55 @@ class GatewayProtocol(HttpToolsProtocol):
                 raise Reject(501, "Transfer-Encoding other than chunked")
         if self._hosts != 1:
             raise Reject(400, "Exactly one Host header is required")
-        super().on_headers_complete()
-        if self.draining and self.cycle is not None:
-            self.cycle.keep_alive = False
+        self._start_cycle(version)
+
+    def _start_cycle(self, http_version: str) -> None:
+        """uvicorn's on_headers_complete, with our cycle class."""
+        scope = self.scope
+        scope["method"] = self.parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        if self.parser.should_upgrade() and self._should_upgrade():
+            return
+        parsed = httptools.parse_url(self.url)
+        raw_path = parsed.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        scope["path"] = path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = parsed.query or b""
+        app = self.app
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            app = service_unavailable
+        existing = self.cycle
+        self.cycle = cycle = _Cycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=http_version != "1.0"
+            and self.parser.should_keep_alive()
+            and not self.draining,
+            on_response=self.on_response_complete,
+        )
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, app)
+        else:
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, app))
 
     # ------------------------------------------------------------ answers of our own
     def reject(self, status: int, reason: str) -> None:
         """Answer ``status`` with Connection: close (or just close mid-response)."""
         self._rejected = True
-        self._cancel_head_timer()
+        self._in_head = False
         if self.transport.is_closing():
             return
         cycle = self.cycle
@@ -244,32 +393,50 @@ class GatewayProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         self.reject(400, msg)
 
+    def on_response_complete(self) -> None:
+        """uvicorn's, without a keep-alive timer per request (the sweep handles idling)."""
+        self.server_state.total_requests += 1
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if self.draining:
+            transport.close()
+            return
+        self.flow.resume_reading()
+        self._since = self.loop.time()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+
     # ------------------------------------------------------------ drain
     def shutdown(self) -> None:
         """Start draining: finish the request in flight with Connection: close; an idle
         connection gets a short grace for a request already on its way, then closes."""
         self.draining = True
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
             return
         if self._in_head:
             return  # a request head is arriving: it will be answered with Connection: close
-        if self._drain_timer is None and not self.transport.is_closing():
-            self._drain_timer = self.loop.call_later(self.drain_grace, self._drain_close)
+        if not self.transport.is_closing():
+            self._drain_at = self.loop.time() + self.drain_grace
+            cls = type(self)
+            if cls._sweeper is None:
+                cls._sweeper = self.loop.call_later(cls._sweep_interval(), cls._sweep, self.loop)
 
-    def _drain_close(self) -> None:
-        self._drain_timer = None
-        if (self.cycle is None or self.cycle.response_complete) and not self._in_head:
-            self.transport.close()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.draining and not self.transport.is_closing():
-            self.transport.close()
+# the connections each listener's sweep looks at (per protocol class)
+_LIVE: dict[type[GatewayProtocol], set[GatewayProtocol]] = {}
 
 
 def protocol_class(
-    name: str, *, max_header_bytes: int, header_timeout: float, drain_grace: float = 1.0
+    name: str,
+    *,
+    max_header_bytes: int,
+    header_timeout: float,
+    keep_alive_timeout: float = 60.0,
+    drain_grace: float = 1.0,
 ) -> type[GatewayProtocol]:
     """A protocol class with these limits (uvicorn instantiates the class it is given)."""
     return type(
@@ -278,6 +445,8 @@ def protocol_class(
         {
             "max_header_bytes": max_header_bytes,
             "header_timeout": header_timeout,
+            "keep_alive_timeout": keep_alive_timeout,
             "drain_grace": drain_grace,
+            "_sweeper": None,
         },
     )

@@ -24,6 +24,7 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import httptools
 
@@ -120,8 +121,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):

@@ -156,6 +156,7 @@ class Gateway:
             name,
             max_header_bytes=limits.max_header_bytes,
             header_timeout=limits.header_timeout,
+            keep_alive_timeout=KEEP_ALIVE,
         )
         kwargs: dict[str, Any] = {}
         if ctx is not None:

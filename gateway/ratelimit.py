@@ -205,8 +205,11 @@ def limit_key(
     name = _header_name(per)
     if name is None:
         return client_ip
-    for n, v in headers:
-        if n == name or (len(n) == len(name) and n.lower() == name):
+    for n, v in headers:  # ASGI header names are lower-case already: compare as is
+        if n == name:
+            return v[:256].decode("latin-1")
+    for n, v in headers:  # not found: a server that kept the client's case
+        if len(n) == len(name) and n.lower() == name:
             return v[:256].decode("latin-1")
     return "-"
 

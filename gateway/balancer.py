@@ -161,13 +161,8 @@ class Balancer:
             host.active -= 1
         if ok:
             host.failures = 0
-        else:
-            host.failures += 1
-            limit = self._consecutive_failures
-            if limit > 0 and host.failures >= limit:
-                now = self._clock()
-                if host.ejected_until <= now:
-                    self._maybe_eject(host, now)
+        elif self._consecutive_failures > 0:
+            self._failed(host)
         if host.active == 0 and not host.pools:
             del self._hosts[address]  # gone from every view: forget it
 
@@ -313,13 +308,26 @@ class Balancer:
         share = math.floor(size * self._max_ejected_percent / 100.0)
         return min(size - 1, max(1, share))
 
+    def _failed(self, host: _Host) -> None:
+        until = host.ejected_until
+        if until:
+            now = self._clock()
+            if until > now:
+                return  # a late answer from before the ejection: it changes nothing
+            # the ejection ended and no pick noticed yet: it is back, counting from zero
+            host.last_expiry = until
+            host.ejected_until = 0.0
+            host.failures = 0
+            for pool in host.pools:
+                self._recount(pool, now)
+        host.failures += 1
+        if host.failures >= self._consecutive_failures:
+            self._maybe_eject(host, self._clock())
+
     def _maybe_eject(self, host: _Host, now: float) -> None:
         for pool in host.pools:
             if pool.next_expiry <= now:
-                self._recount(pool, now)  # lets expired ejections (maybe this host's) in
-        if host.ejected_until:  # expired, and in no pool that would have noticed
-            host.last_expiry = host.ejected_until
-            host.ejected_until = 0.0
+                self._recount(pool, now)  # let other expired ejections back in first
         for pool in host.pools:
             if pool.num_ejected >= self._allowed_ejections(len(pool.hosts)):
                 return  # the cap: this pool keeps the endpoint in

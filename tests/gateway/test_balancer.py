@@ -397,3 +397,26 @@ def test_invariants_under_random_operations(
             # shrunk it since, so check against the largest allowed share
             assert ejected <= max(1, int(size * percent / 100)) if percent else ejected == 0
         assert all(b.active(f"10.0.0.{i}:8080") >= 0 for i in range(size))
+
+
+def test_failures_of_requests_in_flight_during_ejection_do_not_count() -> None:
+    """No pick notices the expiry; late failures during the ejection must not carry over."""
+    clock = Clock()
+    b = balancer(clock, consecutive_failures=3, base_ejection=10.0)
+    pool = eps(3)
+    b.pick("svc", "c1", pool)
+    addr = pool[0].address
+    for _ in range(5):
+        b.started(addr)  # five in flight
+    for _ in range(3):
+        b.finished(addr, ok=False)
+    assert b.is_ejected(addr)
+    b.finished(addr, ok=False)  # late answers while it is out
+    clock.now += 10.0
+    b.finished(addr, ok=False)  # first failure after the ejection ended
+    assert not b.is_ejected(addr)
+    fail(b, addr, 1)
+    assert not b.is_ejected(addr)
+    fail(b, addr, 1)
+    assert b.is_ejected(addr)
+    assert b.ejected()[addr] == pytest.approx(20.0)  # second ejection: twice as long

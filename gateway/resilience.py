@@ -60,6 +60,7 @@ class Breaker:
         "_open_for",
         "_opened_at",
         "_pending",
+        "_probe_at",
         "_probing",
         "_state",
         "_threshold",
@@ -84,6 +85,7 @@ class Breaker:
         self._opened_at = 0.0
         self._pending = 0
         self._probing = False
+        self._probe_at = 0.0
 
     @property
     def state(self) -> BreakerState:
@@ -109,9 +111,11 @@ class Breaker:
                     return False
                 self._set("half-open")
                 self._probing = False
-            if self._probing:
-                return False
+            now = self._clock()
+            if self._probing and now - self._probe_at < self._open_for:
+                return False  # one probe at a time (a lost one is replaced after open_for)
             self._probing = True
+            self._probe_at = now
         self._pending += 1
         return True
 

@@ -292,3 +292,18 @@ def test_budget_retain_forgets_services() -> None:
     budget.retain(lambda name: name == "a")
     assert budget.usage("a") == (1, 0)
     assert budget.usage("b") == (0, 0)
+
+
+def test_a_lost_probe_is_replaced_after_open_for() -> None:
+    """A probe whose answer never comes (a caller bug) must not wedge the breaker."""
+    clock = Clock()
+    b = breaker(clock, consecutive_failures=1)
+    fail(b, 1)
+    clock.now += 10.0
+    assert b.try_acquire()  # the probe, never released
+    clock.now += 9.0
+    assert not b.try_acquire()
+    clock.now += 1.0
+    assert b.try_acquire()  # another probe
+    b.release(ok=True)
+    assert b.state == "closed"

@@ -88,10 +88,9 @@ class DrillReport:
 
 
 def _health_table(data: dict[str, Any], palette: Palette) -> str:
-    from federation.commands.health import render_table
+    from federation.commands.health import render
 
-    table: str = render_table(data, color=palette.on)
-    return table
+    return render(data, colour=palette.on)
 
 
 def run(args: argparse.Namespace) -> int:

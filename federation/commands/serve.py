@@ -114,7 +114,10 @@ class GatewayProcess:
 
     async def run(self) -> int:
         import structlog
+
         from federation.api import create_admin_app
+        from federation.keys import KeyLayout
+        from federation.model import GatewayRecord, RoutingView
         from federation.ratelimit_share import live_gateway_count
         from gateway.balancer import Balancer
         from gateway.passive import PassiveStats
@@ -123,9 +126,6 @@ class GatewayProcess:
         from gateway.resilience import CircuitBreakers, RetryBudget
         from gateway.server import Gateway
         from gateway.telemetry import Telemetry
-
-        from federation.keys import KeyLayout
-        from federation.model import GatewayRecord, RoutingView
         from gateway.types import ViewHolder
 
         s = self.settings
@@ -172,7 +172,6 @@ class GatewayProcess:
         client = None
         if s.manifest:
             from federation.manifest import ManifestError, load_manifest
-
             from federation.manifest_view import view_from_federation
 
             try:
@@ -212,7 +211,7 @@ class GatewayProcess:
         def status() -> dict[str, Any]:
             out: dict[str, Any] = {"gateway": gateway_id, "cluster": s.cluster}
             if watcher is not None:
-                out["watch"] = dict(vars(watcher.stats))
+                out["watch"] = watcher.stats.as_dict()
             if vault is not None:
                 out["vault"] = vault.status()
             return out
@@ -259,7 +258,8 @@ class GatewayProcess:
             )
             registration = GatewayRegistration(lease, layout, record)
             on_view(holder.view)
-            self._spawn("lease", lease.start)
+            await lease.start()  # returns at once when etcd is down; grants in the background
+            await registration.start()
 
             from federation.health import HealthReporter
 
@@ -293,6 +293,9 @@ class GatewayProcess:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if watcher is not None:
+            if registration is not None:
+                with contextlib.suppress(Exception):
+                    await registration.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(lease.stop(revoke=True), timeout=2.0)
         if client is not None:
@@ -324,7 +327,7 @@ class GatewayProcess:
     def _launch_discovery(
         self, client: Any, layout: Any, lease: Any, holder: Any, gateway_id: str, cluster: Any
     ) -> None:
-        from federation.discovery import EndpointDiscovery
+        from federation.discovery import EndpointDiscovery, kubernetes_api_client
 
         def services() -> list[Any]:
             return [svc for svc in holder.view.services.values() if cluster.name in svc.clusters]
@@ -335,7 +338,7 @@ class GatewayProcess:
             lease=lease,
             cluster=cluster,
             services=services,
-            api_client=_kubernetes_api_client(cluster.kubernetes.context),
+            api_client=kubernetes_api_client(context=cluster.kubernetes.context),
             source=gateway_id,
         )
         self._spawn("discovery", discovery.run)
@@ -392,17 +395,6 @@ def explain_request(
     else:
         out["decision"] = f"forwarded from {origin} to {plan[0]} over east-west mutual TLS"
     return out
-
-
-def _kubernetes_api_client(context: str | None) -> Any:
-    """In-cluster configuration, else the kubeconfig (with ``context`` when given)."""
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-        return client.ApiClient()
-    except config.ConfigException:
-        return config.new_client_from_config(context=context)
 
 
 def _addr(bound: tuple[str, int] | None) -> str:

@@ -69,6 +69,7 @@ class EtcdCluster:
     token: str = "fedgate-test"
 
     def __post_init__(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
         ports = free_ports(2 * self.size, self.host)
         for i in range(self.size):
             name = f"m{i}"

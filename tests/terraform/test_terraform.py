@@ -37,7 +37,7 @@ SETTINGS_MODULE = TERRAFORM_DIR / "modules" / "fedgate-settings"
 CLUSTER_MODULE = TERRAFORM_DIR / "modules" / "fedgate-cluster"
 EXAMPLE = TERRAFORM_DIR / "examples" / "multi-cluster"
 
-ETCD = ["https://etcd-0.fedgate.acme.net:2379", "https://etcd-1.fedgate.acme.net:2379"]
+ETCD = ["http://etcd-0.fedgate.acme.net:2379", "http://etcd-1.fedgate.acme.net:2379"]
 
 
 @pytest.fixture

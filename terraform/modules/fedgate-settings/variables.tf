@@ -25,7 +25,7 @@ variable "clusters" {
 }
 
 variable "etcd_endpoints" {
-  description = "The etcd endpoints every gateway uses (http(s)://host:port)."
+  description = "The etcd endpoints every gateway uses (http://host:port: the gateway's etcd client speaks plain gRPC; keep etcd on a private network)."
   type        = list(string)
 
   validation {

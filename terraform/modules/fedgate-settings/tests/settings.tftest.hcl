@@ -3,7 +3,7 @@
 
 variables {
   manifest_path  = "../../../clusters.example.yaml"
-  etcd_endpoints = ["https://etcd-0.fedgate.acme.net:2379", "https://etcd-1.fedgate.acme.net:2379"]
+  etcd_endpoints = ["http://etcd-0.fedgate.acme.net:2379", "http://etcd-1.fedgate.acme.net:2379"]
   vault = {
     addr         = "https://vault.acme.net:8200"
     trust_domain = "acme.net"

@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from federation.globalhealth import global_health
-from federation.openapi import openapi_document
+from federation.openapi import HOST_PATTERN, METHOD_PATTERN, PATH_PATTERN, openapi_document
 from gateway.telemetry import CONTENT_TYPE, Telemetry
 from gateway.types import ViewHolder
 
@@ -39,8 +39,10 @@ REALM = "fedgate"
 Explain = Callable[[str, str, str, str | None], dict[str, Any]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-_METHOD = re.compile(r"[A-Za-z]{1,16}")
-_HOST = re.compile(r"[A-Za-z0-9*._:\[\]-]{1,253}")
+# the same patterns as the OpenAPI document (and the same matching: re.search)
+_HOST = re.compile(HOST_PATTERN)
+_PATH = re.compile(PATH_PATTERN)
+_METHOD = re.compile(METHOD_PATTERN)
 
 _NO_STORE = {"Cache-Control": "no-store"}
 _PAGE_HEADERS = {
@@ -92,15 +94,39 @@ class _Auth:
             return {"WWW-Authenticate": f'Bearer realm="{REALM}"'}
         return {"WWW-Authenticate": f'Bearer realm="{REALM}", error="invalid_token"'}
 
-    def protect(self, endpoint: Endpoint) -> Endpoint:
-        async def guarded(request: Request) -> Response:
-            reason = self.check(request)
-            if reason is not None:
-                return _error(401, reason, self.challenge(reason))
-            return await endpoint(request)
+    def protect(self, endpoint: Endpoint) -> ASGIApp:
+        return _Protected(self, endpoint)
 
-        guarded.__name__ = endpoint.__name__
-        return guarded
+
+class _Protected:
+    """Token first, then the method: without a token nothing is revealed, not even which
+    methods a route has (an ASGI app, not a function, so the router passes every method)."""
+
+    def __init__(self, auth: _Auth, endpoint: Endpoint) -> None:
+        self.auth = auth
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        reason = self.auth.check(request)
+        if reason is not None:
+            response: Response = _error(401, reason, self.auth.challenge(reason))
+        elif request.method not in ("GET", "HEAD"):
+            response = _error(405, "method not allowed", {"Allow": "GET, HEAD"})
+        else:
+            response = await self.endpoint(request)
+        await response(scope, receive, send)
+
+
+class _AnyMethod:
+    """An endpoint that sees every method (it refuses the wrong ones itself, after auth)."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.endpoint(Request(scope, receive))
+        await response(scope, receive, send)
 
 
 class _Static:
@@ -131,7 +157,6 @@ def create_admin_app(
 ) -> Starlette:
     """The admin app of one gateway (the composition root passes the callables)."""
     auth = _Auth(token)
-    document = openapi_document()
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok", "gateway": gateway_id, "cluster": cluster})
@@ -179,19 +204,20 @@ def create_admin_app(
     async def routes_explain(request: Request) -> Response:
         q = request.query_params
         host = q.get("host", "")
-        path = q.get("path", "/") or "/"
-        method = (q.get("method", "GET") or "GET").upper()
-        origin = q.get("from") or None
+        path = q.get("path", "/")
+        method = q.get("method", "GET")
+        origin = q.get("from")
         if not host:
             return _error(400, "query parameter 'host' is required")
-        if not _HOST.fullmatch(host):
+        if not _HOST.search(host):
             return _error(400, f"invalid host {host!r}")
-        if not path.startswith("/"):
+        if not _PATH.search(path):
             return _error(400, "query parameter 'path' must start with '/'")
-        if not _METHOD.fullmatch(method):
+        if not _METHOD.search(method):
             return _error(400, f"invalid method {method!r}")
         if origin is not None and origin not in holder.view.clusters:
             return _error(400, f"unknown cluster {origin!r} in 'from'")
+        method = method.upper()
         result = dict(explain(host, path, method, origin))
         if result.get("error"):
             return _json(result, 400)
@@ -201,7 +227,7 @@ def create_admin_app(
         return _json(result)
 
     async def openapi(request: Request) -> Response:
-        return _json(document)
+        return _json(openapi_document(clusters=sorted(holder.view.clusters)))
 
     async def page(request: Request) -> Response:
         html = (STATIC_DIR / "index.html").read_bytes()
@@ -214,17 +240,19 @@ def create_admin_app(
                 media_type="text/html; charset=utf-8",
                 headers={**_PAGE_HEADERS, **auth.challenge(reason)},
             )
+        if request.method not in ("GET", "HEAD"):
+            return _error(405, "method not allowed", {"Allow": "GET, HEAD"})
         return Response(html, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Route("/v1/health/global", auth.protect(health_global), methods=["GET"]),
-        Route("/v1/status", auth.protect(gateway_status), methods=["GET"]),
-        Route("/v1/routes/explain", auth.protect(routes_explain), methods=["GET"]),
-        Route("/openapi.json", auth.protect(openapi), methods=["GET"]),
-        Route("/", page, methods=["GET"]),
+        Route("/v1/health/global", auth.protect(health_global)),
+        Route("/v1/status", auth.protect(gateway_status)),
+        Route("/v1/routes/explain", auth.protect(routes_explain)),
+        Route("/openapi.json", auth.protect(openapi)),
+        Route("/", _AnyMethod(page)),
         Mount("/static", app=_static_app(), name="static"),
     ]
 

@@ -7,11 +7,17 @@ requirement must refuse a missing or wrong token).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from federation.globalhealth import SCHEMA_VERSION
 
 STATES = ["healthy", "degraded", "unhealthy", "unknown"]
+
+# query parameter patterns of /v1/routes/explain (the API matches them with re.search)
+HOST_PATTERN = r"^[A-Za-z0-9*._:\[\]-]{1,253}$"
+PATH_PATTERN = r"^/"
+METHOD_PATTERN = r"^[A-Za-z]{1,16}$"
 
 
 def _nullable(type_: str) -> dict[str, Any]:
@@ -231,8 +237,12 @@ def _unauthorized() -> dict[str, Any]:
     }
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document(*, clusters: Sequence[str] = ()) -> dict[str, Any]:
+    """The document; ``clusters`` (the registered ones) are the values ``from`` accepts."""
     public: list[dict[str, list[str]]] = []
+    from_schema: dict[str, Any] = {"type": "string", "minLength": 1}
+    if clusters:
+        from_schema = {"type": "string", "enum": list(clusters)}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -314,16 +324,26 @@ def openapi_document() -> dict[str, Any]:
                             "name": "host",
                             "in": "query",
                             "required": True,
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "pattern": HOST_PATTERN},
                         },
-                        {"name": "path", "in": "query", "schema": {"type": "string"}},
-                        {"name": "method", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "path",
+                            "in": "query",
+                            "description": "Default /.",
+                            "schema": {"type": "string", "pattern": PATH_PATTERN},
+                        },
+                        {
+                            "name": "method",
+                            "in": "query",
+                            "description": "Default GET.",
+                            "schema": {"type": "string", "pattern": METHOD_PATTERN},
+                        },
                         {
                             "name": "from",
                             "in": "query",
                             "description": "The cluster the request enters (default: this "
                             "gateway's).",
-                            "schema": {"type": "string"},
+                            "schema": from_schema,
                         },
                     ],
                     "responses": {

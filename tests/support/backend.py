@@ -21,8 +21,9 @@ Behaviour per request, from query parameters (combine freely):
 with ``<name>:``; a message ``close:<code>`` closes with that code.
 
 In-process: ``async with Backend("b1", host="127.0.0.2") as b: b.url`` (same event
-loop as the test; ``b.requests`` counts requests; ``b.force_status = 503`` makes every
-answer that status). In another process (for memory measurements):
+loop as the test; ``b.requests`` counts requests; ``b.app.force_status = 503`` makes
+every answer that status, ``b.app.force_delay = 1.0`` every answer late,
+``b.app.force_drop = True`` every request a reset). In another process (for memory measurements):
 ``BackendProcess("b1", host="127.0.0.2")`` as a context manager, or
 ``python -m tests.support.backend --name b1 --host 127.0.0.2 --port 0`` (prints the port).
 
@@ -62,6 +63,8 @@ class BackendApp:
         self.name = name
         self.requests = 0
         self.force_status: int | None = None
+        self.force_delay = 0.0  # seconds to wait before every answer
+        self.force_drop = False  # drop every connection without answering
         self.seen: list[dict[str, Any]] = []  # the last 100 requests (without bodies)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -73,7 +76,7 @@ class BackendApp:
     async def http(self, scope: Any, receive: Any, send: Any) -> None:
         self.requests += 1
         q = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode()).items()}
-        if q.get("drop"):
+        if q.get("drop") or self.force_drop:
             # read the request, then vanish: the gateway sees a reset
             raise _Drop()
         digest = hashlib.sha256()
@@ -91,8 +94,9 @@ class BackendApp:
                     kept += chunk[: ECHO_LIMIT - len(kept)]
             if not msg.get("more_body"):
                 break
-        if "sleep" in q:
-            await asyncio.sleep(float(q["sleep"]))  # the behaviour under test: a slow backend
+        delay = float(q.get("sleep", 0)) or self.force_delay
+        if delay:
+            await asyncio.sleep(delay)  # the behaviour under test: a slow backend
         status = self.force_status or int(q.get("status", 200))
         extra = [(b"x-backend", self.name.encode())]
         if q.get("close"):

@@ -242,6 +242,11 @@ class VaultSession:
     def token_expires(self) -> float | None:
         return self._token_expires
 
+    @property
+    def renew_at(self) -> float | None:
+        """When the token should be renewed (None: it does not expire)."""
+        return self._renew_at if self._logged_in else None
+
 
 # ------------------------------------------------------------------ TLS material
 
@@ -435,20 +440,10 @@ class VaultTls:
         else:
             self._next_renewal = None
         if self._settings.kv is not None:
+            # a bring-your-own certificate changes when the operator writes the secret:
+            # looked for every kv_refresh seconds (never sooner: no tight loop when an
+            # unchanged certificate is past 2/3 of its life)
             self._next_kv = now + self._kv_refresh
-            kv_cert = self.public
-            if kv_cert is not None and self._settings.pki is None:
-                # a bring-your-own certificate is looked for again at 2/3 of its life too
-                self._next_kv = min(
-                    self._next_kv,
-                    now
-                    + renewal_delay(
-                        issued_at=kv_cert.issued_at,
-                        not_after=kv_cert.not_after,
-                        now=now,
-                        rng=self._rng,
-                    ),
-                )
 
     async def rotate(self, *, pki: bool = True, kv: bool = True) -> None:
         """Fetch new material now and load it (new handshakes use it); raises VaultError."""
@@ -478,10 +473,15 @@ class VaultTls:
             self._notify()
 
     async def run(self) -> None:
-        """Renew at ~2/3 of the lifetime; on failure back off (jittered, exponential)."""
+        """Renew at ~2/3 of the lifetime; on failure back off (jittered, exponential).
+
+        Between certificate renewals it also keeps the Vault token alive (renewed at 2/3
+        of its TTL, or a new login), so a token-auth gateway whose token outlives no
+        certificate renewal does not lose it."""
         if self.contexts is None:
             raise VaultError("vault: run() before start()")
         expiry_told = False
+        token_failures = 0
         while True:
             now = self._clock()
             due = [t for t in (self._next_renewal, self._next_kv) if t is not None]
@@ -493,6 +493,16 @@ class VaultTls:
                     rng=self._rng,
                 )
                 due = [now + retry]
+            token_at = self.session.renew_at
+            if token_at is not None and not self._failures:
+                if token_failures:
+                    token_at = now + backoff_delay(
+                        token_failures - 1,
+                        initial=self._backoff_initial,
+                        maximum=self._backoff_max,
+                        rng=self._rng,
+                    )
+                due.append(token_at)
             wake = min(due) if due else now + self._kv_refresh
             not_after = self.not_after
             if not_after is not None and not expiry_told and not_after > now:
@@ -506,12 +516,26 @@ class VaultTls:
                 self._next_renewal is not None and now >= self._next_renewal
             )
             kv_due = self._failures > 0 or (self._next_kv is not None and now >= self._next_kv)
-            if not (pki_due or kv_due):
+            if pki_due or kv_due:
+                with contextlib.suppress(VaultError):
+                    await self.rotate(pki=pki_due, kv=kv_due)
+                if self._failures == 0:
+                    expiry_told = False
+                    token_failures = 0
                 continue
-            with contextlib.suppress(VaultError):
-                await self.rotate(pki=pki_due, kv=kv_due)
-            if self._failures == 0:
-                expiry_told = False
+            token_at = self.session.renew_at
+            if token_at is not None and (token_failures or now >= token_at):
+                try:
+                    await asyncio.to_thread(self.session.ensure)
+                    token_failures = 0
+                    self._vault_ok = True
+                except Exception as exc:
+                    token_failures += 1
+                    self._vault_ok = False
+                    self._last_error = (
+                        exc.args[0] if isinstance(exc, VaultError) else _one_line(exc)
+                    )
+                    self._notify()
 
     # -- status
     @property

@@ -450,3 +450,79 @@ def test_expired_property_uses_the_clock(fv: FedgateVault) -> None:
     st = vt.status()
     assert st["cert_expired"] is True and vt.expired
     assert datetime.datetime.fromtimestamp(st["cert_not_after"]) is not None  # type: ignore[arg-type]
+
+
+async def test_run_keeps_the_token_alive_between_certificate_renewals(
+    bao: OpenBao, fv: FedgateVault
+) -> None:
+    """Fake time: a 30 s token and 1 h certificates; run() renews the token at 2/3 of its
+    TTL without issuing certificates."""
+    tok = bao.client().auth.token.create(policies=[fv.policy], ttl="30s", renewable=True)["auth"][
+        "client_token"
+    ]
+    settings = VaultSettings.model_validate(
+        {"addr": fv.addr, "auth": {"method": "token", "token": tok}, "pki": {"ttl": "1h"}}
+    )
+    now = [time.time()]
+    waits: list[float] = []
+
+    async def fake_sleep(d: float) -> None:
+        waits.append(d)
+        now[0] += d
+        if len(waits) > 3:
+            raise asyncio.CancelledError
+        await asyncio.sleep(0)
+
+    vt = VaultTls(settings, cluster="eu", gateway_id="g", clock=lambda: now[0], sleep=fake_sleep)
+    await vt.start()
+    with pytest.raises(asyncio.CancelledError):
+        await vt.run()
+    assert vt.session.renewals == 3
+    assert vt.session.logins == 1
+    assert vt.rotations == 1  # no certificate issued meanwhile
+    assert all(15.0 <= w <= 21.0 for w in waits), waits  # ~2/3 of the (remaining) 30 s TTL
+
+
+async def test_kv_certificate_is_looked_for_every_kv_refresh_never_in_a_tight_loop(
+    bao: OpenBao, fv: FedgateVault
+) -> None:
+    one = _issue_pem(bao, "localhost", ttl="1h")
+    bao.client().secrets.kv.v2.create_or_update_secret(
+        path="fedgate/old",
+        secret={"certificate": one["certificate"], "private_key": one["private_key"]},
+        mount_point="secret",
+    )
+    settings = VaultSettings.model_validate(
+        {
+            "addr": fv.addr,
+            "auth": {"method": "approle", "roleId": fv.role_id, "secretId": fv.secret_id},
+            "pki": None,
+            "kv": {"path": "fedgate/old"},
+        }
+    )
+    now = [time.time()]
+    waits: list[float] = []
+
+    async def fake_sleep(d: float) -> None:
+        waits.append(d)
+        now[0] += d
+        if len(waits) >= 4:
+            raise asyncio.CancelledError
+        await asyncio.sleep(0)
+
+    vt = VaultTls(
+        settings,
+        cluster="eu",
+        gateway_id="g",
+        clock=lambda: now[0],
+        sleep=fake_sleep,
+        kv_refresh=60,
+    )
+    await vt.start()
+    now[0] += 50 * 60  # past 2/3 of the hour: the same certificate is still in KV
+    with pytest.raises(asyncio.CancelledError):
+        await vt.run()
+    assert waits[0] == 0.0  # the refresh that was due
+    assert all(w == pytest.approx(60.0) for w in waits[1:]), waits
+    assert vt.rotations == 1  # unchanged: nothing reloaded
+    assert vt.status()["vault_ok"] is True

@@ -145,6 +145,9 @@ class GatewayProcess:
         placement = Placement(s.cluster)
         passive = PassiveStats()
         limiter = RateLimiter()
+        balancer = Balancer()
+        breakers = CircuitBreakers(on_change=telemetry.set_breaker_state)
+        budget = RetryBudget()
         try:
             token = s.admin_token()
         except SettingsError as exc:
@@ -190,6 +193,13 @@ class GatewayProcess:
 
         def on_view(view: RoutingView) -> None:
             limiter.set_live_gateways(live_gateway_count(view))
+            # forget the state of what left the view (bounded memory over many changes)
+            balancer.retain(lambda svc, cl: (svc, cl) in view.endpoints)
+            breakers.retain(lambda svc, cl: svc in view.services)
+            budget.retain(lambda svc: svc in view.services)
+            limiter.retain(
+                lambda svc: (v := view.services.get(svc)) is not None and v.rate_limit is not None
+            )
             telemetry.set_view(view)
             if registration is not None:
                 registration.update(applied_revision=view.config_revision, stale=view.stale)
@@ -230,9 +240,9 @@ class GatewayProcess:
             settings=s,
             holder=holder,
             placement=placement,
-            balancer=Balancer(),
-            breakers=CircuitBreakers(),
-            budget=RetryBudget(),
+            balancer=balancer,
+            breakers=breakers,
+            budget=budget,
             limiter=limiter,
             telemetry=telemetry,
             passive=passive,

@@ -114,6 +114,7 @@ class _Plan:
     candidates: tuple[Candidate, ...]  # every candidate, reachable or not
     unreachable: dict[str, str]  # cluster -> why it is no candidate at all
     panic: bool
+    by_first: dict[str, tuple[str, ...]]  # the whole plan for each possible first cluster
 
 
 class Placement:
@@ -154,7 +155,7 @@ class Placement:
             first = self._first(p.groups)
             if first is None:
                 return p.order
-            return (first, *[c for c in p.order if c != first])
+            return p.by_first[first]
         groups = []
         for g in p.groups:
             kept = [(c, w) for c, w in zip(g.clusters, _weights(g.cumulative), strict=True)]
@@ -323,6 +324,7 @@ class Placement:
                 )
             )
         order = tuple(c.cluster for c in (*by_pref, *rest))
+        by_first = {first: (first, *[c for c in order if c != first]) for first in order}
         return _Plan(
             epoch=self._epoch,
             expires=expires,
@@ -331,6 +333,7 @@ class Placement:
             candidates=tuple(candidates),
             unreachable=unreachable,
             panic=panic,
+            by_first=by_first,
         )
 
     def _candidate(

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import random
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -188,6 +189,7 @@ class _SliceWatcher:
         publish: Callable[[_SliceWatcher, tuple[Endpoint, ...] | None], None],
         watch_timeout: int,
         request_timeout: float,
+        page_size: int,
         backoff: Backoff,
         stats: dict[str, int],
     ) -> None:
@@ -198,6 +200,7 @@ class _SliceWatcher:
         self._publish = publish
         self._watch_timeout = max(1, watch_timeout)
         self._request_timeout = request_timeout
+        self._page_size = max(1, page_size)
         self._backoff = backoff
         self._stats = stats
         self._stop = threading.Event()
@@ -246,14 +249,8 @@ class _SliceWatcher:
         while not self._stop.is_set():
             try:
                 if rv is None:
-                    listed = api.list_namespaced_endpoint_slice(
-                        self.namespace,
-                        label_selector=selector,
-                        _request_timeout=(self._request_timeout, self._request_timeout),
-                    )
+                    slices, rv = self._list(api, selector)
                     self._stats["lists"] += 1
-                    slices = {s.metadata.name: s for s in listed.items or ()}
-                    rv = str(listed.metadata.resource_version)
                     self._emit(slices)
                     self._backoff.reset()
                 w = watch.Watch()
@@ -305,11 +302,43 @@ class _SliceWatcher:
             finally:
                 self._watch = None
 
+    def _list(self, api: Any, selector: str) -> tuple[dict[str, Any], str]:
+        """Every slice of the service, in pages; the version of the first page.
+
+        A continue token that expired meanwhile answers 410, like a stale watch: the
+        caller lists again from the start.
+        """
+        slices: dict[str, Any] = {}
+        version: str | None = None
+        token: str | None = None
+        while True:
+            page = api.list_namespaced_endpoint_slice(
+                self.namespace,
+                label_selector=selector,
+                limit=self._page_size,
+                _request_timeout=(self._request_timeout, self._request_timeout),
+                **({"_continue": token} if token else {}),
+            )
+            if version is None:
+                version = str(page.metadata.resource_version)
+            for item in page.items or ():
+                slices[item.metadata.name] = item
+            token = page.metadata._continue or None
+            if token is None or self._stop.is_set():
+                return slices, version
+
     def _pause(self, where: Mapping[str, str], error: str) -> None:
         self._stats["errors"] += 1
         delay = self._backoff.next()
         log.warning("endpointslices.unavailable", **where, error=error, retry_in=round(delay, 2))
         self._stop.wait(delay)
+
+
+def _join_all(watchers: Sequence[_SliceWatcher], timeout: float) -> None:
+    """Wait (in a worker thread) until the watch threads ended, at most ``timeout`` in all."""
+    deadline = time.monotonic() + timeout
+    for w in watchers:
+        w.join(max(0.0, deadline - time.monotonic()))
 
 
 # ------------------------------------------------------------------- the discovery
@@ -333,6 +362,7 @@ class EndpointDiscovery:
         source: str = SOURCE,
         watch_timeout: int = 30,
         request_timeout: float = 5.0,
+        page_size: int = 500,
         rescan_interval: float = 1.0,
         backoff_base: float = 0.2,
         backoff_cap: float = 5.0,
@@ -347,6 +377,7 @@ class EndpointDiscovery:
         self._source = source
         self._watch_timeout = watch_timeout
         self._request_timeout = request_timeout
+        self._page_size = page_size
         self._rescan_interval = rescan_interval
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
@@ -418,9 +449,9 @@ class EndpointDiscovery:
             watchers = list(self._watchers.values())
             self._watchers.clear()
             for w in watchers:
-                w.stop()
-            for w in watchers:
-                w.join(0.5)  # daemon threads: never hold the loop for long
+                w.stop()  # each blocked read returns at once (its socket is shut down)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.to_thread(_join_all, watchers, 2.0)
 
     async def _on_new_lease(self, lease_id: int) -> None:
         # keys bound to the lost lease are gone: write everything again
@@ -454,6 +485,7 @@ class EndpointDiscovery:
                     publish=self._publish_threadsafe,
                     watch_timeout=self._watch_timeout,
                     request_timeout=self._request_timeout,
+                    page_size=self._page_size,
                     backoff=Backoff(
                         self._backoff_base,
                         self._backoff_cap,

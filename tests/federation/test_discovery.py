@@ -80,6 +80,7 @@ async def running(
     services: list[Service],
     *namespaces: str,
     source: str = "k8s-test",
+    page_size: int = 500,
 ) -> AsyncIterator[Running]:
     client, lease = store
     api = k8s.ApiClient(kube.configuration())
@@ -93,6 +94,7 @@ async def running(
         source=source,
         watch_timeout=2,
         request_timeout=2.0,
+        page_size=page_size,
         rescan_interval=0.05,
         backoff_base=0.05,
         backoff_cap=0.5,
@@ -478,3 +480,36 @@ async def test_no_kubernetes_section_means_no_discovery(
     )
     await asyncio.wait_for(discovery.run(), timeout=5)  # returns at once
     assert discovery.status()["watchers"] == 0
+
+
+async def test_large_services_are_listed_in_pages(
+    kube: KubeApiServer, store: tuple[EtcdClient, GatewayLease]
+) -> None:
+    client, _ = store
+    kube.add_service("shop", "checkout", slice_size=2)
+    kube.scale("shop", "checkout", 9)  # five slices
+    async with running(kube, store, [_service("checkout")], page_size=2) as r:
+        assert len(await converged(kube, client, "checkout")) == 9
+        assert r.discovery.stats["lists"] == 1
+        assert kube.stats["lists"] == 3  # one list of three pages
+        kube.scale("shop", "checkout", 3)
+        assert len(await converged(kube, client, "checkout")) == 3
+
+
+async def test_stopping_ends_every_watch_thread(
+    kube: KubeApiServer, store: tuple[EtcdClient, GatewayLease]
+) -> None:
+    import threading
+
+    client, _ = store
+    for name in ("a", "b", "c"):
+        kube.add_service("shop", name)
+        kube.scale("shop", name, 1)
+    services = [_service("a"), _service("b"), _service("c")]
+    async with running(kube, store, services, "shop", "other") as r:
+        for name in ("a", "b", "c"):
+            await converged(kube, client, name)
+        assert r.discovery.status()["watchers"] == 6  # 3 services x 2 namespaces
+        # every watch is blocked in a read on the API server now
+    names = [t.name for t in threading.enumerate() if t.name.startswith("discovery-")]
+    assert names == [], f"threads left running: {names}"

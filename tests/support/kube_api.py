@@ -461,9 +461,13 @@ class KubeApiServer:
                 return svc, svc.pods[pod]
         raise KeyError(f"no pod {namespace}/{pod}")
 
-    def _new_slice(self, svc: _Service) -> str:
+    def _new_slice(self, svc: _Service, pod: _Pod | None = None) -> str:
+        """A new slice (holding ``pod``, if given), written once with its endpoints."""
         name = f"{svc.name}-{uuid.uuid4().hex[:5]}"
         svc.slices.append(name)
+        if pod is not None:
+            pod.slice = name
+            svc.pods[pod.name] = pod
         self._write_slice(svc, name, created=True)
         return name
 
@@ -488,10 +492,10 @@ class KubeApiServer:
             ready=ready,
             serving=ready,
         )
-        svc.pods[name] = pod
         if target is None:
-            pod.slice = self._new_slice(svc)
+            self._new_slice(svc, pod)
         else:
+            svc.pods[name] = pod
             self._write_slice(svc, target)
         return name
 

@@ -317,3 +317,53 @@ def test_example_deploys_two_clouds_and_an_onprem_site_from_one_manifest() -> No
         type_text = variables[alias]["type"]
         default_name = type_text.split("cluster")[1].split('"')[1]
         assert clouds.get(default_name) == cloud, (alias, default_name)
+
+
+def test_example_wiring_plans_offline(tf: Terraform, tree: Path) -> None:
+    """The example's plumbing, planned without providers: the cluster module is replaced
+    by a stub with its real variables.tf (types, validations) and no resources, and the
+    provider blocks are dropped. What remains must plan: the settings module's outputs
+    convert to the cluster module's inputs for the three clusters it deploys."""
+    import re
+
+    stub = tree / "modules" / "fedgate-cluster"
+    for f in stub.glob("*.tf"):
+        if f.name != "variables.tf":
+            f.unlink()
+    outputs = hcl(CLUSTER_MODULE / "outputs.tf")["output"]
+    (stub / "outputs.tf").write_text(
+        "".join(
+            f'output "{name}" {{\n  value = var.cluster.name\n}}\n'
+            for item in outputs
+            for name in item
+        )
+    )
+    example = tree / "examples" / "multi-cluster"
+    (example / "providers.tf").unlink()
+    (example / "versions.tf").write_text('terraform {\n  required_version = ">= 1.6"\n}\n')
+    main = (example / "main.tf").read_text()
+    main, n = re.subn(r"\n\s*providers\s*=\s*\{[^}]*\}", "", main)
+    assert n == 3
+    (example / "main.tf").write_text(main)
+    (example / "terraform.tfvars").write_text((EXAMPLE / "terraform.tfvars.example").read_text())
+    init = tf.run("init", "-backend=false", "-input=false", "-no-color", cwd=example)
+    assert init.returncode == 0, init.output
+    plan = tf.run("plan", "-input=false", "-no-color", "-out=plan.tfplan", cwd=example, timeout=300)
+    assert plan.returncode == 0, plan.output
+    shown = tf.run("show", "-json", "plan.tfplan", cwd=example)
+    assert shown.returncode == 0, shown.output
+    planned = json.loads(shown.stdout)["planned_values"]["outputs"]
+    assert planned["federation"]["value"] == "acme-prod"
+    assert set(planned["east_west"]["value"]) == {
+        "aws-eu-west-1",
+        "gcp-europe-west4",
+        "onprem-fra1",
+    }
+    assert set(planned["not_deployed_here"]["value"]) == {"aws-us-east-1", "azure-westeurope"}
+    # a too-short admin token is refused by the cluster module's validation
+    tfvars = (example / "terraform.tfvars").read_text()
+    (example / "terraform.tfvars").write_text(
+        re.sub(r'admin_token\s*=\s*"[^"]*"', 'admin_token = "short"', tfvars)
+    )
+    bad = tf.run("plan", "-input=false", "-no-color", cwd=example, timeout=300)
+    assert bad.returncode != 0 and "admin_token must be at least 16 characters" in bad.output

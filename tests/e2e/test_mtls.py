@@ -578,3 +578,34 @@ async def test_gateway_public_tls_serves_vault_cert_and_rotates(fv: FedgateVault
         # the established connection still answers (403: the policy allows only the us
         # gateway, and this client has no certificate)
         assert status == 403
+
+
+async def test_a_gateway_with_an_expired_certificate_is_refused_by_its_peers(
+    bao: OpenBao, fv: FedgateVault
+) -> None:
+    """What takes an expired gateway out of east-west traffic at once: every peer's
+    east_west_client refuses its certificate (so the east-west pings and forwards of the
+    other gateways fail), besides ``status()["cert_expired"]`` of its own VaultTls."""
+    from cryptography import x509
+
+    from gateway.tls import build_contexts, install
+
+    old = issue(bao, uris=EU, ttl="2s")
+    not_after = x509.load_pem_x509_certificate(old.certificate.encode()).not_valid_after_utc
+    expired_gw = build_contexts(public=False)
+    install(expired_gw, public=None, east_west=old)
+    assert expired_gw.east_west_server is not None
+    srv = await start_tls_server(expired_gw.east_west_server)
+    try:
+        us = VaultTls(settings(fv), cluster="us", gateway_id="us-1")
+        tls = await us.start()
+        assert tls.east_west_client is not None
+        status, _, _ = await tls_request("127.0.0.1", srv.port, tls.east_west_client)
+        assert status == 200  # still valid
+        await async_wait_for(
+            lambda: time.time() > not_after.timestamp() + 1, timeout=10, interval=0.1
+        )
+        with pytest.raises(ssl.SSLCertVerificationError, match="expired"):
+            await tls_request("127.0.0.1", srv.port, tls.east_west_client)
+    finally:
+        srv.close()

@@ -57,11 +57,6 @@ class FailoverFederation(LocalFederation):
     per_try_timeout: float = PER_TRY_TIMEOUT
     failback_window: float = FAILBACK_WINDOW
 
-    def start(self) -> FailoverFederation:
-        (self.base_dir / "etcd").mkdir(parents=True, exist_ok=True)
-        super().start()
-        return self
-
     def manifest(self) -> dict[str, Any]:
         m = super().manifest()
         svc = m["services"][0]

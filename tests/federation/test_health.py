@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import MappingProxyType
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from federation import codec
 from federation.etcd import EtcdClient
@@ -180,7 +188,7 @@ def make_view(
 
 
 class Federation:
-    def __init__(self, etcd: EtcdCluster) -> None:
+    def __init__(self, etcd: EtcdCluster, tls: ssl.SSLContext | None = None) -> None:
         self.layout = KeyLayout("/t/")
         self.client = EtcdClient(etcd.endpoints)
         self.lease = GatewayLease(self.client, ttl=2.0)
@@ -194,7 +202,7 @@ class Federation:
             cluster="a",
             holder=self.holder,
             passive=self.passive,
-            east_west_context=None,
+            east_west_context=tls,
             placement=self.placement,
             stats_interval=0.5,
         )
@@ -346,3 +354,93 @@ async def test_view_changes_reconcile_probe_targets(
     hits = b1.hits
     await async_wait_for(lambda: b2.hits > hits + 5, timeout=10, what="probes of b2")
     assert b1.hits <= hits + 1  # b1 is no longer probed
+
+
+# ----------------------------------------------------------------- east-west over TLS
+
+
+def _tls_contexts(tmp: Path, host: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A throw-away CA-less self-signed server certificate for ``host`` and a client
+    context that trusts exactly it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw-b")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_path, key_path)
+    client = ssl.create_default_context(cafile=str(cert_path))
+    return server, client
+
+
+async def test_http_probe_over_tls(tmp_path: Path) -> None:
+    host = "127.0.0.23"
+    server_ctx, client_ctx = _tls_contexts(tmp_path, host)
+    port = free_port(host)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nb")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, host, port, ssl=server_ctx)
+    try:
+        assert await http_probe(host, port, "/__fedgate/ping", timeout=2.0, ssl_context=client_ctx)
+        # a client that does not trust the server's certificate: the probe fails
+        untrusting = ssl.create_default_context()
+        assert not await http_probe(host, port, "/", timeout=2.0, ssl_context=untrusting)
+        # plain HTTP against a TLS listener: no HTTP answer
+        assert not await http_probe(host, port, "/", timeout=0.5)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_reporter_pings_east_west_over_tls(etcd: EtcdCluster, tmp_path: Path) -> None:
+    host = "127.0.0.24"
+    server_ctx, client_ctx = _tls_contexts(tmp_path, host)
+    port = free_port(host)
+    pings: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            pings.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[0])
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nb")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, host, port, ssl=server_ctx)
+    fed = Federation(etcd, tls=client_ctx)
+    try:
+        fed.holder.swap(make_view({"a": []}, east_west={"a": "", "b": f"https://{host}:{port}"}))
+        await fed.start()
+        o = await observation_matches(fed, ("web", "b"), state=HealthState.HEALTHY)
+        assert (o.healthy, o.total) == (1, 1)
+        assert pings[0] == b"GET /__fedgate/ping HTTP/1.1"
+    finally:
+        await fed.stop()
+        server.close()
+        await server.wait_closed()

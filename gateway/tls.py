@@ -115,13 +115,24 @@ def load_material(
             ctx.load_verify_locations(cafile=ca)
 
 
+def check_material(material: CertificateMaterial) -> None:
+    """Raise :class:`ssl.SSLError` if the certificate and key do not load as a pair, or
+    the CA bundle does not load (checked on a scratch context)."""
+    load_material(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), material)
+
+
 def install(
     contexts: TlsContexts,
     *,
     public: CertificateMaterial | None,
     east_west: CertificateMaterial | None,
 ) -> None:
-    """Load new material into every context that uses it (new handshakes only)."""
+    """Load new material into every context that uses it (new handshakes only).
+
+    Every certificate/key pair is checked first, so a bad one changes no context."""
+    for material in (public, east_west):
+        if material is not None:
+            check_material(material)
     if public is not None and contexts.public_server is not None:
         load_material(contexts.public_server, public)
     if east_west is not None:

@@ -273,3 +273,36 @@ async def test_peer_identity_refuses_zero_several_or_non_spiffe(uris: tuple[str,
     server = leaf(ca, uris=(gateway_spiffe_id("fedgate.local", "eu"),))
     seen = await _identity_seen(server, client_with(leaf(ca, dns=("x",), uris=uris), ca))
     assert seen == (200, "ok", [None])  # verified certificate, but no identity
+
+
+def test_a_bad_ca_bundle_changes_no_context() -> None:
+    ca = make_ca()
+    good = leaf(ca, uris=(gateway_spiffe_id("fedgate.local", "eu"),))
+    tls = build_contexts()
+    install(tls, public=good, east_west=good)
+    assert tls.public_server is not None
+    before = tls.public_server.get_ca_certs()
+    newer = leaf(ca, uris=(gateway_spiffe_id("fedgate.local", "eu"),))
+    broken = CertificateMaterial(
+        newer.certificate,
+        newer.private_key,
+        "-----BEGIN CERTIFICATE-----\nxx\n-----END CERTIFICATE-----\n",
+    )
+    with pytest.raises(ssl.SSLError):
+        install(tls, public=newer, east_west=broken)
+    assert tls.public_server.get_ca_certs() == before
+
+    async def served_serial() -> int:
+        assert tls.public_server is not None
+        srv = await start_tls_server(tls.public_server)
+        try:
+            ctx = ssl.create_default_context(cadata=ca.pem)
+            ctx.check_hostname = False
+            _, _, serial = await tls_request("127.0.0.1", srv.port, ctx)
+            return int(serial.replace(":", ""), 16)
+        finally:
+            srv.close()
+
+    # the public context still serves the old certificate: nothing was half-installed
+    old = x509.load_pem_x509_certificate(good.certificate.encode()).serial_number
+    assert asyncio.run(served_serial()) == old

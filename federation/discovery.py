@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import threading
 import time
@@ -68,23 +69,27 @@ class LeasedWriter(Protocol):
 
 
 def kubernetes_api_client(*, context: str | None = None, in_cluster: bool | None = None) -> Any:
-    """An ``ApiClient``: in-cluster configuration, else the kubeconfig (``context``).
+    """An ``ApiClient``: the in-cluster configuration, else the kubeconfig's ``context``.
 
-    ``in_cluster=None`` tries the in-cluster configuration first (a pod's service
-    account), then the kubeconfig. Raises ``kubernetes.config.ConfigException``.
+    ``in_cluster=None`` tries the pod's service account first (``load_incluster_config``:
+    its token is re-read as it rotates), then the kubeconfig (``KUBECONFIG`` or
+    ``~/.kube/config``) with ``context`` (None: its current context); ``True`` only the
+    former, ``False`` only the latter. Raises ``kubernetes.config.ConfigException``.
     """
     import kubernetes
 
     k8s: Any = kubernetes
     client, config = k8s.client, k8s.config
-    if in_cluster is not False and context is None:
+    if in_cluster is not False:
         try:
             config.load_incluster_config()
             return client.ApiClient()
         except config.ConfigException:
             if in_cluster:
                 raise
-    return config.new_client_from_config(context=context)
+    # KUBECONFIG read now, not when the kubernetes package was imported
+    config_file = os.environ.get("KUBECONFIG") or None
+    return config.new_client_from_config(config_file=config_file, context=context)
 
 
 # ------------------------------------------------------------------- slices -> model

@@ -513,3 +513,57 @@ async def test_stopping_ends_every_watch_thread(
         # every watch is blocked in a read on the API server now
     names = [t.name for t in threading.enumerate() if t.name.startswith("discovery-")]
     assert names == [], f"threads left running: {names}"
+
+
+async def test_etcd_outage_writes_are_retried_until_it_returns(
+    kube: KubeApiServer, store: tuple[EtcdClient, GatewayLease], etcd: EtcdCluster
+) -> None:
+    client, _ = store
+    kube.add_service("shop", "checkout")
+    kube.scale("shop", "checkout", 2)
+    async with running(kube, store, [_service("checkout")]) as r:
+        await converged(kube, client, "checkout")
+        etcd.stop()
+        kube.scale("shop", "checkout", 4)
+
+        async def failing() -> bool:
+            return r.discovery.stats["write_errors"] >= 1
+
+        await async_wait_for(failing, timeout=20, what="a failed write while etcd is down")
+        assert r.discovery.status()["last_write_error"]
+        await asyncio.to_thread(etcd.restart)
+        assert len(await converged(kube, client, "checkout", timeout=30)) == 4
+        assert r.discovery.status()["last_write_error"] is None
+
+
+def test_api_client_from_a_kubeconfig_context(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from federation.discovery import kubernetes_api_client
+
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "a", "cluster": {"server": "http://127.0.0.61:6443"}},
+            {"name": "b", "cluster": {"server": "http://127.0.0.62:6443"}},
+        ],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [
+            {"name": "ctx-a", "context": {"cluster": "a", "user": "u"}},
+            {"name": "ctx-b", "context": {"cluster": "b", "user": "u"}},
+        ],
+        "current-context": "ctx-a",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a pod
+    assert kubernetes_api_client().configuration.host == "http://127.0.0.61:6443"
+    assert kubernetes_api_client(context="ctx-b").configuration.host == "http://127.0.0.62:6443"
+    from kubernetes.config import ConfigException
+
+    with pytest.raises(ConfigException):
+        kubernetes_api_client(in_cluster=True)

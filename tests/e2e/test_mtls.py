@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from federation.model import Access
 from federation.settings import VaultSettings
@@ -33,7 +32,6 @@ from gateway.tls import (
     load_material,
     peer_identity,
 )
-from tests.support.ports import free_port
 from tests.support.vault import (
     FedgateVault,
     OpenBao,
@@ -221,52 +219,23 @@ async def test_client_refuses_a_server_from_another_ca(bao: OpenBao, fv: Fedgate
 # ------------------------------------------------------------------ rotation under load
 
 
-async def _hello(scope: Any, receive: Any, send: Any) -> None:
-    assert scope["type"] == "http"
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
-    )
-    await send({"type": "http.response.body", "body": b"ok"})
-
-
-@contextlib.asynccontextmanager
-async def uvicorn_tls(ctx: ssl.SSLContext) -> AsyncIterator[int]:
-    """uvicorn serving ``_hello`` on ``ctx`` (our live context, not files)."""
-    port = free_port()
-    config = uvicorn.Config(
-        _hello, host="127.0.0.1", port=port, log_level="warning", lifespan="off", http="httptools"
-    )
-    config.load()
-    config.ssl = ctx  # uvicorn hands config.ssl to loop.create_server
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        await async_wait_for(lambda: server.started, timeout=10, what="uvicorn started")
-        yield port
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-
-
 @pytest.mark.slow
 async def test_forced_rotation_under_load_drops_nothing(fv: FedgateVault) -> None:
-    """Rotate every 2 s for 60 s while ~25 new public TLS connections/s, ~8 new mTLS
-    connections/s and 4 keep-alive connections run: zero handshake or request failures."""
-    eu = VaultTls(settings(fv), cluster="eu", gateway_id="eu-1")
-    tls = await eu.start()
+    """Over the real Gateway: rotate its certificates every 2 s for 60 s while ~25 new
+    public TLS connections/s, ~8 new east-west mTLS connections/s and 4 keep-alive
+    connections (10 req/s each) run: zero handshake or request failures."""
     us = VaultTls(settings(fv), cluster="us", gateway_id="us-1")
     us_tls = await us.start()
-    assert tls.public_server and tls.east_west_server and us_tls.east_west_client
+    assert us_tls.east_west_client is not None
     public_client = ssl.create_default_context(cadata=fv.ca_pem)
-    access = Access(spiffe_ids=frozenset({US}))
-    ew = await start_tls_server(
-        tls.east_west_server, authorize=lambda p: allowed(access, client_ip="", peer_id=p)
-    )
     duration = 60.0
     stats = {"new_ok": 0, "new_fail": 0, "ew_ok": 0, "ew_fail": 0, "ka_ok": 0, "ka_fail": 0}
     serials: set[str] = set()
+    ew_serials: set[str] = set()
     errors: list[str] = []
-    async with uvicorn_tls(tls.public_server) as port:
+    async with vault_gateway(fv, allow=frozenset({US})) as (eu, gw):
+        port = gw.bound["public_tls"][1]
+        ew_port = gw.bound["east_west"][1]
         deadline = time.monotonic() + duration
 
         async def new_connections(rate: float) -> None:
@@ -274,9 +243,10 @@ async def test_forced_rotation_under_load_drops_nothing(fv: FedgateVault) -> Non
                 t0 = time.monotonic()
                 try:
                     status, body, serial = await tls_request(
-                        "127.0.0.1", port, public_client, server_hostname="localhost"
-                    )
-                    ok = status == 200 and body == b"ok"
+                        "127.0.0.1", port, public_client, server_hostname="localhost",
+                        host_header="web.test",
+                    )  # fmt: skip
+                    ok = status == 200 and json.loads(body)["name"] == "b-eu"
                     serials.add(serial)
                 except Exception as exc:
                     ok = False
@@ -288,10 +258,11 @@ async def test_forced_rotation_under_load_drops_nothing(fv: FedgateVault) -> Non
             while time.monotonic() < deadline:
                 t0 = time.monotonic()
                 try:
-                    status, body, _ = await tls_request(
-                        "127.0.0.1", ew.port, us_tls.east_west_client
+                    status, body, serial = await tls_request(
+                        "127.0.0.1", ew_port, us_tls.east_west_client, host_header="shop.test"
                     )
-                    ok = status == 200 and body.decode() == US
+                    ok = status == 200 and json.loads(body)["name"] == "b-eu"
+                    ew_serials.add(serial)
                 except Exception as exc:
                     ok = False
                     errors.append(f"east-west: {exc!r}")
@@ -305,7 +276,7 @@ async def test_forced_rotation_under_load_drops_nothing(fv: FedgateVault) -> Non
             try:
                 while time.monotonic() < deadline:
                     try:
-                        writer.write(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                        writer.write(b"GET / HTTP/1.1\r\nhost: web.test\r\n\r\n")
                         await writer.drain()
                         status, _ = await asyncio.wait_for(read_response(reader), 5)
                         ok = status == 200
@@ -333,13 +304,15 @@ async def test_forced_rotation_under_load_drops_nothing(fv: FedgateVault) -> Non
             *(keep_alive() for _ in range(4)),
             rotate(),
         )
-    ew.close()
     rotations = results[-1]
-    print(f"rotation under load: {stats} rotations={rotations} serials={len(serials)}")
+    print(
+        f"rotation under load: {stats} rotations={rotations} public serials={len(serials)}"
+        f" east-west serials={len(ew_serials)}"
+    )
     assert errors == [], errors[:5]
     assert stats["new_fail"] == stats["ew_fail"] == stats["ka_fail"] == 0, stats
     assert rotations >= 25
-    assert len(serials) >= 20, "new handshakes did not pick up the rotated certificates"
+    assert len(serials) >= 20 and len(ew_serials) >= 20, "rotated certificates not in use"
     assert stats["new_ok"] >= 600 and stats["ew_ok"] >= 200 and stats["ka_ok"] >= 1000, stats
 
 
@@ -455,7 +428,8 @@ async def test_backoff_schedule_against_a_stopped_vault(own_bao: OpenBao) -> Non
 @contextlib.asynccontextmanager
 async def vault_gateway(fv: FedgateVault, *, allow: frozenset[str]) -> AsyncIterator[Any]:
     """PROXY's Gateway for cluster eu with TlsContexts from VaultTls: public TLS and
-    east-west (mutual TLS) listeners, service ``shop.test`` whose access allows ``allow``."""
+    east-west (mutual TLS) listeners, service ``shop.test`` whose access allows ``allow``
+    and the public service ``web.test``, both on one real backend."""
     from federation.settings import GatewaySettings
     from gateway.balancer import Balancer
     from gateway.passive import PassiveStats
@@ -472,9 +446,12 @@ async def vault_gateway(fv: FedgateVault, *, allow: frozenset[str]) -> AsyncIter
     tls = await vt.start()
     async with Backend("b-eu", host="127.0.0.1") as backend:
         view = view_of(
-            [service("shop", "shop.test", clusters=("eu",), access=Access(spiffe_ids=allow))],
+            [
+                service("shop", "shop.test", clusters=("eu",), access=Access(spiffe_ids=allow)),
+                service("web", "web.test", clusters=("eu",)),
+            ],
             [cluster("eu")],
-            {("shop", "eu"): [backend.address]},
+            {("shop", "eu"): [backend.address], ("web", "eu"): [backend.address]},
         )
         s = GatewaySettings.model_validate(
             {

@@ -381,6 +381,7 @@ async def tls_request(
     *,
     server_hostname: str | None = None,
     path: str = "/",
+    host_header: str | None = None,
     timeout: float = 5.0,
 ) -> tuple[int, bytes, str]:
     """One request on a new TLS connection: (status, body, served certificate serial)."""
@@ -397,7 +398,7 @@ async def tls_request(
         from cryptography import x509
 
         serial = format_serial(x509.load_der_x509_certificate(der).serial_number)
-        writer.write(f"GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.1\r\nhost: {host_header or host}\r\n\r\n".encode())
         await writer.drain()
         status, body = await asyncio.wait_for(read_response(reader), timeout)
         return status, body, serial

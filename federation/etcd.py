@@ -245,6 +245,9 @@ class EtcdClient:
         self._endpoints = eps
         self._targets = [_host_port(e) for e in eps]
         self._timeout = timeout
+        # one attempt on one member: shorter than the whole call, so a request stuck on a
+        # member that lost its leader (a proposal dropped in an election) moves on in time
+        self._attempt = max(0.5, timeout / 2)
         self._clients: dict[int, Any] = {}
         self._index = 0
         self._connected: int | None = None  # index of the endpoint in use, once probed
@@ -350,47 +353,53 @@ class EtcdClient:
         """Run ``await fn(aetcd_client)`` on the current endpoint, failing over."""
         n = len(self._endpoints)
         deadline = time.monotonic() + self._timeout
-        attempts = 0
+        attempts = 0  # endpoints tried
+        rounds = 0  # backoff pauses taken
         last = ""
         while True:
-            index: int | None = None
             try:
                 index, client = await self._current()
-                return await fn(client)
             except EtcdUnavailable as exc:
-                # connect() already tried every endpoint once
                 last = str(exc)
-                attempts += n - 1
-            except Exception as exc:
-                if not _is_rpc_error(exc):
-                    if isinstance(exc, OSError | TimeoutError):
-                        last = _one_line(exc)
+                attempts += n  # connect() tried every endpoint
+            else:
+                endpoint = self._endpoints[index]
+                try:
+                    return await fn(client)
+                except EtcdUnavailable as exc:  # raised by fn itself (a stream closed)
+                    last = f"{endpoint}: {exc}"
+                except Exception as exc:
+                    if not _is_rpc_error(exc):
+                        if not isinstance(exc, OSError | TimeoutError):
+                            raise
+                        last = f"{endpoint}: {_one_line(exc)}"
                     else:
-                        raise
-                else:
-                    code = _code(exc)
-                    last = f"{self.endpoint}: {_one_line(exc)}"
-                    if code not in _RETRIABLE:
-                        raise EtcdError(f"etcd {what} failed: {_one_line(exc)}") from None
-                    if code == "DEADLINE_EXCEEDED" and not idempotent:
-                        raise EtcdUnavailable(
-                            f"etcd {what} timed out at {self.endpoint} (outcome unknown)"
-                        ) from None
+                        code = _code(exc)
+                        last = f"{endpoint}: {_one_line(exc)}"
+                        if code not in _RETRIABLE:
+                            raise EtcdError(f"etcd {what} failed: {_one_line(exc)}") from None
+                        if code == "DEADLINE_EXCEEDED" and not idempotent:
+                            raise EtcdUnavailable(
+                                f"etcd {what} timed out at {endpoint} (outcome unknown)"
+                            ) from None
                 self.failed(index)
-            attempts += 1
+                attempts += 1
             if self._closed:
                 raise EtcdUnavailable("etcd client is closed")
             if attempts >= n and time.monotonic() >= deadline:
                 if last.startswith("etcd unreachable"):
                     raise EtcdUnavailable(last)
                 raise EtcdUnavailable(f"etcd {what} failed on every endpoint (last: {last})")
-            if attempts % n == 0:
-                await asyncio.sleep(min(0.05 * 2 ** (attempts // n - 1), 0.5))
+            if attempts // n > rounds:
+                rounds = attempts // n
+                await asyncio.sleep(min(0.05 * 2 ** (rounds - 1), 0.5))
 
     # -- key-value
     async def get(self, key: str) -> KV | None:
         async def fn(c: Any) -> Any:
-            return await c.kvstub.Range(rpc.RangeRequest(key=key.encode()), timeout=self._timeout)
+            return await c.kvstub.Range(
+                rpc.RangeRequest(key=key.encode()), timeout=self._attempt, metadata=_REQUIRE_LEADER
+            )
 
         resp = await self._call("get", fn)
         return _kv(resp.kvs[0]) if resp.kvs else None
@@ -401,7 +410,9 @@ class EtcdClient:
         req = rpc.RangeRequest(key=key, range_end=range_end(key), revision=revision)
 
         async def fn(c: Any) -> Any:
-            return await c.kvstub.Range(req, timeout=max(self._timeout, 10.0))
+            return await c.kvstub.Range(
+                req, timeout=max(self._timeout, 10.0), metadata=_REQUIRE_LEADER
+            )
 
         try:
             resp = await self._call("range", fn)
@@ -415,7 +426,7 @@ class EtcdClient:
         req = rpc.PutRequest(key=key.encode(), value=value, lease=lease or 0)
 
         async def fn(c: Any) -> Any:
-            return await c.kvstub.Put(req, timeout=self._timeout)
+            return await c.kvstub.Put(req, timeout=self._attempt, metadata=_REQUIRE_LEADER)
 
         try:
             resp = await self._call("put", fn)
@@ -430,7 +441,7 @@ class EtcdClient:
         req = rpc.DeleteRangeRequest(key=k, range_end=range_end(k) if prefix else b"")
 
         async def fn(c: Any) -> Any:
-            return await c.kvstub.DeleteRange(req, timeout=self._timeout)
+            return await c.kvstub.DeleteRange(req, timeout=self._attempt, metadata=_REQUIRE_LEADER)
 
         resp = await self._call("delete", fn)
         return int(resp.header.revision)
@@ -449,7 +460,7 @@ class EtcdClient:
         )
 
         async def fn(c: Any) -> Any:
-            return await c.kvstub.Txn(req, timeout=self._timeout)
+            return await c.kvstub.Txn(req, timeout=self._timeout, metadata=_REQUIRE_LEADER)
 
         resp = await self._call("txn", fn, idempotent=False)
         return bool(resp.succeeded), int(resp.header.revision)
@@ -467,7 +478,9 @@ class EtcdClient:
         req = rpc.LeaseGrantRequest(TTL=max(1, math.ceil(ttl)))
 
         async def fn(c: Any) -> Any:
-            return await c.leasestub.LeaseGrant(req, timeout=self._timeout)
+            return await c.leasestub.LeaseGrant(
+                req, timeout=self._attempt, metadata=_REQUIRE_LEADER
+            )
 
         resp = await self._call("lease grant", fn)
         if resp.error:
@@ -478,7 +491,9 @@ class EtcdClient:
         req = rpc.LeaseRevokeRequest(ID=lease_id)
 
         async def fn(c: Any) -> Any:
-            return await c.leasestub.LeaseRevoke(req, timeout=self._timeout)
+            return await c.leasestub.LeaseRevoke(
+                req, timeout=self._attempt, metadata=_REQUIRE_LEADER
+            )
 
         try:
             await self._call("lease revoke", fn)
@@ -490,7 +505,7 @@ class EtcdClient:
         """Refresh a lease once: its new TTL in seconds, or 0 when it has expired."""
 
         async def fn(c: Any) -> Any:
-            call = c.leasestub.LeaseKeepAlive(timeout=self._timeout)
+            call = c.leasestub.LeaseKeepAlive(timeout=self._attempt, metadata=_REQUIRE_LEADER)
             try:
                 await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
                 resp = await call.read()
@@ -508,7 +523,9 @@ class EtcdClient:
         req = rpc.LeaseTimeToLiveRequest(ID=lease_id)
 
         async def fn(c: Any) -> Any:
-            return await c.leasestub.LeaseTimeToLive(req, timeout=self._timeout)
+            return await c.leasestub.LeaseTimeToLive(
+                req, timeout=self._attempt, metadata=_REQUIRE_LEADER
+            )
 
         resp = await self._call("lease ttl", fn)
         return float(resp.TTL)
@@ -563,11 +580,21 @@ class WatchStream:
     async def _open(self, create: Any) -> None:
         stub = rpc.WatchStub(self._aclient.channel)
         self._call = stub.Watch(metadata=_REQUIRE_LEADER)
-        try:
+
+        async def create_watch() -> WatchBatch:
             await self._call.write(rpc.WatchRequest(create_request=create))
-            first = await asyncio.wait_for(self._read(), self._timeout)
+            return await self._read()
+
+        try:
+            # the whole exchange under one deadline: a write on a stream whose member is
+            # going away can otherwise wait forever
+            first = await asyncio.wait_for(create_watch(), self._timeout)
         except TimeoutError:
             raise self._unavailable("no answer to the watch request") from None
+        except EtcdError:
+            raise
+        except Exception as exc:
+            raise self._unavailable(_one_line(exc)) from None
         if first.compact_revision:
             raise EtcdCompacted(first.compact_revision)
         if first.canceled:
@@ -608,8 +635,11 @@ class WatchStream:
 
     async def request_progress(self) -> None:
         """Ask the server for a progress notification (proves the stream is alive)."""
+        request = rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
         try:
-            await self._call.write(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
+            await asyncio.wait_for(self._call.write(request), self._timeout)
+        except TimeoutError:
+            raise self._unavailable("progress request not sent in time") from None
         except Exception as exc:
             raise self._unavailable(_one_line(exc)) from None
 

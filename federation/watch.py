@@ -61,7 +61,8 @@ class WatchStats:
     reconnects: int = 0  # watch streams opened after the first one
     failures: int = 0  # stream or connection failures
     progress_notifies: int = 0  # progress answers (an idle stream is alive)
-    connected: bool = False
+    connected: bool = False  # the last etcd call worked
+    watching: bool = False  # a watch stream is open
     stale: bool = False
     snapshot_loaded: bool = False
     last_error: str = ""
@@ -184,6 +185,7 @@ class ViewWatcher:
         if self._streams > 1:
             self.stats.reconnects += 1
         self.stats.connected = True
+        self.stats.watching = True
         if self._view.stale and self._view.source == "etcd":
             self._emit(dataclasses.replace(self._view, stale=False))
         queue: asyncio.Queue[WatchBatch | BaseException] = asyncio.Queue()
@@ -209,6 +211,7 @@ class ViewWatcher:
                 else:
                     self.stats.progress_notifies += 1
         finally:
+            self.stats.watching = False
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader

@@ -141,6 +141,7 @@ async def test_cut_off_500_changes_compaction_full_reload(etcd3: EtcdCluster) ->
         others = [m.client_url for m in etcd3.members[:2]]
         async with watchers([[lonely.client_url]]) as (run,):
             await run.reaches(rev)
+            await async_wait_for(lambda: run.watcher.stats.watching, what="watching")
             etcd3.stop_member(lonely)
             async with EtcdClient(others, timeout=3.0) as writer:
                 for i in range(500):

@@ -38,11 +38,14 @@ class Running:
             self.task = None
 
     async def reaches(self, revision: int, timeout: float = 10.0) -> RoutingView:
-        await async_wait_for(
-            lambda: self.watcher.view.revision >= revision,
-            timeout=timeout,
-            what=f"watcher at revision {revision}",
-        )
+        try:
+            await async_wait_for(
+                lambda: self.watcher.view.revision >= revision,
+                timeout=timeout,
+                what=f"watcher at revision {revision}",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; watcher stats: {self.watcher.stats.as_dict()}") from None
         return self.watcher.view
 
 

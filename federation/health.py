@@ -279,9 +279,16 @@ class HealthReporter:
             check = self._gateway_check_for(runs)
             for url in urls:
                 parts = urlsplit(url)
-                if not parts.hostname or not parts.port:
+                if not parts.hostname or parts.scheme not in ("http", "https"):
                     continue
-                address = f"{parts.hostname}:{parts.port}"
+                if parts.scheme == "https" and self._tls is None:
+                    continue  # this gateway cannot reach it either: no opinion
+                try:
+                    port = parts.port or (443 if parts.scheme == "https" else 80)
+                except ValueError:
+                    continue
+                host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+                address = f"{host}:{port}"
                 wanted[("gateway", name, address)] = _Target(
                     "gateway", name, address, PING_PATH, check, tls=parts.scheme == "https"
                 )

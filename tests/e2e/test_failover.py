@@ -27,6 +27,7 @@ from tests.e2e.conftest import (
     GCP,
     ONPREM,
     PER_TRY_TIMEOUT,
+    Drill,
     FailoverFederation,
     Load,
     Result,
@@ -76,6 +77,21 @@ async def plan_avoids(
     return time.monotonic() - start
 
 
+def report(name: str, drill: Drill, **figures: object) -> None:
+    """One line of figures per drill (shown with ``pytest -s``)."""
+
+    def fmt(v: object) -> str:
+        if isinstance(v, list):
+            return str([round(x, 2) for x in v])
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    extra = " ".join(f"{k}={fmt(v)}" for k, v in figures.items())
+    print(
+        f"\n[failover] {name}: requests={drill.requests} failed={drill.failed} "
+        f"shift={drill.shift} max_latency={drill.max_latency:.3f} {extra}"
+    )
+
+
 def ramp_shares(results: list[Result], cluster: str, *, start: float, end: float) -> list[float]:
     return [served_share(g, cluster) for g in windows(results, start=start, end=end, width=0.5)]
 
@@ -120,6 +136,7 @@ async def test_local_backends_killed_zero_failures_and_gradual_return(
     everyone = analyse(results, fault_at=steady_at, end=end, bad=set(), slow=10.0)
     assert everyone.failed == 0, describe(everyone)
     shares = ramp_shares(results, AWS, start=restore_at, end=end)
+    report("local backends killed", drill, left_after=left_after, ramp=shares)
     assert_ramped_back_without_flapping(shares, trace)
 
 
@@ -143,6 +160,7 @@ async def test_remote_gateway_sigkilled_peers_stop_sending_within_ttl(
     assert drill.failed == 0, trace
     assert gone_after <= fed.lease_ttl + 2.0, f"gcp still a candidate after {gone_after:.2f}s"
     assert drill.shift is not None and drill.shift <= 1.0, trace
+    report("remote gateway SIGKILL", drill, gone_after=gone_after)
     late = [r for r in load.results if r.sent >= fault_at + 1.0]
     assert late and all(r.cluster == ONPREM for r in late), trace
 
@@ -179,6 +197,7 @@ async def test_blackholed_cluster_bounded_by_per_try_timeout_then_shifted_and_ba
     everyone = analyse(load.results, fault_at=steady_at, end=end, bad=set(), slow=10.0)
     assert everyone.failed == 0, describe(everyone)
     shares = ramp_shares(load.results, GCP, start=restore_at, end=end)
+    report("blackholed gateway", drill, ramp=shares)
     assert_ramped_back_without_flapping(shares, trace)
 
 
@@ -198,6 +217,7 @@ async def test_every_tier0_cluster_down_the_onprem_site_serves(
     trace = describe(drill)
     assert drill.failed == 0, trace
     assert drill.shift is not None and drill.shift <= 1.0, trace
+    report("every tier-0 region down", drill)
     late = [r for r in load.results if r.sent >= fault_at + 1.0]
     assert served_share(late, ONPREM) == 1.0, trace
 

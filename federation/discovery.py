@@ -251,6 +251,7 @@ class _SliceWatcher:
         where = {"namespace": self.namespace, "service": self.service.name}
         slices: dict[str, Any] = {}
         rv: str | None = None  # None: list (again) before watching
+        gone_in_row = 0  # a server that answers 410 again and again is not hammered
         while not self._stop.is_set():
             try:
                 if rv is None:
@@ -285,11 +286,13 @@ class _SliceWatcher:
                     if name is None:
                         continue
                     rv = obj.metadata.resource_version or rv
+                    gone_in_row = 0
                     if kind in ("ADDED", "MODIFIED"):
                         slices[name] = obj
                     elif kind == "DELETED":
                         slices.pop(name, None)
                     self._emit(slices)
+                gone_in_row = 0
                 self._backoff.reset()  # the watch timed out normally: watch again from rv
             except client.ApiException as exc:
                 if self._stop.is_set():
@@ -297,7 +300,10 @@ class _SliceWatcher:
                 if exc.status == 410:
                     self._stats["gone"] += 1
                     log.info("endpointslices.gone", **where, reason=str(exc.reason))
-                    rv = None  # list again, at once
+                    rv = None  # list again: at once the first time, then with backoff
+                    gone_in_row += 1
+                    if gone_in_row > 1:
+                        self._pause(where, "410 Gone again right after a list")
                     continue
                 self._pause(where, f"HTTP {exc.status} {exc.reason}")
             except Exception as exc:  # refused, reset, timeouts: resume from rv after a pause

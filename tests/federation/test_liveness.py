@@ -90,6 +90,36 @@ async def test_lost_lease_is_granted_anew_and_keys_put_again(etcd: EtcdCluster) 
             await lease.stop()
 
 
+async def test_lease_granted_in_background_when_etcd_returns(etcd: EtcdCluster) -> None:
+    etcd.stop()
+    client = EtcdClient(etcd.endpoints, timeout=0.5)
+    lease = GatewayLease(client, ttl=3)
+    granted: list[int] = []
+
+    async def on_new(lease_id: int) -> None:
+        granted.append(lease_id)
+
+    lease.on_new_lease(on_new)
+    reg = GatewayRegistration(lease, LAYOUT, GatewayRecord(id="gw1", cluster="c1"))
+    try:
+        await lease.start()  # etcd is down: returns, keeps trying in the background
+        await reg.start()
+        assert lease.lease_id is None and granted == []
+        reg.update(applied_revision=7)  # an update while etcd is down is not lost
+        etcd.restart()
+        await async_wait_for(lambda: granted, timeout=15, what="a lease once etcd is back")
+
+        async def registered() -> bool:
+            rec = await _record(client, reg.key)
+            return rec is not None and rec.applied_revision == 7
+
+        await async_wait_for(registered, timeout=10, what="record written")
+    finally:
+        await reg.stop()
+        await lease.stop()
+        await client.close()
+
+
 _GATEWAY = """
 import asyncio, sys
 sys.path.insert(0, {root!r})

@@ -91,6 +91,7 @@ class GatewayProcess:
         self.settings = settings
         self.tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self.discovery: Any = None
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         async def guarded() -> None:
@@ -224,6 +225,8 @@ class GatewayProcess:
                 out["watch"] = watcher.stats.as_dict()
             if vault is not None:
                 out["vault"] = vault.status()
+            if self.discovery is not None:
+                out["discovery"] = self.discovery.status()
             return out
 
         admin_app = create_admin_app(
@@ -351,6 +354,7 @@ class GatewayProcess:
             api_client=kubernetes_api_client(context=cluster.kubernetes.context),
             source=gateway_id,
         )
+        self.discovery = discovery
         self._spawn("discovery", discovery.run)
 
     async def _report_certificates(self, vault: Any, registration: Any, telemetry: Any) -> None:

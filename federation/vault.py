@@ -376,8 +376,8 @@ class VaultTls:
                     )
                 cn = dns[0] if dns else ips[0]
                 params: dict[str, Any] = {}
-                if dns[1:] or (dns and ips):
-                    params["alt_names"] = ",".join(dns[1:] if dns else [])
+                if dns[1:]:
+                    params["alt_names"] = ",".join(dns[1:])
                 if ips:
                     params["ip_sans"] = ",".join(ips)
                 public = describe(self._issue_pki(cn, params), issued_at=now)
@@ -450,20 +450,27 @@ class VaultTls:
         async with self._lock:
             try:
                 public, east_west = await asyncio.to_thread(self._fetch, pki=pki, kv=kv)
-                # KV material unchanged: nothing to load
+                # the KV certificate unchanged: nothing to load for it
                 if (
-                    public is not None
+                    kv
+                    and self._settings.kv is not None
+                    and public is not None
                     and self.public is not None
                     and public.serial == self.public.serial
-                    and self._settings.pki is None
                 ):
-                    public = east_west = None
+                    public = None
+                    if self._settings.pki is None:
+                        east_west = None
                 if public is not None or east_west is not None:
                     self._install(public, east_west)
             except Exception as exc:
                 self._vault_ok = False
                 self._failures += 1
-                self._last_error = exc.args[0] if isinstance(exc, VaultError) else _one_line(exc)
+                self._last_error = (
+                    exc.args[0]
+                    if isinstance(exc, VaultError)
+                    else f"vault {self._settings.addr}: {_one_line(exc)}"
+                )
                 self._notify()
                 raise VaultError(self._last_error) from None
             self._vault_ok = True

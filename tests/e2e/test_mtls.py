@@ -423,6 +423,44 @@ async def test_backoff_schedule_against_a_stopped_vault(own_bao: OpenBao) -> Non
     assert format_serial(1) == "01"
 
 
+async def test_token_upkeep_backs_off_while_vault_is_down(own_bao: OpenBao) -> None:
+    """Fake time: a 30 s token, 1 h certificates, Vault stopped: the token renewal fails,
+    status says vault_ok False (renewal of the certificates not failing yet), and the
+    retries back off exponentially."""
+    fv = setup_fedgate(own_bao, trust_domain=TD, token_ttl="30s", token_max_ttl="1h")
+    now = [time.time()]
+    waits: list[float] = []
+
+    async def fake_sleep(d: float) -> None:
+        waits.append(d)
+        now[0] += d
+        if len(waits) >= 6:
+            raise asyncio.CancelledError
+        await asyncio.sleep(0)
+
+    vt = VaultTls(
+        settings(fv, ttl="1h"),
+        cluster="eu",
+        gateway_id="eu-1",
+        clock=lambda: now[0],
+        sleep=fake_sleep,
+        backoff_initial=1.0,
+        backoff_max=16.0,
+        timeout=2.0,
+    )
+    await vt.start()
+    own_bao.stop()
+    with pytest.raises(asyncio.CancelledError):
+        await vt.run()
+    assert 15.0 <= waits[0] <= 21.0  # the token's renewal at ~2/3 of 30 s
+    for k, w in enumerate(waits[1:]):
+        base = min(16.0, 2.0**k)
+        assert base * 0.5 <= w <= base, (k, w)
+    st = vt.status()
+    assert st["vault_ok"] is False and st["renewal_failing"] is False
+    assert "unreachable" in str(st["last_error"])
+
+
 # ------------------------------------------------------------------ the real Gateway
 
 

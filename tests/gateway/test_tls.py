@@ -306,3 +306,45 @@ def test_a_bad_ca_bundle_changes_no_context() -> None:
     # the public context still serves the old certificate: nothing was half-installed
     old = x509.load_pem_x509_certificate(good.certificate.encode()).serial_number
     assert asyncio.run(served_serial()) == old
+
+
+def test_hot_swap_under_uvloop() -> None:
+    """The same in-place swap on uvloop (what ``fedgate serve`` runs): uvloop's TLS makes
+    each connection's SSL object from the context when the connection is accepted."""
+    import uvloop
+
+    ca = make_ca()
+    one = leaf(ca, dns=("localhost",))
+    two = leaf(ca, dns=("localhost",))
+    tls = build_contexts(east_west=False)
+    install(tls, public=one, east_west=None)
+
+    async def check() -> tuple[int, int, int]:
+        assert tls.public_server is not None
+        srv = await start_tls_server(tls.public_server)
+        cctx = ssl.create_default_context(cadata=ca.pem)
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", srv.port, ssl=cctx, server_hostname="localhost"
+            )
+            _, _, before = await tls_request(
+                "127.0.0.1", srv.port, cctx, server_hostname="localhost"
+            )
+            install(tls, public=two, east_west=None)
+            _, _, after = await tls_request(
+                "127.0.0.1", srv.port, cctx, server_hostname="localhost"
+            )
+            writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            await writer.drain()
+            status, _ = await read_response(reader)
+            writer.close()
+            return int(before.replace(":", ""), 16), int(after.replace(":", ""), 16), status
+        finally:
+            srv.close()
+
+    before, after, status = uvloop.run(check())
+    serial = {
+        m.certificate: x509.load_pem_x509_certificate(m.certificate.encode()).serial_number
+        for m in (one, two)
+    }
+    assert (before, after, status) == (serial[one.certificate], serial[two.certificate], 200)

@@ -573,7 +573,8 @@ class WatchStream:
         self._call: Any = None
         self.endpoint = client.endpoints[index]
 
-    def _unavailable(self, why: str) -> EtcdUnavailable:
+    def unavailable(self, why: str) -> EtcdUnavailable:
+        """Give this stream's endpoint up (the next call goes elsewhere): the error to raise."""
         self._client.failed(self._index)
         return EtcdUnavailable(f"etcd watch at {self.endpoint}: {why}")
 
@@ -590,17 +591,17 @@ class WatchStream:
             # going away can otherwise wait forever
             first = await asyncio.wait_for(create_watch(), self._timeout)
         except TimeoutError:
-            raise self._unavailable("no answer to the watch request") from None
+            raise self.unavailable("no answer to the watch request") from None
         except EtcdError:
             raise
         except Exception as exc:
-            raise self._unavailable(_one_line(exc)) from None
+            raise self.unavailable(_one_line(exc)) from None
         if first.compact_revision:
             raise EtcdCompacted(first.compact_revision)
         if first.canceled:
-            raise self._unavailable(first.cancel_reason or "watch canceled")
+            raise self.unavailable(first.cancel_reason or "watch canceled")
         if not first.created:
-            raise self._unavailable("unexpected first watch response")
+            raise self.unavailable("unexpected first watch response")
 
     async def _read(self) -> WatchBatch:
         try:
@@ -608,9 +609,9 @@ class WatchStream:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise self._unavailable(_one_line(exc)) from None
+            raise self.unavailable(_one_line(exc)) from None
         if not isinstance(resp, rpc.WatchResponse):
-            raise self._unavailable("stream closed by the server")
+            raise self.unavailable("stream closed by the server")
         events = []
         for ev in resp.events:
             kind: Literal["put", "delete"] = "delete" if ev.type == rpc.Event.DELETE else "put"
@@ -630,7 +631,7 @@ class WatchStream:
         if batch.compact_revision:
             raise EtcdCompacted(batch.compact_revision)
         if batch.canceled:
-            raise self._unavailable(batch.cancel_reason or "watch canceled by the server")
+            raise self.unavailable(batch.cancel_reason or "watch canceled by the server")
         return batch
 
     async def request_progress(self) -> None:
@@ -639,9 +640,9 @@ class WatchStream:
         try:
             await asyncio.wait_for(self._call.write(request), self._timeout)
         except TimeoutError:
-            raise self._unavailable("progress request not sent in time") from None
+            raise self.unavailable("progress request not sent in time") from None
         except Exception as exc:
-            raise self._unavailable(_one_line(exc)) from None
+            raise self.unavailable(_one_line(exc)) from None
 
     async def aclose(self) -> None:
         if self._call is not None:

@@ -197,9 +197,7 @@ class ViewWatcher:
                     item = await asyncio.wait_for(queue.get(), self._progress_interval)
                 except TimeoutError:
                     if asked:
-                        raise EtcdError(
-                            f"etcd watch at {stream.endpoint}: no answer to a progress request"
-                        ) from None
+                        raise stream.unavailable("no answer to a progress request") from None
                     await stream.request_progress()
                     asked = True
                     continue

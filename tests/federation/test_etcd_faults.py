@@ -5,7 +5,8 @@
 - etcd stopped for 10 s or more: the view is kept (marked stale), then converges;
 - a watcher cut off, 500 changes, compaction, reconnect: a full reload, equal to etcd;
 - 1,000 two-key transactions in a burst: no watcher ever shows half of one;
-- a start from the snapshot with etcd down, then catch-up without a restart.
+- a start from the snapshot with etcd down, then catch-up without a restart;
+- a frozen member (SIGSTOP: connection open, no answers) is detected and left.
 
 (The SIGKILLed gateway that vanishes within TTL + 2 s is in test_liveness.py.)
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -158,6 +161,33 @@ async def test_cut_off_500_changes_compaction_full_reload(etcd3: EtcdCluster) ->
             assert same_content(view, truth) and view.revision == truth.revision
             stats = run.watcher.stats
             assert stats.compactions >= 1 and stats.full_reloads >= 2
+
+
+async def test_a_frozen_member_is_detected_and_left(etcd3: EtcdCluster) -> None:
+    """SIGSTOP the member a watcher streams from: the connection stays open but nothing
+    comes back. The unanswered progress request gives it away; the watcher moves on."""
+    async with EtcdClient(etcd3.endpoints, timeout=3.0) as client:
+        rev = await seed(client)
+        frozen = etcd3.members[0]
+        others = [m.client_url for m in etcd3.members[1:]]
+        async with watchers([etcd3.endpoints], progress_interval=0.3) as (run,):
+            await run.reaches(rev)
+            await async_wait_for(lambda: run.watcher.stats.watching, what="watching")
+            assert frozen.proc is not None
+            os.kill(frozen.proc.pid, signal.SIGSTOP)
+            try:
+                async with EtcdClient(others, timeout=3.0) as writer:
+                    for i in range(20):
+                        ops = [Put(LAYOUT.cluster(f"f{i}"), codec.encode(cluster(f"f{i}")))]
+                        rev = await put_retrying(writer, ops)
+                    view = await run.reaches(rev, timeout=30)
+                    assert "f19" in view.clusters
+                    truth = await load_view(writer, LAYOUT)
+                    view = await run.reaches(truth.revision, timeout=10)
+                    assert same_content(view, truth)
+                assert run.watcher.stats.reconnects >= 1
+            finally:
+                os.kill(frozen.proc.pid, signal.SIGCONT)
 
 
 async def test_burst_of_1000_two_key_transactions_never_half_applied(etcd: EtcdCluster) -> None:

@@ -1,7 +1,8 @@
 """``fedgate validate FILE``: check a manifest without touching anything.
 
-Exit 0 with a one-line summary, or exit 2 with one ``FILE:LINE:COLUMN: field.path:
-message`` line per problem on stderr.
+Exit 0 with a one-line summary (warnings, if any, on stderr, in the same format as
+errors with ``warning:`` in front of the message), or exit 2 with one
+``FILE:LINE:COLUMN: field.path: message`` line per problem on stderr.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import sys
 
 from federation.cli import EXIT_OK, EXIT_USAGE
-from federation.manifest import ManifestError, load_manifest
+from federation.manifest import ManifestError, check_manifest
 from federation.model import CLOUDS, Federation
 
 
@@ -33,10 +34,15 @@ def _count(n: int, noun: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        federation = load_manifest(args.file)
+        checked = check_manifest(args.file)
     except ManifestError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)
         return EXIT_USAGE
-    print(summary(federation, filename=args.file))
+    for warning in checked.warnings:
+        print(warning, file=sys.stderr)
+    line = summary(checked.federation, filename=args.file)
+    if checked.warnings:
+        line += f" ({_count(len(checked.warnings), 'warning')})"
+    print(line)
     return EXIT_OK

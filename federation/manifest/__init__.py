@@ -17,10 +17,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from federation.manifest.errors import Issue, ManifestError
-from federation.manifest.loader import load, parse
+from federation.manifest.loader import Checked, check, load, load_checked, parse
 from federation.model import Federation
 
-__all__ = ["Issue", "Manifest", "ManifestError", "load_manifest", "parse_manifest"]
+__all__ = [
+    "Checked",
+    "Issue",
+    "Manifest",
+    "ManifestError",
+    "check_manifest",
+    "check_manifest_text",
+    "load_manifest",
+    "parse_manifest",
+]
 
 
 def load_manifest(path: str | Path) -> Federation:
@@ -35,6 +44,16 @@ def load_manifest(path: str | Path) -> Federation:
 def parse_manifest(text: str, *, filename: str = "<manifest>") -> Federation:
     """Validate and convert manifest ``text``; ``filename`` is used in error lines."""
     return parse(text, filename=filename)
+
+
+def check_manifest(path: str | Path) -> Checked:
+    """:func:`load_manifest`, keeping the warnings (valid, but probably not meant: a cluster
+    of a service where it can never have an endpoint)."""
+    return load_checked(path)
+
+
+def check_manifest_text(text: str, *, filename: str = "<manifest>") -> Checked:
+    return check(text, filename=filename)
 
 
 class Manifest:

@@ -58,7 +58,7 @@ def check(doc: Document) -> None:
     data = doc.data
     if not isinstance(data, dict):
         return
-    known = _check_clusters(doc, data.get("clusters"))
+    clusters = _check_clusters(doc, data.get("clusters"))
     routes: dict[tuple[str, str], tuple[str, int]] = {}
     names: dict[str, int] = {}
     for i, service in _items(data.get("services")):
@@ -74,10 +74,12 @@ def check(doc: Document) -> None:
                 )
             else:
                 names[name] = doc.mark((*base, "name"))[0]
-        _check_service(doc, base, service, known, routes)
+        _check_service(doc, base, service, clusters, routes)
 
 
-def _check_clusters(doc: Document, clusters: Any) -> set[str]:
+def _check_clusters(doc: Document, clusters: Any) -> dict[str, dict[Any, Any]]:
+    """Cluster names and URLs; returns the clusters by name."""
+    by_name: dict[str, dict[Any, Any]] = {}
     names: dict[str, int] = {}
     east_west: dict[str, int] = {}
     for i, cluster in _items(clusters):
@@ -90,6 +92,7 @@ def _check_clusters(doc: Document, clusters: Any) -> set[str]:
                 doc.add(path, f"duplicate cluster name {name!r} (first at line {names[name]})")
             else:
                 names[name] = doc.mark(path)[0]
+                by_name[name] = cluster
         gateway = cluster.get("gateway")
         url = gateway.get("eastWest") if isinstance(gateway, dict) else None
         if isinstance(url, str):
@@ -103,7 +106,7 @@ def _check_clusters(doc: Document, clusters: Any) -> set[str]:
                 )
             else:
                 east_west[key] = doc.mark(upath)[0]
-    return set(names)
+    return by_name
 
 
 def _known(known: set[str]) -> str:
@@ -114,9 +117,10 @@ def _check_service(
     doc: Document,
     base: Path,
     service: dict[Any, Any],
-    known: set[str],
+    clusters: dict[str, dict[Any, Any]],
     routes: dict[tuple[str, str], tuple[str, int]],
 ) -> None:
+    known = set(clusters)
     raw_name = service.get("name")
     name = raw_name if isinstance(raw_name, str) else f"#{base[-1]}"
     seen: set[str] = set()
@@ -154,6 +158,20 @@ def _check_service(
                     listed.add(address)
 
     _check_failover(doc, base, service, known, own_or_all)
+
+    static = set(endpoints) if isinstance(endpoints, dict) else set()
+    for j, cluster in _items(service.get("clusters")):
+        if (
+            isinstance(cluster, str)
+            and cluster in clusters
+            and cluster not in static
+            and clusters[cluster].get("kubernetes") is None
+        ):
+            doc.warn(
+                (*base, "clusters", j),
+                f"cluster {cluster!r} has no kubernetes discovery and the service lists "
+                "no endpoints for it: it will never have an endpoint there",
+            )
 
     interval = _duration(service, "healthCheck", "interval")
     timeout = _duration(service, "healthCheck", "timeout")

@@ -6,6 +6,7 @@ import difflib
 import types
 import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any, get_args, get_origin
 
@@ -133,9 +134,22 @@ def _issues_from(doc: Document, exc: ValidationError) -> None:
             doc.add(loc, _message(err), key=key)
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A valid manifest and what looks unintended in it (printed by ``fedgate validate``)."""
+
+    federation: Federation
+    warnings: tuple[Issue, ...] = ()
+
+
 def parse(text: str, *, filename: str = "<manifest>") -> Federation:
     """Validate ``text`` and build the domain model; raise :class:`ManifestError` with every
     problem otherwise."""
+    return check(text, filename=filename).federation
+
+
+def check(text: str, *, filename: str = "<manifest>") -> Checked:
+    """:func:`parse`, and keep the warnings."""
     try:
         doc = read_yaml(text, filename=filename)
     except SourceError as exc:
@@ -154,11 +168,16 @@ def parse(text: str, *, filename: str = "<manifest>") -> Federation:
     checks.check(doc)
     if doc.issues or model is None:
         raise ManifestError(doc.issues)
-    return convert.federation(model)
+    return Checked(convert.federation(model), tuple(sorted(doc.warnings)))
 
 
 def load(path: str | FsPath) -> Federation:
     """Read and validate the manifest at ``path``; :class:`ManifestError` on any problem."""
+    return load_checked(path).federation
+
+
+def load_checked(path: str | FsPath) -> Checked:
+    """:func:`load`, and keep the warnings."""
     name = str(path)
     try:
         with open(path, "rb") as f:
@@ -174,4 +193,4 @@ def load(path: str | FsPath) -> Federation:
         raise ManifestError(
             [Issue(0, 0, "", "not a text file (expected UTF-8 YAML)", name)]
         ) from None
-    return parse(text, filename=name)
+    return check(text, filename=name)

@@ -8,7 +8,9 @@ work, and every path in the result maps back to where it was written.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,13 +30,20 @@ MAX_DEPTH = 64
 _TAG = "tag:yaml.org,2002:"
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def format_path(path: Path) -> str:
+    """``services[1].retries.perTryTimeout``; a key that is not a plain name is quoted
+    (``labels["a.b"]``), so that a path is always one line and unambiguous."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(part):
+            out += f".{part}" if out else part
         else:
-            out += f".{part}" if out else str(part)
+            out += f"[{json.dumps(part)}]"
     return out or "(top)"
 
 
@@ -47,6 +56,7 @@ class Document:
     values: dict[Path, Mark] = field(default_factory=dict)  # path -> position of the value
     keys: dict[Path, Mark] = field(default_factory=dict)  # path -> position of its key
     issues: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)  # valid, but probably not meant
 
     def mark(self, path: Path, *, key: bool = False) -> Mark:
         """The position of ``path`` (its key if ``key``), else of its nearest written parent."""
@@ -68,6 +78,9 @@ class Document:
 
     def add(self, path: Path, message: str, *, key: bool = False) -> None:
         self.issues.append(self.issue(path, message, key=key))
+
+    def warn(self, path: Path, message: str) -> None:
+        self.warnings.append(self.issue(path, f"warning: {message}"))
 
 
 class SourceError(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import re
 import subprocess
@@ -9,9 +10,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck as HealthCheck_
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
 
 from federation import codec
-from federation.manifest import Manifest, ManifestError, load_manifest, parse_manifest
+from federation.manifest import (
+    Manifest,
+    ManifestError,
+    check_manifest,
+    check_manifest_text,
+    load_manifest,
+    parse_manifest,
+)
 from federation.model import (
     Access,
     CircuitBreaker,
@@ -29,7 +41,9 @@ EXAMPLE = ROOT / "clusters.example.yaml"
 BAD = Path(__file__).parent / "manifests" / "bad"
 GOOD = Path(__file__).parent / "manifests" / "good"
 FEDGATE = ROOT / ".venv" / "bin" / "fedgate"
-ERROR_LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<path>\S+): (?P<msg>.+)$")
+ERROR_LINE = re.compile(
+    r'^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<path>\S+|.*?"\]\S*): (?P<msg>.+)$'
+)
 
 MINIMAL = """\
 apiVersion: fedgate/v1
@@ -435,3 +449,102 @@ def test_every_field_is_documented_with_its_default() -> None:
         assert description and ("Default" in description or "Required" in description), (
             f"{model}.{alias}: the Field description states no default"
         )
+
+
+# ------------------------------------------------------------------ warnings
+
+
+def test_a_cluster_without_any_endpoint_source_is_a_warning() -> None:
+    # MINIMAL: the service's only cluster has neither kubernetes nor static endpoints
+    checked = check_manifest_text(MINIMAL, filename="m.yaml")
+    assert [str(w) for w in checked.warnings] == [
+        "m.yaml:13:16: services[0].clusters[0]: warning: cluster 'aws-eu-west-1' has no "
+        "kubernetes discovery and the service lists no endpoints for it: it will never have "
+        "an endpoint there"
+    ]
+    assert checked.federation == parse_manifest(MINIMAL)
+    fixed = MINIMAL + "    endpoints: {aws-eu-west-1: ['10.0.0.1:8080']}\n"
+    assert check_manifest_text(fixed).warnings == ()
+
+
+def test_the_example_has_no_warnings() -> None:
+    assert check_manifest(EXAMPLE).warnings == ()
+
+
+def test_cli_prints_warnings_and_exits_0(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(MINIMAL)
+    result = _fedgate("validate", str(path))
+    assert result.returncode == 0
+    assert result.stdout.endswith("1 service, 1 route (1 warning)\n")
+    assert result.stderr.startswith(f"{path}:13:16: services[0].clusters[0]: warning: ")
+
+
+# ------------------------------------------------------------------ robustness
+
+
+def _paths(value: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.sampled_from(["0s", "1ms", "-1s", "1h", "*.x", "spiffe://a/b", "10.0.0.0/8", "a:1"]),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck_.too_slow])
+@given(data=st.data())
+def test_any_mutation_of_the_example_gives_a_model_or_error_lines(data: st.DataObject) -> None:
+    raw = YAML(typ="safe").load(EXAMPLE.read_text())
+    path = data.draw(st.sampled_from(_paths(raw)[1:]))
+    parent = raw
+    for part in path[:-1]:
+        parent = parent[part]
+    if data.draw(st.booleans()) and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = data.draw(_VALUES)
+    out = io.StringIO()
+    YAML(typ="safe").dump(raw, out)
+    text = out.getvalue()
+    try:
+        fed = parse_manifest(text, filename="m.yaml")
+    except ManifestError as exc:
+        assert exc.lines
+        last = text.count("\n") + 1
+        for issue in exc.issues:
+            assert 1 <= issue.line <= last, str(issue)
+            assert ERROR_LINE.match(str(issue)), str(issue)
+    else:
+        assert isinstance(fed, Federation)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=200))
+def test_any_text_gives_a_model_or_error_lines(text: str) -> None:
+    try:
+        parse_manifest(text, filename="m.yaml")
+    except ManifestError as exc:
+        assert exc.lines
+        for line in exc.lines:
+            assert line.startswith("m.yaml")
+            assert "\n" not in line

@@ -27,6 +27,7 @@ from typing import Any
 from federation import codec
 from federation.etcd import KV, EtcdClient
 from federation.keys import CONFIG_KINDS, KeyLayout, Kind, ParsedKey
+from federation.manifest_view import static_endpoints
 from federation.model import (
     Cluster,
     Endpoint,
@@ -152,16 +153,6 @@ def _aggregate() -> Aggregate | None:
     return aggregate
 
 
-def _static_endpoints(service: Service) -> dict[tuple[str, str], list[Endpoint]]:
-    return {
-        (service.name, cluster): [
-            Endpoint(address=a, cluster=cluster, service=service.name, source="static")
-            for a in addresses
-        ]
-        for cluster, addresses in service.endpoints.items()
-    }
-
-
 def _unknown_clusters(service: Service, clusters: Mapping[str, Cluster]) -> list[str]:
     named = [*service.clusters, *service.failover.order, *service.endpoints]
     return sorted({c for c in named if c not in clusters})
@@ -255,21 +246,38 @@ def build_view(
         else:
             gateways[gateway_id] = item.value
 
-    # endpoints: static first, then discovered ones by source
-    endpoints: dict[tuple[str, str], list[Endpoint]] = {}
+    # endpoints: static ones, then discovered ones. Several gateways of one cluster each
+    # discover the same pods under their own key: one endpoint per address, the freshest
+    # report (highest mod revision) wins, so a pod turning terminating drains at once.
+    merged: dict[tuple[str, str], dict[str, tuple[int, Endpoint]]] = {}
     for service in services.values():
-        for pair, eps in _static_endpoints(service).items():
-            endpoints.setdefault(pair, []).extend(eps)
+        for pair, eps in static_endpoints(service).items():
+            by_address = merged.setdefault(pair, {})
+            for ep in eps:
+                by_address[ep.address] = (-1, ep)
     for item in by_kind[Kind.ENDPOINTS]:
         assert item.parsed is not None
-        svc, cluster, src = item.parsed.parts
+        svc, cluster, _src = item.parsed.parts
+        found: list[Endpoint]
         if item.error is not None:
+            # keep serving what the previous view had for this pair (the view does not
+            # record which key an endpoint came from), below any fresh report
             reject(item, item.error)
-            eps = [e for e in prev.endpoints.get((svc, cluster), ()) if e.source == src]
+            found = [e for e in prev.endpoints.get((svc, cluster), ()) if e.source != "static"]
+            reported_at = 0
         else:
-            eps = list(item.value)
-        if eps:
-            endpoints.setdefault((svc, cluster), []).extend(eps)
+            found = list(item.value)
+            reported_at = item.mod_revision
+        by_address = merged.setdefault((svc, cluster), {})
+        for ep in found:
+            seen = by_address.get(ep.address)
+            if seen is None or seen[0] < reported_at:
+                by_address[ep.address] = (reported_at, ep)
+    endpoints = {
+        pair: [ep for _, ep in by_address.values()]
+        for pair, by_address in merged.items()
+        if by_address
+    }
 
     # health observations
     observations: list[Observation] = []

@@ -233,3 +233,25 @@ async def test_snapshot_writer_debounces(tmp_path: Path) -> None:
     loaded = load_snapshot(path)
     assert loaded is not None and loaded.revision == views[-1].revision
     assert writer.writes <= 2
+
+
+def test_gateways_of_one_cluster_reporting_the_same_pods_give_one_endpoint_each() -> None:
+    """Two gateways discover the same pods: one endpoint per address, freshest report wins."""
+    f = base_facts()
+    f.put(
+        LAYOUT.endpoints("shop", "a", "gw-a1"),
+        [
+            Endpoint("10.1.0.1:8080", "a", "shop", source="kubernetes"),
+            Endpoint("10.1.0.2:8080", "a", "shop", source="kubernetes"),
+        ],
+    )
+    f.put(
+        LAYOUT.endpoints("shop", "a", "gw-a2"),
+        [
+            Endpoint("10.1.0.1:8080", "a", "shop", source="kubernetes", terminating=True),
+            Endpoint("10.1.0.2:8080", "a", "shop", source="kubernetes"),
+        ],
+    )
+    eps = {e.address: e for e in f.view().endpoints_of("shop", "a")}
+    assert sorted(eps) == ["10.1.0.1:8080", "10.1.0.2:8080"]
+    assert eps["10.1.0.1:8080"].terminating  # gw-a2 wrote last: its report is the freshest

@@ -15,7 +15,7 @@ from pydantic_core import ErrorDetails
 
 from federation.manifest import checks, convert, schema
 from federation.manifest.errors import Issue, ManifestError
-from federation.manifest.source import Document, Path, SourceError, read_yaml
+from federation.manifest.source import Document, Path, SourceError, format_path, read_yaml
 from federation.manifest.values import show_value
 from federation.model import Federation
 
@@ -127,8 +127,6 @@ def _issues_from(doc: Document, exc: ValidationError) -> None:
         key = kind == "extra_forbidden" or "[key]" in err["loc"]
         if kind == "missing":
             line, column = doc.mark(loc[:-1])
-            from federation.manifest.source import format_path
-
             doc.issues.append(Issue(line, column, format_path(loc), _message(err), doc.filename))
         else:
             doc.add(loc, _message(err), key=key)

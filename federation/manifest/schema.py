@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
+    AllowInfNan,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -61,7 +62,7 @@ def _retry_condition(value: object) -> str:
 
 Str = Annotated[str, Strict()]
 Int = Annotated[int, Strict()]
-Number = Annotated[float, Strict()]
+Number = Annotated[float, Strict(), AllowInfNan(False)]
 Duration = Annotated[float, BeforeValidator(_checked(_duration))]
 DurationOrZero = Annotated[float, BeforeValidator(_checked(_duration_or_zero))]
 DnsLabel = Annotated[str, Strict(), AfterValidator(_checked(values.check_dns_label))]

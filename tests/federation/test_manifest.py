@@ -498,7 +498,7 @@ _SCALARS = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**40), max_value=2**40),
-    st.floats(allow_nan=False),
+    st.floats(),
     st.text(max_size=20),
     st.sampled_from(["0s", "1ms", "-1s", "1h", "*.x", "spiffe://a/b", "10.0.0.0/8", "a:1"]),
 )

@@ -625,3 +625,31 @@ async def test_a_gateway_with_an_expired_certificate_is_refused_by_its_peers(
             await tls_request("127.0.0.1", srv.port, tls.east_west_client)
     finally:
         srv.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PROXY (gateway/app.py): the east-west listener trusts x-fedgate-forwarded and "
+    "x-fedgate-peer from any peer whose certificate chains to the CA, even one without a "
+    "gateway SPIFFE identity; it should require gateway_cluster(peer, trustDomain). Remove "
+    "this marker when fixed.",
+)
+async def test_forwarded_headers_from_a_non_gateway_peer_are_not_trusted(
+    bao: OpenBao, fv: FedgateVault
+) -> None:
+    two = issue(bao, uris=f"{US},spiffe://{TD}/cluster/us/other")  # no identity
+    async with vault_gateway(fv, allow=frozenset({US})) as (_, gw):
+        port = gw.bound["east_west"][1]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_presenting(two, fv.ca_pem)
+        )
+        try:
+            writer.write(
+                b"GET /x HTTP/1.1\r\nhost: shop.test\r\nx-fedgate-forwarded: us\r\n"
+                b"x-fedgate-peer: " + US.encode() + b"\r\n\r\n"
+            )
+            await writer.drain()
+            status, _ = await asyncio.wait_for(read_response(reader), 5)
+        finally:
+            writer.close()
+        assert status == 403

@@ -164,7 +164,7 @@ class GatewayProcess:
             try:
                 tls = await vault.start()
             except VaultError as exc:
-                raise StartupError(f"vault: {exc}") from None
+                raise StartupError(str(exc)) from None
         elif s.listen.east_west and not s.insecure_east_west:
             raise StartupError(
                 "listen.eastWest needs mutual TLS: configure vault, or set insecureEastWest: true"

@@ -140,6 +140,7 @@ class _Builder:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.count = 0
+        self.open: set[int] = set()  # collections being built: an alias back to one recurses
 
     def build(self, node: Node, path: Path, depth: int = 0) -> Any:
         self.count += 1
@@ -154,10 +155,19 @@ class _Builder:
         self.doc.values.setdefault(path, _mark(node))
         if isinstance(node, ScalarNode):
             return self.scalar(node, path)
-        if isinstance(node, SequenceNode):
-            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-        if isinstance(node, MappingNode):
-            return self.mapping(node, path, depth)
+        if id(node) in self.open:
+            self.doc.add(path, "recursive YAML alias (a node that contains itself)")
+            return None
+        self.open.add(id(node))
+        try:
+            if isinstance(node, SequenceNode):
+                return [
+                    self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)
+                ]
+            if isinstance(node, MappingNode):
+                return self.mapping(node, path, depth)
+        finally:
+            self.open.discard(id(node))
         self.doc.add(path, "unsupported YAML node")  # pragma: no cover
         return None
 
@@ -223,9 +233,17 @@ class _Builder:
                 if not isinstance(source, MappingNode):
                     self.doc.add(path, "a merge key ('<<') needs a mapping or a list of mappings")
                     continue
+                if id(source) in self.open:
+                    self.doc.add(path, "recursive YAML alias (a node that contains itself)")
+                    continue
                 merged = _Builder(Document(None, self.doc.filename))
                 merged.count = self.count
-                values = merged.mapping(source, path, depth)
+                merged.open = self.open
+                self.open.add(id(source))
+                try:
+                    values = merged.mapping(source, path, depth + 1)
+                finally:
+                    self.open.discard(id(source))
                 self.count = merged.count
                 for k, v in values.items():
                     if k not in result:
@@ -256,6 +274,8 @@ def read_yaml(text: str, *, filename: str) -> Document:
     except YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SourceError(Issue(0, 0, "", f"not valid YAML: {first}", filename)) from None
+    except RecursionError:
+        raise SourceError(Issue(0, 0, "", "not valid YAML: nested too deeply", filename)) from None
     doc = Document(None, filename)
     if node is None:
         raise SourceError(Issue(1, 1, "(top)", "the manifest is empty", filename))

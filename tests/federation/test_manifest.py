@@ -323,6 +323,15 @@ def test_billion_laughs_is_bounded() -> None:
     assert "too large" in err.lines[0]
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["a: " + "[" * 5000 + "]" * 5000 + "\n", "a: " + "{b: " * 3000 + "1" + "}" * 3000 + "\n"],
+    ids=["lists", "mappings"],
+)
+def test_deep_nesting_is_one_error(text: str) -> None:
+    assert _errors(text).lines == ("m.yaml: not valid YAML: nested too deeply",)
+
+
 def test_missing_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as info:
         load_manifest(tmp_path / "nope.yaml")

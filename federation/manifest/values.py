@@ -131,6 +131,11 @@ def _check_host(host: str, whole: str) -> None:
     labels = host.lower().split(".")
     if not all(label and _HOST_LABEL.fullmatch(label) for label in labels):
         raise ValueError(f"{whole!r}: {host!r} is neither an IP address nor a hostname")
+    if all(label.isdigit() for label in labels):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{whole!r}: {host!r} is not an IPv4 address") from None
 
 
 def check_host_port(value: str) -> str:
@@ -216,7 +221,7 @@ def parse_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 def check_allow_entry(value: str) -> str:
-    if value.startswith("spiffe:") or value.lower().startswith("spiffe:"):
+    if value.lower().startswith("spiffe:"):
         return check_spiffe_id(value)
     parse_network(value)
     return value

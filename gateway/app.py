@@ -148,6 +148,7 @@ class DataPlane:
         self.insecure_east_west = settings.insecure_east_west
         self.body_timeout = settings.limits.header_timeout  # idle limit while a body arrives
         self._addresses: dict[str, tuple[str, int]] = {}
+        self.hosts: dict[bytes, str] = {}  # Host header -> host name (a parse cache)
         self._remotes: dict[str, _Target | None] = {}
         self.current: tuple[RoutingView, RouteTable] = (holder.view, RouteTable.build(holder.view))
         holder.subscribe(self._on_view)
@@ -310,10 +311,15 @@ class ListenerApp:
                     elif name == PEER_HEADER:
                         peer_hdr = value
 
-        host = split_host(host_raw)
+        host = plane.hosts.get(host_raw)
         if host is None:
-            await respond(send, 400, "invalid Host header", close=True)
-            return
+            host = split_host(host_raw)
+            if host is None:
+                await respond(send, 400, "invalid Host header", close=True)
+                return
+            if len(plane.hosts) > 4096:
+                plane.hosts.clear()
+            plane.hosts[host_raw] = host
         if self.east_west and path == PING_PATH:
             pong = plane.cluster_bytes
             await send(
@@ -488,7 +494,9 @@ class ListenerApp:
             try:
                 if remaining <= 0:
                     raise UpstreamError(TIMEOUT, "request timeout", sent=False)
-                conn = await self._send_request(target_, service, head, body, receive, remaining)
+                conn = await self._send_request(
+                    target_, service, head, body, receive, remaining, method == "HEAD"
+                )
                 conn.set_timeout(min(retries_cfg.per_try_timeout, deadline - plane.clock()))
                 await conn.read_head()
             except UpstreamError as exc:
@@ -611,6 +619,7 @@ class ListenerApp:
         body: _Body,
         receive: Receive,
         remaining: float,
+        no_body: bool,
     ) -> UpstreamConnection:
         pool = self.plane.pool
         conn, _reused = await pool.acquire(
@@ -620,6 +629,7 @@ class ListenerApp:
             server_hostname=target.server_hostname,
             connect_timeout=min(service.timeouts.connect, remaining),
         )
+        conn.no_body = no_body
         try:
             if body.buffered:
                 conn.write(head + body.prefix if body.prefix else head)

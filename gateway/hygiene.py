@@ -152,7 +152,7 @@ def response_headers(headers: Headers, status: int = 200) -> list[tuple[bytes, b
     drop = _RESPONSE_DROP_NO_BODY if status == 204 or status == 304 else _RESPONSE_DROP
     for name, value in headers:
         if name in drop:
-            if name == b"connection":
+            if name == b"connection" and value != b"keep-alive" and value != b"close":
                 tokens = connection_tokens(value)
                 named = tokens if named is None else named | tokens
             continue

@@ -67,19 +67,21 @@ class UpstreamConnection(asyncio.Protocol):
         "_idle_limit",
         "_informational",
         "_last_rx",
+        "_live",
         "_parser",
         "_read_paused",
-        "_timer",
         "chunked",
         "chunks",
         "closed",
         "complete",
+        "deadline",
         "error",
         "headers",
         "idle_since",
         "keep_alive",
         "key",
         "loop",
+        "no_body",
         "received",
         "sent",
         "status",
@@ -87,21 +89,31 @@ class UpstreamConnection(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, key: PoolKey, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        key: PoolKey,
+        loop: asyncio.AbstractEventLoop,
+        live: set[UpstreamConnection] | None = None,
+    ) -> None:
         self.key = key
         self.loop = loop
+        self._live = live if live is not None else set()
+        self.deadline = 0.0  # loop time after which the attempt fails (0: none)
+        self.no_body = False  # the request was HEAD: the answer has no body
+        self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self.idle_since = 0.0
         self._idle_limit = 0.0
         self._last_rx = 0.0
         self._reset_response()
 
     def _reset_response(self) -> None:
-        self._parser = httptools.HttpResponseParser(self)
+        # the parser carries on across keep-alive responses; only our state is reset
+        self.deadline = 0.0
+        self.no_body = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: collections.deque[bytes] = collections.deque()
@@ -122,6 +134,7 @@ class UpstreamConnection(asyncio.Protocol):
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._live.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -144,9 +157,8 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.keep_alive = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = 0.0
+        self._live.discard(self)
         if (
             self.status
             and not self.complete
@@ -194,6 +206,12 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
+        if self.no_body:
+            # an answer to HEAD: llhttp would wait for Content-Length bytes; the
+            # connection is not reused (its parser state is that of a body)
+            self.keep_alive = False
+            self._complete()
+            return
         w = self._head_waiter
         if w is not None:
             self._head_waiter = None
@@ -211,6 +229,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake_body()
 
     def on_message_complete(self) -> None:
+        if self.no_body and self.complete:
+            return
         if self._informational:
             self._informational = False
             return
@@ -219,9 +239,7 @@ class UpstreamConnection(asyncio.Protocol):
     # ------------------------------------------------------------ internal
     def _complete(self) -> None:
         self.complete = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = 0.0
         self._wake_body()
         w = self._head_waiter
         if w is not None and not w.done():
@@ -238,9 +256,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.error is None and not self.complete:
             self.error = UpstreamError(kind, message, sent=self.sent, received=self.received)
         self.keep_alive = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = 0.0
         for w in (self._head_waiter, self._body_waiter):
             if w is not None and not w.done():
                 w.set_result(None)
@@ -248,9 +264,18 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.abort()
 
-    def _on_timeout(self) -> None:
-        self._timer = None
-        self._fail(TIMEOUT, "upstream timed out")
+    def check_deadline(self, now: float) -> None:
+        """Called by the pool's periodic sweep."""
+        if self.complete or self.error is not None:
+            self.deadline = 0.0
+            return
+        if self._idle_limit:
+            if self._read_paused:
+                self._last_rx = now  # waiting for the client to take data, not the upstream
+            if now - self._last_rx >= self._idle_limit:
+                self._fail(TIMEOUT, "upstream body idle too long")
+        elif now >= self.deadline:
+            self._fail(TIMEOUT, "upstream timed out")
 
     # ------------------------------------------------------------ the request API
     def begin(self) -> None:
@@ -259,34 +284,18 @@ class UpstreamConnection(asyncio.Protocol):
             self._reset_response()
 
     def set_timeout(self, seconds: float | None) -> None:
-        """Fail the attempt with a timeout after ``seconds`` (None: no timer)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if seconds is not None and not self.complete and self.error is None:
-            self._timer = self.loop.call_later(seconds, self._on_timeout)
+        """Fail the attempt with a timeout after ``seconds`` (None: no deadline); checked by
+        the pool's sweep, so it fires up to one sweep interval late."""
+        if seconds is None or self.complete or self.error is not None:
+            self.deadline = 0.0
+        else:
+            self.deadline = self.loop.time() + seconds
 
     def set_idle_timeout(self, seconds: float) -> None:
         """While the body streams: fail when no byte arrived for ``seconds``."""
-        if self._timer is not None:
-            self._timer.cancel()
         self._idle_limit = seconds
         self._last_rx = self.loop.time()
-        if not self.complete and self.error is None:
-            self._timer = self.loop.call_later(seconds, self._idle_check)
-
-    def _idle_check(self) -> None:
-        self._timer = None
-        if self.complete or self.error is not None:
-            return
-        now = self.loop.time()
-        if self._read_paused:
-            self._last_rx = now  # waiting for the client to take data, not for the upstream
-        quiet = now - self._last_rx
-        if quiet >= self._idle_limit:
-            self._fail(TIMEOUT, "upstream body idle too long")
-            return
-        self._timer = self.loop.call_later(self._idle_limit - quiet, self._idle_check)
+        self.deadline = self._last_rx + seconds if not self.complete else 0.0
 
     def write(self, data: bytes) -> None:
         if self.error is not None:
@@ -387,6 +396,9 @@ class UpstreamPool:
         self._idle: dict[PoolKey, list[UpstreamConnection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        self._live: set[UpstreamConnection] = set()
+        self._deadlines: asyncio.TimerHandle | None = None
+        self.sweep_interval = 0.05  # resolution of per-try and idle timeouts
         self.connects = 0  # new connections opened (for tests and stats)
         self.reuses = 0
 
@@ -410,7 +422,9 @@ class UpstreamPool:
             self.reuses += 1
             return conn, True
         loop = asyncio.get_running_loop()
-        conn = UpstreamConnection(key, loop)
+        conn = UpstreamConnection(key, loop, self._live)
+        if self._deadlines is None and not self._closed:
+            self._deadlines = loop.call_later(self.sweep_interval, self._check_deadlines, loop)
         try:
             async with asyncio.timeout(connect_timeout):
                 await loop.create_connection(
@@ -447,6 +461,16 @@ class UpstreamPool:
         if self._sweeper is None:
             self._sweeper = conn.loop.call_later(self.idle_timeout / 2 + 0.1, self._sweep)
 
+    def _check_deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for conn in list(self._live):
+            if conn.deadline:
+                conn.check_deadline(now)
+        if self._closed and not self._live:
+            self._deadlines = None
+            return
+        self._deadlines = loop.call_later(self.sweep_interval, self._check_deadlines, loop)
+
     def discard(self, conn: UpstreamConnection) -> None:
         conn.close()
 
@@ -474,6 +498,9 @@ class UpstreamPool:
     def close(self) -> None:
         """Close every idle connection (drain); connections in use close on release."""
         self._closed = True
+        if self._deadlines is not None and not self._live:
+            self._deadlines.cancel()
+            self._deadlines = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

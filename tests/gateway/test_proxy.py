@@ -291,3 +291,26 @@ async def test_view_swap_takes_effect_for_the_next_request(two: tuple[Backend, B
         gw.holder.swap(view_of([]))
         (r3,) = await get_many(gw, 1)
     assert (r1.json()["name"], r2.json()["name"], r3.status_code) == ("b1", "b2", 404)
+
+
+async def test_head_answer_has_no_body(two: tuple[Backend, Backend]) -> None:
+    b1, _ = two
+    v = view_of([service("shop", "shop.test")], endpoints={("shop", "c1"): [b1.address]})
+    async with running_gateway(v) as gw, httpx.AsyncClient(base_url=gw.url(), timeout=5) as c:
+        heads = [await c.head("/x?size=5000", headers=H) for _ in range(3)]
+        after = await c.get("/x", headers=H)
+    assert [r.status_code for r in heads] == [200] * 3
+    assert heads[0].headers["content-length"] == "5000"
+    assert heads[0].content == b""
+    assert after.status_code == 200 and after.json()["method"] == "GET"
+
+
+async def test_upstream_100_continue_is_swallowed() -> None:
+    from tests.support.backend import RawUpstream
+
+    raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
+    async with RawUpstream(raw, host="127.0.0.3", close=False) as up:
+        v = view_of([service("shop", "shop.test")], endpoints={("shop", "c1"): [up.address]})
+        async with running_gateway(v) as gw, httpx.AsyncClient(base_url=gw.url()) as c:
+            rs = [await c.get("/", headers=H) for _ in range(3)]
+    assert [(r.status_code, r.content) for r in rs] == [(201, b"ok")] * 3

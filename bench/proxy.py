@@ -1,0 +1,453 @@
+"""fedgate against nginx, HAProxy and Caddy as reverse proxies, side by side in one run.
+
+    .venv/bin/python bench/proxy.py [--duration 10] [--connections 50]
+        [--targets direct,fedgate,nginx,haproxy,caddy] [--profile]
+
+Set-up (one run, same machine, same backend, same load):
+
+* **backend**: nginx, one worker, ``return 200`` with a 23-byte body, keep-alive, pinned
+  to CPU 1 together with the load generator. A C server that answers from memory is
+  never the bottleneck (it does ~45k req/s on that core *while* sharing it with wrk,
+  the "direct" row), so each row measures its proxy.
+* **proxies**, each pinned to CPU 0 (``taskset -c 0``), one worker/thread/process each,
+  keep-alive to the backend, no access log:
+  fedgate (``fedgate serve`` from a manifest, metrics on, access log and tracing off),
+  nginx (``proxy_pass`` + ``keepalive 64`` upstream), HAProxy (``nbthread 1``,
+  ``http-reuse always``), Caddy (``reverse_proxy``, ``GOMAXPROCS=1``).
+* **load**: ``wrk -t 1 -c 50 -d 10s`` pinned to CPU 1, keep-alive. First the maximum
+  (requests/s at a fixed concurrency of 50), then latency at **half of each one's
+  maximum**: wrk with a Lua ``delay()`` that paces every connection at
+  rate/connections (wrk2 is not installed; no coordinated-omission correction, which
+  matters little at half load). The added latency is the proxy's p50/p99 minus the
+  backend's own p50/p99 at the same rate ("direct" paced at that rate).
+
+``--profile`` runs py-spy on fedgate during its max-rate run and prints the top frames.
+The machine is shared: figures move by +-20% between runs; the script prints the load
+average before and after so a reader can judge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.ports import free_port  # noqa: E402
+
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+HOST = "127.0.0.1"
+BACKEND_HOST = "127.0.0.9"
+BODY = "hello from the backend\n"
+TOOLS = {"nginx": "nginx", "haproxy": "haproxy", "caddy": "caddy", "wrk": "wrk"}
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float = 0.0
+    per_cpu: float = 0.0  # requests per CPU second of the proxy's processes
+    cpu: float = 0.0  # CPU seconds the proxy used during the max-rate run
+    errors: int = 0
+    paced_rate: float = 0.0
+    p50: float = 0.0  # ms
+    p99: float = 0.0
+    added_p50: float | None = None
+    added_p99: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def ensure_tools() -> None:
+    missing = [pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None]
+    if missing:
+        print(f"installing {' '.join(missing)} with apt-get", flush=True)
+        subprocess.run(["apt-get", "install", "-y", *missing], check=True)
+
+
+def group_cpu(pgid: int | None) -> float:
+    """CPU seconds (user + system) of every process in a process group."""
+    if pgid is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / tick
+
+
+def wait_http(url: str, host: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(url, headers={"Host": host})
+            with urllib.request.urlopen(req, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(0.05)  # poll interval under a deadline
+    raise RuntimeError(f"{url} did not answer: {last}")
+
+
+class Procs:
+    """Every process the bench starts; all stopped at the end, even on failure."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, cmd: list[str], *, cpu: str, env: dict[str, str] | None = None,
+              log: Path) -> subprocess.Popen[bytes]:  # fmt: skip
+        out = open(log, "ab")  # noqa: SIM115 - handed to the child
+        p = subprocess.Popen(
+            ["taskset", "-c", cpu, *cmd],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        out.close()
+        self.procs.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen[bytes]) -> None:
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            self.stop(p)
+
+
+def nginx_conf(tmp: Path, name: str, server: str) -> Path:
+    d = tmp / name
+    d.mkdir(exist_ok=True)
+    conf = d / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {d}/cb; proxy_temp_path {d}/pt; fastcgi_temp_path {d}/ft;
+  uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;
+  {server}
+}}
+""")
+    return conf
+
+
+def wrk(url: str, *, duration: int, connections: int, script: Path | None = None,
+        env: dict[str, str] | None = None) -> tuple[float, int, float, float]:  # fmt: skip
+    """(requests/s, errors, p50 ms, p99 ms) from one wrk run on the load CPU; the number
+    of requests is left in ``wrk.last_requests``."""
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t", "1", "-c", str(connections),
+           "-d", f"{duration}s", "--latency", "-H", "Host: bench.test"]  # fmt: skip
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run(
+        [*cmd, url], capture_output=True, text=True, env={**os.environ, **(env or {})},
+        timeout=duration + 30,
+    ).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    wrk.last_requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[attr-defined, union-attr]
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m2 = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m2:
+        errors += int(m2.group(1))
+
+    def pct(label: str) -> float:
+        mm = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not mm:
+            return float("nan")
+        v, unit = float(mm.group(1)), mm.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    return rps, errors, pct("50"), pct("99")
+
+
+PACE_LUA = """
+local d = tonumber(os.getenv("PACE_DELAY_MS") or "0")
+function delay()
+  return d
+end
+"""
+
+
+def paced(url: str, rate: float, *, duration: int, connections: int, tmp: Path
+          ) -> tuple[float, int, float, float]:  # fmt: skip
+    script = tmp / "pace.lua"
+    script.write_text(PACE_LUA)
+    delay_ms = max(1, round(connections * 1000.0 / rate))
+    return wrk(url, duration=duration, connections=connections, script=script,
+               env={"PACE_DELAY_MS": str(delay_ms)})  # fmt: skip
+
+
+@contextlib.contextmanager
+def target(name: str, procs: Procs, tmp: Path, backend: str) -> Iterator[tuple[str, int | None]]:
+    """Start a proxy (or nothing for direct); yield (URL to load, its process group)."""
+    if name == "direct":
+        yield f"http://{backend}/", None
+        return
+    port = free_port(HOST)
+    log = tmp / f"{name}.log"
+    if name == "nginx":
+        conf = nginx_conf(tmp, "proxy-nginx", f"""
+  upstream backend {{ server {backend}; keepalive 64; }}
+  server {{
+    listen {HOST}:{port};
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }}
+  }}""")  # fmt: skip
+        p = procs.start(["nginx", "-c", str(conf)], cpu=PROXY_CPU, log=log)
+    elif name == "haproxy":
+        conf = tmp / "haproxy.cfg"
+        conf.write_text(f"""
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+  option forwardfor
+frontend fe
+  bind {HOST}:{port}
+  default_backend be
+backend be
+  server b1 {backend}
+""")
+        p = procs.start(["haproxy", "-f", str(conf)], cpu=PROXY_CPU, log=log)
+    elif name == "caddy":
+        conf = tmp / "Caddyfile"
+        conf.write_text(f"""
+{{
+  admin off
+  auto_https off
+}}
+http://:{port} {{
+  bind {HOST}
+  reverse_proxy {backend}
+}}
+""")
+        p = procs.start(
+            ["caddy", "run", "--config", str(conf), "--adapter", "caddyfile"],
+            cpu=PROXY_CPU, log=log,
+            env={"GOMAXPROCS": "1", "XDG_DATA_HOME": str(tmp), "XDG_CONFIG_HOME": str(tmp)},
+        )  # fmt: skip
+    elif name == "fedgate":
+        manifest = tmp / "manifest.yaml"
+        manifest.write_text(f"""
+apiVersion: fedgate/v1
+kind: Federation
+metadata: {{name: bench}}
+clusters:
+  - {{name: c1, region: r1, cloud: other, environment: bench,
+     gateway: {{eastWest: "http://127.0.0.1:9"}}}}
+services:
+  - name: bench
+    routes: [{{host: bench.test, pathPrefix: /}}]
+    port: 80
+    clusters: [c1]
+    endpoints: {{c1: ["{backend}"]}}
+""")
+        config = tmp / "gateway.yaml"
+        config.write_text(f"""
+cluster: c1
+listen: {{public: "{HOST}:{port}", eastWest: null, admin: "{HOST}:{free_port(HOST)}"}}
+manifest: {manifest}
+telemetry: {{accessLog: false, metrics: true, tracing: {{enabled: false}}}}
+""")
+        fedgate = str(Path(sys.executable).parent / "fedgate")
+        p = procs.start([fedgate, "serve", "--config", str(config)], cpu=PROXY_CPU, log=log)
+    else:
+        raise SystemExit(f"unknown target {name}")
+    try:
+        wait_http(f"http://{HOST}:{port}/", "bench.test")
+    except RuntimeError:
+        print(log.read_text()[-2000:], file=sys.stderr)
+        raise
+    try:
+        yield f"http://{HOST}:{port}/", p.pid
+    finally:
+        procs.stop(p)
+
+
+def profile(pid: int, seconds: int, tmp: Path) -> str:
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        return "(py-spy not installed: .venv/bin/pip install py-spy)"
+    out = tmp / "profile.txt"
+    subprocess.run([str(spy), "record", "-p", str(pid), "-d", str(seconds), "-r", "250",
+                    "-f", "raw", "-o", str(out), "--nonblocking"],
+                   capture_output=True, timeout=seconds + 30)  # fmt: skip
+    counts: dict[str, int] = {}
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        total += int(n)
+        leaf = stack.split(";")[-1]
+        counts[leaf] = counts.get(leaf, 0) + int(n)
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:15]
+    return "\n".join(f"  {n * 100 / total:5.1f}%  {f}" for f, n in top)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--targets", default="direct,fedgate,nginx,haproxy,caddy")
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    ensure_tools()
+    names = [t.strip() for t in args.targets.split(",") if t.strip()]
+    tmp = Path(tempfile.mkdtemp(prefix="fedgate-bench-"))
+    procs = Procs()
+    results: dict[str, Result] = {}
+    load_before = os.getloadavg()
+    try:
+        bport = free_port(BACKEND_HOST)
+        backend = f"{BACKEND_HOST}:{bport}"
+        conf = nginx_conf(
+            tmp,
+            "backend",
+            f"""
+  server {{ listen {backend}; location / {{ return 200 "{BODY.strip()}\\n"; }} }}""",
+        )
+        procs.start(["nginx", "-c", str(conf)], cpu=LOAD_CPU, log=tmp / "backend.log")
+        wait_http(f"http://{backend}/", "bench.test")
+        for name in names:
+            res = Result(name)
+            with target(name, procs, tmp, backend) as (url, pgid):
+                wrk(url, duration=2, connections=args.connections)  # warm up
+                if name == "fedgate" and args.profile:
+                    pid = procs.procs[-1].pid
+                    import threading
+
+                    holder: dict[str, str] = {}
+                    secs = max(args.duration - 2, 2)
+
+                    def run_profile(
+                        h: dict[str, str] = holder, p: int = pid, d: int = secs
+                    ) -> None:
+                        h["p"] = profile(p, d, tmp)
+
+                    th = threading.Thread(target=run_profile)
+                    th.start()
+                cpu0 = group_cpu(pgid)
+                res.rps, res.errors, _, _ = wrk(
+                    url, duration=args.duration, connections=args.connections
+                )
+                res.cpu = group_cpu(pgid) - cpu0
+                if res.cpu > 0:
+                    res.per_cpu = wrk.last_requests / res.cpu  # type: ignore[attr-defined]
+                if name == "fedgate" and args.profile:
+                    th.join()
+                    res.notes.append("py-spy (self time):\n" + holder.get("p", ""))
+                res.paced_rate = res.rps / 2
+                _, e2, res.p50, res.p99 = paced(url, res.paced_rate, duration=args.duration,
+                                                connections=args.connections, tmp=tmp)  # fmt: skip
+                res.errors += e2
+            results[name] = res
+            line = f"{name:8} {res.rps:10.0f} req/s  {res.per_cpu:8.0f} req/CPU-s  "
+            line += f"p50 {res.p50:.2f} ms  p99 {res.p99:.2f} ms at {res.paced_rate:.0f} req/s"
+            print(f"{line}  errors {res.errors}", flush=True)
+        # the backend alone at each proxy's paced rate: what the proxy adds
+        if "direct" in names:
+            with target("direct", procs, tmp, backend) as (url, _):
+                for name, res in results.items():
+                    if name == "direct":
+                        continue
+                    _, _, d50, d99 = paced(url, res.paced_rate, duration=args.duration,
+                                           connections=args.connections, tmp=tmp)  # fmt: skip
+                    res.added_p50 = res.p50 - d50
+                    res.added_p99 = res.p99 - d99
+    finally:
+        procs.stop_all()
+    load_after = os.getloadavg()
+
+    print()
+    print(f"wrk -t1 -c{args.connections} -d{args.duration}s; proxy on CPU {PROXY_CPU}, wrk + "
+          f"nginx backend on CPU {LOAD_CPU}; load average before "
+          f"{load_before[0]:.2f}, after {load_after[0]:.2f}")  # fmt: skip
+    cols = ("req/s", "req/CPU-s", "half rate", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms")
+    print(f"{'target':8} | " + " | ".join(f"{c:>9}" for c in cols) + " | errors")
+    print("-" * 100)
+    for name, r in results.items():
+        cells = [
+            f"{r.rps:9.0f}",
+            f"{r.per_cpu:9.0f}" if r.per_cpu else "        -",
+            f"{r.paced_rate:9.0f}",
+            f"{r.p50:9.2f}",
+            f"{r.p99:9.2f}",
+            f"{r.added_p50:9.2f}" if r.added_p50 is not None else "        -",
+            f"{r.added_p99:9.2f}" if r.added_p99 is not None else "        -",
+        ]
+        print(f"{name:8} | " + " | ".join(cells) + f" | {r.errors}")
+    f = results.get("fedgate")
+    if f:
+        ratio: dict[str, float] = {}
+        for other in ("caddy", "nginx", "haproxy"):
+            o = results.get(other)
+            if o and o.rps and o.per_cpu:
+                ratio[other] = f.per_cpu / o.per_cpu
+                print(f"fedgate / {other}: {ratio[other]:.2f}x requests per CPU second "
+                      f"({f.rps / o.rps:.2f}x wall-clock req/s)")  # fmt: skip
+        goals = []
+        if "caddy" in ratio:
+            goals.append(f"fedgate >= 1.0x caddy: {ratio['caddy'] >= 1.0}")
+        if "nginx" in ratio:
+            goals.append(f"fedgate >= 0.35x nginx: {ratio['nginx'] >= 0.35}")
+        if f.added_p99 is not None:
+            goals.append(f"p99 added at half load <= 2 ms: {f.added_p99 <= 2.0}")
+        print("goals: " + "; ".join(goals))
+        for note in f.notes:
+            print(note)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

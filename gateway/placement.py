@@ -68,6 +68,7 @@ class _Track:
 
     usable: bool = True
     seen_down: bool = False
+    confirmed: bool = True  # a try succeeded since it came back: the ramp runs
     down_at: float = 0.0
     up_at: float = 0.0
     downs: list[float] = field(default_factory=list)
@@ -143,6 +144,7 @@ class Placement:
         self._epoch = 0
         self._local: dict[Key, _Local] = {}
         self._tracks: dict[Key, _Track] = {}
+        self._awaiting: set[Key] = set()  # usable again, waiting for a first success
         self._probes: dict[str, tuple[int, int]] = {}  # service -> own cluster (healthy, total)
 
     # ------------------------------------------------------------------ request path
@@ -194,7 +196,10 @@ class Placement:
             self._epoch += 1
 
     def local_success(self, service: str, cluster: str) -> None:
-        st = self._local.get((service, cluster))
+        key = (service, cluster)
+        if key in self._awaiting:
+            self._confirm(key)
+        st = self._local.get(key)
         if st is None:
             return
         st.failures = 0
@@ -202,6 +207,15 @@ class Placement:
             del self._local[(service, cluster)]  # probation passed: forgiven
             if st.probation:
                 self._epoch += 1
+
+    def _confirm(self, key: Key) -> None:
+        """A recovered cluster answered a try: its failback ramp starts now."""
+        self._awaiting.discard(key)
+        tr = self._tracks.get(key)
+        if tr is not None and tr.usable and not tr.confirmed:
+            tr.confirmed = True
+            tr.up_at = self._clock()
+            self._epoch += 1
 
     def local_endpoints(self, service: str, *, healthy: int, total: int) -> None:
         """The own cluster's endpoints of ``service`` as this gateway's probes see them now."""
@@ -359,7 +373,7 @@ class Placement:
         if ejected_for > 0 and not why:
             why = f"ejected locally for {ejected_for:.1f}s after consecutive failures"
         usable = not unreachable and not why and state in _USABLE_STATES and capacity > 0
-        ramp = self._ramp(service, name, usable, health, now)
+        ramp = self._ramp(service, name, usable, now)
         cand = Candidate(
             cluster=name,
             tier=tier,
@@ -408,9 +422,7 @@ class Placement:
             return health.state, health.score, 0, "no healthy endpoint"
         return health.state, health.score, capacity, ""
 
-    def _ramp(
-        self, service: Service, cluster: str, usable: bool, health: ServiceHealth | None, now: float
-    ) -> float:
+    def _ramp(self, service: Service, cluster: str, usable: bool, now: float) -> float:
         key = (service.name, cluster)
         tr = self._tracks.get(key)
         if tr is None:
@@ -426,11 +438,16 @@ class Placement:
             tr.usable, tr.seen_down, tr.down_at = False, True, now
             return 0.0
         if not tr.usable:
-            tr.usable = True
-            since = health.since if health is not None else 0.0
-            tr.up_at = since if tr.down_at <= since <= now else now
+            # usable again: it gets the floor share until a try succeeds there (a circuit
+            # breaker may still be open, a blackhole may still swallow requests), then
+            # ramps; the federation's ``since`` is not used: the cluster may have been
+            # healthy but unreachable or ejected here
+            tr.usable, tr.confirmed, tr.up_at = True, False, now
+            self._awaiting.add(key)
         if not tr.seen_down:
             return 1.0
+        if not tr.confirmed:
+            return RAMP_FLOOR
         flaps = sum(1 for t in tr.downs if now - t < FLAP_MEMORY)
         window = service.failover.failback_window * min(MAX_RAMP_FACTOR, float(max(1, flaps)))
         if window <= 0:

@@ -236,6 +236,8 @@ def test_failback_ramps_linearly_without_flapping() -> None:
         {"aws": (H, 1.0, 3), "gcp": (H, 1.0, 3), "onprem": (U, 0.0, 0)},
         since={"aws": clock.t},
     )
+    assert firsts(p, recovered, svc, 2000)["aws"] / 2000 < 0.05  # floor until a try works
+    p.local_success("web", "aws")  # the first try there succeeded: the ramp starts
     for _ in range(11):
         shares.append(firsts(p, recovered, svc, 2000)["aws"] / 2000)
         clock.t += 1.0
@@ -279,6 +281,8 @@ def test_own_cluster_recovery_ramps_back_from_remote() -> None:
     assert p.plan(v_down, svc)[0] == "gcp"
     clock.t += 1
     v_up = view(ALL_HEALTHY)
+    p.plan(v_up, svc)
+    p.local_success("web", "aws")
     early = firsts(p, v_up, svc, 1000)["aws"] / 1000
     clock.t += 2
     mid = firsts(p, v_up, svc, 1000)["aws"] / 1000
@@ -334,3 +338,43 @@ def test_manifest_view_trusts_the_east_west_url() -> None:
 def test_bad_threshold_is_refused(bad: int) -> None:
     with pytest.raises(ValueError, match="consecutive_failures"):
         Placement("aws", consecutive_failures=bad)
+
+
+def test_ramp_starts_when_usable_here_not_at_the_federations_since() -> None:
+    clock = Clock()
+    p = Placement("onprem", clock=clock, rng=random.Random(8))
+    svc = service(failover=Failover(failback_window=4.0))
+    health = {"aws": (H, 1.0, 3), "gcp": (H, 1.0, 3), "onprem": (U, 0.0, 0)}
+    p.plan(view(health), svc)
+    # gcp's gateway is gone for a while; the federation already calls it healthy again
+    p.plan(view(health, gateways=("aws", "onprem")), svc)
+    clock.t += 5.0
+    back = view(health, since={"gcp": clock.t - 4.5})  # healthy "since" long ago
+    p.plan(back, svc)
+    p.local_success("web", "gcp")
+    share = firsts(p, back, svc, 2000)["gcp"] / 2000
+    assert share < 0.1  # ramps from ~0 now, not already at full share
+    clock.t += 4.1
+    assert 0.4 < firsts(p, back, svc, 2000)["gcp"] / 2000 < 0.6
+
+
+def test_a_recovered_cluster_stays_at_the_floor_until_a_try_succeeds() -> None:
+    clock = Clock()
+    p = Placement("onprem", clock=clock, rng=random.Random(9))
+    svc = service(failover=Failover(failback_window=2.0))
+    up = view({"aws": (H, 1.0, 3), "gcp": (H, 1.0, 3), "onprem": (U, 0.0, 0)})
+    p.plan(up, svc)
+    p.plan(view({"aws": (U, 0.0, 0), "gcp": (H, 1.0, 3), "onprem": (U, 0.0, 0)}), svc)
+    back = view({"aws": (H, 1.0, 3), "gcp": (H, 1.0, 3), "onprem": (U, 0.0, 0)})
+    p.plan(back, svc)
+    clock.t += 10.0  # long past the window, but e.g. its circuit breaker is still open
+    assert firsts(p, back, svc, 2000)["aws"] / 2000 < 0.05
+    rows = {r["cluster"]: r for r in p.explain(back, svc)}
+    assert "ramping back" in str(rows["aws"]["reason"])
+    p.local_failure("web", "aws")  # failures do not start the ramp
+    assert firsts(p, back, svc, 2000)["aws"] / 2000 < 0.05
+    p.local_success("web", "aws")
+    clock.t += 1.0
+    assert 0.15 < firsts(p, back, svc, 2000)["aws"] / 2000 < 0.35
+    clock.t += 1.1
+    assert 0.4 < firsts(p, back, svc, 2000)["aws"] / 2000 < 0.6

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
 from federation.model import Endpoint, RoutingView, Service
 from federation.settings import GatewaySettings
 from gateway import hygiene
@@ -29,6 +31,7 @@ from gateway.hygiene import FORWARDED_HEADER, HOPS_HEADER, MAX_HOPS, PEER_HEADER
 from gateway.passive import PassiveStats
 from gateway.placement import Placement
 from gateway.policy import allowed
+from gateway.protocol import FastCycle, GatewayProtocol
 from gateway.proxy import (
     CONNECT,
     PROTOCOL,
@@ -149,6 +152,7 @@ class DataPlane:
         self.body_timeout = settings.limits.header_timeout  # idle limit while a body arrives
         self._addresses: dict[str, tuple[str, int]] = {}
         self.hosts: dict[bytes, str] = {}  # Host header -> host name (a parse cache)
+        self.fast_served = 0  # requests served by callbacks, without an ASGI task
         self._remotes: dict[str, _Target | None] = {}
         self.current: tuple[RoutingView, RouteTable] = (holder.view, RouteTable.build(holder.view))
         holder.subscribe(self._on_view)
@@ -277,6 +281,83 @@ class ListenerApp:
 
             await proxy_websocket(self, scope, receive, send)
         # lifespan is off
+
+    # ------------------------------------------------------------ the callback fast path
+    def try_fast(self, protocol: GatewayProtocol, scope: Scope, fast: FastCycle) -> bool:
+        """Serve a plain GET without an ASGI task: callbacks from the client protocol to
+        an idle pooled upstream connection and back. Only the common case qualifies (a
+        known host, a route without access policy or rate limit, the local cluster
+        first in the plan, an idle keep-alive connection to the picked endpoint);
+        everything else, and every try that fails in a retryable way, goes the ASGI way
+        (:meth:`http`), which applies the same rules. Returns False to decline."""
+        plane = self.plane
+        view, table = plane.current
+        headers = scope["headers"]
+        host_raw = None
+        for name, value in headers:
+            if name == b"host":
+                host_raw = value
+            elif name[:10] == b"x-fedgate-":
+                return False
+        if host_raw is None:
+            return False
+        host = plane.hosts.get(host_raw)
+        if host is None:
+            return False  # the ASGI path parses and caches it
+        path: str = scope["path"]
+        if "/." in path or (self.east_west and path == PING_PATH):
+            return False
+        match = table.match(host, path)
+        if match is None:
+            return False
+        service = match.service
+        if service.access is not None or service.rate_limit is not None:
+            return False
+        start = plane.clock()
+        plan = plane.placement.plan(view, service)
+        if not plan or plan[0] != plane.cluster:
+            return False
+        cluster = plan[0]
+        target = plane._local_target(service, cluster, _NO_EXCLUDE)
+        if target is None:
+            return False
+        key = (target.host, target.port, False)
+        pool = plane.pool
+        if not pool.has_idle(key):
+            return False
+        breaker = plane.breakers.get(service.name, cluster, service.circuit_breaker)
+        if not breaker.try_acquire():
+            return False
+        conn = pool.take_idle(key)
+        if conn is None:  # pragma: no cover - has_idle said there was one
+            breaker.release(ok=True)
+            return False
+        client = scope.get("client")
+        client_ip = client[0] if client else "0.0.0.0"
+        trace = plane.telemetry.begin(headers)
+        plane.budget.on_request(service.name)
+        out = hygiene.request_headers(
+            headers,
+            client_ip=client_ip,
+            scheme=self.scheme,
+            host=host_raw,
+            trust_forwarded=client_ip in plane.trusted,
+            traceparent=trace.traceparent or None,
+            hops=1,
+        )
+        target_bytes: bytes = scope["raw_path"]
+        qs = scope["query_string"]
+        if qs:
+            target_bytes = target_bytes + b"?" + qs
+        plane.balancer.started(target.address)
+        plane.fast_served += 1
+        conn.listener = _FastExchange(
+            self, protocol, fast, service, target, breaker, trace, start, host, path, client_ip
+        )
+        conn.write(request_head("GET", target_bytes, host_raw, out, b""))
+        retries = service.retries
+        conn.set_timeout(min(retries.per_try_timeout, service.timeouts.request))
+        return True
 
     # ------------------------------------------------------------ the hot path
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -716,6 +797,163 @@ class ListenerApp:
             if watcher is not None and not watcher.done():
                 watcher.cancel()
         pool.release(conn)
+
+
+_NO_EXCLUDE: set[str] = set()
+
+
+class _FastExchange:
+    """One callback exchange (see :meth:`ListenerApp.try_fast`)."""
+
+    __slots__ = (
+        "app",
+        "breaker",
+        "client_ip",
+        "fast",
+        "host",
+        "path",
+        "protocol",
+        "service",
+        "start",
+        "target",
+        "trace",
+    )
+
+    def __init__(
+        self,
+        app: ListenerApp,
+        protocol: GatewayProtocol,
+        fast: FastCycle,
+        service: Service,
+        target: _Target,
+        breaker: Any,
+        trace: RequestTrace,
+        start: float,
+        host: str,
+        path: str,
+        client_ip: str,
+    ) -> None:
+        self.app = app
+        self.protocol = protocol
+        self.fast = fast
+        self.service = service
+        self.target = target
+        self.breaker = breaker
+        self.trace = trace
+        self.start = start
+        self.host = host
+        self.path = path
+        self.client_ip = client_ip
+
+    def upstream_event(self, conn: UpstreamConnection) -> None:
+        conn.listener = None
+        app = self.app
+        plane = app.plane
+        service = self.service
+        target = self.target
+        error = conn.error
+        if error is not None:
+            app._record(service, target, self.breaker, ok=False, t0=self.start)
+            plane.pool.discard(conn)
+            kind = _KIND.get(error.kind, FailureKind.RESET)
+            if (
+                error.kind != PROTOCOL
+                and retryable(
+                    method=b"GET",
+                    kind=kind,
+                    status=None,
+                    conditions=service.retries.on,
+                    request_sent=error.sent,
+                )
+                and plane.budget.try_retry(service.name, service.retries.budget_percent)
+            ):
+                self.protocol.fast_fallback(self.fast)  # tried again the ASGI way
+                return
+            code = 504 if error.kind == TIMEOUT else 503 if error.kind == CONNECT else 502
+            text = str(error).encode() + b"\n"
+            self._answer(
+                code,
+                [(b"content-type", b"text/plain; charset=utf-8")],
+                text,
+                None,
+            )
+            return
+        status = conn.status
+        ok = status < 500
+        if (
+            not ok
+            and retryable(
+                method=b"GET",
+                kind=FailureKind.STATUS,
+                status=status,
+                conditions=service.retries.on,
+                request_sent=True,
+            )
+            and service.retries.attempts > 0
+            and plane.budget.try_retry(service.name, service.retries.budget_percent)
+        ):
+            app._record(service, target, self.breaker, ok=False, t0=self.start)
+            if conn.complete:
+                conn.take_all()
+                plane.pool.release(conn)
+            else:
+                plane.pool.discard(conn)
+            self.protocol.fast_fallback(self.fast)
+            return
+        app._record(service, target, self.breaker, ok=ok, t0=self.start)
+        out = hygiene.response_headers(conn.headers, status)
+        if not conn.complete:
+            # a body still on its way: relay it from a task, streaming
+            body = _Body(None, False, None, plane.body_timeout)
+
+            async def relay(scope: Scope, receive: Receive, send: Send) -> None:
+                try:
+                    await app._relay(conn, send, receive, "GET", service, body)
+                except _Reply:
+                    pass
+                finally:
+                    self._end(conn.status)
+
+            if not self.protocol.fast_fallback(self.fast, relay):
+                plane.pool.discard(conn)
+                self._end(499)
+            return
+        whole = conn.take_all() or b""
+        plane.pool.release(conn)
+        self._answer(status, out, whole, conn)
+
+    def _answer(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        conn: UpstreamConnection | None,
+    ) -> None:
+        line = STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status
+        parts = [line]
+        has_length = False
+        for name, value in headers:
+            if name == b"content-length":
+                has_length = True
+            parts += (name, b": ", value, b"\r\n")
+        if not has_length and status != 204 and status != 304:
+            parts.append(b"content-length: %d\r\n" % len(body))
+        close = not self.fast.keep_alive or conn is None
+        if close:
+            parts.append(b"connection: close\r\n")
+        parts += (b"\r\n", body)
+        self.protocol.fast_respond(b"".join(parts), self.fast, close=close)
+        self._end(status)
+
+    def _end(self, status: int) -> None:
+        plane = self.app.plane
+        plane.telemetry.end(
+            self.trace, method="GET", host=self.host, path=self.path,
+            service=self.service.name, cluster=self.target.cluster,
+            upstream=self.target.address, status=status,
+            duration=plane.clock() - self.start, client=self.client_ip, retries=0,
+            forwarded=False,
+        )  # fmt: skip
 
 
 async def _watch_disconnect(receive: Receive, conn: UpstreamConnection) -> None:

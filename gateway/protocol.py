@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import httptools
 from uvicorn.protocols.http.flow_control import service_unavailable
@@ -139,6 +139,45 @@ class _Cycle(RequestResponseCycle):
             if not self.keep_alive:
                 self.transport.close()
             self.on_response()
+
+
+class _NoEvent:
+    """The message event of a callback exchange: nobody waits on it."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+_NO_EVENT = _NoEvent()
+
+
+class FastCycle:
+    """The cycle of a request served by callbacks, without an ASGI task (the app's
+    ``try_fast``). It has the attributes uvicorn's protocol code touches."""
+
+    __slots__ = (
+        "body",
+        "disconnected",
+        "keep_alive",
+        "message_event",
+        "more_body",
+        "response_complete",
+        "response_started",
+    )
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.response_complete = False
+        self.response_started = False
+        self.disconnected = False
+        self.more_body = True
+        self.body = bytearray()
+        self.message_event = _NO_EVENT
 
 
 class GatewayProtocol(HttpToolsProtocol):
@@ -334,9 +373,33 @@ class GatewayProtocol(HttpToolsProtocol):
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             app = service_unavailable
+        keep_alive = http_version != "1.0" and self.parser.should_keep_alive() and not self.draining
         existing = self.cycle
+        idle = existing is None or existing.response_complete
+        if (
+            idle
+            and app is self.app
+            and not self._has_length
+            and self._te is None
+            and not self.expect_100_continue
+            and scope["method"] == "GET"
+        ):
+            try_fast = getattr(app, "try_fast", None)
+            if try_fast is not None:
+                fast = FastCycle(keep_alive)
+                self.cycle = fast  # type: ignore[assignment]
+                if try_fast(self, scope, fast):
+                    return
+        cycle = self._new_cycle(keep_alive)
+        if idle:
+            self._start_asgi_task(cycle, app)
+        else:
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, app))
+
+    def _new_cycle(self, keep_alive: bool) -> _Cycle:
         self.cycle = cycle = _Cycle(
-            scope=scope,
+            scope=self.scope,
             transport=self.transport,
             flow=self.flow,
             logger=self.logger,
@@ -345,16 +408,35 @@ class GatewayProtocol(HttpToolsProtocol):
             default_headers=self.server_state.default_headers,
             message_event=asyncio.Event(),
             expect_100_continue=self.expect_100_continue,
-            keep_alive=http_version != "1.0"
-            and self.parser.should_keep_alive()
-            and not self.draining,
+            keep_alive=keep_alive,
             on_response=self.on_response_complete,
         )
-        if existing is None or existing.response_complete:
-            self._start_asgi_task(cycle, app)
-        else:
-            self.flow.pause_reading()
-            self.pipeline.appendleft((cycle, app))
+        return cycle
+
+    # ------------------------------------------------------------ callback exchanges
+    def fast_respond(self, data: bytes, fast: FastCycle, *, close: bool = False) -> None:
+        """Write a whole answer of a callback exchange."""
+        if fast is not cast(object, self.cycle) or fast.disconnected or self.transport.is_closing():
+            return
+        fast.response_started = fast.response_complete = True
+        self.transport.write(data)
+        if close or not fast.keep_alive:
+            self.transport.close()
+            return
+        self.on_response_complete()
+
+    def fast_fallback(self, fast: FastCycle, app: Any = None) -> bool:
+        """Hand a callback exchange over to an ASGI app in a task (by default the
+        listener's app, as if the request had gone there from the start). False if the
+        client is gone."""
+        if fast is not cast(object, self.cycle) or fast.disconnected or self.transport.is_closing():
+            return False
+        cycle = self._new_cycle(fast.keep_alive)
+        cycle.more_body = fast.more_body
+        if not fast.more_body:
+            cycle.message_event.set()
+        self._start_asgi_task(cycle, app or self.app)
+        return True
 
     # ------------------------------------------------------------ answers of our own
     def reject(self, status: int, reason: str) -> None:

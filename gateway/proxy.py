@@ -24,7 +24,7 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import httptools
 
@@ -80,6 +80,7 @@ class UpstreamConnection(asyncio.Protocol):
         "idle_since",
         "keep_alive",
         "key",
+        "listener",
         "loop",
         "no_body",
         "received",
@@ -100,6 +101,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._live = live if live is not None else set()
         self.deadline = 0.0  # loop time after which the attempt fails (0: none)
         self.no_body = False  # the request was HEAD: the answer has no body
+        self.listener: Any = None  # a callback exchange (fast path): .upstream_event(conn)
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -150,6 +152,10 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             reason = exc.__context__ if isinstance(exc.__context__, _BadFraming) else exc
             self._fail(PROTOCOL, f"bad upstream response: {reason}")
+            return
+        listener = self.listener
+        if listener is not None and self.status:
+            listener.upstream_event(self)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -167,6 +173,8 @@ class UpstreamConnection(asyncio.Protocol):
             and not self.chunked
         ):
             self._complete()  # a body delimited by the end of the connection
+            if self.listener is not None:
+                self.listener.upstream_event(self)
             return
         if not self.complete and self.error is None:
             self._fail(RESET, "upstream closed the connection" + (f": {exc}" if exc else ""))
@@ -263,6 +271,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_waiter = self._body_waiter = None
         if self.transport is not None and not self.closed:
             self.transport.abort()
+        listener = self.listener
+        if listener is not None:
+            listener.upstream_event(self)
 
     def check_deadline(self, now: float) -> None:
         """Called by the pool's periodic sweep."""
@@ -460,6 +471,25 @@ class UpstreamPool:
         idle.append(conn)
         if self._sweeper is None:
             self._sweeper = conn.loop.call_later(self.idle_timeout / 2 + 0.1, self._sweep)
+
+    def has_idle(self, key: PoolKey) -> bool:
+        idle = self._idle.get(key)
+        if not idle:
+            return False
+        conn = idle[-1]
+        return not conn.closed and conn.transport is not None and not conn.transport.is_closing()
+
+    def take_idle(self, key: PoolKey) -> UpstreamConnection | None:
+        """An idle keep-alive connection to ``key`` right now, or None (no waiting)."""
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if conn.closed or conn.transport is None or conn.transport.is_closing():
+                continue
+            conn.begin()
+            self.reuses += 1
+            return conn
+        return None
 
     def _check_deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()

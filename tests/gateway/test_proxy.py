@@ -314,3 +314,29 @@ async def test_upstream_100_continue_is_swallowed() -> None:
         async with running_gateway(v) as gw, httpx.AsyncClient(base_url=gw.url()) as c:
             rs = [await c.get("/", headers=H) for _ in range(3)]
     assert [(r.status_code, r.content) for r in rs] == [(201, b"ok")] * 3
+
+
+async def test_callback_fast_path_keeps_every_rule(two: tuple[Backend, Backend]) -> None:
+    """Plain GETs on keep-alive go the callback way; they get the same hygiene, and a
+    retryable failure there is tried again the ASGI way."""
+    b1, b2 = two
+    v = view_of(
+        [service("shop", "shop.test", retries=GENEROUS)],
+        endpoints={("shop", "c1"): [b1.address, b2.address]},
+    )
+    async with running_gateway(v) as gw, httpx.AsyncClient(base_url=gw.url(), timeout=5) as c:
+        rs = [
+            await c.get("/f", headers={**H, "connection": "x-a", "x-a": "1", "x-b": "2"})
+            for _ in range(20)
+        ]
+        plane = gw.gateway.plane
+        fast = plane.fast_served
+        b1.app.force_status = 503  # now the fast try fails on b1 and is retried on b2
+        more = [await c.get("/f", headers=H) for _ in range(10)]
+    assert fast >= 10
+    assert [r.status_code for r in rs + more] == [200] * 30
+    for r in rs:
+        seen = dict(r.json()["headers"])
+        assert "x-a" not in seen and seen["x-b"] == "2"
+        assert seen["x-forwarded-for"] == "127.0.0.1" and seen["x-fedgate-hops"] == "1"
+    assert {r.json()["name"] for r in more} == {"b2"}

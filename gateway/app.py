@@ -150,7 +150,7 @@ class DataPlane:
         self.trusted = hygiene.TrustedProxies(settings.trusted_proxies)
         self.insecure_east_west = settings.insecure_east_west
         self.body_timeout = settings.limits.header_timeout  # idle limit while a body arrives
-        self._addresses: dict[str, tuple[str, int]] = {}
+        self._locals: dict[str, _Target] = {}  # endpoint address -> target (immutable)
         self.hosts: dict[bytes, str] = {}  # Host header -> host name (a parse cache)
         self.fast_served = 0  # requests served by callbacks, without an ASGI task
         self._remotes: dict[str, _Target | None] = {}
@@ -161,8 +161,8 @@ class DataPlane:
         if view is not self.current[0]:
             self.current = (view, RouteTable.build(view))  # one assignment: a consistent pair
             self._remotes = {}
-            if len(self._addresses) > 10000:
-                self._addresses = {}
+            if len(self._locals) > 10000:
+                self._locals = {}
 
     def app(self, listener: str) -> ListenerApp:
         return ListenerApp(self, listener=listener)
@@ -176,10 +176,11 @@ class DataPlane:
         if ep is None:
             return None
         address = ep.address
-        hp = self._addresses.get(address)
-        if hp is None:
-            hp = self._addresses[address] = _split_address(address)
-        return _Target(cluster, address, hp[0], hp[1], remote=False)
+        target = self._locals.get(address)
+        if target is None or target.cluster != cluster:
+            host, port = _split_address(address)
+            target = self._locals[address] = _Target(cluster, address, host, port, remote=False)
+        return target
 
     def _remote_target(self, view: RoutingView, cluster: str) -> _Target | None:
         if cluster in self._remotes:
@@ -336,25 +337,27 @@ class ListenerApp:
         client_ip = client[0] if client else "0.0.0.0"
         trace = plane.telemetry.begin(headers)
         plane.budget.on_request(service.name)
-        out = hygiene.request_headers(
-            headers,
-            client_ip=client_ip,
-            scheme=self.scheme,
-            host=host_raw,
-            trust_forwarded=client_ip in plane.trusted,
-            traceparent=trace.traceparent or None,
-            hops=1,
-        )
         target_bytes: bytes = scope["raw_path"]
         qs = scope["query_string"]
         if qs:
             target_bytes = target_bytes + b"?" + qs
+        head = hygiene.upstream_head(
+            b"GET",
+            target_bytes,
+            host_raw,
+            headers,
+            client_ip=client_ip,
+            scheme=self.scheme,
+            trust_forwarded=client_ip in plane.trusted,
+            traceparent=trace.traceparent or None,
+            hops=1,
+        )
         plane.balancer.started(target.address)
         plane.fast_served += 1
         conn.listener = _FastExchange(
             self, protocol, fast, service, target, breaker, trace, start, host, path, client_ip
         )
-        conn.write(request_head("GET", target_bytes, host_raw, out, b""))
+        conn.write(head)
         retries = service.retries
         conn.set_timeout(min(retries.per_try_timeout, service.timeouts.request))
         return True

@@ -141,6 +141,9 @@ class _Cycle(RequestResponseCycle):
             self.on_response()
 
 
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+
+
 class _NoEvent:
     """The message event of a callback exchange: nobody waits on it."""
 
@@ -299,14 +302,29 @@ class GatewayProtocol(HttpToolsProtocol):
 
     # ------------------------------------------------------------ parser callbacks
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # uvicorn's, with one shared ASGI version dict and no app state (lifespan is off)
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        scope: Any = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": "",
+            "headers": self.headers,
+            "state": {},
+            "fedgate.peer": self.peer,
+        }
+        self.scope = scope
         self._in_head = True
         self._since = self.loop.time()
         self._head_size = 0
         self._hosts = 0
         self._te = None
         self._has_length = False
-        self.scope["fedgate.peer"] = self.peer  # type: ignore[typeddict-unknown-key]
 
     def on_url(self, url: bytes) -> None:
         self.url += url

@@ -21,11 +21,13 @@ import asyncio
 import contextlib
 import json
 import signal
+import tempfile
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,6 +58,10 @@ class FailoverFederation(LocalFederation):
     health_interval: str = "250ms"
     per_try_timeout: float = PER_TRY_TIMEOUT
     failback_window: float = FAILBACK_WINDOW
+    # a prefix of its own: the demo's tests look for leftovers named fedgate-demo-*
+    base_dir: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedgate-failover-"))
+    )
 
     def manifest(self) -> dict[str, Any]:
         m = super().manifest()

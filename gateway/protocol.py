@@ -31,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
     RequestResponseCycle,
 )
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 REASONS = {
     400: b"Bad Request",
@@ -550,3 +551,13 @@ def protocol_class(
             "_sweeper": None,
         },
     )
+
+
+class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, with the verified mTLS peer in the scope too."""
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope: Any = getattr(self, "scope", None)
+        if scope is not None:  # the ASGI task reads the scope when it first runs
+            scope["fedgate.peer"] = _peer_identity(self.transport)

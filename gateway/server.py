@@ -30,7 +30,7 @@ from gateway.app import DataPlane
 from gateway.balancer import Balancer
 from gateway.passive import PassiveStats
 from gateway.placement import Placement
-from gateway.protocol import protocol_class
+from gateway.protocol import GatewayWebSocketProtocol, protocol_class
 from gateway.proxy import UpstreamPool
 from gateway.ratelimit import RateLimiter
 from gateway.resilience import CircuitBreakers, RetryBudget
@@ -165,7 +165,7 @@ class Gateway:
             app,
             http=http,
             loop="uvloop",
-            ws="websockets-sansio" if name != "admin" else "none",
+            ws=GatewayWebSocketProtocol if name != "admin" else "none",
             lifespan="off",
             proxy_headers=False,
             server_header=False,

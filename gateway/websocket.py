@@ -68,6 +68,8 @@ async def proxy_websocket(app: ListenerApp, scope: Scope, receive: Receive, send
             peer_hdr = value
     host = split_host(host_raw)
     path: str = scope["path"]
+    if "/." in path and any(seg in (".", "..") for seg in path.split("/")):
+        host = None  # dot segments: refused like an unknown route
     match = table.match(host, path) if host else None
     if match is None or hops >= MAX_HOPS:
         await _refuse(send, receive, 404)

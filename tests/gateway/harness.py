@@ -22,6 +22,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.resilience import CircuitBreakers, RetryBudget
 from gateway.server import Gateway
 from gateway.telemetry import Telemetry
+from gateway.tls import TlsContexts
 from gateway.types import ViewHolder
 
 
@@ -92,6 +93,7 @@ async def running_gateway(
     settings: GatewaySettings | None = None,
     telemetry: Telemetry | None = None,
     drain_timeout: float = 2.0,
+    tls: TlsContexts | None = None,
 ) -> AsyncIterator[RunningGateway]:
     s = settings or settings_for()
     holder = ViewHolder(view)
@@ -107,7 +109,7 @@ async def running_gateway(
         limiter=RateLimiter(),
         telemetry=telemetry or Telemetry.disabled(gateway_id="gw", cluster=s.cluster),
         passive=PassiveStats(),
-        tls=None,
+        tls=tls,
         admin_app=None,
     )
     await gw.start()

@@ -115,4 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m federation.cli`: run the imported module's main, so that the commands'
+    # `from federation.cli import CommandError` is the class caught above
+    from federation.cli import main as _main
+
+    sys.exit(_main())

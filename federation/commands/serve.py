@@ -210,7 +210,12 @@ class GatewayProcess:
         gateway: Gateway | None = None
 
         def ready() -> bool:
-            return holder.view.source != "empty" and gateway is not None and bool(gateway.bound)
+            return (
+                holder.view.source != "empty"
+                and gateway is not None
+                and bool(gateway.bound)
+                and not gateway.draining
+            )
 
         def explain(host: str, path: str, method: str, from_cluster: str | None) -> dict[str, Any]:
             origin = from_cluster or s.cluster

@@ -45,7 +45,7 @@ from gateway.ratelimit import RateLimiter, limit_key
 from gateway.resilience import CircuitBreakers, FailureKind, RetryBudget, retryable
 from gateway.routing import RouteTable, split_host
 from gateway.telemetry import RequestTrace, Telemetry
-from gateway.tls import TlsContexts
+from gateway.tls import TlsContexts, gateway_cluster, parse_spiffe_id
 from gateway.types import Message, Receive, Scope, Send, ViewHolder
 
 BUFFER_LIMIT = 64 * 1024  # request bodies up to this size are buffered (and retryable)
@@ -149,6 +149,9 @@ class DataPlane:
         self.clock = clock
         self.trusted = hygiene.TrustedProxies(settings.trusted_proxies)
         self.insecure_east_west = settings.insecure_east_west
+        pki = settings.vault.pki if settings.vault is not None else None
+        self.trust_domain = pki.trust_domain if pki is not None else None
+        self._hop_peers: dict[str, bool] = {}  # peer identity -> may speak for a gateway
         self.body_timeout = settings.limits.header_timeout  # idle limit while a body arrives
         self._locals: dict[str, _Target] = {}  # endpoint address -> target (immutable)
         self.hosts: dict[bytes, str] = {}  # Host header -> host name (a parse cache)
@@ -156,6 +159,30 @@ class DataPlane:
         self._remotes: dict[str, _Target | None] = {}
         self.current: tuple[RoutingView, RouteTable] = (holder.view, RouteTable.build(holder.view))
         holder.subscribe(self._on_view)
+
+    def hop_trusted(self, scope: Scope) -> bool:
+        """May this east-west connection speak for another gateway (``x-fedgate-forwarded``
+        and ``x-fedgate-peer``)? Only when its verified client certificate is a gateway's
+        SPIFFE ID (``spiffe://<trust domain>/cluster/<name>/gateway``); any other peer
+        that merely chains to the CA is served as a direct client with its own identity.
+        In the development mode without TLS (``insecureEastWest``) there is no identity
+        to check."""
+        if self.insecure_east_west:
+            return True
+        peer = scope.get("fedgate.peer")
+        if not peer:
+            return False
+        ok = self._hop_peers.get(peer)
+        if ok is None:
+            domain = self.trust_domain
+            if domain is None:  # certificates from KV: the peer's own trust domain
+                parsed = parse_spiffe_id(peer)
+                domain = parsed[0] if parsed is not None else ""
+            ok = gateway_cluster(peer, domain) is not None
+            if len(self._hop_peers) > 1024:
+                self._hop_peers.clear()
+            self._hop_peers[peer] = ok
+        return ok
 
     def _on_view(self, view: RoutingView) -> None:
         if view is not self.current[0]:
@@ -379,6 +406,7 @@ class ListenerApp:
         forwarded: bytes | None = None
         hops = 0
         peer_hdr: bytes | None = None
+        hop_ok = self.east_west and plane.hop_trusted(scope)
         for name, value in headers:
             if name == b"host":
                 host_raw = value
@@ -389,7 +417,7 @@ class ListenerApp:
             elif name[:10] == b"x-fedgate-":
                 if name == HOPS_HEADER:
                     hops = int(value) if value.isdigit() and len(value) < 4 else MAX_HOPS
-                elif self.east_west:
+                elif hop_ok:
                     if name == FORWARDED_HEADER:
                         forwarded = value
                     elif name == PEER_HEADER:

@@ -57,14 +57,15 @@ async def proxy_websocket(app: ListenerApp, scope: Scope, receive: Receive, send
     hops = 0
     forwarded: bytes | None = None
     peer_hdr: bytes | None = None
+    hop_ok = app.east_west and plane.hop_trusted(scope)
     for name, value in headers:
         if name == b"host":
             host_raw = value
         elif name == HOPS_HEADER:
             hops = int(value) if value.isdigit() and len(value) < 4 else MAX_HOPS
-        elif app.east_west and name == FORWARDED_HEADER:
+        elif hop_ok and name == FORWARDED_HEADER:
             forwarded = value
-        elif app.east_west and name == PEER_HEADER:
+        elif hop_ok and name == PEER_HEADER:
             peer_hdr = value
     host = split_host(host_raw)
     path: str = scope["path"]

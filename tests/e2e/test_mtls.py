@@ -627,13 +627,6 @@ async def test_a_gateway_with_an_expired_certificate_is_refused_by_its_peers(
         srv.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PROXY (gateway/app.py): the east-west listener trusts x-fedgate-forwarded and "
-    "x-fedgate-peer from any peer whose certificate chains to the CA, even one without a "
-    "gateway SPIFFE identity; it should require gateway_cluster(peer, trustDomain). Remove "
-    "this marker when fixed.",
-)
 async def test_forwarded_headers_from_a_non_gateway_peer_are_not_trusted(
     bao: OpenBao, fv: FedgateVault
 ) -> None:

@@ -153,9 +153,10 @@ class GatewayLease:
                 if self._lease_id is None:
                     await self._grant()
                 else:
-                    ttl = await self._client.keepalive_once(self._lease_id)
+                    lease_id = self._lease_id
+                    ttl = await self._client.keepalive_once(lease_id)
                     if ttl <= 0:
-                        log.warning("lease %x expired; granting a new one", self._lease_id)
+                        log.warning("lease %x expired; granting a new one", lease_id)
                         self._lease_id = None
                         self._granted.clear()
                         await self._grant()

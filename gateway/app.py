@@ -651,7 +651,9 @@ class ListenerApp:
                         plane.pool.discard(conn)
                     tried.add(address)
                     last = (status, f"upstream answered {status}")
-                    ci, in_cluster = self._advance(plan, ci, in_cluster, tries, max_tries)
+                    ci, in_cluster = self._advance(
+                        plan, ci, in_cluster, tries, max_tries, plane.cluster
+                    )
                     continue
                 self._record(service, target_, breaker, ok=ok, t0=t0)
                 await self._relay(conn, send, receive, method, service, body)
@@ -677,20 +679,25 @@ class ListenerApp:
                 and plane.clock() < deadline
                 and plane.budget.try_retry(name, retries_cfg.budget_percent)
             ):
-                ci, in_cluster = self._advance(plan, ci, in_cluster, tries, max_tries)
+                ci, in_cluster = self._advance(
+                    plan, ci, in_cluster, tries, max_tries, plane.cluster
+                )
                 continue
             break
         raise _Reply(last[0], last[1])
 
     @staticmethod
     def _advance(
-        plan: tuple[str, ...], ci: int, in_cluster: int, tries: int, max_tries: int
+        plan: tuple[str, ...], ci: int, in_cluster: int, tries: int, max_tries: int, local: str
     ) -> tuple[int, int]:
         """Where the next try goes: the same cluster (another endpoint) or the next one.
 
-        At most two tries per cluster, and the last try always goes to another cluster
-        when the plan has one."""
-        if ci + 1 < len(plan) and (in_cluster >= 2 or tries + 1 >= max_tries):
+        At most two tries per local cluster, one per remote cluster (its gateway has
+        already tried its own endpoints, so a second try there only doubles the wait on
+        a blackholed region), and the last try always goes to another cluster when the
+        plan has one."""
+        remote = plan[ci] != local
+        if ci + 1 < len(plan) and (remote or in_cluster >= 2 or tries + 1 >= max_tries):
             return ci + 1, 0
         return ci, in_cluster
 

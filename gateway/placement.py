@@ -294,6 +294,8 @@ class Placement:
                 expires = min(expires, now + cand.ejected_for)
             if cand.usable and cand.ramp < 1.0:
                 expires = min(expires, now + RAMP_STEP)
+            if not cand.local:
+                expires = min(expires, east_west_problem(view, name, now)[1])
         reachable = [c for c in candidates if c.cluster not in unreachable]
         usable = [c for c in reachable if c.usable]
 
@@ -362,8 +364,8 @@ class Placement:
         unreachable = ""
         if cluster is None:
             unreachable = "cluster not registered"
-        elif not is_local and not _has_gateway(view, name):
-            unreachable = "no live gateway in the cluster"
+        elif not is_local and (problem := east_west_problem(view, name, now)[0]):
+            unreachable = problem
         elif is_local and routable == 0:
             unreachable = "no routable endpoint in the own cluster"
 
@@ -459,11 +461,25 @@ class Placement:
         return max(RAMP_FLOOR, ramp)
 
 
-def _has_gateway(view: RoutingView, cluster: str) -> bool:
+def east_west_problem(view: RoutingView, cluster: str, now: float) -> tuple[str, float]:
+    """Why no gateway of ``cluster`` can take east-west traffic ("" when one can), and
+    the time this answer may change (the last certificate's expiry, else infinity).
+
+    A gateway whose east-west certificate has expired is refused by its peers' mutual
+    TLS anyway; counting it out here makes the cluster leave the plan at once instead
+    of after a failed try per request."""
     if view.source == "manifest":  # no liveness without etcd: trust the manifest
         c = view.clusters.get(cluster)
-        return c is not None and bool(c.east_west)
-    return any(g.cluster == cluster for g in view.gateways.values())
+        return ("" if c is not None and c.east_west else "no live gateway in the cluster"), math.inf
+    expiries = [g.cert_not_after for g in view.gateways.values() if g.cluster == cluster]
+    if not expiries:
+        return "no live gateway in the cluster", math.inf
+    valid = [t for t in expiries if t is None or t > now]
+    if not valid:
+        return "the east-west certificate of every gateway in the cluster has expired", math.inf
+    if any(t is None for t in valid):
+        return "", math.inf
+    return "", max(t for t in valid if t is not None)
 
 
 def _group(clusters: list[str], weights: list[float], accept: float, label: str) -> _Group:

@@ -150,6 +150,21 @@ def test_clusters_without_a_live_gateway_are_excluded() -> None:
     assert "no live gateway" in str(rows["gcp"]["reason"])
 
 
+def test_a_cluster_whose_gateway_certificates_expired_leaves_east_west_routing() -> None:
+    clock = Clock()
+    p = Placement("aws", clock=clock, rng=random.Random(1))
+    v = view({**ALL_HEALTHY, "aws": (U, 0.0, 0)})
+    gateways = dict(v.gateways)
+    gateways["gw-gcp"] = replace(gateways["gw-gcp"], cert_not_after=clock.t + 30)
+    v = replace(v, gateways=MappingProxyType(gateways))
+    assert p.plan(v, service())[0] == "gcp"  # still valid: gcp serves
+    clock.t += 31  # the same view: the cached plan must not outlive the certificate
+    plan = p.plan(v, service())
+    assert "gcp" not in plan and plan[0] == "onprem"
+    rows = {r["cluster"]: r for r in p.explain(v, service())}
+    assert "certificate" in str(rows["gcp"]["reason"])
+
+
 def test_ordered_policy_is_honoured() -> None:
     svc = service(failover=Failover(policy="ordered", order=("onprem", "gcp", "aws")))
     p = Placement("aws", clock=Clock(), rng=random.Random(1))

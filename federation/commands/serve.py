@@ -129,6 +129,10 @@ class GatewayProcess:
         from gateway.telemetry import Telemetry
         from gateway.types import ViewHolder
 
+        # a SIGTERM during start-up must drain too, not kill the process outright
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
         s = self.settings
         log = structlog.get_logger("fedgate.serve")
         gateway_id = s.gateway_id
@@ -300,9 +304,6 @@ class GatewayProcess:
             )
 
         log.info("gateway started", gateway=gateway_id, cluster=s.cluster, listeners=gateway.bound)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
         await self._stop.wait()
 
         log.info("draining", timeout=s.limits.drain_timeout)

@@ -1,0 +1,91 @@
+"""Bad input loses nothing: a bad item in etcd is rejected while the last good view serves."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from federation.devstack.localfed import DEMO_HOST, ClusterSpec, LocalFederation
+from federation.keys import KeyLayout
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.slow
+
+TOPOLOGY = (
+    ClusterSpec("aws-eu-west-1", "aws", "eu-west-1", 0, "127.0.0.41"),
+    ClusterSpec("onprem-fra1", "onprem", "fra1", 1, "127.0.0.42"),
+)
+
+
+@pytest.fixture(scope="module")
+def fed() -> Iterator[LocalFederation]:
+    with LocalFederation(topology=TOPOLOGY, use_vault=False) as f:
+        yield f
+
+
+def etcd_put(fed: LocalFederation, key: str, value: bytes) -> None:
+    assert fed.etcd is not None
+    body = json.dumps(
+        {"key": base64.b64encode(key.encode()).decode(), "value": base64.b64encode(value).decode()}
+    ).encode()
+    req = urllib.request.Request(f"{fed.etcd.endpoint}/v3/kv/put", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 200
+
+
+def get(fed: LocalFederation, host: str = DEMO_HOST) -> tuple[int, str]:
+    gw = fed.gateways["aws-eu-west-1"]
+    req = urllib.request.Request(gw.public_url + "/x", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.headers.get("x-served-by", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+def metric(fed: LocalFederation, name: str) -> float:
+    gw = fed.gateways["aws-eu-west-1"]
+    with urllib.request.urlopen(gw.admin_url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_a_bad_service_in_etcd_is_rejected_and_the_last_good_route_keeps_serving(
+    fed: LocalFederation,
+) -> None:
+    status, served = get(fed)
+    assert status == 200 and served.startswith("aws-eu-west-1/")
+    rejected_before = metric(fed, 'fedgate_view_updates_total{result="rejected"')
+    layout = KeyLayout()
+    # a service that names an unknown cluster, and one that is not even JSON
+    bad = {
+        "name": "shop",
+        "routes": [{"host": DEMO_HOST, "path_prefix": "/"}],
+        "port": 8080,
+        "clusters": ["nowhere"],
+    }
+    etcd_put(fed, layout.service("shop"), json.dumps(bad).encode())
+    etcd_put(fed, layout.cluster("aws-eu-west-1"), b"{not json")
+
+    def rejected() -> list[dict[str, object]]:
+        body = fed.admin_get("aws-eu-west-1", "/v1/health/global")
+        return [r for r in body["rejected"] if str(r["key"]).endswith(("/shop", "/aws-eu-west-1"))]
+
+    rows = wait_for(lambda: len(rejected()) == 2 and rejected(), timeout=10, what="rejections")
+    assert {str(r["key"]) for r in rows} == {
+        layout.service("shop"),
+        layout.cluster("aws-eu-west-1"),
+    }
+    assert all(r["error"] for r in rows)
+    # the previous good values keep serving: same route, same local cluster
+    for _ in range(50):
+        status, served = get(fed)
+        assert status == 200 and served.startswith("aws-eu-west-1/")
+    assert metric(fed, 'fedgate_view_updates_total{result="rejected"') > rejected_before
+    # a malformed request is a 4xx for that client only
+    assert get(fed, host="bad host")[0] == 400
+    assert get(fed)[0] == 200

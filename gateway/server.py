@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import ssl
@@ -148,6 +149,7 @@ class Gateway:
         except BaseException:
             await self._close_all()
             raise
+        _tune_gc()
 
     def _server(
         self, name: str, app: Any, ctx: ssl.SSLContext | None, limits: Any
@@ -225,3 +227,21 @@ class Gateway:
                     await asyncio.wait_for(srv.wait_closed(), timeout=1.0)
         self._servers.clear()
         self._bound.clear()
+
+
+GC_GEN0_THRESHOLD = 20000
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic garbage collector off the request path's tail.
+
+    Everything alive once the listeners are bound (modules, settings, the view, the
+    route table) is moved to the permanent generation (``gc.freeze``), so a full
+    collection no longer walks it; and the youngest generation collects every 20,000
+    container allocations instead of every 700 (a request frees almost everything it
+    allocates by reference counting, so a young collection finds little)."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    if gc.get_threshold()[0] < GC_GEN0_THRESHOLD:
+        gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)

@@ -93,7 +93,16 @@ def _split_address(address: str) -> tuple[str, int]:
 class _Target:
     """Where one try goes: an endpoint of the local cluster or a remote cluster's gateway."""
 
-    __slots__ = ("address", "cluster", "host", "port", "remote", "server_hostname", "ssl")
+    __slots__ = (
+        "address",
+        "cluster",
+        "host",
+        "pool_key",
+        "port",
+        "remote",
+        "server_hostname",
+        "ssl",
+    )
 
     def __init__(
         self,
@@ -113,6 +122,7 @@ class _Target:
         self.remote = remote
         self.ssl = ssl
         self.server_hostname = server_hostname
+        self.pool_key = (host, port, ssl is not None)  # UpstreamPool's key
 
 
 class DataPlane:
@@ -349,16 +359,13 @@ class ListenerApp:
         target = plane._local_target(service, cluster, _NO_EXCLUDE)
         if target is None:
             return False
-        key = (target.host, target.port, False)
         pool = plane.pool
-        if not pool.has_idle(key):
+        conn = pool.take_idle(target.pool_key)
+        if conn is None:
             return False
         breaker = plane.breakers.get(service.name, cluster, service.circuit_breaker)
         if not breaker.try_acquire():
-            return False
-        conn = pool.take_idle(key)
-        if conn is None:  # pragma: no cover - has_idle said there was one
-            breaker.release(ok=True)
+            pool.put_back(conn)
             return False
         client = scope.get("client")
         client_ip = client[0] if client else "0.0.0.0"
@@ -838,6 +845,7 @@ class ListenerApp:
 
 
 _NO_EXCLUDE: set[str] = set()
+_DROP = hygiene.RESPONSE_DROP
 
 
 class _FastExchange:
@@ -939,7 +947,6 @@ class _FastExchange:
             self.protocol.fast_fallback(self.fast)
             return
         app._record(service, target, self.breaker, ok=ok, t0=self.start)
-        out = hygiene.response_headers(conn.headers, status)
         if not conn.complete:
             # a body still on its way: relay it from a task, streaming
             body = _Body(None, False, None, plane.body_timeout)
@@ -958,7 +965,22 @@ class _FastExchange:
             return
         whole = conn.take_all() or b""
         plane.pool.release(conn)
-        self._answer(status, out, whole, conn)
+        # hygiene.response_headers and the serialization in one pass: hop-by-hop headers
+        # dropped; a Connection header naming other headers (rare) takes the long way
+        parts = [STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status]
+        has_length = False
+        drop = hygiene.RESPONSE_DROP_NO_BODY if status == 204 or status == 304 else _DROP
+        for name, value in conn.headers:
+            if name in drop:
+                if name == b"connection" and value != b"keep-alive" and value != b"close":
+                    out = hygiene.response_headers(conn.headers, status)
+                    self._answer(status, out, whole, conn)
+                    return
+                continue
+            if name == b"content-length":
+                has_length = True
+            parts += (name, b": ", value, b"\r\n")
+        self._finish(parts, has_length, status, whole, conn)
 
     def _answer(
         self,
@@ -974,6 +996,16 @@ class _FastExchange:
             if name == b"content-length":
                 has_length = True
             parts += (name, b": ", value, b"\r\n")
+        self._finish(parts, has_length, status, body, conn)
+
+    def _finish(
+        self,
+        parts: list[bytes],
+        has_length: bool,
+        status: int,
+        body: bytes,
+        conn: UpstreamConnection | None,
+    ) -> None:
         if not has_length and status != 204 and status != 304:
             parts.append(b"content-length: %d\r\n" % len(body))
         close = not self.fast.keep_alive or conn is None

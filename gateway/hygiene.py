@@ -51,8 +51,8 @@ _CLIENT_FORWARDED: frozenset[bytes] = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}
 )
 _REQUEST_DROP_TRACE = _REQUEST_DROP | {b"traceparent"}  # when the gateway sends its own
-_RESPONSE_DROP: frozenset[bytes] = HOP_BY_HOP
-_RESPONSE_DROP_NO_BODY: frozenset[bytes] = HOP_BY_HOP | {b"content-length"}
+RESPONSE_DROP: frozenset[bytes] = HOP_BY_HOP
+RESPONSE_DROP_NO_BODY: frozenset[bytes] = HOP_BY_HOP | {b"content-length"}  # 204 and 304
 
 
 def connection_tokens(value: bytes) -> set[bytes]:
@@ -149,7 +149,7 @@ def response_headers(headers: Headers, status: int = 200) -> list[tuple[bytes, b
     (the server re-chunks a body without a length)."""
     out: list[tuple[bytes, bytes]] = []
     named: set[bytes] | None = None
-    drop = _RESPONSE_DROP_NO_BODY if status == 204 or status == 304 else _RESPONSE_DROP
+    drop = RESPONSE_DROP_NO_BODY if status == 204 or status == 304 else RESPONSE_DROP
     for name, value in headers:
         if name in drop:
             if name == b"connection" and value != b"keep-alive" and value != b"close":

@@ -162,26 +162,19 @@ _NO_EVENT = _NoEvent()
 
 class FastCycle:
     """The cycle of a request served by callbacks, without an ASGI task (the app's
-    ``try_fast``). It has the attributes uvicorn's protocol code touches."""
+    ``try_fast``). It has the attributes uvicorn's protocol code touches; their initial
+    values are class attributes, so making one per request sets a single attribute (a
+    body, which such a request never has, would be ``body += data``: a new bytes)."""
 
-    __slots__ = (
-        "body",
-        "disconnected",
-        "keep_alive",
-        "message_event",
-        "more_body",
-        "response_complete",
-        "response_started",
-    )
+    response_complete = False
+    response_started = False
+    disconnected = False
+    more_body = True
+    body = b""
+    message_event = _NO_EVENT
 
     def __init__(self, keep_alive: bool) -> None:
         self.keep_alive = keep_alive
-        self.response_complete = False
-        self.response_started = False
-        self.disconnected = False
-        self.more_body = True
-        self.body = bytearray()
-        self.message_event = _NO_EVENT
 
 
 class GatewayProtocol(HttpToolsProtocol):
@@ -355,12 +348,13 @@ class GatewayProtocol(HttpToolsProtocol):
         if version != "1.1" and version != "1.0":
             raise Reject(505, f"HTTP/{version} is not supported")
         url = self.url
+        method = self.parser.get_method()
         if not url.startswith(b"/"):
-            if self.parser.get_method() == b"CONNECT":
+            if method == b"CONNECT":
                 raise Reject(405, "CONNECT is not allowed")
             if url != b"*":
                 raise Reject(400, "Absolute-form request targets are not accepted")
-        elif self.parser.get_method() == b"CONNECT":
+        elif method == b"CONNECT":
             raise Reject(405, "CONNECT is not allowed")
         te = self._te
         if te is not None:
@@ -370,24 +364,21 @@ class GatewayProtocol(HttpToolsProtocol):
                 raise Reject(501, "Transfer-Encoding other than chunked")
         if self._hosts != 1:
             raise Reject(400, "Exactly one Host header is required")
-        self._start_cycle(version)
+        self._start_cycle(version, method)
 
-    def _start_cycle(self, http_version: str) -> None:
+    def _start_cycle(self, http_version: str, method: bytes) -> None:
         """uvicorn's on_headers_complete, with our cycle class."""
         scope = self.scope
-        scope["method"] = self.parser.get_method().decode("ascii")
+        scope["method"] = _METHODS.get(method) or method.decode("ascii")
         if http_version != "1.1":
             scope["http_version"] = http_version
         if self.parser.should_upgrade() and self._should_upgrade():
             return
-        parsed = httptools.parse_url(self.url)
-        raw_path = parsed.path
-        path = raw_path.decode("ascii")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
-        scope["path"] = path
-        scope["raw_path"] = raw_path
-        scope["query_string"] = parsed.query or b""
+        url = self.url
+        target = _TARGETS.get(url)
+        if target is None:
+            target = _parse_target(url)
+        scope["raw_path"], scope["path"], scope["query_string"] = target
         app = self.app
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
@@ -525,6 +516,29 @@ class GatewayProtocol(HttpToolsProtocol):
             cls = type(self)
             if cls._sweeper is None:
                 cls._sweeper = self.loop.call_later(cls._sweep_interval(), cls._sweep, self.loop)
+
+
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+
+# request target -> (raw path, path, query string): a parse cache for short targets
+_TARGETS: dict[bytes, tuple[bytes, str, bytes]] = {}
+_TARGET_CACHE_SIZE = 4096
+_TARGET_CACHE_MAX_LEN = 512
+
+
+def _parse_target(url: bytes) -> tuple[bytes, str, bytes]:
+    """uvicorn's split of a request target (raises like ``httptools.parse_url``)."""
+    parsed = httptools.parse_url(url)
+    raw_path = parsed.path
+    path = raw_path.decode("ascii")
+    if "%" in path:
+        path = urllib.parse.unquote(path)
+    target = (raw_path, path, parsed.query or b"")
+    if len(url) <= _TARGET_CACHE_MAX_LEN:
+        if len(_TARGETS) >= _TARGET_CACHE_SIZE:
+            _TARGETS.clear()
+        _TARGETS[url] = target
+    return target
 
 
 # the connections each listener's sweep looks at (per protocol class)

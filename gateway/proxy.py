@@ -491,6 +491,13 @@ class UpstreamPool:
             return conn
         return None
 
+    def put_back(self, conn: UpstreamConnection) -> None:
+        """Return a connection just taken with :meth:`take_idle` and not used."""
+        if self._closed:
+            conn.close()
+            return
+        self._idle.setdefault(conn.key, []).append(conn)
+
     def _check_deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
         for conn in list(self._live):

@@ -18,8 +18,9 @@ Set-up (one run, same machine, same backend, same load):
   (requests/s at a fixed concurrency of 50), then latency at **half of each one's
   maximum**: wrk with a Lua ``delay()`` that paces every connection at
   rate/connections (wrk2 is not installed; no coordinated-omission correction, which
-  matters little at half load). The added latency is the proxy's p50/p99 minus the
-  backend's own p50/p99 at the same rate ("direct" paced at that rate).
+  matters little at half load); ``--pacing jitter`` draws each wait from 0.5-1.5x of
+  it, so the connections do not arrive in step as one burst. The added latency is the
+  proxy's p50/p99 minus the backend's own p50/p99 at the same rate ("direct" paced at that rate).
 
 ``--profile`` runs py-spy on fedgate during its max-rate run and prints the top frames.
 The machine is shared: figures move by +-20% between runs; the script prints the load
@@ -204,19 +205,28 @@ def wrk(url: str, *, duration: int, connections: int, script: Path | None = None
 
 PACE_LUA = """
 local d = tonumber(os.getenv("PACE_DELAY_MS") or "0")
+local jitter = os.getenv("PACE_JITTER") == "1"
+math.randomseed(os.time())
 function delay()
+  if jitter then
+    return d * (0.5 + math.random())
+  end
   return d
 end
 """
 
 
-def paced(url: str, rate: float, *, duration: int, connections: int, tmp: Path
-          ) -> tuple[float, int, float, float]:  # fmt: skip
+def paced(url: str, rate: float, *, duration: int, connections: int, tmp: Path,
+          jitter: bool = False) -> tuple[float, int, float, float]:  # fmt: skip
+    """wrk with every connection waiting connections/rate between its requests. Fixed
+    pacing keeps the connections in step (they all start together), so each round
+    arrives as a burst of ``connections`` requests at once; ``jitter`` draws each wait
+    uniformly from 0.5-1.5x (the same mean rate), which spreads the arrivals out."""
     script = tmp / "pace.lua"
     script.write_text(PACE_LUA)
     delay_ms = max(1, round(connections * 1000.0 / rate))
-    return wrk(url, duration=duration, connections=connections, script=script,
-               env={"PACE_DELAY_MS": str(delay_ms)})  # fmt: skip
+    env = {"PACE_DELAY_MS": str(delay_ms), "PACE_JITTER": "1" if jitter else "0"}
+    return wrk(url, duration=duration, connections=connections, script=script, env=env)
 
 
 @contextlib.contextmanager
@@ -341,6 +351,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--targets", default="direct,fedgate,nginx,haproxy,caddy")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--pacing", choices=("fixed", "jitter"), default="fixed",
+                    help="half-load waits: fixed (connections in step, bursts) or jittered "
+                         "0.5-1.5x (same mean rate, spread arrivals)")  # fmt: skip
     args = ap.parse_args()
     ensure_tools()
     names = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -389,7 +402,8 @@ def main() -> int:
                     res.notes.append("py-spy (self time):\n" + holder.get("p", ""))
                 res.paced_rate = res.rps / 2
                 _, e2, res.p50, res.p99 = paced(url, res.paced_rate, duration=args.duration,
-                                                connections=args.connections, tmp=tmp)  # fmt: skip
+                                                connections=args.connections, tmp=tmp,
+                                           jitter=args.pacing == "jitter")  # fmt: skip
                 res.errors += e2
             results[name] = res
             line = f"{name:8} {res.rps:10.0f} req/s  {res.per_cpu:8.0f} req/CPU-s  "
@@ -402,7 +416,8 @@ def main() -> int:
                     if name == "direct":
                         continue
                     _, _, d50, d99 = paced(url, res.paced_rate, duration=args.duration,
-                                           connections=args.connections, tmp=tmp)  # fmt: skip
+                                           connections=args.connections, tmp=tmp,
+                                           jitter=args.pacing == "jitter")  # fmt: skip
                     res.added_p50 = res.p50 - d50
                     res.added_p99 = res.p99 - d99
     finally:
@@ -410,7 +425,8 @@ def main() -> int:
     load_after = os.getloadavg()
 
     print()
-    print(f"wrk -t1 -c{args.connections} -d{args.duration}s; proxy on CPU {PROXY_CPU}, wrk + "
+    print(f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.pacing} pacing; "
+          f"proxy on CPU {PROXY_CPU}, wrk + "
           f"nginx backend on CPU {LOAD_CPU}; load average before "
           f"{load_before[0]:.2f}, after {load_after[0]:.2f}")  # fmt: skip
     cols = ("req/s", "req/CPU-s", "half rate", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms")

@@ -391,9 +391,15 @@ class ListenerApp:
         conn.listener = _FastExchange(
             self, protocol, fast, service, target, breaker, trace, start, host, path, client_ip
         )
-        conn.write(head)
-        retries = service.retries
-        conn.set_timeout(min(retries.per_try_timeout, service.timeouts.request))
+        # conn.write + conn.set_timeout inlined: an idle connection just taken from the
+        # pool has a transport, no error and no answer
+        conn.sent = True
+        transport = conn.transport
+        assert transport is not None
+        transport.write(head)
+        conn.deadline = conn.loop.time() + min(
+            service.retries.per_try_timeout, service.timeouts.request
+        )
         return True
 
     # ------------------------------------------------------------ the hot path
@@ -980,7 +986,16 @@ class _FastExchange:
             if name == b"content-length":
                 has_length = True
             parts += (name, b": ", value, b"\r\n")
-        self._finish(parts, has_length, status, whole, conn)
+        if not has_length and status != 204 and status != 304:
+            parts.append(b"content-length: %d\r\n" % len(whole))
+        fast = self.fast
+        if fast.keep_alive:
+            parts += (b"\r\n", whole)
+            self.protocol.fast_respond(b"".join(parts), fast)
+        else:
+            parts += (b"connection: close\r\n\r\n", whole)
+            self.protocol.fast_respond(b"".join(parts), fast, close=True)
+        self._end(status)
 
     def _answer(
         self,

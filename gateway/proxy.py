@@ -118,7 +118,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.no_body = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
-        self.chunks: collections.deque[bytes] = collections.deque()
+        chunks = getattr(self, "chunks", None)
+        if chunks is None or chunks:  # an empty deque is reused
+            self.chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._read_paused = False
         self._head_waiter: asyncio.Future[None] | None = None
@@ -460,10 +462,22 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection) -> None:
         """Give a connection back after its response was read to the end."""
-        if self._closed or not conn.reusable:
+        transport = conn.transport
+        if (  # conn.reusable, inlined
+            self._closed
+            or not conn.complete
+            or not conn.keep_alive
+            or conn.error is not None
+            or conn.closed
+            or conn.chunks
+            or transport is None
+            or transport.is_closing()
+        ):
             conn.close()
             return
-        idle = self._idle.setdefault(conn.key, [])
+        idle = self._idle.get(conn.key)
+        if idle is None:
+            idle = self._idle[conn.key] = []
         if len(idle) >= self.max_idle:
             conn.close()
             return
@@ -486,7 +500,8 @@ class UpstreamPool:
             conn = idle.pop()
             if conn.closed or conn.transport is None or conn.transport.is_closing():
                 continue
-            conn.begin()
+            if conn.status or conn.received:  # conn.begin()
+                conn._reset_response()
             self.reuses += 1
             return conn
         return None

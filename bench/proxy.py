@@ -52,6 +52,15 @@ from tests.support.ports import free_port  # noqa: E402
 PROXY_CPU = "0"
 LOAD_CPU = "1"
 HOST = "127.0.0.1"
+
+# the fedgate variants: "fedgate" as deployed by default in the bench (metrics on), and the
+# observability on/off pair compared by --targets fedgate-full,fedgate-off (issue 7: the
+# cost of metrics, JSON access logs and tracing together, as a ratio)
+TELEMETRY = {
+    "fedgate": "{accessLog: false, metrics: true, tracing: {enabled: false}}",
+    "fedgate-full": "{accessLog: true, metrics: true, tracing: {enabled: true}}",
+    "fedgate-off": "{accessLog: false, metrics: false, tracing: {enabled: false}}",
+}
 BACKEND_HOST = "127.0.0.9"
 BODY = "hello from the backend\n"
 TOOLS = {"nginx": "nginx", "haproxy": "haproxy", "caddy": "caddy", "wrk": "wrk"}
@@ -288,7 +297,7 @@ http://:{port} {{
             cpu=PROXY_CPU, log=log,
             env={"GOMAXPROCS": "1", "XDG_DATA_HOME": str(tmp), "XDG_CONFIG_HOME": str(tmp)},
         )  # fmt: skip
-    elif name == "fedgate":
+    elif name in TELEMETRY:
         manifest = tmp / "manifest.yaml"
         manifest.write_text(f"""
 apiVersion: fedgate/v1
@@ -309,7 +318,7 @@ services:
 cluster: c1
 listen: {{public: "{HOST}:{port}", eastWest: null, admin: "{HOST}:{free_port(HOST)}"}}
 manifest: {manifest}
-telemetry: {{accessLog: false, metrics: true, tracing: {{enabled: false}}}}
+telemetry: {TELEMETRY[name]}
 """)
         fedgate = str(Path(sys.executable).parent / "fedgate")
         p = procs.start([fedgate, "serve", "--config", str(config)], cpu=PROXY_CPU, log=log)
@@ -462,6 +471,14 @@ def main() -> int:
         print("goals: " + "; ".join(goals))
         for note in f.notes:
             print(note)
+    full, off = results.get("fedgate-full"), results.get("fedgate-off")
+    if full and off and full.per_cpu and off.per_cpu:
+        cost = 1 - full.per_cpu / off.per_cpu
+        print(
+            f"observability (metrics + access log + tracing) on / off: "
+            f"{full.per_cpu / off.per_cpu:.2f}x requests per CPU second "
+            f"({full.rps / off.rps:.2f}x wall clock); cost {cost:.0%}; goal <= 10%: {cost <= 0.10}"
+        )
     return 0
 
 

@@ -14,8 +14,11 @@ Cluster state, from the aggregated :class:`ServiceHealth` of the services it run
 - ``degraded``: anything in between, or healthy services with no live gateway
   (other clusters cannot reach it).
 
-A gateway's certificate is flagged when it expires within :data:`CERT_WARN_SECONDS`,
-has expired, or its renewal is failing.
+A gateway's certificate is flagged when its renewal is failing, it has expired, or its
+renewal is overdue by more than :data:`RENEWAL_GRACE_SECONDS` (a gateway renews at ~2/3
+of the lifetime, so a short-lived certificate that renews on time is never flagged); a
+gateway that reports no renewal time (a certificate from KV) is flagged when it expires
+within :data:`CERT_WARN_SECONDS`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from federation.model import (
 
 SCHEMA_VERSION = 1
 CERT_WARN_SECONDS = 24 * 3600.0
+RENEWAL_GRACE_SECONDS = 60.0
 
 STATES: tuple[str, ...] = tuple(s.value for s in HealthState)
 _RANK = {
@@ -193,7 +197,12 @@ def cluster_state(
 
 def _gateway(g: GatewayRecord, *, newest: int, now: float) -> dict[str, Any]:
     expires_in = None if g.cert_not_after is None else g.cert_not_after - now
-    warning = g.renewal_failing or (expires_in is not None and expires_in < CERT_WARN_SECONDS)
+    if g.renewal_failing or (expires_in is not None and expires_in <= 0):
+        warning = True
+    elif g.cert_renew_at is not None:
+        warning = now > g.cert_renew_at + RENEWAL_GRACE_SECONDS
+    else:
+        warning = expires_in is not None and expires_in < CERT_WARN_SECONDS
     return {
         "id": g.id,
         "cluster": g.cluster,

@@ -185,6 +185,7 @@ class GatewayRecord:
     started_at: float = 0.0
     cert_not_after: float | None = None  # east-west certificate expiry (unix seconds)
     cert_serial: str | None = None
+    cert_renew_at: float | None = None  # when renewal is due (~2/3 of the lifetime)
     vault_ok: bool | None = None  # None: no Vault configured
     renewal_failing: bool = False
     stale: bool = False  # serving from a snapshot while etcd is unreachable

@@ -371,6 +371,7 @@ class GatewayProcess:
                 registration.update(
                     cert_not_after=st.get("cert_not_after"),
                     cert_serial=st.get("cert_serial"),
+                    cert_renew_at=st.get("next_renewal"),
                     vault_ok=st.get("vault_ok"),
                     renewal_failing=bool(st.get("renewal_failing")),
                 )

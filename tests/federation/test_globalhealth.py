@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
-from federation.globalhealth import CERT_WARN_SECONDS, cluster_state, global_health
+from federation.globalhealth import (
+    CERT_WARN_SECONDS,
+    RENEWAL_GRACE_SECONDS,
+    cluster_state,
+    global_health,
+)
 from federation.model import HealthState, Rejection, RoutingView
 from tests.federation.views import CLUSTERS, NOW, gateway, health, sample_view
 
@@ -148,6 +153,22 @@ def test_certificates_expiring_or_failing_renewal_are_flagged() -> None:
     assert gw["aws-us-east-1-gw1"]["cert_warning"] is False
     assert gw["aws-us-east-1-gw1"]["cert_expires_in"] is None
     assert gw["aws-eu-west-1-gw1"]["cert_expired"] is False
+
+
+def test_a_short_lived_certificate_renewing_on_time_is_not_flagged() -> None:
+    """A 1 h certificate renewed at 2/3 of its life: flagged only once renewal is overdue."""
+    on_time = gateway("aws-eu-west-1", cert_not_after=NOW + 3000, cert_renew_at=NOW + 600)
+    overdue = gateway(
+        "gcp-europe-west4",
+        cert_not_after=NOW + 1000,
+        cert_renew_at=NOW - RENEWAL_GRACE_SECONDS - 1,
+    )
+    body = global_health(sample_view(gateways=(on_time, overdue)), now=NOW)
+    gw = {g["id"]: g for c in body["clusters"] for g in c["gateways"]}
+    assert gw["aws-eu-west-1-gw1"]["cert_warning"] is False
+    assert gw["gcp-europe-west4-gw1"]["cert_warning"] is True
+    expiring = {e["gateway"] for e in body["certificates"]["expiring"]}
+    assert expiring == {"gcp-europe-west4-gw1"}
 
 
 def test_rejected_items_and_revisions() -> None:

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from federation.devstack.poll import wait_for
+from federation.devstack.poll import stop_process, wait_for
 from federation.devstack.ports import free_ports
 
 
@@ -182,13 +182,7 @@ class EtcdCluster:
             m.proc.wait(timeout=10)
 
     def stop_member(self, m: EtcdMember) -> None:
-        if m.proc is not None and m.proc.poll() is None:
-            m.proc.terminate()
-            try:
-                m.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                m.proc.kill()
-                m.proc.wait(timeout=10)
+        stop_process(m.proc)
 
     def restart_member(self, m: EtcdMember, timeout: float = 30.0) -> None:
         self.stop_member(m)

@@ -27,7 +27,7 @@ import yaml
 
 from federation.devstack.etcd import EtcdCluster
 from federation.devstack.openbao import OpenBao, PkiSetup
-from federation.devstack.poll import wait_for
+from federation.devstack.poll import stop_process, wait_for
 from federation.devstack.ports import free_port
 
 DEMO_HOST = "shop.demo.local"
@@ -73,14 +73,7 @@ class Proc:
             self.popen.send_signal(sig)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(timeout=10)
+        stop_process(self.popen, timeout)
 
     def kill(self) -> None:
         if self.popen is not None and self.popen.poll() is None:

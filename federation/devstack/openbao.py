@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from federation.devstack.poll import wait_for
+from federation.devstack.poll import stop_process, wait_for
 from federation.devstack.ports import free_port
 
 GATEWAY_POLICY = """
@@ -141,13 +140,7 @@ class OpenBao:
         )
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
     def close(self) -> None:
         self.stop()

@@ -1,7 +1,8 @@
-"""Poll for a condition with a deadline (never a fixed sleep to wait for something)."""
+"""Poll for a condition with a deadline (never a fixed sleep), and stop a child process."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -34,3 +35,17 @@ def wait_for(
             suffix = f" (last error: {last_exc!r})" if last_exc else ""
             raise DeadlineExceeded(f"{what} not met within {timeout:.1f}s{suffix}")
         time.sleep(interval)  # poll interval under a deadline
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None, timeout: float = 10.0
+) -> None:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL: every process a test or demo started."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)

@@ -51,6 +51,7 @@ from urllib.parse import parse_qs
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from federation.devstack.poll import stop_process
 from tests.support.wait import wait_for
 
 ECHO_LIMIT = 64 * 1024
@@ -380,13 +381,7 @@ class BackendProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 5)
 
 
 async def _main(argv: Sequence[str] | None = None) -> None:

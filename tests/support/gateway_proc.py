@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from federation.devstack.poll import stop_process
 from tests.support.ports import free_ports
 from tests.support.wait import wait_for
 
@@ -128,14 +129,7 @@ class GatewayProcess:
         return self.proc.wait(timeout=timeout)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
     def __enter__(self) -> GatewayProcess:
         return self.start()

@@ -105,6 +105,10 @@ class LocalFederation:
     use_vault: bool = True
     lease_ttl: float = 3.0
     health_interval: str = "250ms"
+    # each gateway's `telemetry:` settings (the demo keeps the access log off)
+    telemetry: dict[str, Any] = field(
+        default_factory=lambda: {"logFormat": "json", "accessLog": False}
+    )
     base_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedgate-demo-")))
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     etcd: EtcdCluster | None = None
@@ -178,7 +182,7 @@ class LocalFederation:
             },
             "etcd": {"endpoints": [self.etcd.endpoint], "leaseTtl": self.lease_ttl},
             "snapshot": str(self.base_dir / f"view-{spec.name}.json"),
-            "telemetry": {"logFormat": "json", "accessLog": False},
+            "telemetry": self.telemetry,
             "limits": {"drainTimeout": 2},
         }
         if self.pki is not None and self.vault is not None:

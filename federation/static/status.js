@@ -74,7 +74,7 @@
       ["unknown", s.unknown, "unknown", null],
       ["services", `${s.services_serving}/${s.services}`, "services serving", s.services_serving < s.services ? "bad" : null],
       ["gateways", s.gateways, "live gateways", s.gateways ? null : "bad"],
-      ["convergence", c.share === null ? "–" : pct(c.share), `on config revision ${c.config_revision}`, c.share !== null && c.share < 1 ? "warn" : null],
+      ["convergence", c.share === null ? "–" : pct(c.share), `gateways on config revision ${c.config_revision}`, c.share !== null && c.share < 1 ? "warn" : null],
       ["certificates", h.certificates.expiring.length, "certificates expiring or failing", h.certificates.expiring.length ? "bad" : null],
     ];
     $("summary").replaceChildren(

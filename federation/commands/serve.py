@@ -320,6 +320,7 @@ class GatewayProcess:
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.close()
+        telemetry.close()  # flush the last access-log lines and spans
         log.info("stopped", gateway=gateway_id)
         return 0
 

@@ -189,65 +189,19 @@ def upstream_head(
     traceparent: bytes | None,
     hops: int,
 ) -> bytes:
-    """:func:`request_headers` and the request line serialized in one pass, for a request
-    without a body (the callback fast path)."""
+    """The request line and :func:`request_headers` serialized, for a request without a
+    body (the callback fast path). The header rules live only in :func:`request_headers`."""
     parts = [method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
-    xff = xfp = xfh = None
-    named: set[bytes] | None = None
-    drop = _REQUEST_DROP if traceparent is None else _REQUEST_DROP_TRACE
-    for name, value in headers:
-        if name in drop:
-            if name == b"connection":
-                tokens = connection_tokens(value)
-                named = tokens if named is None else named | tokens
-            continue
-        if name == b"host":
-            continue
-        if name in _CLIENT_FORWARDED:
-            if not trust_forwarded:
-                continue
-            if name == b"x-forwarded-for":
-                xff = value if xff is None else xff + b", " + value
-                continue
-            if name == b"x-forwarded-proto":
-                xfp = value
-                continue
-            if name == b"x-forwarded-host":
-                xfh = value
-                continue
-        parts += (name, b": ", value, b"\r\n")
-    if named:
-        named -= {b"close", b"keep-alive"}
-        if named:  # rare: redo the header part without the named ones
-            kept = [
-                (n, v)
-                for n, v in request_headers(
-                    headers,
-                    client_ip=client_ip,
-                    scheme=scheme,
-                    host=host,
-                    trust_forwarded=trust_forwarded,
-                    traceparent=traceparent,
-                    hops=hops,
-                )
-            ]
-            out = [method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
-            for n, v in kept:
-                if n != b"host":
-                    out += (n, b": ", v, b"\r\n")
-            out.append(b"\r\n")
-            return b"".join(out)
-    ip = client_ip.encode("ascii")
-    parts += (
-        b"x-forwarded-for: ",
-        xff + b", " + ip if xff else ip,
-        b"\r\nx-forwarded-proto: ",
-        xfp or scheme.encode("ascii"),
-        b"\r\nx-forwarded-host: ",
-        xfh or host,
-        b"\r\n",
-    )
-    if traceparent is not None:
-        parts += (b"traceparent: ", traceparent, b"\r\n")
-    parts += (HOPS_HEADER, b": %d\r\n\r\n" % hops)
+    for name, value in request_headers(
+        headers,
+        client_ip=client_ip,
+        scheme=scheme,
+        host=host,
+        trust_forwarded=trust_forwarded,
+        traceparent=traceparent,
+        hops=hops,
+    ):
+        if name != b"host":
+            parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
     return b"".join(parts)

@@ -93,7 +93,7 @@ class Retries:
     attempts: int = 2  # retries after the first try
     per_try_timeout: float = 2.0
     budget_percent: float = 20.0  # retries may add at most this share of requests
-    on: frozenset[str] = frozenset({"connect-failure", "reset", "502", "503", "504"})
+    on: frozenset[str] = frozenset({"connect-failure", "reset", "timeout", "502", "503", "504"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,8 +173,9 @@ class FastCycle:
     body = b""
     message_event = _NO_EVENT
 
-    def __init__(self, keep_alive: bool) -> None:
+    def __init__(self, keep_alive: bool, scope: Any) -> None:
         self.keep_alive = keep_alive
+        self.scope = scope  # a pipelined request behind it replaces the protocol's
 
 
 class GatewayProtocol(HttpToolsProtocol):
@@ -189,7 +190,10 @@ class GatewayProtocol(HttpToolsProtocol):
     header_timeout: float = 10.0
     keep_alive_timeout: float = 60.0
     drain_grace: float = 1.0
+    max_connections: int | None = None  # per listener; past it idle connections are shed
     _sweeper: ClassVar[asyncio.TimerHandle | None] = None
+    # the listener's connections without a request in progress, oldest first
+    _idle: ClassVar[dict[GatewayProtocol, None]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -205,6 +209,7 @@ class GatewayProtocol(HttpToolsProtocol):
         self._rejected = False
         self.draining = False
         self._drain_at: float | None = None
+        self._fast: FastCycle | None = None  # the callback exchange in flight
 
     # ------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -214,8 +219,35 @@ class GatewayProtocol(HttpToolsProtocol):
         self._since = self.loop.time()
         cls = type(self)
         _LIVE.setdefault(cls, set()).add(self)
+        cap = cls.max_connections
+        if cap is not None and len(self.connections) > cap and not self._shed_idle():
+            self._refuse_over_cap()
+            return
+        cls._idle[self] = None
         if cls._sweeper is None:
             cls._sweeper = self.loop.call_later(self._sweep_interval(), cls._sweep, self.loop)
+
+    def _shed_idle(self) -> bool:
+        """Over the connection cap: close the listener's longest-idle connection (one
+        with no request in progress) to make room; False when every one is busy."""
+        idle = type(self)._idle
+        while idle:
+            oldest = next(iter(idle))
+            del idle[oldest]
+            transport = oldest.transport
+            if oldest is not self and not transport.is_closing():
+                transport.close()
+                return True
+        return False
+
+    def _refuse_over_cap(self) -> None:
+        """Every connection has a request in progress: refuse this new one (503, closed)."""
+        self._rejected = True
+        self.transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: 20\r\nconnection: close\r\n\r\ntoo many connections\n"
+        )
+        self.transport.close()
 
     @classmethod
     def _sweep_interval(cls) -> float:
@@ -251,9 +283,15 @@ class GatewayProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        live = _LIVE.get(type(self))
+        cls = type(self)
+        live = _LIVE.get(cls)
         if live is not None:
             live.discard(self)
+        cls._idle.pop(self, None)
+        fast = self._fast
+        if fast is not None:
+            fast.disconnected = True
+            self._fast = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -313,6 +351,7 @@ class GatewayProtocol(HttpToolsProtocol):
             "fedgate.peer": self.peer,
         }
         self.scope = scope
+        type(self)._idle.pop(self, None)  # a request is in progress
         self._in_head = True
         self._since = self.loop.time()
         self._head_size = 0
@@ -385,7 +424,7 @@ class GatewayProtocol(HttpToolsProtocol):
             app = service_unavailable
         keep_alive = http_version != "1.0" and self.parser.should_keep_alive() and not self.draining
         existing = self.cycle
-        idle = existing is None or existing.response_complete
+        idle = (existing is None or existing.response_complete) and self._fast is None
         if (
             idle
             and app is self.app
@@ -396,20 +435,24 @@ class GatewayProtocol(HttpToolsProtocol):
         ):
             try_fast = getattr(app, "try_fast", None)
             if try_fast is not None:
-                fast = FastCycle(keep_alive)
+                fast = FastCycle(keep_alive, scope)
                 self.cycle = fast  # type: ignore[assignment]
+                self._fast = fast
                 if try_fast(self, scope, fast):
                     return
-        cycle = self._new_cycle(keep_alive)
+                self._fast = None
+        # the newest request's cycle receives its body (uvicorn's model); one queued
+        # behind a request in flight starts when that one's answer is complete
+        self.cycle = cycle = self._new_cycle(keep_alive, scope)
         if idle:
             self._start_asgi_task(cycle, app)
         else:
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, app))
 
-    def _new_cycle(self, keep_alive: bool) -> _Cycle:
-        self.cycle = cycle = _Cycle(
-            scope=self.scope,
+    def _new_cycle(self, keep_alive: bool, scope: Any) -> _Cycle:
+        return _Cycle(
+            scope=scope,
             transport=self.transport,
             flow=self.flow,
             logger=self.logger,
@@ -421,13 +464,13 @@ class GatewayProtocol(HttpToolsProtocol):
             keep_alive=keep_alive,
             on_response=self.on_response_complete,
         )
-        return cycle
 
     # ------------------------------------------------------------ callback exchanges
     def fast_respond(self, data: bytes, fast: FastCycle, *, close: bool = False) -> None:
         """Write a whole answer of a callback exchange."""
-        if fast is not cast(object, self.cycle) or fast.disconnected or self.transport.is_closing():
+        if fast is not self._fast or fast.disconnected or self.transport.is_closing():
             return
+        self._fast = None
         fast.response_started = fast.response_complete = True
         self.transport.write(data)
         if close or not fast.keep_alive:
@@ -439,9 +482,12 @@ class GatewayProtocol(HttpToolsProtocol):
         """Hand a callback exchange over to an ASGI app in a task (by default the
         listener's app, as if the request had gone there from the start). False if the
         client is gone."""
-        if fast is not cast(object, self.cycle) or fast.disconnected or self.transport.is_closing():
+        if fast is not self._fast or fast.disconnected or self.transport.is_closing():
             return False
-        cycle = self._new_cycle(fast.keep_alive)
+        self._fast = None
+        cycle = self._new_cycle(fast.keep_alive, fast.scope)
+        if self.cycle is cast(object, fast):
+            self.cycle = cycle  # nothing pipelined behind it
         cycle.more_body = fast.more_body
         if not fast.more_body:
             cycle.message_event.set()
@@ -499,6 +545,8 @@ class GatewayProtocol(HttpToolsProtocol):
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
+        elif not self._in_head:
+            type(self)._idle[self] = None  # between requests: may be shed first
 
     # ------------------------------------------------------------ drain
     def shutdown(self) -> None:
@@ -552,6 +600,7 @@ def protocol_class(
     header_timeout: float,
     keep_alive_timeout: float = 60.0,
     drain_grace: float = 1.0,
+    max_connections: int | None = None,
 ) -> type[GatewayProtocol]:
     """A protocol class with these limits (uvicorn instantiates the class it is given)."""
     return type(
@@ -562,7 +611,9 @@ def protocol_class(
             "header_timeout": header_timeout,
             "keep_alive_timeout": keep_alive_timeout,
             "drain_grace": drain_grace,
+            "max_connections": max_connections,
             "_sweeper": None,
+            "_idle": {},
         },
     )
 

@@ -28,20 +28,27 @@ from typing import Any, cast
 
 import httptools
 
+from gateway.failures import FailureKind
+
 HIGH_WATER = 256 * 1024  # queued response bytes above which upstream reads pause
 LOW_WATER = 64 * 1024
 
-# failure kinds (the app maps them to gateway.resilience.FailureKind)
-CONNECT = "connect"
-RESET = "reset"
-TIMEOUT = "timeout"
-PROTOCOL = "protocol"
+# the failure kinds, by their short names
+CONNECT = FailureKind.CONNECT
+RESET = FailureKind.RESET
+TIMEOUT = FailureKind.TIMEOUT
+PROTOCOL = FailureKind.PROTOCOL
+
+MAX_RESPONSE_HEAD_BYTES = 65536  # an upstream's response head (names + values)
+MAX_RESPONSE_HEADERS = 200  # and its header count; past either: 502, memory bounded
 
 
 class UpstreamError(Exception):
     """An upstream attempt failed. ``sent``: whether any request byte went out."""
 
-    def __init__(self, kind: str, message: str, *, sent: bool, received: bool = False) -> None:
+    def __init__(
+        self, kind: FailureKind, message: str, *, sent: bool, received: bool = False
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.sent = sent
@@ -63,6 +70,9 @@ class UpstreamConnection(asyncio.Protocol):
         "_buffered",
         "_drain_waiter",
         "_has_length",
+        "_head_bytes",
+        "_head_count",
+        "_head_size",
         "_head_waiter",
         "_idle_limit",
         "_informational",
@@ -128,6 +138,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._informational = False
         self._idle_limit = 0.0
         self._has_length = False
+        self._head_bytes = 0  # raw bytes received while the head is incomplete
+        self._head_count = 0
+        self._head_size = 0
         self.chunked = False
         self.complete = False
         self.keep_alive = True
@@ -155,6 +168,12 @@ class UpstreamConnection(asyncio.Protocol):
             reason = exc.__context__ if isinstance(exc.__context__, _BadFraming) else exc
             self._fail(PROTOCOL, f"bad upstream response: {reason}")
             return
+        if not self.status and not self.complete:
+            # still in the head: bound what it may cost (one endless header line included)
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_RESPONSE_HEAD_BYTES + 4096:
+                self._fail(PROTOCOL, "upstream response head too large")
+                return
         listener = self.listener
         if listener is not None and self.status:
             listener.upstream_event(self)
@@ -197,6 +216,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------ httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_count += 1
+        self._head_size += len(name) + len(value)
+        if self._head_count > MAX_RESPONSE_HEADERS:
+            raise _BadFraming("too many response headers")
+        if self._head_size > MAX_RESPONSE_HEAD_BYTES:
+            raise _BadFraming("response head too large")
         name = name.lower()
         if name == b"content-length":
             self._has_length = True
@@ -212,6 +237,7 @@ class UpstreamConnection(asyncio.Protocol):
             # 100 Continue and friends: swallowed (the gateway sends the body anyway)
             self._informational = True
             self.headers = []
+            self._head_count = self._head_size = 0
             self._has_length = self.chunked = False
             return
         self.status = status
@@ -262,7 +288,7 @@ class UpstreamConnection(asyncio.Protocol):
             if not w.done():
                 w.set_result(None)
 
-    def _fail(self, kind: str, message: str) -> None:
+    def _fail(self, kind: FailureKind, message: str) -> None:
         if self.error is None and not self.complete:
             self.error = UpstreamError(kind, message, sent=self.sent, received=self.received)
         self.keep_alive = False

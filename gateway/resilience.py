@@ -19,13 +19,13 @@ on the common path.
 
 from __future__ import annotations
 
-import enum
 import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Literal
 
 from federation.model import CircuitBreaker
+from gateway.failures import FailureKind
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -119,11 +119,17 @@ class Breaker:
         self._pending += 1
         return True
 
-    def release(self, *, ok: bool) -> None:
-        """The try granted by :meth:`try_acquire` is over."""
+    def release(self, *, ok: bool | None) -> None:
+        """The try granted by :meth:`try_acquire` is over. ``ok=None``: it says nothing
+        about the upstream (the client hung up, was too slow or sent too much): only the
+        acquisition is given back (a half-open probe may be sent again)."""
         if self._pending > 0:
             self._pending -= 1
         state = self._state
+        if ok is None:
+            if state == "half-open":
+                self._probing = False
+            return
         if state == "closed":
             if ok:
                 self._failures = 0
@@ -201,15 +207,6 @@ class CircuitBreakers:
 # --------------------------------------------------------------------------- retries
 
 
-class FailureKind(enum.Enum):
-    """How a try failed."""
-
-    CONNECT = "connect-failure"  # no connection: nothing reached the upstream
-    RESET = "reset"  # the connection broke before a complete response
-    TIMEOUT = "timeout"  # the per-try timeout passed
-    STATUS = "status"  # a complete response with a retryable status
-
-
 IDEMPOTENT_METHODS: frozenset[bytes] = frozenset(
     {b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"}
 )
@@ -217,6 +214,7 @@ IDEMPOTENT_METHODS: frozenset[bytes] = frozenset(
 _STATUS_CONDITIONS: dict[int, str] = {s: str(s) for s in range(500, 600)}
 _STATUS = FailureKind.STATUS
 _CONNECT = FailureKind.CONNECT
+_PROTOCOL = FailureKind.PROTOCOL
 
 
 def retryable(
@@ -235,6 +233,8 @@ def retryable(
     method is not idempotent is retried only when nothing reached the upstream: a connect
     failure, or ``request_sent=False``.
     """
+    if kind is _PROTOCOL:
+        return False  # a bad answer is not the network: never tried again
     if kind is _STATUS:
         if status is None:
             return False

@@ -192,9 +192,9 @@ class RetriesDoc(Doc):
         description="Retries add at most this percentage of requests, 0..100. Default: 20.",
     )
     on: list[RetryCondition] = Field(
-        default=["connect-failure", "reset", "502", "503", "504"],
+        default=["connect-failure", "reset", "timeout", "502", "503", "504"],
         description="connect-failure | reset | timeout | 502 | 503 | 504 | 5xx. "
-        "Default: [connect-failure, reset, 502, 503, 504].",
+        "Default: [connect-failure, reset, timeout, 502, 503, 504].",
     )
 
 

@@ -169,7 +169,7 @@ def test_model_defaults_match_the_documented_ones() -> None:
     assert HealthCheck() == HealthCheck(
         path="/healthz", interval=1.0, timeout=0.5, healthy_after=2, unhealthy_after=3
     )
-    assert Retries().on == frozenset({"connect-failure", "reset", "502", "503", "504"})
+    assert Retries().on == frozenset({"connect-failure", "reset", "timeout", "502", "503", "504"})
     assert Failover().failback_window == 10.0
     assert Timeouts() == Timeouts(connect=1.0, request=30.0, idle=60.0)
 

@@ -11,6 +11,7 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from federation.model import Retries
 from tests.gateway.harness import RunningGateway, running_gateway, service, view_of
 from tests.support.backend import Backend
 from tests.support.ports import free_port
@@ -26,7 +27,11 @@ async def gw() -> AsyncIterator[tuple[RunningGateway, Backend]]:
     async with Backend("b1", host="127.0.0.2") as b1:
         dead = f"127.0.0.4:{free_port('127.0.0.4')}"
         v = view_of(
-            [service("shop", "shop.test"), service("retry", "retry.test")],
+            [
+                service("shop", "shop.test"),
+                # the budget is not what these tests test (WebSocket tries spend it too)
+                service("retry", "retry.test", retries=Retries(attempts=2, budget_percent=100)),
+            ],
             endpoints={("shop", "c1"): [b1.address], ("retry", "c1"): [dead, b1.address]},
         )
         async with running_gateway(v) as g:

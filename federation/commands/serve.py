@@ -121,6 +121,7 @@ class GatewayProcess:
         from federation.model import GatewayRecord, RoutingView
         from federation.ratelimit_share import live_gateway_count
         from gateway.balancer import Balancer
+        from gateway.config import DataPlaneSettings
         from gateway.passive import PassiveStats
         from gateway.placement import Placement
         from gateway.ratelimit import RateLimiter
@@ -249,7 +250,7 @@ class GatewayProcess:
             status=status,
         )
         gateway = Gateway(
-            settings=s,
+            settings=DataPlaneSettings.from_settings(s),
             holder=holder,
             placement=placement,
             balancer=balancer,

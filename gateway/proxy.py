@@ -401,18 +401,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._buffered = 0
         return body
 
-    @property
-    def reusable(self) -> bool:
-        return (
-            self.complete
-            and self.keep_alive
-            and self.error is None
-            and not self.closed
-            and not self.chunks
-            and self.transport is not None
-            and not self.transport.is_closing()
-        )
-
     def close(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.close()
@@ -489,7 +477,7 @@ class UpstreamPool:
     def release(self, conn: UpstreamConnection) -> None:
         """Give a connection back after its response was read to the end."""
         transport = conn.transport
-        if (  # conn.reusable, inlined
+        if (  # reusable?
             self._closed
             or not conn.complete
             or not conn.keep_alive
@@ -511,13 +499,6 @@ class UpstreamPool:
         idle.append(conn)
         if self._sweeper is None:
             self._sweeper = conn.loop.call_later(self.idle_timeout / 2 + 0.1, self._sweep)
-
-    def has_idle(self, key: PoolKey) -> bool:
-        idle = self._idle.get(key)
-        if not idle:
-            return False
-        conn = idle[-1]
-        return not conn.closed and conn.transport is not None and not conn.transport.is_closing()
 
     def take_idle(self, key: PoolKey) -> UpstreamConnection | None:
         """An idle keep-alive connection to ``key`` right now, or None (no waiting)."""

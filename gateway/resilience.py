@@ -11,7 +11,6 @@
 * :class:`RetryBudget`: retries per service are at most ``budget_percent`` of the
   requests of the last 10 s (sliding, in 1 s buckets), with at least 3 retries per
   window so a quiet service can still retry (Envoy's retry budget, by window).
-* :class:`Backoff`: jittered exponential spacing between tries (25 ms base, 250 ms cap).
 
 Everything here is synchronous, takes an injected clock and allocates nothing per call
 on the common path.
@@ -19,7 +18,6 @@ on the common path.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Literal
@@ -29,7 +27,6 @@ from gateway.failures import FailureKind
 
 __all__ = [
     "IDEMPOTENT_METHODS",
-    "Backoff",
     "Breaker",
     "BreakerState",
     "CircuitBreakers",
@@ -350,21 +347,3 @@ class RetryBudget:
             w.starts = now_bucket * size
             w.ends = (now_bucket + 1) * size
         return w
-
-
-class Backoff:
-    """Jittered exponential backoff between tries ("full jitter")."""
-
-    __slots__ = ("_base", "_cap", "_random")
-
-    def __init__(
-        self, *, base: float = 0.025, cap: float = 0.25, rng: random.Random | None = None
-    ) -> None:
-        self._base = base
-        self._cap = cap
-        self._random = (rng or random.Random()).random
-
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (1 = the first retry)."""
-        ceiling = min(self._cap, self._base * (1 << min(max(retry, 1) - 1, 30)))
-        return ceiling * self._random()

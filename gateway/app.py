@@ -21,12 +21,13 @@ import asyncio
 from gateway import hygiene
 from gateway.admission import RequestHead, admit, dot_segments, upstream_headers
 from gateway.bodies import RequestBody
+from gateway.cycles import FastCycle
 from gateway.failures import Reply
 from gateway.fastpath import PING_PATH, try_fast
 from gateway.forward import forward
 from gateway.pipeline import Exchange
 from gateway.plane import DataPlane, Target
-from gateway.protocol import FastCycle, GatewayProtocol
+from gateway.protocol import GatewayProtocol
 from gateway.types import Receive, Scope, Send
 from gateway.websocket import proxy_websocket
 

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from gateway import hygiene
+from gateway.cycles import FastCycle
 from gateway.failures import FailureKind, Reply, status_for
 from gateway.forward import relay
 from gateway.pipeline import Exchange
 from gateway.plane import Target
-from gateway.protocol import FastCycle, GatewayProtocol
+from gateway.protocol import GatewayProtocol
 from gateway.proxy import UpstreamConnection
 from gateway.types import Receive, Scope, Send
 

@@ -217,10 +217,12 @@ listen: {{public: "{HOST}:{port}", eastWest: null, admin: "{HOST}:{free_port(HOS
 manifest: {tmp / "manifest.yaml"}
 telemetry: {{accessLog: false, metrics: true, tracing: {{enabled: false}}}}
 """)
-        cli = "import sys; from federation.cli import main; sys.exit(main())"
-        cmd = [sys.executable, "-c", cli, "serve", "--config", str(tmp / "gateway.yaml")]
-        env = {"PYTHONPATH": str(base)} if base is not None else None
-        procs.append(_start(cmd, tmp / "gateway.log", env))
+        # the tree's packages first (``-c`` puts the working directory on sys.path)
+        cli = f"import sys; sys.path.insert(0, {base!r}); " if base is not None else ""
+        cli += "from federation.cli import main; sys.exit(main())"
+        cmd = [sys.executable, "-c", "import sys; " + cli, "serve", "--config",
+               str(tmp / "gateway.yaml")]  # fmt: skip
+        procs.append(_start(cmd, tmp / "gateway.log"))
         await _wait_port(HOST, port)
         client = _Client(port, method, rate)
         warm = _Client(port, "GET", rate)

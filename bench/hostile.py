@@ -145,8 +145,10 @@ listen: {{public: "{HOST}:{port}", eastWest: null, admin: "{HOST}:{free_port(HOS
 manifest: {tmp / "manifest.yaml"}
 telemetry: {{accessLog: true, metrics: true, tracing: {{enabled: false}}}}
 """)
-        cli = "import sys; from federation.cli import main; sys.exit(main())"
-        env = {**os.environ, **({"PYTHONPATH": tree} if tree else {})}
+        # the tree's packages first (``-c`` puts the working directory on sys.path)
+        cli = "import sys; " + (f"sys.path.insert(0, {tree!r}); " if tree else "")
+        cli += "from federation.cli import main; sys.exit(main())"
+        env = dict(os.environ)
         log = open(tmp / "gateway.log", "wb")  # noqa: SIM115 - handed to the child
         gw = subprocess.Popen([sys.executable, "-c", cli, "serve", "--config",
                                str(tmp / "gateway.yaml")], stdout=log, stderr=subprocess.STDOUT,

@@ -333,9 +333,11 @@ telemetry: {TELEMETRY[variant]}
         if where == "base":
             if BASE_TREE is None:
                 raise SystemExit(f"{name}: needs --base")
-            cli = "import sys; from federation.cli import main; sys.exit(main())"
+            # the base tree's packages first (``-c`` puts the working directory on sys.path)
+            cli = f"import sys; sys.path.insert(0, {str(BASE_TREE)!r}); "
+            cli += "from federation.cli import main; sys.exit(main())"
             p = procs.start([sys.executable, "-c", cli, "serve", "--config", str(config)],
-                            cpu=PROXY_CPU, log=log, env={"PYTHONPATH": str(BASE_TREE)})  # fmt: skip
+                            cpu=PROXY_CPU, log=log)  # fmt: skip
         else:
             fedgate = str(Path(sys.executable).parent / "fedgate")
             p = procs.start([fedgate, "serve", "--config", str(config)], cpu=PROXY_CPU, log=log)

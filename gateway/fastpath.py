@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from gateway.app import ListenerApp
 
 PING_PATH = "/__fedgate/ping"
-_NO_EXCLUDE: set[str] = set()
+_NO_EXCLUDE: frozenset[str] = frozenset()
 _DROP = hygiene.RESPONSE_DROP
 _STATUS = FailureKind.STATUS
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
@@ -86,8 +86,7 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
     trace = plane.telemetry.begin(headers)
     now = conn.loop.time()
     timeouts = service.timeouts
-    ex = Exchange(plane, view, service, b"GET", trace, plane.clock(), now + timeouts.request,
-                  plan=plan)  # fmt: skip
+    ex = Exchange(plane, view, service, b"GET", trace, plane.clock(), now + timeouts.request, plan)
     ex.begin_try(target, breaker)
     target_bytes: bytes = scope["raw_path"]
     qs = scope["query_string"]

@@ -15,7 +15,8 @@ recomputed every 16 samples, so the cost per try is constant.
 
 from __future__ import annotations
 
-WINDOW = 64
+WINDOW = 64  # a power of two
+_MASK = WINDOW - 1
 MIN_SAMPLES = 20
 MULTIPLIER = 8.0
 FLOOR = 0.25  # seconds: never cut a try shorter (scheduling noise on a busy host)
@@ -26,7 +27,7 @@ class _Ring:
     __slots__ = ("count", "p99", "samples")
 
     def __init__(self) -> None:
-        self.samples: list[float] = []
+        self.samples: list[float] = [0.0] * WINDOW
         self.count = 0
         self.p99 = 0.0
 
@@ -43,14 +44,12 @@ class LatencyTracker:
             if len(self._rings) >= MAX_TRACKED:
                 self._rings.clear()
             ring = self._rings[address] = _Ring()
-        samples = ring.samples
-        if len(samples) < WINDOW:
-            samples.append(seconds)
-        else:
-            samples[ring.count % WINDOW] = seconds
-        ring.count += 1
-        if ring.count % 16 == 0 or ring.count == MIN_SAMPLES:
-            ordered = sorted(samples)
+        n = ring.count
+        ring.samples[n & _MASK] = seconds
+        n += 1
+        ring.count = n
+        if not n & 15 or n == MIN_SAMPLES:
+            ordered = sorted(ring.samples[: min(n, WINDOW)])
             ring.p99 = ordered[max(0, len(ordered) - 1 - len(ordered) // 50)]
 
     def p99(self, address: str) -> float | None:

@@ -23,6 +23,9 @@ from gateway.resilience import IDEMPOTENT_METHODS, Breaker, retryable
 from gateway.telemetry import RequestTrace
 
 _STATUS = FailureKind.STATUS
+_NO_UPSTREAM = (503, "no upstream available")
+_NO_CLUSTER = (503, "no healthy cluster for this service")
+_NOTHING: frozenset[str] = frozenset()
 
 
 class Exchange:
@@ -61,10 +64,9 @@ class Exchange:
         trace: RequestTrace,
         start: float,
         deadline: float,
-        *,
+        plan: tuple[str, ...] | None = None,
         forwarded: bool = False,
         peer_id: str | None = None,
-        plan: tuple[str, ...] | None = None,
     ) -> None:
         """``start``: the plane's clock at the request's start; ``deadline``: the loop
         time by which everything up to the answer's head must be done."""
@@ -84,10 +86,8 @@ class Exchange:
         self.ci = 0
         self.in_cluster = 0
         self.tries = 0
-        self.tried: set[str] = set()
-        self.last: tuple[int, str] = (
-            (503, "no upstream available") if plan else (503, "no healthy cluster for this service")
-        )
+        self.tried: set[str] | None = None  # addresses tried (made on the first record)
+        self.last = _NO_UPSTREAM if plan else _NO_CLUSTER
         self.target: Target | None = None
         self.tried_last: Target | None = None  # the last try's target (for the log)
         self.breaker: Breaker | None = None
@@ -111,12 +111,13 @@ class Exchange:
         while self.ci < len(plan):
             cluster = plan[self.ci]
             target: Target | None
+            tried = self.tried or _NOTHING
             if cluster != local:
                 target = None if self.forwarded else plane.remote_target(self.view, cluster)
-                if target is not None and target.address in self.tried:
+                if target is not None and target.address in tried:
                     target = None
             else:
-                target = plane.local_target(service, cluster, self.tried)
+                target = plane.local_target(service, cluster, tried)
             if target is None:
                 self.ci += 1
                 self.in_cluster = 0
@@ -162,7 +163,12 @@ class Exchange:
         plane = self.plane
         breaker.release(ok=ok)
         address = target.address
-        self.tried.add(address)
+        if ok is not True:  # a success ends the exchange: no next try to exclude it from
+            tried = self.tried
+            if tried is None:
+                self.tried = {address}
+            else:
+                tried.add(address)
         if not target.remote:
             plane.balancer.finished(address, ok=ok)
         if ok is None:
@@ -215,4 +221,4 @@ class Exchange:
         if cluster != self.plane.cluster:
             return False
         eps = self.view.endpoints_of(self.service.name, cluster)
-        return sum(1 for e in eps if e.routable) > len(self.tried)
+        return sum(1 for e in eps if e.routable) > len(self.tried or _NOTHING)

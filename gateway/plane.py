@@ -7,6 +7,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 
 from federation.model import Endpoint, RoutingView, Service
 from gateway import hygiene
@@ -150,7 +151,9 @@ class DataPlane:
                 self._locals = {}
 
     # ------------------------------------------------------------ targets
-    def local_target(self, service: Service, cluster: str, exclude: set[str]) -> Target | None:
+    def local_target(
+        self, service: Service, cluster: str, exclude: AbstractSet[str]
+    ) -> Target | None:
         view = self.current[0]
         ep: Endpoint | None = self.balancer.pick(
             service.name, cluster, view.endpoints_of(service.name, cluster), exclude=exclude

@@ -39,6 +39,7 @@ RESET = FailureKind.RESET
 TIMEOUT = FailureKind.TIMEOUT
 PROTOCOL = FailureKind.PROTOCOL
 
+MAX_SWEEP_LAG = 0.1  # a deadline sweep later than this: the loop stalled, deadlines move
 MAX_RESPONSE_HEAD_BYTES = 65536  # an upstream's response head (names + values)
 MAX_RESPONSE_HEADERS = 200  # and its header count; past either: 502, memory bounded
 
@@ -426,6 +427,7 @@ class UpstreamPool:
         self._live: set[UpstreamConnection] = set()
         self._deadlines: asyncio.TimerHandle | None = None
         self.sweep_interval = 0.05  # resolution of per-try and idle timeouts
+        self._last_sweep = 0.0
         self.connects = 0  # new connections opened (for tests and stats)
         self.reuses = 0
 
@@ -522,11 +524,23 @@ class UpstreamPool:
 
     def _check_deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
-        for conn in list(self._live):
+        # time the process did not run (a stalled or starved event loop) is nobody's
+        # failure: an answer may be waiting unread in the socket. Deadlines move by it.
+        lag = now - self._last_sweep - self.sweep_interval if self._last_sweep else 0.0
+        self._last_sweep = now
+        live = list(self._live)
+        if lag > MAX_SWEEP_LAG:
+            for conn in live:
+                if conn.deadline:
+                    conn.deadline += lag
+                if conn._idle_limit:
+                    conn._last_rx += lag
+        for conn in live:
             if conn.deadline:
                 conn.check_deadline(now)
         if self._closed and not self._live:
             self._deadlines = None
+            self._last_sweep = 0.0
             return
         self._deadlines = loop.call_later(self.sweep_interval, self._check_deadlines, loop)
 

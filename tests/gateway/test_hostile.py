@@ -12,6 +12,7 @@ import pytest
 import uvloop
 
 from federation.model import Retries, Timeouts
+from gateway.proxy import UpstreamPool
 from gateway.server import Gateway
 from tests.gateway.harness import running_gateway, service, settings_for, view_of
 from tests.gateway.rawhttp import HostileUpstream, RawClient, get
@@ -285,3 +286,22 @@ async def test_a_blackholed_endpoint_fails_no_get_with_default_settings() -> Non
                 slowest = max(slowest, time.monotonic() - t0)
     assert statuses == [200] * 20
     assert slowest < 1.5  # the adaptive per-try timeout, not the 2 s default
+
+
+async def test_a_stalled_event_loop_is_not_an_upstream_timeout(b1: Backend) -> None:
+    """A process that did not run for a while (CPU starvation, a pause) must not fail the
+    tries in flight: their answers may be waiting in the sockets (the adaptive per-try
+    timeout is a few hundred ms, so a stall that long would fail every try at once)."""
+    pool = UpstreamPool()
+    host, port = b1.address.split(":")
+    conn, _ = await pool.acquire(host, int(port), connect_timeout=2.0)
+    try:
+        conn.write(b"GET /?sleep=0.2 HTTP/1.1\r\nhost: shop.test\r\n\r\n")
+        conn.set_timeout(0.4)
+        await asyncio.sleep(0.1)  # a few deadline sweeps run
+        time.sleep(0.6)  # noqa: ASYNC251 - the behaviour under test: the whole loop stalls
+        await conn.read_head()
+        assert conn.status == 200
+    finally:
+        pool.discard(conn)
+        pool.close()

@@ -89,9 +89,8 @@ class Telemetry:
         self.sample_ratio = sample_ratio
         self.log_format = log_format
         self.registry = CollectorRegistry(auto_describe=False)
-        self._log = AccessLog(log_stream)
-        self._json_prefix = (
-            f',"gateway":{_escape(gateway_id)},"cluster":{_escape(cluster)},"method":'
+        self._log = AccessLog(
+            log_stream, f',"gateway":{_escape(gateway_id)},"cluster":{_escape(cluster)},"method":'
         )
         self._last_revision = 0
         self._requests = RequestMetrics({})
@@ -320,14 +319,14 @@ class Telemetry:
         if self.access_log:
             if self.log_format == "json":
                 self._log.write(
-                    self._json_line(
+                    self._log.json_line(
                         trace, method, host, path, service, cluster, upstream, status, duration,
                         client, retries, forwarded,
                     )
                 )  # fmt: skip
             else:
                 self._log.write(
-                    self._console_line(
+                    self._log.console_line(
                         trace, method, host, path, service, cluster, upstream, status, duration,
                         client, retries,
                     )
@@ -338,61 +337,6 @@ class Telemetry:
                 span, trace, method, host, path, service, cluster, upstream, status, client,
                 retries, forwarded,
             )  # fmt: skip
-
-    def _json_line(
-        self,
-        trace: RequestTrace,
-        method: str,
-        host: str,
-        path: str,
-        service: str | None,
-        cluster: str | None,
-        upstream: str | None,
-        status: int,
-        duration: float,
-        client: str,
-        retries: int,
-        forwarded: bool,
-    ) -> str:
-        e = _escape
-        tail = (
-            f',"trace_id":"{trace.trace_id}","span_id":"{trace.span_id}"}}\n'
-            if trace.trace_id
-            else "}\n"
-        )
-        return (
-            f'{{"timestamp":"{self._log.timestamp(time.time())}","level":"info",'
-            f'"event":"access"{self._json_prefix}{e(method)},"host":{e(host)},'
-            f'"path":{e(path)},"status":{status},"duration_ms":{duration * 1000.0:.3f},'
-            f'"service":{"null" if service is None else e(service)},'
-            f'"upstream_cluster":{"null" if cluster is None else e(cluster)},'
-            f'"upstream":{"null" if upstream is None else e(upstream)},'
-            f'"client":{e(client)},"retries":{retries},'
-            f'"forwarded":{"true" if forwarded else "false"}{tail}'
-        )
-
-    def _console_line(
-        self,
-        trace: RequestTrace,
-        method: str,
-        host: str,
-        path: str,
-        service: str | None,
-        cluster: str | None,
-        upstream: str | None,
-        status: int,
-        duration: float,
-        client: str,
-        retries: int,
-    ) -> str:
-        now = time.time()
-        stamp = time.strftime("%H:%M:%S", time.localtime(now))
-        trace_part = f" trace={trace.trace_id}" if trace.trace_id else ""
-        return (
-            f"{stamp} access {client} {method} {host}{path} -> {status} "
-            f"{duration * 1000.0:.1f}ms service={service or '-'} cluster={cluster or '-'} "
-            f"upstream={upstream or '-'} retries={retries}{trace_part}\n"
-        )
 
     def _end_span(
         self,

@@ -79,7 +79,9 @@ class DataPlaneSettings:
                 header_timeout=lim.header_timeout,
                 drain_timeout=lim.drain_timeout,
                 max_connections=(
-                    lim.max_connections if lim.max_connections else default_max_connections()
+                    lim.max_connections
+                    if lim.max_connections is not None and lim.max_connections > 0
+                    else default_max_connections()
                 ),
             ),
         )

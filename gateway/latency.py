@@ -24,12 +24,13 @@ MAX_TRACKED = 10000
 
 
 class _Ring:
-    __slots__ = ("count", "p99", "samples")
+    __slots__ = ("count", "p99", "samples", "timeout")
 
     def __init__(self) -> None:
         self.samples: list[float] = [0.0] * WINDOW
         self.count = 0
         self.p99 = 0.0
+        self.timeout = FLOOR  # max(FLOOR, MULTIPLIER * p99)
 
 
 class LatencyTracker:
@@ -51,6 +52,7 @@ class LatencyTracker:
         if not n & 15 or n == MIN_SAMPLES:
             ordered = sorted(ring.samples[: min(n, WINDOW)])
             ring.p99 = ordered[max(0, len(ordered) - 1 - len(ordered) // 50)]
+            ring.timeout = max(FLOOR, MULTIPLIER * ring.p99)
 
     def p99(self, address: str) -> float | None:
         ring = self._rings.get(address)
@@ -63,4 +65,5 @@ class LatencyTracker:
         ring = self._rings.get(address)
         if ring is None or ring.count < MIN_SAMPLES:
             return configured
-        return min(configured, max(FLOOR, MULTIPLIER * ring.p99))
+        t = ring.timeout
+        return t if t < configured else configured

@@ -42,6 +42,7 @@ PROTOCOL = FailureKind.PROTOCOL
 MAX_SWEEP_LAG = 0.1  # a deadline sweep later than this: the loop stalled, deadlines move
 MAX_RESPONSE_HEAD_BYTES = 65536  # an upstream's response head (names + values)
 MAX_RESPONSE_HEADERS = 200  # and its header count; past either: 502, memory bounded
+MAX_RAW_HEAD_BYTES = MAX_RESPONSE_HEAD_BYTES + 4096  # raw bytes still in a head: 502
 
 
 class UpstreamError(Exception):
@@ -72,8 +73,6 @@ class UpstreamConnection(asyncio.Protocol):
         "_drain_waiter",
         "_has_length",
         "_head_bytes",
-        "_head_count",
-        "_head_size",
         "_head_waiter",
         "_idle_limit",
         "_informational",
@@ -139,9 +138,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._informational = False
         self._idle_limit = 0.0
         self._has_length = False
-        self._head_bytes = 0  # raw bytes received while the head is incomplete
-        self._head_count = 0
-        self._head_size = 0
+        self._head_bytes = 0  # raw bytes received until the head was complete
         self.chunked = False
         self.complete = False
         self.keep_alive = True
@@ -160,6 +157,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        if not self.status:
+            self._head_bytes += len(data)  # bytes of this answer so far (>= its head)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -169,12 +168,10 @@ class UpstreamConnection(asyncio.Protocol):
             reason = exc.__context__ if isinstance(exc.__context__, _BadFraming) else exc
             self._fail(PROTOCOL, f"bad upstream response: {reason}")
             return
-        if not self.status and not self.complete:
+        if not self.status and not self.complete and self._head_bytes > MAX_RAW_HEAD_BYTES:
             # still in the head: bound what it may cost (one endless header line included)
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_RESPONSE_HEAD_BYTES + 4096:
-                self._fail(PROTOCOL, "upstream response head too large")
-                return
+            self._fail(PROTOCOL, "upstream response head too large")
+            return
         listener = self.listener
         if listener is not None and self.status:
             listener.upstream_event(self)
@@ -217,12 +214,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------ httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_count += 1
-        self._head_size += len(name) + len(value)
-        if self._head_count > MAX_RESPONSE_HEADERS:
-            raise _BadFraming("too many response headers")
-        if self._head_size > MAX_RESPONSE_HEAD_BYTES:
-            raise _BadFraming("response head too large")
         name = name.lower()
         if name == b"content-length":
             self._has_length = True
@@ -233,12 +224,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        headers = self.headers
+        if len(headers) > MAX_RESPONSE_HEADERS:
+            raise _BadFraming("too many response headers")
+        if self._head_bytes > MAX_RESPONSE_HEAD_BYTES and (
+            sum(len(n) + len(v) for n, v in headers) > MAX_RESPONSE_HEAD_BYTES
+        ):  # only an answer this large so far can have a head this large
+            raise _BadFraming("response head too large")
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             # 100 Continue and friends: swallowed (the gateway sends the body anyway)
             self._informational = True
             self.headers = []
-            self._head_count = self._head_size = 0
             self._has_length = self.chunked = False
             return
         self.status = status

@@ -16,14 +16,34 @@ from typing import Any
 DEFAULT_MAX_CONNECTIONS_CEILING = 10000
 
 
-def default_max_connections() -> int:
+def fd_budget() -> int:
+    """File descriptors the process can have: the hard limit (``raise_fd_limit`` lifts the
+    soft one to it at start-up), at most 65536."""
     try:
-        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     except (OSError, ValueError):  # pragma: no cover - every Linux has it
-        soft = 1024
-    if soft == resource.RLIM_INFINITY or soft <= 0:
-        soft = DEFAULT_MAX_CONNECTIONS_CEILING * 2
-    return max(64, min(DEFAULT_MAX_CONNECTIONS_CEILING, int(soft * 0.4)))
+        return 1024
+    if hard == resource.RLIM_INFINITY or hard <= 0:
+        hard = 65536
+    return max(soft, min(hard, 65536))
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft file-descriptor limit to :func:`fd_budget` (a gateway holds two
+    sockets per proxied request)."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = fd_budget()
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (OSError, ValueError):  # not allowed here: keep the soft limit
+        pass
+
+
+def default_max_connections() -> int:
+    """40 % of the descriptors (each client connection may hold an upstream one too),
+    at most 10,000 per listener."""
+    return max(64, min(DEFAULT_MAX_CONNECTIONS_CEILING, int(fd_budget() * 0.4)))
 
 
 @dataclass(frozen=True, slots=True)

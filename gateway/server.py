@@ -29,7 +29,7 @@ import uvicorn
 from gateway.addresses import split_host_port
 from gateway.app import listener_app
 from gateway.balancer import Balancer
-from gateway.config import DataPlaneSettings
+from gateway.config import DataPlaneSettings, raise_fd_limit
 from gateway.passive import PassiveStats
 from gateway.placement import Placement
 from gateway.plane import DataPlane
@@ -145,6 +145,7 @@ class Gateway:
 
     async def start(self) -> None:
         """Bind and serve every configured listener (raises OSError if one cannot bind)."""
+        raise_fd_limit()
         limits = self.settings.limits
         try:
             for name, hostport, ctx, app in self._listeners():

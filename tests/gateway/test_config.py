@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import resource
+
 import pytest
 
 from gateway.addresses import split_host_port
-from gateway.config import DataPlaneSettings, default_max_connections
+from gateway.config import DataPlaneSettings, default_max_connections, fd_budget, raise_fd_limit
 from tests.gateway.harness import settings_for
 
 
@@ -41,3 +43,14 @@ def test_split_host_port(value: str, expected: tuple[str, int]) -> None:
 def test_split_host_port_rejects_with_one_line(value: str) -> None:
     with pytest.raises(ValueError, match="expected host:port"):
         split_host_port(value)
+
+
+def test_the_soft_fd_limit_is_lifted_to_the_budget() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+        raise_fd_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == fd_budget()
+        assert default_max_connections() == max(64, min(10000, int(fd_budget() * 0.4)))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

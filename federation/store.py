@@ -46,7 +46,7 @@ from federation.txnsize import (
     probe_limits,
     too_large,
 )
-from federation.valuediff import FieldChange, field_changes
+from federation.valuediff import FieldChange, camel, field_changes
 
 ChangeOp = Literal["add", "change", "remove", "keep"]
 
@@ -196,7 +196,7 @@ def _changed(
         return None
     if not isinstance(old, dict) or not isinstance(new, dict):
         return ("(unreadable value replaced)",), field_changes(old, new)
-    fields = tuple(sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)))
+    fields = tuple(sorted(camel(k) for k in old.keys() | new.keys() if old.get(k) != new.get(k)))
     return fields, field_changes(old, new)
 
 
@@ -386,10 +386,10 @@ async def execute(
     total = len(chunks) + 1
     revision = barrier_revision
     for i, ops in enumerate(chunks, start=1):
-        if between is not None:
-            await between(i, total)
         last = i == len(chunks)
         try:
+            if between is not None:
+                await between(i, total)
             ok, revision = await _txn(client, hold, ops + finish if last else ops, limits)
         except EtcdError as exc:
             raise ApplyInterrupted(

@@ -2,7 +2,8 @@
 
 Used by ``fedgate apply`` to show values in its diff. Objects are compared key by key
 and lists of the same length item by item (``routes[0].host``); anything else that
-differs is one leaf. Values are printed as compact JSON, cut to a readable width.
+differs is one leaf. Values are printed as compact JSON, cut to a readable width; field names are spelled
+as in the manifest (camelCase) although etcd stores them in snake_case.
 """
 
 from __future__ import annotations
@@ -33,13 +34,19 @@ def show(value: Any, width: int = VALUE_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def camel(name: str) -> str:
+    """``health_check`` -> ``healthCheck``: the stored name as the manifest spells it."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 def _walk(path: str, old: Any, new: Any, out: list[FieldChange]) -> None:
     if old == new:
         return
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(old.keys() | new.keys()):
             _walk(
-                f"{path}.{key}" if path else str(key),
+                f"{path}.{camel(str(key))}" if path else camel(str(key)),
                 old.get(key, _MISSING),
                 new.get(key, _MISSING),
                 out,

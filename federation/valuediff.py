@@ -2,8 +2,8 @@
 
 Used by ``fedgate apply`` to show values in its diff. Objects are compared key by key
 and lists of the same length item by item (``routes[0].host``); anything else that
-differs is one leaf. Values are printed as compact JSON, cut to a readable width; field names are spelled
-as in the manifest (camelCase) although etcd stores them in snake_case.
+differs is one leaf. Values are printed as compact JSON, cut to a readable width;
+field names are spelled as in the manifest (camelCase), not as etcd stores them.
 """
 
 from __future__ import annotations

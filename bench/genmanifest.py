@@ -94,9 +94,7 @@ def generate(clusters: int, *, endpoints: int = 0, name: str | None = None) -> s
     ]
     parts.extend(_cluster(i) for i in range(clusters))
     parts.append("services:\n")
-    parts.extend(
-        _service(j, clusters, endpoints) for j in range(clusters * SERVICES_PER_CLUSTER)
-    )
+    parts.extend(_service(j, clusters, endpoints) for j in range(clusters * SERVICES_PER_CLUSTER))
     return "".join(parts)
 
 

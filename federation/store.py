@@ -191,6 +191,8 @@ def _changed(
     current: bytes, desired: bytes
 ) -> tuple[tuple[str, ...], tuple[FieldChange, ...]] | None:
     """None when equal; else the top-level fields that differ and each leaf's old -> new."""
+    if current == desired:  # the codec is deterministic: the common case, without decoding
+        return None
     old, new = _plain(current), _plain(desired)
     if old == new:
         return None
@@ -313,11 +315,16 @@ def _finish_ops(plan: Plan) -> list[Put | Delete]:
     return ops
 
 
-def txn_needs(plan: Plan) -> tuple[int, int]:
-    """(operations or compares, bytes) of writing ``plan`` in one transaction."""
+def txn_needs(plan: Plan, flags: Limits) -> tuple[int, int]:
+    """(operations or compares, bytes) worth probing etcd for, to write ``plan``.
+
+    The per-key guards are worth a larger transaction only up to the flag's limit:
+    beyond it the base guards do (see :func:`_guards_that_fit`).
+    """
     ops = [*plan.puts, *plan.deletes, *_finish_ops(plan)]
     size = sum(op_bytes(op) for op in ops) + sum(guard_bytes(g) for g in plan.guards)
-    return max(len(ops), len(plan.guards)), size
+    guards = min(len(plan.guards), max(flags.max_ops, len(plan.base_guards)))
+    return max(len(ops), guards), size
 
 
 def _guards_that_fit(plan: Plan, limits: Limits) -> tuple[Guard, ...]:
@@ -447,7 +454,7 @@ async def apply_federation(
         return ApplyResult(plan, written=False, revision=state.revision, notes=tuple(notes))
     flags = limits or Limits()
     if probe:
-        need_ops, need_bytes = txn_needs(plan)
+        need_ops, need_bytes = txn_needs(plan, flags)
         flags = await probe_limits(
             client, layout.applying(), need_ops=need_ops, need_bytes=need_bytes, ceiling=flags
         )

@@ -26,7 +26,7 @@ class CodecError(ValueError):
 
 
 @cache
-def _field_names(tp: type) -> tuple[str, ...]:
+def _field_names(tp: Any) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(tp))
 
 

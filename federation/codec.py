@@ -34,8 +34,9 @@ def to_plain(obj: Any) -> Any:
     """Model object -> JSON-compatible value."""
     if obj is None or isinstance(obj, str | int | float):  # the leaves: most calls
         return obj.value if isinstance(obj, enum.Enum) else obj
-    if hasattr(type(obj), "__dataclass_fields__") and not isinstance(obj, type):
-        return {name: to_plain(getattr(obj, name)) for name in _field_names(type(obj))}
+    cls: Any = type(obj)
+    if hasattr(cls, "__dataclass_fields__") and not isinstance(obj, type):
+        return {name: to_plain(getattr(obj, name)) for name in _field_names(cls)}
     if isinstance(obj, enum.Enum):
         return obj.value
     if isinstance(obj, ipaddress.IPv4Network | ipaddress.IPv6Network):

@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from federation.globalhealth import global_health
+from federation.healthquery import QueryError, parse_query
 from federation.openapi import HOST_PATTERN, METHOD_PATTERN, PATH_PATTERN, openapi_document
 from gateway.telemetry import CONTENT_TYPE, Telemetry
 from gateway.types import ViewHolder
@@ -179,7 +180,11 @@ def create_admin_app(
         return Response(data, media_type=CONTENT_TYPE, headers=_NO_STORE)
 
     async def health_global(request: Request) -> Response:
-        return _json(global_health(holder.view, now=clock()))
+        try:
+            query = parse_query(request.query_params)
+        except QueryError as exc:
+            return _error(400, str(exc))
+        return _json(global_health(holder.view, now=clock(), query=query))
 
     async def gateway_status(request: Request) -> Response:
         view = holder.view

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from federation.globalhealth import global_health
 from federation.healthquery import QueryError, parse_query
 from federation.openapi import HOST_PATTERN, METHOD_PATTERN, PATH_PATTERN, openapi_document
+from federation.trends import Totals, Trends
 from gateway.telemetry import CONTENT_TYPE, Telemetry
 from gateway.types import ViewHolder
 
@@ -159,7 +160,13 @@ def create_admin_app(
     """The admin app of one gateway (the composition root passes the callables)."""
     auth = _Auth(token)
 
+    def totals() -> Totals:
+        return Totals(*telemetry.totals()) if telemetry is not None else Totals(0.0, 0.0, 0.0)
+
+    trends = Trends(totals)
+
     async def healthz(request: Request) -> Response:
+        trends.maybe_sample()  # probes keep the trend series going
         return _json({"status": "ok", "gateway": gateway_id, "cluster": cluster})
 
     async def readyz(request: Request) -> Response:
@@ -176,6 +183,7 @@ def create_admin_app(
         return _json(body, 200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
+        trends.maybe_sample()
         data = telemetry.metrics_text() if telemetry is not None else b""
         return Response(data, media_type=CONTENT_TYPE, headers=_NO_STORE)
 
@@ -184,7 +192,11 @@ def create_admin_app(
             query = parse_query(request.query_params)
         except QueryError as exc:
             return _error(400, str(exc))
+        trends.maybe_sample()
         return _json(global_health(holder.view, now=clock(), query=query))
+
+    async def trend_series(request: Request) -> Response:
+        return _json({"gateway": gateway_id, "cluster": cluster, **trends.series()})
 
     async def gateway_status(request: Request) -> Response:
         view = holder.view
@@ -255,6 +267,7 @@ def create_admin_app(
         Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/health/global", auth.protect(health_global)),
         Route("/v1/status", auth.protect(gateway_status)),
+        Route("/v1/trends", auth.protect(trend_series)),
         Route("/v1/routes/explain", auth.protect(routes_explain)),
         Route("/openapi.json", auth.protect(openapi)),
         Route("/", _AnyMethod(page)),

@@ -286,6 +286,27 @@ STATUS = _obj(
     }
 )
 
+TRENDS = _obj(
+    {
+        "gateway": _STR,
+        "cluster": _STR,
+        "interval_seconds": _NUM,
+        "window_seconds": _NUM,
+        "points": {
+            "type": "array",
+            "items": _obj(
+                {
+                    "at": _NUM,
+                    "seconds": _NUM,
+                    "requests_per_second": {"type": "number", "minimum": 0},
+                    "error_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                    "failovers": {"type": "number", "minimum": 0},
+                }
+            ),
+        },
+    }
+)
+
 PROBE = {
     "type": "object",
     "required": ["gateway", "cluster"],
@@ -389,6 +410,17 @@ def openapi_document(*, clusters: Sequence[str] = ()) -> dict[str, Any]:
                             "description": "An unknown or invalid query parameter.",
                             "content": _json_content("Error"),
                         },
+                        "401": _unauthorized(),
+                    },
+                }
+            },
+            "/v1/trends": {
+                "get": {
+                    "operationId": "trends",
+                    "summary": "This gateway's requests/s, error rate and failovers over the "
+                    "last 15 minutes (sampled from its own counters at most every 10 s).",
+                    "responses": {
+                        "200": {"description": "The series.", "content": _json_content("Trends")},
                         "401": _unauthorized(),
                     },
                 }
@@ -535,6 +567,7 @@ def openapi_document(*, clusters: Sequence[str] = ()) -> dict[str, Any]:
                 "Explain": EXPLAIN,
                 "GlobalHealth": GLOBAL_HEALTH,
                 "Page": PAGE,
+                "Trends": TRENDS,
                 "Cluster": CLUSTER,
                 "Gateway": GATEWAY,
                 "Service": SERVICE,

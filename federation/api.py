@@ -156,6 +156,7 @@ def create_admin_app(
     ready: Callable[[], bool],
     status: Callable[[], dict[str, object]],
     clock: Callable[[], float] = time.time,
+    trends: Trends | None = None,
 ) -> Starlette:
     """The admin app of one gateway (the composition root passes the callables)."""
     auth = _Auth(token)
@@ -163,13 +164,15 @@ def create_admin_app(
     def totals() -> Totals:
         return Totals(*telemetry.totals()) if telemetry is not None else Totals(0.0, 0.0, 0.0)
 
-    trends = Trends(totals)
+    if trends is None:
+        trends = Trends(totals)
 
     async def healthz(request: Request) -> Response:
         trends.maybe_sample()  # probes keep the trend series going
         return _json({"status": "ok", "gateway": gateway_id, "cluster": cluster})
 
     async def readyz(request: Request) -> Response:
+        trends.maybe_sample()
         view = holder.view
         ok = bool(ready())
         body = {

@@ -268,3 +268,45 @@ def test_bad_etcd_flag_is_one_line(
     code = main(["apply", write(tmp_path, generate(2)), "--etcd", endpoint])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("fedgate apply: --etcd") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("clusters", [20, 300], ids=["too-many-operations", "grpc-message-too-large"])
+def test_a_transaction_over_the_limit_is_one_line_at_once(
+    small_etcd: EtcdCluster, tmp_path: Path, clusters: int
+) -> None:
+    """Sized for limits etcd does not have (no probing): etcd's "too many operations"
+    (over --max-request-bytes) and gRPC's "larger than max" (over it + 512 KiB) are not
+    retried; one line, at once."""
+    from federation.store import execute, plan_apply, read_config
+    from federation.txnsize import TxnTooLarge
+
+    fed = load_manifest(write(tmp_path, generate(clusters)))
+
+    async def run() -> None:
+        async with EtcdClient(small_etcd.endpoints, timeout=5.0) as client:
+            plan = plan_apply(fed, await read_config(client, LAYOUT), LAYOUT)
+            started = time.monotonic()
+            with pytest.raises(TxnTooLarge) as info:
+                await execute(client, plan, Limits(max_ops=100_000, max_bytes=64 * 1024 * 1024))
+            assert time.monotonic() - started < 2.0  # not retried for the 5 s timeout
+            message = str(info.value)
+            assert "\n" not in message and "--max-request-bytes" in message
+
+    asyncio.run(run())
+    assert snapshot(small_etcd)[1] == {}
+
+
+def test_chunks_respect_both_limits() -> None:
+    from federation.etcd import Delete, Put
+    from federation.txnsize import TxnTooLarge, chunk, op_bytes
+
+    limits = Limits(max_ops=4, max_bytes=20 * 1024)
+    ops: list[Put | Delete] = [Put(f"/k/{i}", b"v" * (i * 300)) for i in range(40)]
+    ops.append(Delete("/k/gone"))
+    chunks = chunk(ops, limits, guard_cost=100, last_reserve_ops=2, last_reserve_bytes=200)
+    assert [op for c in chunks for op in c] == ops  # in order, each once
+    assert all(len(c) <= 4 for c in chunks) and len(chunks[-1]) <= 2
+    assert all(sum(op_bytes(op) for op in c) + 100 <= limits.budget for c in chunks)
+    with pytest.raises(TxnTooLarge, match="does not fit"):
+        chunk([Put("/big", b"x" * 30_000)], limits, guard_cost=0, last_reserve_ops=0,
+              last_reserve_bytes=0)  # fmt: skip

@@ -270,7 +270,9 @@ def test_bad_etcd_flag_is_one_line(
     assert code == 2 and err.startswith("fedgate apply: --etcd") and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("clusters", [20, 300], ids=["too-many-operations", "grpc-message-too-large"])
+@pytest.mark.parametrize(
+    "clusters", [20, 300], ids=["too-many-operations", "grpc-message-too-large"]
+)
 def test_a_transaction_over_the_limit_is_one_line_at_once(
     small_etcd: EtcdCluster, tmp_path: Path, clusters: int
 ) -> None:

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a manifest without touching anything")
     p.add_argument("file")
 
-    p = sub.add_parser("apply", help="register a manifest in etcd in one transaction")
+    p = sub.add_parser("apply", help="register a manifest in etcd (guarded, at any size)")
     p.add_argument("file")
     p.add_argument("--dry-run", action="store_true", help="show the diff, write nothing")
     p.add_argument("--prune", action="store_true", help="remove what the manifest no longer names")

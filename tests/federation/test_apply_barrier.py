@@ -285,12 +285,12 @@ def test_a_transaction_over_the_limit_is_one_line_at_once(
     fed = load_manifest(write(tmp_path, generate(clusters)))
 
     async def run() -> None:
-        async with EtcdClient(small_etcd.endpoints, timeout=5.0) as client:
+        async with EtcdClient(small_etcd.endpoints, timeout=10.0) as client:
             plan = plan_apply(fed, await read_config(client, LAYOUT), LAYOUT)
             started = time.monotonic()
             with pytest.raises(TxnTooLarge) as info:
                 await execute(client, plan, Limits(max_ops=100_000, max_bytes=64 * 1024 * 1024))
-            assert time.monotonic() - started < 2.0  # not retried for the 5 s timeout
+            assert time.monotonic() - started < 5.0  # not retried until the 10 s timeout
             message = str(info.value)
             assert "\n" not in message and "--max-request-bytes" in message
 

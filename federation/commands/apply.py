@@ -151,8 +151,9 @@ def run(
     if result.transactions <= 1:
         print(f"applied in one transaction: etcd revision {result.revision}")
     else:
+        limits = f" ({result.limits.describe()})" if result.limits is not None else ""
         print(
             f"applied in {result.transactions} transactions behind the barrier: "
-            f"etcd revision {result.revision}, generation {plan.generation}"
+            f"etcd revision {result.revision}, generation {plan.generation}{limits}"
         )
     return EXIT_OK

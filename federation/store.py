@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from federation import codec
 from federation.barrier import Barrier, barrier_value, generation_value, read_generation
-from federation.etcd import KV, Delete, EtcdClient, EtcdError, Guard, Put
+from federation.etcd import KV, Delete, EtcdClient, EtcdCompacted, EtcdError, Guard, Put
 from federation.keys import KeyLayout, Kind
 from federation.model import Federation
 from federation.txnsize import (
@@ -163,8 +163,27 @@ def desired_items(federation: Federation, layout: KeyLayout) -> dict[str, bytes]
 
 
 async def read_config(client: EtcdClient, layout: KeyLayout) -> ConfigState:
-    """The config keys, in one linearizable read of the whole prefix."""
-    revision, kvs = await client.get_prefix(layout.prefix)
+    """The config keys at one revision: ``clusters/`` first (its answer's revision R), then
+    ``services/`` and the single keys at R, so runtime keys (endpoints, health, gateways:
+    most of the prefix at scale) are never read. A compaction of R meanwhile: read again."""
+    for attempt in range(3):
+        try:
+            return await _read_config_once(client, layout)
+        except EtcdCompacted:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _read_config_once(client: EtcdClient, layout: KeyLayout) -> ConfigState:
+    revision, kvs = await client.get_prefix(layout.folder(Kind.CLUSTER))
+    for folder in (
+        layout.folder(Kind.SERVICE),
+        layout.federation(),
+        layout.generation(),
+        layout.applying(),
+    ):
+        kvs += (await client.get_prefix(folder, revision=revision))[1]
     config: dict[str, KV] = {}
     generation = applying = None
     for kv in kvs:

@@ -312,3 +312,20 @@ def test_chunks_respect_both_limits() -> None:
     with pytest.raises(TxnTooLarge, match="does not fit"):
         chunk([Put("/big", b"x" * 30_000)], limits, guard_cost=0, last_reserve_ops=0,
               last_reserve_bytes=0)  # fmt: skip
+
+
+def test_apply_never_reads_the_runtime_keys(tmp_path: Path) -> None:
+    """Runtime keys (health, endpoints, gateways) are most of the prefix at scale: above
+    gRPC's 64 MiB receive limit the whole-prefix read failed; apply reads config only."""
+    extra = ["--max-request-bytes", str(8 * 1024 * 1024), "--quota-backend-bytes", str(2**31)]
+    with EtcdCluster(size=1, extra_args=extra) as etcd:
+
+        async def fill() -> None:
+            async with EtcdClient(etcd.endpoints, timeout=30.0) as client:
+                blob = b"x" * (7 * 1024 * 1024)
+                for i in range(10):  # 70 MB of health observations
+                    await client.put(LAYOUT.health(f"gw{i}"), blob)
+
+        asyncio.run(fill())
+        path = write(tmp_path, generate(3))
+        assert main(["apply", path, "--etcd", etcd.endpoint]) == 0

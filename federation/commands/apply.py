@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TextIO
@@ -92,6 +93,7 @@ def print_plan(
         + (f", {plan.count('keep')} kept" if plan.count("keep") else ""),
         file=stream,
     )
+    stream.flush()  # shown before anything is written (a closed pipe stops the apply here)
 
 
 async def apply_file(
@@ -142,6 +144,24 @@ def run(
         )
     except (ConcurrentChange, ApplyRefused, ApplyInterrupted, EtcdError) as exc:
         raise CommandError(str(exc), EXIT_FAILURE) from None
+    except BrokenPipeError:  # the diff could not be shown (`| head`): write nothing
+        _stdout_closed()
+        raise CommandError("standard output closed: nothing written", EXIT_FAILURE) from None
+    try:
+        return _report(args, result, detailed=detailed)
+    except BrokenPipeError:
+        _stdout_closed()
+        raise CommandError("standard output closed", EXIT_FAILURE) from None
+
+
+def _stdout_closed() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _report(args: argparse.Namespace, result: ApplyResult, *, detailed: bool) -> int:
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     plan = result.plan

@@ -329,3 +329,23 @@ def test_apply_never_reads_the_runtime_keys(tmp_path: Path) -> None:
         asyncio.run(fill())
         path = write(tmp_path, generate(3))
         assert main(["apply", path, "--etcd", etcd.endpoint]) == 0
+
+
+def test_closed_stdout_is_one_line_and_writes_nothing(etcd: EtcdCluster, tmp_path: Path) -> None:
+    """`fedgate apply big.yaml | head -1`: the diff cannot be shown, so nothing is written,
+    and the error is one line (it was a BrokenPipeError traceback)."""
+    path = write(tmp_path, generate(3))  # a few lines: the diff is flushed before the write
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # the reader is gone before the first line
+    with os.fdopen(write_fd, "wb") as closed:
+        proc = subprocess.run(
+            [sys.executable, "-m", "federation.cli", "apply", path, "--etcd", etcd.endpoint],
+            stdout=closed,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert err == "fedgate apply: standard output closed: nothing written\n"
+    assert snapshot(etcd)[1] == {}

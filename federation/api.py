@@ -11,7 +11,9 @@ API call (never in a cookie or a URL sent to the server).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -196,7 +198,20 @@ def create_admin_app(
         except QueryError as exc:
             return _error(400, str(exc))
         trends.maybe_sample()
-        return _json(global_health(holder.view, now=clock(), query=query))
+        view, now = holder.view, clock()
+
+        def body() -> bytes:
+            return json.dumps(
+                global_health(view, now=now, query=query),
+                ensure_ascii=False,
+                allow_nan=False,
+                separators=(",", ":"),
+            ).encode()
+
+        # at 1,000 clusters the first answer on a new view costs ~0.2 s of CPU: in a
+        # thread, so that the event loop (the request path) keeps its turn every 5 ms
+        data = await asyncio.to_thread(body)
+        return Response(data, media_type="application/json", headers=_NO_STORE)
 
     async def trend_series(request: Request) -> Response:
         return _json({"gateway": gateway_id, "cluster": cluster, **trends.series()})

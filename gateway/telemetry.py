@@ -434,6 +434,21 @@ class Telemetry:
 
     # ------------------------------------------------------------ exposition
 
+    def totals(self) -> tuple[float, float, float]:
+        """(requests, 5xx answers, failovers) so far: what the status page's trends sample."""
+        requests = errors = 0.0
+        for (_, _, status), count in list(self._requests.counts.items()):
+            requests += count[0]
+            if status >= 500:
+                errors += count[0]
+        failovers = sum(
+            s.value
+            for family in self._failovers.collect()
+            for s in family.samples
+            if s.name.endswith("_total")
+        )
+        return requests, errors, failovers
+
     def metrics_text(self) -> bytes:
         """The registry in the Prometheus text format (``CONTENT_TYPE``)."""
         data: bytes = generate_latest(self.registry)

@@ -113,6 +113,7 @@ def test_every_operation_is_fuzzed() -> None:
     assert secured == {
         "/v1/health/global",
         "/v1/status",
+        "/v1/trends",
         "/v1/routes/explain",
         "/openapi.json",
         "/",

@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -37,6 +37,16 @@ STATIC_DIR = Path(__file__).parent / "static"
 REALM = "fedgate"
 
 Explain = Callable[[str, str, str, str | None], dict[str, Any]]
+
+
+class DnsAdmin(Protocol):
+    """The DNS listener's admin side (``gateway/dns``; None when ``listen.dns`` is off)."""
+
+    def summary(self) -> dict[str, Any]: ...
+
+    def explain(self, name: str, client: str | None) -> dict[str, Any]: ...  # ValueError: 400
+
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 # the same patterns as the OpenAPI document (and the same matching: re.search)
@@ -154,6 +164,7 @@ def create_admin_app(
     ready: Callable[[], bool],
     status: Callable[[], dict[str, object]],
     clock: Callable[[], float] = time.time,
+    dns: DnsAdmin | None = None,
 ) -> Starlette:
     """The admin app of one gateway (the composition root passes the callables)."""
     auth = _Auth(token)
@@ -179,7 +190,8 @@ def create_admin_app(
         return Response(data, media_type=CONTENT_TYPE, headers=_NO_STORE)
 
     async def health_global(request: Request) -> Response:
-        return _json(global_health(holder.view, now=clock()))
+        section = dns.summary() if dns is not None else None
+        return _json(global_health(holder.view, now=clock(), dns=section))
 
     async def gateway_status(request: Request) -> Response:
         view = holder.view
@@ -226,6 +238,20 @@ def create_admin_app(
             return _json(result, 404)
         return _json(result)
 
+    async def dns_explain(request: Request) -> Response:
+        q = request.query_params
+        name = q.get("name", "")
+        if dns is None:
+            return _error(404, "DNS is not enabled on this gateway (listen.dns)")
+        if not name:
+            return _error(400, "query parameter 'name' is required")
+        if not _HOST.search(name.rstrip(".")):
+            return _error(400, f"invalid name {name!r}")
+        try:
+            return _json(dns.explain(name, q.get("client")))
+        except ValueError as exc:
+            return _error(400, str(exc))
+
     async def openapi(request: Request) -> Response:
         return _json(openapi_document(clusters=sorted(holder.view.clusters)))
 
@@ -251,6 +277,7 @@ def create_admin_app(
         Route("/v1/health/global", auth.protect(health_global)),
         Route("/v1/status", auth.protect(gateway_status)),
         Route("/v1/routes/explain", auth.protect(routes_explain)),
+        Route("/v1/dns/explain", auth.protect(dns_explain)),
         Route("/openapi.json", auth.protect(openapi)),
         Route("/", _AnyMethod(page)),
         Mount("/static", app=_static_app(), name="static"),

@@ -48,8 +48,11 @@ _RANK = {
 }
 
 
-def global_health(view: RoutingView, *, now: float) -> dict[str, object]:
-    """The body of ``GET /v1/health/global`` (see the module docstring)."""
+def global_health(
+    view: RoutingView, *, now: float, dns: dict[str, object] | None = None
+) -> dict[str, object]:
+    """The body of ``GET /v1/health/global`` (see the module docstring); ``dns`` is the
+    section the gateway's DNS listener reports (``gateway/dns/report.py``), if it runs."""
     newest = max(
         [view.config_revision, *(g.applied_revision for g in view.gateways.values())],
     )
@@ -111,6 +114,7 @@ def global_health(view: RoutingView, *, now: float) -> dict[str, object]:
         "rejected": [
             {"key": r.key, "error": r.error, "revision": r.revision} for r in view.rejected
         ],
+        "dns": dns if dns is not None else {"enabled": False},
     }
 
 

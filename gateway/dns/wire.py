@@ -1,0 +1,194 @@
+"""DNS messages on the wire (dnspython): a query's bytes in, the response's bytes out.
+
+:class:`Responder` parses a query, asks :func:`gateway.dns.resolve.resolve` and packs
+the answer. It is synchronous and never raises: a packet that is not a well-formed DNS
+query (unparsable, a response, no question) is *dropped* and counted; a query we do not
+serve gets an error rcode (FORMERR, NOTIMP, REFUSED, BADVERS).
+
+- EDNS(0) (RFC 6891): the response carries an OPT record when the query did; a UDP
+  answer fits in the client's advertised payload, at most :data:`MAX_UDP_PAYLOAD`
+  (1232, the DNS flag day 2020 size), else 512 without EDNS; an EDNS version above 0
+  gets BADVERS.
+- Truncation: an answer too big for UDP goes out empty with TC set; the client asks
+  again over TCP (64 KiB).
+- EDNS Client Subnet (RFC 7871): the client network steers ``nearest`` and is echoed
+  with the scope prefix length the answer depends on (0 when it depends on none).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+import dns.edns
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from federation.model import RoutingView
+from gateway.dns.answers import DnsAnswers, IPAddress
+from gateway.dns.resolve import NXDOMAIN, REFUSED, Record, Resolution, resolve
+
+MAX_UDP_PAYLOAD = 1232
+MIN_UDP_PAYLOAD = 512
+TCP_MAX = 65535
+_SERVED = {
+    dns.rdatatype.A: "A",
+    dns.rdatatype.AAAA: "AAAA",
+    dns.rdatatype.CNAME: "CNAME",
+    dns.rdatatype.NS: "NS",
+    dns.rdatatype.SOA: "SOA",
+    dns.rdatatype.ANY: "ANY",
+}
+_RCODES = {"NOERROR": dns.rcode.NOERROR, NXDOMAIN: dns.rcode.NXDOMAIN, REFUSED: dns.rcode.REFUSED}
+
+
+@dataclass(slots=True)
+class DnsStats:
+    """Counters of one listener (``/v1/status``, global health)."""
+
+    queries: int = 0
+    udp: int = 0
+    tcp: int = 0
+    malformed: int = 0  # dropped: not a well-formed query
+    truncated: int = 0
+    rate_limited: int = 0  # dropped by response-rate limiting
+    slipped: int = 0  # sent truncated by response-rate limiting
+    rcodes: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "queries": self.queries,
+            "udp": self.udp,
+            "tcp": self.tcp,
+            "malformed": self.malformed,
+            "truncated": self.truncated,
+            "rate_limited": self.rate_limited,
+            "slipped": self.slipped,
+            "rcodes": dict(sorted(self.rcodes.items())),
+        }
+
+
+def _rrset(rec: Record) -> dns.rrset.RRset:
+    rdtype = dns.rdatatype.from_text(rec.type)
+    if rec.type == "SOA":
+        texts = [" ".join(f"{d}." if i < 2 else d for i, d in enumerate(rec.data))]
+    elif rec.type in ("NS",):
+        texts = [f"{d}." for d in rec.data]
+    else:
+        texts = list(rec.data)
+    return dns.rrset.from_text_list(
+        dns.name.from_text(rec.name), rec.ttl, dns.rdataclass.IN, rdtype, texts
+    )
+
+
+def client_subnet(query: dns.message.Message) -> dns.edns.ECSOption | None:
+    for opt in query.options:
+        if isinstance(opt, dns.edns.ECSOption):
+            return opt
+    return None
+
+
+class Responder:
+    """Query bytes -> response bytes (or None: dropped), over the current view."""
+
+    def __init__(self, answers: DnsAnswers) -> None:
+        self.answers = answers
+        self.stats = DnsStats()
+        self._rrsets: dict[Record, dns.rrset.RRset] = {}
+
+    def _cached(self, rec: Record) -> dns.rrset.RRset:
+        rrset = self._rrsets.get(rec)
+        if rrset is None:
+            if len(self._rrsets) > 4096:
+                self._rrsets.clear()
+            rrset = self._rrsets[rec] = _rrset(rec)
+        return rrset
+
+    def respond(
+        self, view: RoutingView, wire: bytes, peer: str, *, tcp: bool
+    ) -> tuple[bytes | None, str]:
+        """(response bytes or None when dropped, rcode name) for one query."""
+        try:
+            query = dns.message.from_wire(wire)
+        except Exception:  # any malformed packet: dropped, counted, never a crash
+            self.stats.malformed += 1
+            return None, "malformed"
+        if query.flags & dns.flags.QR or len(query.question) != 1:
+            self.stats.malformed += 1
+            return None, "malformed"
+        self.stats.queries += 1
+        try:
+            return self._respond(view, query, peer, tcp=tcp)
+        except Exception:  # a bug must not take the listener down: SERVFAIL
+            return self._error(query, dns.rcode.SERVFAIL), "SERVFAIL"
+
+    def _error(self, query: dns.message.Message, rcode: dns.rcode.Rcode) -> bytes:
+        response = dns.message.make_response(query, our_payload=MAX_UDP_PAYLOAD)
+        response.set_rcode(rcode)
+        return response.to_wire()
+
+    def _respond(
+        self, view: RoutingView, query: dns.message.Message, peer: str, *, tcp: bool
+    ) -> tuple[bytes | None, str]:
+        if query.edns > 0:
+            response = dns.message.make_response(query, our_payload=MAX_UDP_PAYLOAD)
+            response.use_edns(0, 0, MAX_UDP_PAYLOAD)
+            response.set_rcode(dns.rcode.BADVERS)
+            return response.to_wire(), "BADVERS"
+        if query.opcode() != dns.opcode.QUERY:
+            return self._error(query, dns.rcode.NOTIMP), "NOTIMP"
+        q = query.question[0]
+        if q.rdclass != dns.rdataclass.IN:
+            return self._error(query, dns.rcode.REFUSED), "REFUSED"
+        ecs = client_subnet(query) if query.edns == 0 else None
+        client: IPAddress | None = None
+        try:
+            client = ipaddress.ip_address(ecs.address if ecs is not None else peer)
+        except ValueError:
+            client = None
+        name = q.name.to_text(omit_final_dot=True).lower()
+        qtype = _SERVED.get(q.rdtype, dns.rdatatype.to_text(q.rdtype))
+        res = resolve(self.answers, view, name, qtype, client)
+        response = dns.message.make_response(query, our_payload=MAX_UDP_PAYLOAD)
+        if query.edns == 0:
+            options: list[dns.edns.Option] = []
+            if ecs is not None:
+                scope = min(res.scope, ecs.srclen) if res.scope else 0
+                options.append(dns.edns.ECSOption(ecs.address, ecs.srclen, scope))
+            response.use_edns(0, 0, MAX_UDP_PAYLOAD, options=options)
+        self._fill(response, res)
+        limit = TCP_MAX
+        if not tcp:
+            limit = (
+                max(MIN_UDP_PAYLOAD, min(query.payload, MAX_UDP_PAYLOAD))
+                if query.edns == 0
+                else MIN_UDP_PAYLOAD
+            )
+        try:
+            return response.to_wire(max_size=limit), res.rcode
+        except dns.exception.TooBig:
+            self.stats.truncated += 1
+            response.answer.clear()
+            response.authority.clear()
+            response.additional.clear()
+            response.flags |= dns.flags.TC
+            return response.to_wire(), res.rcode
+
+    def _fill(self, response: dns.message.Message, res: Resolution) -> None:
+        response.set_rcode(_RCODES[res.rcode])
+        if res.authoritative:
+            response.flags |= dns.flags.AA
+        for rec in res.answer:
+            response.answer.append(self._cached(rec))
+        for rec in res.authority:
+            response.authority.append(self._cached(rec))
+        for rec in res.additional:
+            response.additional.append(self._cached(rec))

@@ -19,7 +19,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from typing import Any
+from typing import Any, cast
 
 import dns.flags
 import dns.message
@@ -64,8 +64,7 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop: no subclass
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         reply = self.server.handle_udp(data, addr[0])

@@ -121,12 +121,13 @@ class PublicEntryDoc(Doc):
         default=None,
         min_length=1,
         description="IP addresses where clients reach this cluster's gateways (its load "
-        "balancer): DNS answers A/AAAA records with them. Exactly one of addresses, hostname.",
+        "balancer): DNS answers A/AAAA records with them. Exactly one of addresses, "
+        "hostname. Default: none.",
     )
     hostname: Hostname | None = Field(
         default=None,
         description="A hostname for the same (e.g. a cloud load balancer's name): DNS answers "
-        "a CNAME to it. Exactly one of addresses, hostname.",
+        "a CNAME to it. Exactly one of addresses, hostname. Default: none.",
     )
 
 

@@ -53,6 +53,9 @@ class Selection:
     ttl: int
     reason: str
     scope: int = 0  # EDNS Client Subnet scope prefix length (the nearest rule's), else 0
+    # the same object answers every client until the plan changes (not weighted, not
+    # nearest, no ramp): the listener may reuse the packed response while it is current
+    fixed: bool = False
 
 
 def _entries(
@@ -165,7 +168,17 @@ class DnsAnswers:
             why = "no cluster is reachable: every public entry (failing open)"
             if not named:
                 why = "no cluster of the service has a public entry"
-            sel = Selection(service.name, strategy, named, v4, v6, cname, ttl, why)
+            sel = Selection(
+                service.name,
+                strategy,
+                named,
+                v4,
+                v6,
+                cname,
+                ttl,
+                why,
+                fixed=strategy != "nearest",
+            )
             self._fixed[service.name] = (groups, sel)
             return sel
         fixed = all(g.accept >= 1.0 for g, _ in eligible[:-1]) and strategy != "weighted"
@@ -194,7 +207,17 @@ class DnsAnswers:
         if chosen.label == "panic":
             why = "panic: no cluster is usable, spreading over every reachable one"
         named, v4, v6, cname = _entries(names, view)
-        sel = Selection(service.name, strategy, named, v4, v6, cname, ttl, why)
+        sel = Selection(
+            service.name,
+            strategy,
+            named,
+            v4,
+            v6,
+            cname,
+            ttl,
+            why,
+            fixed=fixed and strategy != "nearest",
+        )
         if fixed:
             self._fixed[service.name] = (groups, sel)
         return sel

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 import dns.edns
 import dns.exception
@@ -39,6 +40,7 @@ from gateway.dns.resolve import NXDOMAIN, REFUSED, Record, Resolution, resolve
 MAX_UDP_PAYLOAD = 1232
 MIN_UDP_PAYLOAD = 512
 TCP_MAX = 65535
+MAX_PACKED = 4096  # packed answers kept for repeated questions
 _SERVED = {
     dns.rdatatype.A: "A",
     dns.rdatatype.AAAA: "AAAA",
@@ -76,17 +78,39 @@ class DnsStats:
         }
 
 
-def _rrset(rec: Record) -> dns.rrset.RRset:
+def _rdatas(rec: Record) -> tuple[dns.rdata.Rdata, ...]:
     rdtype = dns.rdatatype.from_text(rec.type)
     if rec.type == "SOA":
         texts = [" ".join(f"{d}." if i < 2 else d for i, d in enumerate(rec.data))]
-    elif rec.type in ("NS",):
+    elif rec.type == "NS":
         texts = [f"{d}." for d in rec.data]
     else:
         texts = list(rec.data)
-    return dns.rrset.from_text_list(
-        dns.name.from_text(rec.name), rec.ttl, dns.rdataclass.IN, rdtype, texts
-    )
+    return tuple(dns.rdata.from_text(dns.rdataclass.IN, rdtype, t) for t in texts)
+
+
+def question_name_end(wire: bytes) -> int:
+    """The offset just past the question's name (uncompressed labels from offset 12), or
+    -1 when the packet is too short or the name is not plain labels."""
+    pos = 12
+    size = len(wire)
+    while pos < size:
+        n = wire[pos]
+        if n == 0:
+            return pos + 1
+        if n > 63:
+            return -1
+        pos += n + 1
+    return -1
+
+
+def packed_key(wire: bytes, tcp: bool) -> tuple[bool, bytes] | None:
+    """The cache key of a query: everything after the ID, the question's name lower-cased
+    (resolvers randomise its letter case, RFC draft 0x20), or None when not plain."""
+    end = question_name_end(wire)
+    if end < 0:
+        return None
+    return tcp, wire[2:12] + wire[12:end].lower() + wire[end:]
 
 
 def client_subnet(query: dns.message.Message) -> dns.edns.ECSOption | None:
@@ -103,19 +127,45 @@ class Responder:
         self.answers = answers
         self.stats = DnsStats()
         self._rrsets: dict[Record, dns.rrset.RRset] = {}
+        self._rdata: dict[tuple[str, tuple[str, ...]], tuple[dns.rdata.Rdata, ...]] = {}
+        # (tcp, query bytes after the ID) -> (view, service, selection, response after the
+        # ID, rcode): a repeated question over the same view and the same selection gets
+        # the packed answer again without parsing (the selection is asked again, cheaply,
+        # so an answer never outlives the plan it came from)
+        self._packed: dict[tuple[bool, bytes], tuple[object, Any, Any, bytes, str, int]] = {}
 
-    def _cached(self, rec: Record) -> dns.rrset.RRset:
+    def _cached(self, rec: Record, qname: dns.name.Name | None = None) -> dns.rrset.RRset:
+        """The RRset of ``rec``; an answer at the question's name (which may be any name
+        under a wildcard) is built on the parsed question name from cached rdata."""
+        if qname is not None:
+            key = (rec.type, rec.data)
+            rdatas = self._rdata.get(key)
+            if rdatas is None:
+                if len(self._rdata) > MAX_PACKED:
+                    self._rdata.clear()
+                rdatas = self._rdata[key] = _rdatas(rec)
+            return dns.rrset.from_rdata_list(qname, rec.ttl, rdatas)
         rrset = self._rrsets.get(rec)
         if rrset is None:
-            if len(self._rrsets) > 4096:
+            if len(self._rrsets) > MAX_PACKED:
                 self._rrsets.clear()
-            rrset = self._rrsets[rec] = _rrset(rec)
+            rrset = self._rrsets[rec] = dns.rrset.from_rdata_list(
+                dns.name.from_text(rec.name), rec.ttl, _rdatas(rec)
+            )
         return rrset
 
     def respond(
         self, view: RoutingView, wire: bytes, peer: str, *, tcp: bool
     ) -> tuple[bytes | None, str]:
         """(response bytes or None when dropped, rcode name) for one query."""
+        key = packed_key(wire, tcp)
+        hit = self._packed.get(key) if key is not None else None
+        if hit is not None and hit[0] is view:
+            service, selection = hit[1], hit[2]
+            if selection is None or self.answers.select(view, service) is selection:
+                self.stats.queries += 1
+                # the cached answer with this query's ID and question (its letter case)
+                return wire[:2] + hit[3][:10] + wire[12 : hit[5]] + hit[3][hit[5] - 2 :], hit[4]
         try:
             query = dns.message.from_wire(wire)
         except Exception:  # any malformed packet: dropped, counted, never a crash
@@ -126,7 +176,7 @@ class Responder:
             return None, "malformed"
         self.stats.queries += 1
         try:
-            return self._respond(view, query, peer, tcp=tcp)
+            return self._respond(view, query, wire, peer, tcp=tcp)
         except Exception:  # a bug must not take the listener down: SERVFAIL
             return self._error(query, dns.rcode.SERVFAIL), "SERVFAIL"
 
@@ -136,7 +186,7 @@ class Responder:
         return response.to_wire()
 
     def _respond(
-        self, view: RoutingView, query: dns.message.Message, peer: str, *, tcp: bool
+        self, view: RoutingView, query: dns.message.Message, wire: bytes, peer: str, *, tcp: bool
     ) -> tuple[bytes | None, str]:
         if query.edns > 0:
             response = dns.message.make_response(query, our_payload=MAX_UDP_PAYLOAD)
@@ -158,13 +208,30 @@ class Responder:
         qtype = _SERVED.get(q.rdtype, dns.rdatatype.to_text(q.rdtype))
         res = resolve(self.answers, view, name, qtype, client)
         response = dns.message.make_response(query, our_payload=MAX_UDP_PAYLOAD)
-        if query.edns == 0:
-            options: list[dns.edns.Option] = []
-            if ecs is not None:
-                scope = min(res.scope, ecs.srclen) if res.scope else 0
-                options.append(dns.edns.ECSOption(ecs.address, ecs.srclen, scope))
-            response.use_edns(0, 0, MAX_UDP_PAYLOAD, options=options)
-        self._fill(response, res)
+        if ecs is not None:
+            scope = min(res.scope, ecs.srclen) if res.scope else 0
+            option = dns.edns.ECSOption(ecs.address, ecs.srclen, scope)
+            response.use_edns(0, 0, MAX_UDP_PAYLOAD, options=[option])
+        self._fill(response, res, q.name, name)
+        out = self._pack(query, response, res, tcp=tcp)
+        sel = res.selection
+        key = packed_key(wire, tcp)
+        if key is not None and (sel is None or sel.fixed):
+            if len(self._packed) >= MAX_PACKED:
+                self._packed.clear()
+            service = self.answers.index(view).services.get(sel.service) if sel else None
+            qend = question_name_end(wire)
+            self._packed[key] = (view, service, sel, out[2:], res.rcode, qend)
+        return out, res.rcode
+
+    def _pack(
+        self,
+        query: dns.message.Message,
+        response: dns.message.Message,
+        res: Resolution,
+        *,
+        tcp: bool,
+    ) -> bytes:
         limit = TCP_MAX
         if not tcp:
             limit = (
@@ -173,21 +240,23 @@ class Responder:
                 else MIN_UDP_PAYLOAD
             )
         try:
-            return response.to_wire(max_size=limit), res.rcode
+            return response.to_wire(max_size=limit)
         except dns.exception.TooBig:
             self.stats.truncated += 1
             response.answer.clear()
             response.authority.clear()
             response.additional.clear()
             response.flags |= dns.flags.TC
-            return response.to_wire(), res.rcode
+            return response.to_wire()
 
-    def _fill(self, response: dns.message.Message, res: Resolution) -> None:
+    def _fill(
+        self, response: dns.message.Message, res: Resolution, qname: dns.name.Name, name: str
+    ) -> None:
         response.set_rcode(_RCODES[res.rcode])
         if res.authoritative:
             response.flags |= dns.flags.AA
         for rec in res.answer:
-            response.answer.append(self._cached(rec))
+            response.answer.append(self._cached(rec, qname if rec.name == name else None))
         for rec in res.authority:
             response.authority.append(self._cached(rec))
         for rec in res.additional:

@@ -100,6 +100,7 @@ class DnsAnswers:
         self._index_key: tuple[object, ...] = ()
         self._index: NameIndex = build_index(RoutingView())
         self._fixed: dict[str, tuple[object, Selection]] = {}  # service -> (groups, selection)
+        self._seen: dict[str, object] = {}  # service -> the groups last confirmed
 
     def set_own(self, cluster: str, address: str) -> None:
         """This gateway's cluster and advertised DNS address: an NS of its own zones even
@@ -130,19 +131,22 @@ class DnsAnswers:
     # ------------------------------------------------------------------ selection
     def _groups(self, view: RoutingView, service: Service) -> tuple[Any, ...]:
         groups = self.placement.groups(view, service)
+        if self._seen.get(service.name) is groups:
+            return groups
         # a recovered cluster ramps back once a try there succeeded; for DNS the
-        # federation's verdict is that success (nobody tries through this placement)
-        confirmed = False
+        # federation's verdict is that success (nobody tries through this placement), so
+        # every usable cluster of a new plan is confirmed at once (a no-op for the others)
         for g in groups:
-            if g.accept < 1.0:
-                for c in g.clusters:
-                    self.placement.local_success(service.name, c)
-                confirmed = True
-        return self.placement.groups(view, service) if confirmed else groups
+            for c in g.clusters:
+                self.placement.local_success(service.name, c)
+        groups = self.placement.groups(view, service)
+        self._seen[service.name] = groups
+        return groups
 
     def select(
         self, view: RoutingView, service: Service, client: IPAddress | None = None
     ) -> Selection:
+        service = self.index(view).services.get(service.name, service)  # as DNS plans it
         strategy = service.dns.strategy
         groups = self._groups(view, service)
         if strategy == "nearest" and client is not None:

@@ -35,6 +35,8 @@ class DnsFederation(LocalFederation):
         by_name["b"]["publicEntry"] = {"addresses": ["127.0.0.12", *B_EXTRA]}
         by_name["c"]["publicEntry"] = {"hostname": "lb.c.example.net"}
         shop = doc["services"][0]
+        # a cluster that came up after the others gets its share at once, not over 5 s
+        shop["failover"]["failbackWindow"] = "0s"
         endpoints = shop["endpoints"]
         doc["services"] += [
             {

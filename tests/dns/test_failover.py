@@ -3,6 +3,7 @@ resolving through the federation's DNS (all gateways as name servers) keeps reso
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -68,3 +69,28 @@ def test_killed_regions_leave_every_answer(fed: DnsFederation) -> None:
     wait_for(tier1, timeout=MOVE_WITHIN, interval=0.05, what="tier 1 answers")
     answer = resolver.resolve(DEMO_HOST, "CNAME")
     assert [a.to_text() for a in answer] == ["lb.c.example.net."]
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"chromium is not at {CHROMIUM}")
+def test_status_page_shows_the_dns_answer_follow_a_region(fed: DnsFederation) -> None:
+    from playwright.sync_api import sync_playwright
+
+    gw = fed.gateways["a"]
+    row = '#dns [data-dns-service="shop"]'
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"], headless=True
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            page.goto(f"{gw.admin_url}/#token={fed.admin_token}")
+            page.wait_for_selector(f"{row}:has-text('127.0.0.12')", timeout=15_000)
+            assert "demo.local" in page.locator("#dns-zones").inner_text()
+            fed.kill_gateway("b")
+            page.wait_for_selector(f"{row}:not(:has-text('127.0.0.12'))", timeout=15_000)
+            assert "127.0.0.11" in page.locator(row).inner_text()
+        finally:
+            browser.close()

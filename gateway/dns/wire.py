@@ -129,10 +129,12 @@ class Responder:
         self._rrsets: dict[Record, dns.rrset.RRset] = {}
         self._rdata: dict[tuple[str, tuple[str, ...]], tuple[dns.rdata.Rdata, ...]] = {}
         # (tcp, query bytes after the ID) -> (view, service, selection, response after the
-        # ID, rcode): a repeated question over the same view and the same selection gets
-        # the packed answer again without parsing (the selection is asked again, cheaply,
-        # so an answer never outlives the plan it came from)
+        # ID, rcode, end of the question name): a repeated question over the same view and
+        # the same selection gets the packed answer again without parsing (the selection
+        # is asked again, cheaply, so an answer never outlives the plan it came from); a
+        # new view empties it, so no old view is kept alive
         self._packed: dict[tuple[bool, bytes], tuple[object, Any, Any, bytes, str, int]] = {}
+        self._packed_view: RoutingView | None = None
 
     def _cached(self, rec: Record, qname: dns.name.Name | None = None) -> dns.rrset.RRset:
         """The RRset of ``rec``; an answer at the question's name (which may be any name
@@ -158,9 +160,12 @@ class Responder:
         self, view: RoutingView, wire: bytes, peer: str, *, tcp: bool
     ) -> tuple[bytes | None, str]:
         """(response bytes or None when dropped, rcode name) for one query."""
+        if view is not self._packed_view:  # a new view: nothing packed before holds
+            self._packed.clear()
+            self._packed_view = view
         key = packed_key(wire, tcp)
         hit = self._packed.get(key) if key is not None else None
-        if hit is not None and hit[0] is view:
+        if hit is not None:
             service, selection = hit[1], hit[2]
             if selection is None or self.answers.select(view, service) is selection:
                 self.stats.queries += 1

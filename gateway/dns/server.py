@@ -19,6 +19,8 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import dns.flags
@@ -86,6 +88,7 @@ class DnsServer:
         responses_per_second: float = 100.0,
         burst: int = 200,
         slip: int = 2,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.holder = holder
         self.responder = responder
@@ -99,7 +102,7 @@ class DnsServer:
             rate_limit=RateLimit(average=responses_per_second, burst=burst),
         )
         if responses_per_second > 0:
-            self._limiter = RateLimiter()
+            self._limiter = RateLimiter(clock=clock)
         self._slip = slip
         self._over = 0
         self._udp: asyncio.DatagramTransport | None = None

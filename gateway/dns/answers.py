@@ -185,7 +185,8 @@ class DnsAnswers:
             )
             self._fixed[service.name] = (groups, sel)
             return sel
-        fixed = all(g.accept >= 1.0 for g, _ in eligible[:-1]) and strategy != "weighted"
+        # the same answer for every query: the first group always takes it, no draw
+        fixed = (eligible[0][0].accept >= 1.0 or len(eligible) == 1) and strategy != "weighted"
         chosen, members = eligible[-1]
         for g, m in eligible:
             if g is chosen or g.accept >= 1.0 or self._rng.random() < g.accept:

@@ -18,6 +18,7 @@ serve gets an error rcode (FORMERR, NOTIMP, REFUSED, BADVERS).
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,8 @@ import dns.rrset
 from federation.model import RoutingView
 from gateway.dns.answers import DnsAnswers, IPAddress
 from gateway.dns.resolve import NXDOMAIN, REFUSED, Record, Resolution, resolve
+
+log = logging.getLogger("fedgate.dns")
 
 MAX_UDP_PAYLOAD = 1232
 MIN_UDP_PAYLOAD = 512
@@ -182,8 +185,13 @@ class Responder:
         self.stats.queries += 1
         try:
             return self._respond(view, query, wire, peer, tcp=tcp)
-        except Exception:  # a bug must not take the listener down: SERVFAIL
-            return self._error(query, dns.rcode.SERVFAIL), "SERVFAIL"
+        except Exception as exc:  # a bug must not take the listener down: SERVFAIL
+            log.warning("dns: answering %s failed: %r", query.question[0].name, exc)
+            try:
+                return self._error(query, dns.rcode.SERVFAIL), "SERVFAIL"
+            except Exception:
+                self.stats.malformed += 1
+                return None, "malformed"
 
     def _error(self, query: dns.message.Message, rcode: dns.rcode.Rcode) -> bytes:
         response = dns.message.make_response(query, our_payload=MAX_UDP_PAYLOAD)

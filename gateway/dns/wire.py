@@ -92,6 +92,11 @@ def _rdatas(rec: Record) -> tuple[dns.rdata.Rdata, ...]:
     return tuple(dns.rdata.from_text(dns.rdataclass.IN, rdtype, t) for t in texts)
 
 
+def _shape(records: tuple[Record, ...], name: str) -> tuple[object, ...]:
+    """The records with the question's name left out (what a template may reuse)."""
+    return tuple(("@" if r.name == name else r.name, r.type, r.ttl, r.data) for r in records)
+
+
 def question_name_end(wire: bytes) -> int:
     """The offset just past the question's name (uncompressed labels from offset 12), or
     -1 when the packet is too short or the name is not plain labels."""
@@ -138,6 +143,10 @@ class Responder:
         # new view empties it, so no old view is kept alive
         self._packed: dict[tuple[bool, bytes], tuple[object, Any, Any, bytes, str, int]] = {}
         self._packed_view: RoutingView | None = None
+        # the shape of a response (all but the question's name) -> (its bytes with a
+        # placeholder name of the same length, truncated?): a new name of a known shape
+        # (a wildcard host, NXDOMAIN) costs the parse and the lookup, not a dnspython build
+        self._templates: dict[tuple[object, ...], tuple[bytes, bool]] = {}
 
     def _cached(self, rec: Record, qname: dns.name.Name | None = None) -> dns.rrset.RRset:
         """The RRset of ``rec``; an answer at the question's name (which may be any name
@@ -220,13 +229,37 @@ class Responder:
         name = q.name.to_text(omit_final_dot=True).lower()
         qtype = _SERVED.get(q.rdtype, dns.rdatatype.to_text(q.rdtype))
         res = resolve(self.answers, view, name, qtype, client)
-        response = dns.message.make_response(query, our_payload=MAX_UDP_PAYLOAD)
-        if ecs is not None:
-            scope = min(res.scope, ecs.srclen) if res.scope else 0
-            option = dns.edns.ECSOption(ecs.address, ecs.srclen, scope)
-            response.use_edns(0, 0, MAX_UDP_PAYLOAD, options=[option])
-        self._fill(response, res, q.name, name)
-        out = self._pack(query, response, res, tcp=tcp)
+        qend = question_name_end(wire)
+        if qend < 0 or qend + 4 > len(wire):  # an unusual question encoding: build it
+            out, truncated = self._build(query, res, ecs, q.name, name, tcp=tcp)
+        else:
+            # the response's shape: everything but the question's name, which the packed
+            # template holds as a placeholder of the same length (so no name compresses
+            # against it and the bytes after it do not depend on it)
+            shape = (
+                tcp,
+                wire[2:12],
+                qend,
+                wire[qend:],
+                res.rcode,
+                res.authoritative,
+                res.scope,
+                _shape(res.answer, name),
+                _shape(res.authority, name),
+                _shape(res.additional, name),
+            )
+            template = self._templates.get(shape)
+            if template is None:
+                if len(self._templates) >= MAX_PACKED:
+                    self._templates.clear()
+                placeholder = dns.name.Name([b"-" * len(label) for label in q.name.labels])
+                template = self._templates[shape] = self._build(
+                    query, res, ecs, placeholder, name, tcp=tcp
+                )
+            body, truncated = template
+            out = wire[:2] + body[2:12] + wire[12 : qend + 4] + body[qend + 4 :]
+        if truncated:
+            self.stats.truncated += 1
         sel = res.selection
         key = packed_key(wire, tcp)
         if key is not None and (sel is None or sel.fixed):
@@ -237,14 +270,32 @@ class Responder:
             self._packed[key] = (view, service, sel, out[2:], res.rcode, qend)
         return out, res.rcode
 
-    def _pack(
+    def _build(
         self,
         query: dns.message.Message,
-        response: dns.message.Message,
         res: Resolution,
+        ecs: dns.edns.ECSOption | None,
+        qname: dns.name.Name,
+        name: str,
         *,
         tcp: bool,
-    ) -> bytes:
+    ) -> tuple[bytes, bool]:
+        """The response packed by dnspython, its question (and the answers' owner) being
+        ``qname``; and whether it had to be truncated."""
+        response = dns.message.make_response(query, our_payload=MAX_UDP_PAYLOAD)
+        q = query.question[0]
+        if qname != q.name or qname.labels != q.name.labels:
+            response.question = [dns.rrset.RRset(qname, q.rdclass, q.rdtype)]
+        if ecs is not None:
+            scope = min(res.scope, ecs.srclen) if res.scope else 0
+            option = dns.edns.ECSOption(ecs.address, ecs.srclen, scope)
+            response.use_edns(0, 0, MAX_UDP_PAYLOAD, options=[option])
+        self._fill(response, res, qname, name)
+        return self._pack(query, response, tcp=tcp)
+
+    def _pack(
+        self, query: dns.message.Message, response: dns.message.Message, *, tcp: bool
+    ) -> tuple[bytes, bool]:
         limit = TCP_MAX
         if not tcp:
             limit = (
@@ -253,14 +304,13 @@ class Responder:
                 else MIN_UDP_PAYLOAD
             )
         try:
-            return response.to_wire(max_size=limit)
+            return response.to_wire(max_size=limit), False
         except dns.exception.TooBig:
-            self.stats.truncated += 1
             response.answer.clear()
             response.authority.clear()
             response.additional.clear()
             response.flags |= dns.flags.TC
-            return response.to_wire()
+            return response.to_wire(), True
 
     def _fill(
         self, response: dns.message.Message, res: Resolution, qname: dns.name.Name, name: str

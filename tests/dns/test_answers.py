@@ -46,7 +46,7 @@ CLUSTERS = {
 def service(**dns: object) -> Service:
     return Service(
         name="shop",
-        routes=(Route("shop.acme.com"),),
+        routes=(Route("shop.acme.com"), Route("*.shop.acme.com")),
         port=80,
         clusters=("a", "b", "c"),
         failover=Failover(failback_window=0.0),
@@ -172,3 +172,37 @@ def test_packed_answers_keep_the_letter_case_and_follow_the_plan() -> None:
     r = dns.message.from_wire(wire)
     assert [rd.to_text() for rr in r.answer for rd in rr] == ["192.0.2.1"]
     assert r.answer[0].rdtype == dns.rdatatype.A
+
+
+def test_new_names_of_a_known_shape_answer_like_a_fresh_build() -> None:
+    """Names under a wildcard and NXDOMAIN names, of the same and of other lengths and
+    letter cases: every response parses, echoes its question and carries its records."""
+    svc = service()
+    v = view(svc)
+    responder = Responder(answers())
+    names = ["a1.shop.acme.com", "B2.shop.acme.com", "long-name.shop.ACME.com"]
+    names += ["x1.acme.com", "Y2.acme.com", "missing-host.acme.com"]
+    for name in names * 2:
+        for rdtype in ("A", "AAAA"):
+            q = dns.message.make_query(name, rdtype, use_edns=0)
+            wire, rcode = responder.respond(v, q.to_wire(), "127.0.0.1", tcp=False)
+            assert wire is not None
+            r = dns.message.from_wire(wire)
+            assert r.id == q.id and r.question[0].name.to_text() == name + "."
+            assert r.edns == 0
+            if ".shop." in name.lower():
+                assert rcode == "NOERROR"
+                if rdtype == "A":
+                    assert [rr.name for rr in r.answer] == [q.question[0].name]
+                    assert sorted(d.to_text() for rr in r.answer for d in rr) == [
+                        "192.0.2.1",
+                        "192.0.2.2",
+                    ]
+                else:
+                    assert not r.answer and r.authority[0].rdtype == dns.rdatatype.SOA
+            else:
+                assert rcode == "NXDOMAIN" and not r.answer
+                soa = r.authority[0]
+                assert (
+                    soa.name.to_text() == "acme.com." and soa[0].mname.to_text() == "ns-a.acme.com."
+                )

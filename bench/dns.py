@@ -97,14 +97,14 @@ def queries(mode: str, rng: random.Random) -> list[bytes]:
     """Query packets (with EDNS) to cycle through.
 
     ``same``: shop.demo.local A with its letter case randomised per query (as 0x20
-    resolvers do); ``unique``: a fresh name under *.shop.demo.local per query, so no
-    server can answer from a cache of packed responses."""
+    resolvers do), 4096 variants cycled; ``unique``: one template whose first label
+    (12 characters under *.shop.demo.local) :func:`load` rewrites for every query, so no
+    name repeats and no server can answer from a cache of packed responses."""
+    if mode == "unique":
+        return [dns.message.make_query(f"{0:012x}.{DEMO_HOST}", "A", use_edns=0).to_wire()]
     out = []
     for _ in range(4096):
-        if mode == "same":
-            name = "".join(c.upper() if rng.random() < 0.5 else c for c in DEMO_HOST)
-        else:
-            name = f"{rng.getrandbits(48):012x}.{DEMO_HOST}"
+        name = "".join(c.upper() if rng.random() < 0.5 else c for c in DEMO_HOST)
         out.append(dns.message.make_query(name, "A", use_edns=0).to_wire())
     return out
 
@@ -119,13 +119,17 @@ def load(port: int, *, duration: float, inflight: int, mode: str) -> tuple[int, 
     answers = timeouts = 0
     end = time.monotonic() + duration
     outstanding = 0
-    i = 0
+    i = time.monotonic_ns() & 0xFFFFFFFFFF  # a new range of names for every run
     try:
         while time.monotonic() < end:
             while outstanding < inflight:
                 i += 1
                 qid = rng.getrandbits(16).to_bytes(2, "big")
-                sock.send(qid + packets[i % len(packets)][2:])
+                packet = packets[i % len(packets)]
+                if mode == "unique":  # a fresh first label: bytes 13..25 (after its length)
+                    label = f"{i:012x}".encode()
+                    packet = packet[:13] + label + packet[25:]
+                sock.send(qid + packet[2:])
                 outstanding += 1
             try:
                 sock.recv(2048)

@@ -10,6 +10,7 @@ import sys
 import dns.edns
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.query
 import dns.rcode
 import dns.rdatatype
@@ -72,6 +73,9 @@ def test_nxdomain_and_refused(fed: DnsFederation) -> None:
     chaos = dns.message.make_query("version.bind", "TXT", rdclass="CH")
     host, port = server(fed, "a")
     assert rcode(dns.query.udp(chaos, host, port=port, timeout=3)) == "REFUSED"
+    notify = dns.message.make_query(DEMO_ZONE, "SOA")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    assert rcode(dns.query.udp(notify, host, port=port, timeout=3)) == "NOTIMP"
 
 
 def test_truncation_and_tcp_fallback(fed: DnsFederation) -> None:

@@ -238,7 +238,7 @@ class GatewayProcess:
                 out["discovery"] = self.discovery.status()
             return out
 
-        dns_server, dns_report = _dns_parts(s, holder)
+        dns_server, dns_report = _dns_parts(s, holder, telemetry)
         admin_app = create_admin_app(
             holder=holder,
             token=token,
@@ -386,11 +386,12 @@ class GatewayProcess:
                 await asyncio.wait_for(self._stop.wait(), timeout=2.0)
 
 
-def _dns_parts(s: GatewaySettings, holder: Any) -> tuple[Any, Any]:
+def _dns_parts(s: GatewaySettings, holder: Any, telemetry: Any) -> tuple[Any, Any]:
     """The DNS listener and its admin side when ``listen.dns`` is set, else (None, None)."""
     if not s.listen.dns:
         return None, None
     from gateway.dns import DnsAnswers, DnsServer, Responder
+    from gateway.dns.metrics import DnsCollector
     from gateway.dns.report import DnsReport
 
     answers = DnsAnswers()
@@ -401,6 +402,8 @@ def _dns_parts(s: GatewaySettings, holder: Any) -> tuple[Any, Any]:
         burst=s.dns.burst,
         slip=s.dns.slip,
     )
+    if s.telemetry.metrics:
+        telemetry.registry.register(DnsCollector(server.stats))
     return server, DnsReport(answers, holder, server)
 
 

@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +89,11 @@ def test_fuzzed_packets_never_crash_or_stall(fed: DnsFederation) -> None:
     assert fed.gateways["b"].proc.running
     stats = fed.admin_get("b", "/v1/health/global")["dns"]["stats"]
     assert stats["malformed"] >= PACKETS // 4
+    with urllib.request.urlopen(fed.gateways["b"].admin_url + "/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    dropped = re.search(r'^fedgate_dns_dropped_total\{reason="malformed"\} (\S+)$', metrics, re.M)
+    assert dropped and float(dropped.group(1)) >= stats["malformed"]
+    assert 'fedgate_dns_responses_total{rcode="NOERROR"}' in metrics
     assert time.monotonic() - started < 60
 
 

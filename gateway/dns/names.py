@@ -59,17 +59,7 @@ class NameIndex:
 
     def zone_of(self, name: str) -> ZoneInfo | None:
         """The zone ``name`` lies in (the longest one), None when outside every zone."""
-        zones = self.zones
-        if not zones:
-            return None
-        dot = -1
-        while True:
-            info = zones.get(name[dot + 1 :])
-            if info is not None:
-                return info
-            dot = name.find(".", dot + 1)
-            if dot < 0:
-                return None
+        return _zone_of(self.zones, name)
 
     def owner(self, name: str, zone: ZoneInfo) -> Owner | None:
         """What ``name`` (inside ``zone``) is; None when it does not exist (NXDOMAIN)."""
@@ -89,6 +79,19 @@ class NameIndex:
         if name in self.nodes:
             return Owner(zone)
         return None
+
+
+def _zone_of(zones: Mapping[str, ZoneInfo], name: str) -> ZoneInfo | None:
+    if not zones:
+        return None
+    dot = -1
+    while True:
+        info = zones.get(name[dot + 1 :])
+        if info is not None:
+            return info
+        dot = name.find(".", dot + 1)
+        if dot < 0:
+            return None
 
 
 def dns_service(service: Service) -> Service:
@@ -136,13 +139,12 @@ def build_index(view: RoutingView, *, own: tuple[str, str] | None = None) -> Nam
     exact: dict[str, tuple[str, str, int]] = {}
     wild: dict[str, tuple[str, str, int]] = {}
     services: dict[str, Service] = {}
-    probe = NameIndex(MappingProxyType(zones), {}, {}, {}, frozenset(), {}, 0)
     for name in sorted(view.services):
         service = view.services[name]
         for route in service.routes:
             host = route.host.lower().rstrip(".")
             bare = host[2:] if host.startswith("*.") else host
-            info = probe.zone_of(bare)
+            info = _zone_of(zones, bare)
             if info is None:
                 continue
             services[name] = dns_service(service)

@@ -136,12 +136,12 @@ class Responder:
         self.stats = DnsStats()
         self._rrsets: dict[Record, dns.rrset.RRset] = {}
         self._rdata: dict[tuple[str, tuple[str, ...]], tuple[dns.rdata.Rdata, ...]] = {}
-        # (tcp, query bytes after the ID) -> (view, service, selection, response after the
-        # ID, rcode, end of the question name): a repeated question over the same view and
+        # (tcp, query bytes after the ID) -> (service, selection, response after the ID,
+        # rcode, end of the question name): a repeated question over the same view and
         # the same selection gets the packed answer again without parsing (the selection
         # is asked again, cheaply, so an answer never outlives the plan it came from); a
         # new view empties it, so no old view is kept alive
-        self._packed: dict[tuple[bool, bytes], tuple[object, Any, Any, bytes, str, int]] = {}
+        self._packed: dict[tuple[bool, bytes], tuple[Any, Any, bytes, str, int]] = {}
         self._packed_view: RoutingView | None = None
         # the shape of a response (all but the question's name) -> (its bytes with a
         # placeholder name of the same length, truncated?): a new name of a known shape
@@ -178,11 +178,11 @@ class Responder:
         key = packed_key(wire, tcp)
         hit = self._packed.get(key) if key is not None else None
         if hit is not None:
-            service, selection = hit[1], hit[2]
+            service, selection, tail, rcode, qend = hit
             if selection is None or self.answers.select(view, service) is selection:
                 self.stats.queries += 1
                 # the cached answer with this query's ID and question (its letter case)
-                return wire[:2] + hit[3][:10] + wire[12 : hit[5]] + hit[3][hit[5] - 2 :], hit[4]
+                return wire[:2] + tail[:10] + wire[12:qend] + tail[qend - 2 :], rcode
         try:
             query = dns.message.from_wire(wire)
         except Exception:  # any malformed packet: dropped, counted, never a crash
@@ -267,7 +267,7 @@ class Responder:
                 self._packed.clear()
             service = self.answers.index(view).services.get(sel.service) if sel else None
             qend = question_name_end(wire)
-            self._packed[key] = (view, service, sel, out[2:], res.rcode, qend)
+            self._packed[key] = (service, sel, out[2:], res.rcode, qend)
         return out, res.rcode
 
     def _build(

@@ -6,6 +6,7 @@
 - :mod:`gateway.dns.wire`     dnspython: parse, EDNS(0), Client Subnet, truncation
 - :mod:`gateway.dns.server`   UDP + TCP on the event loop, response-rate limiting
 - :mod:`gateway.dns.report`   the global-health section and ``explain --dns``
+- :mod:`gateway.dns.metrics`  the listener's counters on ``/metrics``
 
 See ``docs/dns.md``.
 """

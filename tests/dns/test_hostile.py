@@ -198,3 +198,20 @@ def test_a_busy_or_bad_dns_address_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     out = _serve(tmp_path, "nowhere")
     assert out.returncode == 2 and "listen.dns" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 on this machine")
+async def test_an_ipv6_listener_answers_over_udp_and_tcp() -> None:
+    srv = DnsServer(_holder(), Responder(DnsAnswers()))
+    try:
+        host, port = await srv.start("[::1]:0")
+    except OSError as exc:
+        pytest.skip(f"::1 is not usable here: {exc}")
+    try:
+        query = dns.message.make_query(DEMO_HOST, "A", use_edns=0)
+        for send in (dns.query.udp, dns.query.tcp):
+            msg = await asyncio.to_thread(send, query, "::1", port=port, timeout=3)
+            assert [rd.to_text() for rr in msg.answer for rd in rr] == ["192.0.2.1"]
+        assert host == "::1"
+    finally:
+        await srv.close()

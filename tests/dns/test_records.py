@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -196,3 +197,19 @@ def test_global_health_and_explain(fed: DnsFederation) -> None:
         timeout=30,
     )
     assert bad.returncode == 2 and "nonsense" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_tcp_takes_several_queries_per_connection(fed: DnsFederation) -> None:
+    host, port = server(fed, "b")
+    queries = [dns.message.make_query(n, "A") for n in (DEMO_HOST, f"nope.{DEMO_ZONE}", "x.org")]
+    with socket.create_connection((host, port), timeout=5) as conn:
+        conn.sendall(
+            b"".join(len(w).to_bytes(2, "big") + w for w in (q.to_wire() for q in queries))
+        )
+        got = []
+        stream = conn.makefile("rb")
+        for _ in queries:
+            size = int.from_bytes(stream.read(2), "big")
+            got.append(dns.message.from_wire(stream.read(size)))
+    assert [m.id for m in got] == [q.id for q in queries]
+    assert [rcode(m) for m in got] == ["NOERROR", "NXDOMAIN", "REFUSED"]

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -41,6 +41,16 @@ STATIC_DIR = Path(__file__).parent / "static"
 REALM = "fedgate"
 
 Explain = Callable[[str, str, str, str | None], dict[str, Any]]
+
+
+class DnsAdmin(Protocol):
+    """The DNS listener's admin side (``gateway/dns``; None when ``listen.dns`` is off)."""
+
+    def summary(self) -> dict[str, Any]: ...
+
+    def explain(self, name: str, client: str | None) -> dict[str, Any]: ...  # ValueError: 400
+
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 # the same patterns as the OpenAPI document (and the same matching: re.search)
@@ -159,6 +169,7 @@ def create_admin_app(
     status: Callable[[], dict[str, object]],
     clock: Callable[[], float] = time.time,
     trends: Trends | None = None,
+    dns: DnsAdmin | None = None,
 ) -> Starlette:
     """The admin app of one gateway (the composition root passes the callables)."""
     auth = _Auth(token)
@@ -199,10 +210,11 @@ def create_admin_app(
             return _error(400, str(exc))
         trends.maybe_sample()
         view, now = holder.view, clock()
+        section = dns.summary() if dns is not None else None
 
         def body() -> bytes:
             return json.dumps(
-                global_health(view, now=now, query=query),
+                global_health(view, now=now, query=query, dns=section),
                 ensure_ascii=False,
                 allow_nan=False,
                 separators=(",", ":"),
@@ -261,6 +273,20 @@ def create_admin_app(
             return _json(result, 404)
         return _json(result)
 
+    async def dns_explain(request: Request) -> Response:
+        q = request.query_params
+        name = q.get("name", "")
+        if dns is None:
+            return _error(404, "DNS is not enabled on this gateway (listen.dns)")
+        if not name:
+            return _error(400, "query parameter 'name' is required")
+        if not _HOST.search(name.rstrip(".")):
+            return _error(400, f"invalid name {name!r}")
+        try:
+            return _json(dns.explain(name, q.get("client")))
+        except ValueError as exc:
+            return _error(400, str(exc))
+
     async def openapi(request: Request) -> Response:
         return _json(openapi_document(clusters=sorted(holder.view.clusters)))
 
@@ -287,6 +313,7 @@ def create_admin_app(
         Route("/v1/status", auth.protect(gateway_status)),
         Route("/v1/trends", auth.protect(trend_series)),
         Route("/v1/routes/explain", auth.protect(routes_explain)),
+        Route("/v1/dns/explain", auth.protect(dns_explain)),
         Route("/openapi.json", auth.protect(openapi)),
         Route("/", _AnyMethod(page)),
         Mount("/static", app=_static_app(), name="static"),

@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_flags(p)
 
     p = sub.add_parser("explain", help="why a request would go where it goes")
-    p.add_argument("--host", required=True)
+    p.add_argument("--host", help="required unless --dns is given")
+    p.add_argument("--dns", metavar="HOST", help="explain the DNS answer for HOST instead")
+    p.add_argument("--client", metavar="CIDR", help="with --dns: the client's address/network")
     p.add_argument("--path", default="/")
     p.add_argument("--method", default="GET")
     p.add_argument("--from", dest="from_cluster", help="the cluster the request enters")

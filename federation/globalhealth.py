@@ -60,13 +60,18 @@ _RANK = {
 
 
 def global_health(
-    view: RoutingView, *, now: float, query: HealthQuery | None = None
+    view: RoutingView,
+    *,
+    now: float,
+    query: HealthQuery | None = None,
+    dns: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """The body of ``GET /v1/health/global`` (see the module docstring).
 
     ``query`` filters and pages the cluster and service lists (see
     :mod:`federation.healthquery`); by default each holds at most 100 items, worst first.
-    The summary and convergence figures always cover the whole federation.
+    The summary and convergence figures always cover the whole federation. ``dns`` is the
+    section the gateway's DNS listener reports (``gateway/dns/report.py``), if it runs.
     """
     q = query or HealthQuery()
     index = _index(view)
@@ -154,6 +159,7 @@ def global_health(
             for r in view.rejected[: q.limit]
         ],
         "rejected_total": len(view.rejected),
+        "dns": dns if dns is not None else {"enabled": False},
     }
 
 

@@ -183,6 +183,15 @@ GLOBAL_HEALTH = _obj(
             "items": _obj({"key": _STR, "error": _STR, "revision": _INT}),
         },
         "rejected_total": _INT,
+        "dns": {
+            "type": "object",
+            "description": "What the gateway's authoritative DNS answers (docs/dns.md): "
+            "zones with their NS set, each service's answer now, the listener's counters; "
+            "{enabled: false} when listen.dns is off.",
+            "required": ["enabled"],
+            "properties": {"enabled": _BOOL},
+            "additionalProperties": True,
+        },
     }
 )
 
@@ -243,6 +252,25 @@ HEALTH_PARAMETERS: list[dict[str, Any]] = [
         "schema": {"type": "integer", "minimum": 0, "maximum": 1000000000, "default": 0},
     },
 ]
+
+DNS_EXPLAIN = {
+    "type": "object",
+    "description": (
+        "The DNS answer to a name (A and AAAA) for a client, and why: zone, service, "
+        "strategy, records, every candidate cluster with its public entry."
+    ),
+    "required": ["name", "A", "AAAA"],
+    "properties": {
+        "name": _STR,
+        "client": _nullable("string"),
+        "zone": _nullable("string"),
+        "A": {"type": "object"},
+        "AAAA": {"type": "object"},
+        "selection": {"type": ["object", "null"]},
+        "candidates": {"type": "array", "items": {"type": "object"}},
+    },
+    "additionalProperties": True,
+}
 
 EXPLAIN = {
     "type": "object",
@@ -493,6 +521,42 @@ def openapi_document(*, clusters: Sequence[str] = ()) -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/dns/explain": {
+                "get": {
+                    "operationId": "explainDns",
+                    "summary": "What the federation's DNS answers for a name, and why.",
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": HOST_PATTERN},
+                        },
+                        {
+                            "name": "client",
+                            "in": "query",
+                            "description": "The client's address or network (default: "
+                            "none, as a resolver that sends no Client Subnet).",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The answer and why.",
+                            "content": _json_content("DnsExplain"),
+                        },
+                        "400": {
+                            "description": "Missing or invalid parameter.",
+                            "content": _json_content("Error"),
+                        },
+                        "401": _unauthorized(),
+                        "404": {
+                            "description": "DNS is not enabled on this gateway.",
+                            "content": _json_content("Error"),
+                        },
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",
@@ -565,6 +629,7 @@ def openapi_document(*, clusters: Sequence[str] = ()) -> dict[str, Any]:
                 "Probe": PROBE,
                 "Status": STATUS,
                 "Explain": EXPLAIN,
+                "DnsExplain": DNS_EXPLAIN,
                 "GlobalHealth": GLOBAL_HEALTH,
                 "Page": PAGE,
                 "Trends": TRENDS,

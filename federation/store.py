@@ -154,7 +154,10 @@ _KIND_NAMES = {Kind.FEDERATION: "federation", Kind.CLUSTER: "cluster", Kind.SERV
 
 def desired_items(federation: Federation, layout: KeyLayout) -> dict[str, bytes]:
     """Every config key the manifest defines, with its value."""
-    items = {layout.federation(): codec.encode({"name": federation.name})}
+    head: dict[str, object] = {"name": federation.name}
+    if federation.zones:  # absent when empty: the key stays as older versions wrote it
+        head["zones"] = list(federation.zones)
+    items = {layout.federation(): codec.encode(head)}
     for c in federation.clusters:
         items[layout.cluster(c.name)] = codec.encode(c)
     for s in federation.services:

@@ -308,6 +308,26 @@
     $("rejected").replaceChildren(...h.rejected.map((r) => el("li", {}, `${r.key} (revision ${r.revision}): ${r.error}`)));
   }
 
+  // the federation's authoritative DNS (docs/dns.md): what each service's hosts resolve to now
+  function renderDns(h) {
+    const dns = h.dns || { enabled: false };
+    $("dns-section").hidden = !dns.enabled;
+    if (!dns.enabled) return;
+    const zones = dns.zones.map((z) => `${z.zone} (NS ${z.ns.map((n) => n.name).join(", ") || "none"})`);
+    $("dns-zones").textContent = zones.length ? `zones: ${zones.join("; ")}` : "no zone";
+    const head = el("thead", {}, el("tr", {},
+      ...["service", "hosts", "strategy", "answer", "clusters", "ttl", "why"].map((t) => el("th", { scope: "col" }, t))));
+    const rows = dns.services.map((s) => {
+      const answer = s.cname ? `CNAME ${s.cname}` : [...s.ipv4, ...s.ipv6].join(" ") || "no address";
+      return el("tr", { "data-dns-service": s.service },
+        el("th", { scope: "row" }, s.service), el("td", {}, s.hosts.join(" ")), el("td", {}, s.strategy),
+        el("td", {}, el("span", { class: s.clusters.length ? "badge ok" : "badge bad" }, answer)),
+        el("td", {}, s.clusters.join(", ")), el("td", {}, `${s.ttl} s`), el("td", { class: "small" }, s.reason));
+    });
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 7 }, "No route host lies in a zone.")));
+    $("dns").replaceChildren(el("caption", { class: "visually-hidden" }, "DNS answers"), head, el("tbody", {}, ...rows));
+  }
+
   function render(h, trends) {
     $("federation-name").textContent = h.federation ? `federation ${h.federation}` : "federation status";
     $("revision").textContent = `revision ${h.revision} · config ${h.config_revision}`;
@@ -322,6 +342,7 @@
     renderMatrix(h);
     renderGateways(h);
     renderRejected(h);
+    renderDns(h);
     const upd = $("updated");
     upd.textContent = `updated ${new Date(h.generated_at * 1000).toLocaleTimeString()}`;
     upd.className = "";

@@ -255,7 +255,8 @@ async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {
         "/healthz", "/readyz", "/metrics", "/v1/health/global", "/v1/status",
-        "/v1/trends", "/v1/routes/explain", "/openapi.json", "/", "/static/{file}",
+        "/v1/trends", "/v1/routes/explain", "/v1/dns/explain", "/openapi.json", "/",
+        "/static/{file}",
     }  # fmt: skip
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http", "scheme": "bearer",

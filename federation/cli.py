@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -26,6 +27,7 @@ from federation.clikit import (
     add_token_flags,
     guarded,
     install_signal_handlers,
+    interrupted_code,
 )
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "CommandError", "build_parser", "main"]
@@ -180,11 +182,29 @@ def check_etcd_flag(value: str | None) -> str | None:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    install_signal_handlers()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+# commands that hold nothing to clean up: a signal ends them at once (see clikit)
+_IMMEDIATE = frozenset({"validate", "render", "apply", "health", "explain"})
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    restore = install_signal_handlers()
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except KeyboardInterrupt as exc:
+            return interrupted_code(exc)
+        if args.command in _IMMEDIATE:
+            restore()
+            # `health --watch` is stopped, not failed: 0 on Ctrl-C or SIGTERM
+            restore = install_signal_handlers(
+                immediate=True, code=EXIT_OK if getattr(args, "watch", False) else None
+            )
+        return _run(args)
+    finally:
+        restore()
+
+
+def _run(args: argparse.Namespace) -> int:
     def body() -> int:
         if hasattr(args, "etcd"):
             check_etcd_flag(args.etcd)
@@ -194,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return guarded(args.command, body)
+    except KeyboardInterrupt as exc:  # between the command's end and here
+        return interrupted_code(exc)
     except Exception as exc:  # a bug: still one line (FEDGATE_DEBUG=1 shows the traceback)
         if os.environ.get("FEDGATE_DEBUG"):
             raise
@@ -206,9 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-if __name__ == "__main__":  # pragma: no cover
-    # `python -m federation.cli`: run the imported module's main, so that the commands'
-    # `from federation.cli import CommandError` is the class caught above
-    from federation.cli import main as _main
+def entry() -> None:
+    """The ``fedgate`` executable: :func:`main`, then exit with its code. Once the command
+    is done, a late Ctrl-C or SIGTERM no longer interrupts the interpreter's shutdown."""
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)
 
-    sys.exit(_main())
+
+if __name__ == "__main__":  # pragma: no cover - `python -m federation.cli`
+    entry()

@@ -58,12 +58,39 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
-def install_signal_handlers() -> None:
-    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt). SIGINT keeps the
+def install_signal_handlers(
+    *, immediate: bool = False, code: int | None = None
+) -> Callable[[], None]:
+    """Handle SIGTERM like Ctrl-C; return a function that puts the previous handlers back.
+
+    Without ``immediate``, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) for
+    the commands that clean up on the way out (``demo`` stops its processes). With it, a
+    command that holds nothing to clean up ends at once: SIGINT and SIGTERM exit with
+    ``code`` (or 130 / 143) from the handler itself, so that an interrupt landing inside
+    an import or a finaliser cannot print "Exception ignored" lines. SIGINT keeps the
     disposition the command inherited: a background job whose shell ignores SIGINT keeps
-    ignoring it, as Unix tools do; in the foreground Python raises KeyboardInterrupt."""
-    with contextlib.suppress(ValueError):  # not the main thread (a test's worker)
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    ignoring it, as Unix tools do."""
+    previous: dict[int, Any] = {}
+
+    def now(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        default = EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
+        os._exit(default if code is None else code)
+
+    try:
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, now if immediate else _on_sigterm)
+        if immediate and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, now)
+    except ValueError:  # not the main thread (the CLI called from a test's worker)
+        pass
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signum, handler)
+
+    return restore
 
 
 def interrupted_code(exc: KeyboardInterrupt) -> int:

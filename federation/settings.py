@@ -240,6 +240,13 @@ ENVIRONMENT: Mapping[str, str] = {
     "FEDGATE_LISTEN_EAST_WEST": "listen.eastWest",
 }
 _LISTS = {"etcd.endpoints", "trustedProxies"}
+# the `fedgate serve` flag behind each override (for error lines)
+_FLAGS = {
+    "cluster": "--cluster",
+    "etcd.endpoints": "--etcd",
+    "etcd.prefix": "--prefix",
+    "vault.addr": "--vault-addr",
+}
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -283,7 +290,7 @@ def load_settings(
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_path(data, dotted, value)
-            origin[dotted] = "flag --" + dotted.rsplit(".", 1)[-1].replace("endpoints", "etcd")
+            origin[dotted] = _FLAGS.get(dotted, "a flag")
     try:
         return GatewaySettings.model_validate(data, context={"file": path is not None})
     except ValidationError as exc:

@@ -368,17 +368,23 @@ class GatewayProcess:
         def services() -> list[Any]:
             return [svc for svc in holder.view.services.values() if cluster.name in svc.clusters]
 
-        discovery = EndpointDiscovery(
-            client=client,
-            layout=layout,
-            lease=lease,
-            cluster=cluster,
-            services=services,
-            api_client=kubernetes_api_client(context=cluster.kubernetes.context),
-            source=gateway_id,
-        )
-        self.discovery = discovery
-        self._spawn("discovery", discovery.run)
+        async def run() -> None:
+            # the Kubernetes client is made in the background task: no kubeconfig, or an
+            # unreadable one, is logged and retried with the others' backoff; it used to
+            # be raised in a view listener and end the whole gateway
+            if self.discovery is None:
+                self.discovery = EndpointDiscovery(
+                    client=client,
+                    layout=layout,
+                    lease=lease,
+                    cluster=cluster,
+                    services=services,
+                    api_client=kubernetes_api_client(context=cluster.kubernetes.context),
+                    source=gateway_id,
+                )
+            await self.discovery.run()
+
+        self._spawn("discovery", run)
 
     async def _report_certificates(self, vault: Any, registration: Any, telemetry: Any) -> None:
         while not self._stop.is_set():

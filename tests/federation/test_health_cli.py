@@ -355,3 +355,53 @@ def test_explain_errors(admin: AdminServer) -> None:
     assert r.returncode == 2 and "--admin" in r.stderr
     r = fedgate("explain", "--host", "x", "--admin", admin.url, "--token", "bad")
     assert r.returncode == 1 and "401" in r.stderr
+
+
+# ------------------------------------------------------------- 1,000 clusters
+
+
+def _big_view(n: int, down: set[str]) -> Any:
+    from dataclasses import replace as dc_replace
+    from types import MappingProxyType
+
+    from federation.model import Cluster, Endpoint, Route, Service
+    from tests.federation.views import gateway, health
+
+    clusters = [
+        Cluster(f"c{i:04d}", f"r{i % 7}", ("aws", "gcp", "onprem")[i % 3], "prod", i % 2,
+                f"https://c{i}:15443")
+        for i in range(n)
+    ]  # fmt: skip
+    names = tuple(c.name for c in clusters)
+    services = [Service(f"svc{j}", (Route(f"s{j}.acme.com"),), 8080, names) for j in range(3)]
+    hs = {
+        (s.name, c): health(s.name, c, DOWN if c in down else UP) for s in services for c in names
+    }
+    eps = {(s.name, c): (Endpoint("10.0.0.1:80", c, s.name),) for s in services for c in names}
+    gws = tuple(gateway(c) for c in names)
+    base = sample_view()
+    return dc_replace(
+        base,
+        clusters=MappingProxyType({c.name: c for c in clusters}),
+        services=MappingProxyType({s.name: s for s in services}),
+        endpoints=MappingProxyType(eps),
+        gateways=MappingProxyType({g.id: g for g in gws}),
+        health=MappingProxyType(hs),
+    )
+
+
+def test_a_thousand_clusters_summarise_first_and_list_what_is_not_healthy() -> None:
+    """#11: `fedgate health` at 1,000 clusters reads in one screen (was one row per
+    cluster and a 1,000-column matrix)."""
+    body = global_health(_big_view(1000, {"c0042", "c0777"}), now=NOW)
+    text = render(body)
+    lines = text.splitlines()
+    assert lines[0].startswith("federation acme-prod")
+    assert lines[1].startswith("clusters 1000: 998 healthy") and "2 unhealthy" in lines[1]
+    assert len(lines) < 30, text
+    assert "c0042" in text and "c0777" in text and "c0001" not in text
+    assert "2 clusters not healthy (998 healthy not listed; --all lists them)" in text
+    matrix = next(line for line in lines if line.startswith("SERVICE"))
+    assert matrix.split() == ["SERVICE", "c0042", "c0777"]
+    everything = render(body, every=True)
+    assert "c0001" in everything and len(everything.splitlines()) > 1000

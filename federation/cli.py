@@ -28,6 +28,7 @@ from federation.clikit import (
     guarded,
     install_signal_handlers,
     interrupted_code,
+    positive_seconds,
 )
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "CommandError", "build_parser", "main"]
@@ -130,7 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--watch", action="store_true", help="redraw until Ctrl-C or SIGTERM (then exit 0)"
     )
     p.add_argument(
-        "--interval", type=float, default=2.0, metavar="SECONDS", help="with --watch (default 2)"
+        "--interval",
+        type=positive_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="with --watch (default 2)",
     )
     p.add_argument(
         "--all", action="store_true", help="list every cluster, not only those not healthy"
@@ -152,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="a whole federation on this machine, with a failover drill")
     p.add_argument(
         "--duration",
-        type=float,
+        type=positive_seconds,
         default=None,
         metavar="SECONDS",
         help="how long to run, at least 15 (default: one 30 s drill, then exit; "
@@ -160,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_colour_flag(p)
     p.add_argument(
-        "--rate", type=float, default=200.0, help="demo requests per second (default 200)"
+        "--rate",
+        type=positive_seconds,
+        default=200.0,
+        help="demo requests per second (default 200)",
     )
     p.add_argument("--report", metavar="FILE", help="also write the report as JSON to this file")
     p.add_argument(

@@ -235,6 +235,17 @@ def read_token_file(path: str, what: str) -> str:
 # -------------------------------------------------------------------------- parser
 
 
+def positive_seconds(text: str) -> float:
+    """An argparse ``type``: a finite number > 0 (a usage error, exit 2, otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with usage errors as one line on stderr and exit 2."""
 

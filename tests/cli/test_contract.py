@@ -337,3 +337,19 @@ def test_sigint_at_a_random_moment(tmp_path: Path) -> None:
         assert "Traceback" not in err and len(err.splitlines()) <= 1, (argv, err)
         if proc.returncode == 130:
             assert err == "", (argv, err)
+
+
+def test_validate_json_reports_every_problem_with_its_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    path = tmp_path / "m.yaml"
+    path.write_text("apiVersion: fedgate/v1\nkind: Federation\nmetadata: {name: x}\nclustrs: []\n")
+    code, out, err = run(["validate", str(path), "--output", "json"], capsys)
+    assert code == 2 and err == ""
+    doc = json.loads(out)
+    assert doc["valid"] is False and len(doc["errors"]) >= 2
+    first = doc["errors"][0]
+    assert set(first) == {"file", "line", "column", "path", "message"}
+    assert any("did you mean 'clusters'" in e["message"] for e in doc["errors"]), doc

@@ -176,3 +176,15 @@ def test_sigterm_stops_a_running_gateway_cleanly(tmp_path: Path, etcd: EtcdClust
             proc.wait()
     assert proc.returncode == 0, err
     assert "Traceback" not in out + err
+
+
+def test_the_error_example_of_docs_gateway_md_is_what_serve_prints(tmp_path: Path) -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "gateway.md").read_text()
+    example = page.split("```yaml\n", 1)[1].split("```", 1)[0]
+    shown = page.split("gives\n\n  ```\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "gateway.yaml"
+    config.write_text("\n".join(line.removeprefix("  ") for line in example.splitlines()) + "\n")
+    r = subprocess.run([*FEDGATE, "serve", "--config", "gateway.yaml", "--check"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [line.strip() for line in shown.splitlines() if line.strip()]

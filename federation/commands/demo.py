@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from federation.cli import CommandError
+from federation.clikit import use_colour
 
 DRILL_SECONDS = 30.0
 MIN_DRILL_SECONDS = 15.0
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             ) from None
     if args.duration is not None and args.duration < MIN_DRILL_SECONDS:
         raise CommandError(f"--duration must be at least {MIN_DRILL_SECONDS:.0f} seconds", 2)
-    palette = Palette(on=not args.no_color and sys.stdout.isatty())
+    palette = Palette(on=use_colour(sys.stdout, no_color=args.no_color))
     from federation.devstack.localfed import LocalFederation
 
     fed = LocalFederation(dns=True)

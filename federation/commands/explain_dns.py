@@ -2,18 +2,25 @@
 
 Asks a gateway's admin API (``GET /v1/dns/explain``): the zone, the service that owns
 the name, its strategy, the records answered (A and AAAA) and every candidate cluster
-as placement sees it, with its public entry. ``--json`` prints the API's answer.
+as placement sees it, with its public entry. ``--output json`` prints the API's answer (camelCase).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from federation.cli import CommandError
-from federation.commands.health import Painter, fetch_admin_json, use_colour
+from federation.clikit import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    resolve_token,
+    use_colour,
+    wants_json,
+    write_json,
+)
+from federation.commands.health import Painter, fetch_admin_json
 
 
 def run_dns(args: argparse.Namespace, stream: TextIO) -> int:
@@ -21,16 +28,19 @@ def run_dns(args: argparse.Namespace, stream: TextIO) -> int:
     if args.client:
         params["client"] = args.client
     status, body = fetch_admin_json(
-        args.admin, "/v1/dns/explain", token=args.token, params=params, accept=(200, 400, 404)
+        args.admin, "/v1/dns/explain", token=resolve_token(args), params=params, accept=(200, 400, 404)
     )
     if status != 200:
-        raise CommandError(str(body.get("error") or "the gateway refused the question"), 2)
-    if args.json:
-        stream.write(json.dumps(body, indent=2) + "\n")
+        raise CommandError(
+            str(body.get("error") or "the gateway refused the question"), EXIT_USAGE
+        )
+    if wants_json(args):
+        write_json(stream, body)
     else:
-        stream.write(render_dns(body, colour=use_colour(stream)))
+        colour = use_colour(stream, no_color=getattr(args, "no_color", False))
+        stream.write(render_dns(body, colour=colour))
     stream.flush()
-    return 0
+    return EXIT_OK
 
 
 def _records(res: Mapping[str, Any]) -> str:

@@ -36,13 +36,17 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
     try:
         return load_settings(args.config, overrides=overrides)
     except SettingsError as exc:
-        raise CommandError(str(exc), EXIT_CONFIG) from None
+        # one line per problem, as `fedgate validate` prints the manifest's (the last
+        # one goes through CommandError: "fedgate serve: ...")
+        for line in exc.lines[:-1]:
+            print(f"fedgate serve: {line}", file=sys.stderr)
+        raise CommandError(exc.lines[-1], EXIT_CONFIG) from None
 
 
 def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    _check(settings)  # serve refuses at start what --check refuses
     if args.check:
-        _check(settings)
         print(f"{args.config}: ok: gateway for cluster {settings.cluster}")
         return 0
     try:
@@ -61,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(settings: GatewaySettings) -> None:
-    """What can be checked without starting anything."""
+    """What can be checked without starting anything: everything ``serve`` would refuse
+    at start before it opens a connection (so ``--check`` passing means ``serve`` gets
+    as far as reaching etcd and Vault)."""
+    # (the etcd endpoints are checked by the settings themselves, as the client reads them)
     if settings.vault is None and settings.listen.east_west and not settings.insecure_east_west:
         raise CommandError(
             "listen.eastWest needs mutual TLS: configure vault, or set insecureEastWest: true "
@@ -193,7 +200,10 @@ class GatewayProcess:
             from federation.liveness import GatewayLease, GatewayRegistration
             from federation.watch import ViewWatcher
 
-            client = EtcdClient(s.etcd.endpoints, timeout=s.etcd.dial_timeout)
+            try:
+                client = EtcdClient(s.etcd.endpoints, timeout=s.etcd.dial_timeout)
+            except ValueError as exc:
+                raise StartupError(f"etcd.endpoints: {exc}") from None
             watcher = ViewWatcher(client, layout, on_view=holder.swap, snapshot_path=s.snapshot)
             lease = GatewayLease(client, ttl=s.etcd.lease_ttl)
 
@@ -359,17 +369,23 @@ class GatewayProcess:
         def services() -> list[Any]:
             return [svc for svc in holder.view.services.values() if cluster.name in svc.clusters]
 
-        discovery = EndpointDiscovery(
-            client=client,
-            layout=layout,
-            lease=lease,
-            cluster=cluster,
-            services=services,
-            api_client=kubernetes_api_client(context=cluster.kubernetes.context),
-            source=gateway_id,
-        )
-        self.discovery = discovery
-        self._spawn("discovery", discovery.run)
+        async def run() -> None:
+            # the Kubernetes client is made in the background task: no kubeconfig, or an
+            # unreadable one, is logged and retried with the others' backoff; it used to
+            # be raised in a view listener and end the whole gateway
+            if self.discovery is None:
+                self.discovery = EndpointDiscovery(
+                    client=client,
+                    layout=layout,
+                    lease=lease,
+                    cluster=cluster,
+                    services=services,
+                    api_client=kubernetes_api_client(context=cluster.kubernetes.context),
+                    source=gateway_id,
+                )
+            await self.discovery.run()
+
+        self._spawn("discovery", run)
 
     async def _report_certificates(self, vault: Any, registration: Any, telemetry: Any) -> None:
         while not self._stop.is_set():

@@ -187,10 +187,10 @@ class LocalFederation:
                 "eastWest": f"{spec.address}:{east_west}",
                 "admin": f"{spec.address}:{admin}",
             },
-            "etcd": {"endpoints": [self.etcd.endpoint], "leaseTtl": self.lease_ttl},
+            "etcd": {"endpoints": [self.etcd.endpoint], "leaseTtl": f"{self.lease_ttl:g}s"},
             "snapshot": str(self.base_dir / f"view-{spec.name}.json"),
             "telemetry": self.telemetry,
-            "limits": {"drainTimeout": 2},
+            "limits": {"drainTimeout": "2s"},
         }
         if dns_port:
             settings["listen"]["dns"] = f"{spec.address}:{dns_port}"

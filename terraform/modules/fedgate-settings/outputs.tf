@@ -1,6 +1,6 @@
 output "federation" {
   description = "The federation's name (metadata.name of the manifest)."
-  value       = try(local.manifest.metadata.name, "")
+  value       = local.manifest.name
 }
 
 output "settings" {

@@ -1,20 +1,15 @@
-variable "manifest_path" {
-  description = "Path of the federation manifest (clusters.example.yaml is the worked example)."
+variable "manifest_json_path" {
+  description = "The federation manifest as `fedgate render clusters.yaml > federation.json` prints it: parsed and validated by fedgate itself, every default filled in."
   type        = string
 
   validation {
-    condition     = fileexists(var.manifest_path)
-    error_message = "The manifest file does not exist."
+    condition     = fileexists(var.manifest_json_path)
+    error_message = "The rendered manifest does not exist: run `fedgate render clusters.yaml > federation.json` first."
   }
 
   validation {
-    condition     = can(yamldecode(file(var.manifest_path)).clusters[0].name)
-    error_message = "The manifest is not YAML with a non-empty clusters list."
-  }
-
-  validation {
-    condition     = try(yamldecode(file(var.manifest_path)).kind, "") == "Federation" && try(yamldecode(file(var.manifest_path)).apiVersion, "") == "fedgate/v1"
-    error_message = "The manifest must have apiVersion fedgate/v1 and kind Federation."
+    condition     = try(jsondecode(file(var.manifest_json_path)).kind, "") == "Federation" && try(jsondecode(file(var.manifest_json_path)).apiVersion, "") == "fedgate/v1"
+    error_message = "The file is not the output of `fedgate render` (apiVersion fedgate/v1, kind Federation)."
   }
 }
 

@@ -28,12 +28,14 @@ def run_dns(args: argparse.Namespace, stream: TextIO) -> int:
     if args.client:
         params["client"] = args.client
     status, body = fetch_admin_json(
-        args.admin, "/v1/dns/explain", token=resolve_token(args), params=params, accept=(200, 400, 404)
+        args.admin,
+        "/v1/dns/explain",
+        token=resolve_token(args),
+        params=params,
+        accept=(200, 400, 404),
     )
     if status != 200:
-        raise CommandError(
-            str(body.get("error") or "the gateway refused the question"), EXIT_USAGE
-        )
+        raise CommandError(str(body.get("error") or "the gateway refused the question"), EXIT_USAGE)
     if wants_json(args):
         write_json(stream, body)
     else:

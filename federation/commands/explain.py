@@ -29,6 +29,12 @@ from federation.commands.health import Painter, fetch_admin_json
 
 def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     stream = out if out is not None else sys.stdout
+    if not args.host and not getattr(args, "dns", None):
+        raise CommandError(
+            "give --host HOST (a request) or --dns HOST (a DNS answer) "
+            "(see fedgate explain --help)",
+            EXIT_USAGE,
+        )
     if not args.admin:
         raise CommandError(
             "explain asks a gateway: give --admin URL (or FEDGATE_ADMIN) and --token-file "
@@ -40,9 +46,7 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
         return run_dns(args, stream)
     if getattr(args, "client", None):
-        raise CommandError("--client goes with --dns HOST", 2)
-    if not args.host:
-        raise CommandError("give --host HOST (a request) or --dns HOST (a DNS answer)", 2)
+        raise CommandError("--client goes with --dns HOST", EXIT_USAGE)
     params = {"host": args.host, "path": args.path or "/", "method": args.method or "GET"}
     if args.from_cluster:
         params["from"] = args.from_cluster

@@ -41,6 +41,7 @@ from federation.clikit import (
     use_colour,
     wants_json,
 )
+from federation.healthquery import MAX_LIMIT, HealthQuery
 
 __all__ = ["Painter", "fetch_admin_json", "render", "run", "use_colour", "watch"]
 
@@ -142,7 +143,9 @@ def from_admin(args: argparse.Namespace) -> Fetch:
     token = resolve_token(args)
 
     def fetch() -> dict[str, Any]:
-        return fetch_admin_json(args.admin, "/v1/health/global", token=token)[1]
+        # the API pages its lists (worst first); a person's view wants as much as it gives
+        params = {"limit": str(MAX_LIMIT)}
+        return fetch_admin_json(args.admin, "/v1/health/global", token=token, params=params)[1]
 
     return fetch
 
@@ -172,7 +175,9 @@ def from_etcd(args: argparse.Namespace) -> Fetch:
             raise CommandError(f"etcd: {exc}") from None
         finally:
             await client.close()
-        return global_health(view, now=time.time())
+        # in process there is no answer size to bound: every cluster and service
+        whole = HealthQuery(limit=max(1, len(view.clusters), len(view.services)))
+        return global_health(view, now=time.time(), query=whole)
 
     def fetch() -> dict[str, Any]:
         return asyncio.run(load())
@@ -266,10 +271,10 @@ def render(body: Mapping[str, Any], *, colour: bool = False, every: bool = False
     _warnings(body, paint, lines)
     lines.append("")
 
-    everything = every or len(body["clusters"]) <= FULL_TABLE_CLUSTERS
+    everything = every or int(s["clusters"]) <= FULL_TABLE_CLUSTERS
     shown = [c for c in body["clusters"] if everything or c["state"] != "healthy"]
     if not everything:
-        hidden = len(body["clusters"]) - len(shown)
+        hidden = int(s["clusters"]) - len(shown)
         lines.append(
             paint(
                 f"{len(shown)} clusters not healthy "

@@ -8,7 +8,8 @@ durations in seconds and keys in camelCase::
      "clusters": [{"name": ..., "region": ..., "cloud": ..., "environment": ...,
                    "tier": 0, "eastWest": "https://...:15443", "kubernetes": {...} | null,
                    "labels": {...}}, ...],
-     "services": [{"name": ..., "routes": [{"host": ..., "pathPrefix": "/"}], ...}, ...]}
+     "services": [{"name": ..., "routes": [{"host": ..., "pathPrefix": "/"}], ...}, ...],
+     "zones": [{"name": "gslb.acme.com", ...}, ...]}
 
 Terraform (``terraform/modules/fedgate-settings``) reads this file with ``jsondecode``
 instead of re-parsing the YAML with rules of its own.
@@ -34,6 +35,7 @@ def document(federation: Federation) -> dict[str, Any]:
         "name": federation.name,
         "clusters": [to_plain(c) for c in federation.clusters],
         "services": [to_plain(s) for s in federation.services],
+        "zones": [to_plain(z) for z in federation.zones],
     }
 
 

@@ -21,6 +21,7 @@ from federation.clikit import camelize
 from federation.commands.health import render, use_colour
 from federation.etcd import EtcdClient
 from federation.globalhealth import global_health
+from federation.healthquery import MAX_LIMIT, HealthQuery
 from federation.keys import KeyLayout
 from federation.model import GatewayRecord, HealthState, Observation
 from gateway.types import ViewHolder
@@ -107,7 +108,9 @@ def test_health_json_from_the_admin_api(admin: AdminServer) -> None:
     r = fedgate("health", "--output", "json", "--admin", admin.url, "--token", TOKEN)
     assert r.returncode == 1, r.stderr
     body = json.loads(r.stdout)
-    expected = camelize(global_health(admin.holder.view, now=body["generatedAt"]))
+    # the CLI asks for the largest page the API gives (MAX_LIMIT)
+    page = HealthQuery(limit=MAX_LIMIT)
+    expected = camelize(global_health(admin.holder.view, now=body["generatedAt"], query=page))
     assert body == expected
     assert body["services"][0]["routes"][0]["pathPrefix"] == "/checkout"
     assert body["clusters"][0]["labels"] == {"zone": "eu"}  # data keys kept as written
@@ -393,7 +396,9 @@ def _big_view(n: int, down: set[str]) -> Any:
 def test_a_thousand_clusters_summarise_first_and_list_what_is_not_healthy() -> None:
     """#11: `fedgate health` at 1,000 clusters reads in one screen (was one row per
     cluster and a 1,000-column matrix)."""
-    body = global_health(_big_view(1000, {"c0042", "c0777"}), now=NOW)
+    body = global_health(
+        _big_view(1000, {"c0042", "c0777"}), now=NOW, query=HealthQuery(limit=MAX_LIMIT)
+    )
     text = render(body)
     lines = text.splitlines()
     assert lines[0].startswith("federation acme-prod")

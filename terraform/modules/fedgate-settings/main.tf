@@ -111,7 +111,7 @@ locals {
 
   # the federation's DNS zones and, per zone, the NS names a parent zone delegates to
   # (one per cluster: ns-<cluster>.<zone>) with their glue (docs/dns.md)
-  zones = [for z in try(local.manifest.zones, []) : lower(z.name)]
+  zones = [for z in local.manifest.zones : lower(z.name)]
   dns_delegation = {
     for z in local.zones : z => {
       for name in keys(local.all_clusters) : "ns-${name}.${z}" => (

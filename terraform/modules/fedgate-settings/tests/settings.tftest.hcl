@@ -191,9 +191,9 @@ run "dns_listener_zones_and_delegation" {
   command = apply
 
   variables {
-    manifest_path = "tests/fixtures/dns.yaml"
-    listen        = { dns = "0.0.0.0:53" }
-    dns_advertise = { "aws-1" = "203.0.113.53:53" }
+    manifest_json_path = "tests/fixtures/dns.json"
+    listen             = { dns = "0.0.0.0:53" }
+    dns_advertise      = { "aws-1" = "203.0.113.53:53" }
   }
 
   assert {

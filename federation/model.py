@@ -66,10 +66,73 @@ class Cluster:
     labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_MAP)
 
 
+ValueMatchKind = Literal["exact", "prefix", "present", "absent"]
+REDIRECT_CODES: frozenset[int] = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(frozen=True, slots=True)
+class ValueMatch:
+    """One condition on a request header (name lower case) or query parameter."""
+
+    name: str
+    kind: ValueMatchKind = "exact"
+    value: str = ""  # with exact and prefix
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConditions:
+    """What a request must also carry to take a route (all must hold)."""
+
+    methods: frozenset[str] = frozenset()  # empty: any method
+    headers: tuple[ValueMatch, ...] = ()
+    query: tuple[ValueMatch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedBackend:
+    service: str
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Sticky:
+    """Keep a client on one backend of a split: hash of a header's or a cookie's value."""
+
+    header: str = ""  # lower case
+    cookie: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRules:
+    add: tuple[tuple[str, str], ...] = ()  # appended (names lower case)
+    set: tuple[tuple[str, str], ...] = ()  # replaces every value of the name
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    scheme: str | None = None  # None: keep the request's
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None  # replaces the whole path
+    path_prefix: str | None = None  # replaces the matched route prefix
+    status: int = 302
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     host: str  # exact host, or "*.example.com" (one or more labels in front)
     path_prefix: str = "/"
+    # routing rules (docs/manifest.md, "Routing rules"); all optional
+    match: RouteConditions | None = None
+    backends: tuple[WeightedBackend, ...] = ()  # weighted split; empty: the owning service
+    sticky: Sticky | None = None
+    request_headers: HeaderRules | None = None
+    response_headers: HeaderRules | None = None
+    rewrite_path_prefix: str | None = None  # replaces the matched prefix ("/" strips it)
+    rewrite_host: str | None = None
+    redirect: Redirect | None = None
+    timeout: float | None = None  # replaces the service's timeouts.request on this route
 
 
 @dataclass(frozen=True, slots=True)

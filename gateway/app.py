@@ -25,9 +25,9 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from federation.model import Endpoint, RoutingView, Service
 from federation.settings import GatewaySettings
-from gateway import hygiene
+from gateway import hygiene, rules
 from gateway.balancer import Balancer
-from gateway.hygiene import FORWARDED_HEADER, HOPS_HEADER, MAX_HOPS, PEER_HEADER
+from gateway.hygiene import BACKEND_HEADER, FORWARDED_HEADER, HOPS_HEADER, MAX_HOPS, PEER_HEADER
 from gateway.passive import PassiveStats
 from gateway.placement import Placement
 from gateway.policy import allowed
@@ -345,8 +345,8 @@ class ListenerApp:
         path: str = scope["path"]
         if "/." in path or (self.east_west and path == PING_PATH):
             return False
-        match = table.match(host, path)
-        if match is None:
+        match = table.match(host, path, "GET", headers, scope["query_string"])
+        if match is None or not match.plain:  # routing rules: the ASGI way applies them
             return False
         service = match.service
         if service.access is not None or service.rate_limit is not None:
@@ -460,7 +460,7 @@ class ListenerApp:
             await respond(send, 400, "dot segments in the path are not accepted")
             return
 
-        match = table.match(host, path)
+        match = table.match(host, path, method, headers, scope["query_string"])
         if match is None:
             plane.telemetry.end(
                 plane.telemetry.begin(headers), method=method, host=host, path=path,
@@ -470,7 +470,9 @@ class ListenerApp:
             )  # fmt: skip
             await respond(send, 404, "no route for this host and path")
             return
-        service = match.service
+        service = match.pick(headers, forwarded is not None)  # a weighted split
+        if match.route.response_headers is not None and forwarded is None:
+            send = rules.response_rules_send(match.route.response_headers, send)
         trace = plane.telemetry.begin(headers)
         status = 502
         cluster: str | None = None
@@ -479,6 +481,9 @@ class ListenerApp:
         try:
             if hops >= MAX_HOPS:
                 raise _Reply(508, "loop detected: too many gateway hops")
+            redirect = rules.redirect_for(match, self.scheme, host_raw, scope, path)
+            if redirect is not None:
+                raise _Reply(redirect[0], "redirect", [(b"location", redirect[1])])
             if forwarded is not None:
                 client_ip = hygiene.last_forwarded_for(headers) or client_ip
                 peer_id = peer_hdr.decode("latin-1") if peer_hdr else None
@@ -521,9 +526,14 @@ class ListenerApp:
             qs = scope["query_string"]
             if qs:
                 target_bytes = target_bytes + b"?" + qs
+            rewritten = (
+                rules.apply_request_rules(match, target_bytes, path, host_raw, out_headers)
+                if match.rewrites
+                else None
+            )
             status, cluster, upstream, retries = await self._forward(
                 scope, receive, send, view, service, method, target_bytes, host_raw,
-                out_headers, body, forwarded is not None, peer_id, trace, start,
+                out_headers, body, forwarded is not None, peer_id, trace, start, rewritten,
             )  # fmt: skip
         except _Reply as r:
             status = r.status
@@ -553,6 +563,7 @@ class ListenerApp:
         peer_id: str | None,
         trace: RequestTrace,
         start: float,
+        rewritten: tuple[bytes, bytes, list[tuple[bytes, bytes]]] | None = None,
     ) -> tuple[int, str | None, str | None, int]:
         """Try the plan; returns (status sent, cluster, upstream address, retries)."""
         plane = self.plane
@@ -602,7 +613,10 @@ class ListenerApp:
             address = target_.address
             if remote:
                 if remote_head is None:
-                    extra = [(FORWARDED_HEADER, plane.cluster_bytes)]
+                    extra = [
+                        (FORWARDED_HEADER, plane.cluster_bytes),
+                        (BACKEND_HEADER, name.encode()),  # the service a split picked
+                    ]
                     if peer_id:
                         extra.append((PEER_HEADER, peer_id.encode("latin-1")))
                     remote_head = request_head(method, target, host, headers + extra, framing)
@@ -610,7 +624,9 @@ class ListenerApp:
             else:
                 plane.balancer.started(address)
                 if local_head is None:
-                    local_head = request_head(method, target, host, headers, framing)
+                    local_head = request_head(
+                        method, *(rewritten or (target, host, headers)), framing
+                    )  # a matched route's rewrites apply where the request meets an endpoint
                 head = local_head
             t0 = plane.clock()
             remaining = deadline - t0

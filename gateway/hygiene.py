@@ -37,6 +37,7 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 FORWARDED_HEADER = b"x-fedgate-forwarded"  # origin cluster of a cross-cluster hop
 HOPS_HEADER = b"x-fedgate-hops"  # how many gateways the request went through
 PEER_HEADER = b"x-fedgate-peer"  # the origin gateway's verified client identity
+BACKEND_HEADER = b"x-fedgate-backend"  # the service a weighted split picked at the first hop
 MAX_HOPS = 4
 
 # request headers the gateway always drops (it sets its own): framing, hop-by-hop, internal
@@ -46,6 +47,7 @@ _REQUEST_DROP: frozenset[bytes] = HOP_BY_HOP | {
     FORWARDED_HEADER,
     HOPS_HEADER,
     PEER_HEADER,
+    BACKEND_HEADER,
 }
 _CLIENT_FORWARDED: frozenset[bytes] = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}

@@ -1,99 +1,391 @@
-"""Host and path to a route, over one routing view.
+"""Host, path and request conditions to a route, over one routing view.
 
 A :class:`RouteTable` is compiled once per view (in a :class:`~gateway.types.ViewHolder`
-listener) and then only read. Matching is: an exact host before a wildcard host
-(``*.example.com`` matches one or more labels in front, the longest suffix wins), then
-the longest path prefix among that host's routes. A prefix matches on a segment
-boundary or as a plain string prefix ending in ``/`` (``/api`` matches ``/api`` and
-``/api/x`` but not ``/apix``).
+listener) and then only read. Matching costs O(length of host + path) whatever the
+number of routes:
+
+* the host: a dict lookup for an exact host, then a walk of a trie of labels from the
+  right for wildcard hosts (``*.example.com`` matches one or more labels in front, the
+  longest suffix first);
+* the path: a walk of that host's trie of path segments; a prefix matches on a segment
+  boundary (``/api`` and ``/api/`` match ``/api`` and ``/api/x``, not ``/apix``);
+* the candidates of one (host, prefix), longest prefix first, each in precedence order:
+  a route with a method condition before one without, then more header conditions,
+  then more query conditions, then services by name and routes in manifest order. The
+  first whose conditions hold wins; if none at a prefix, the next shorter one is tried,
+  then the wildcard hosts. Conditions are only evaluated for routes that have some.
+
+A :class:`RouteMatch` is precomputed per route: the owning service (with the route's
+timeout applied), the resolved weighted split, and what the request path must apply
+(``gateway.rules``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+import zlib
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from urllib.parse import parse_qsl
 
-from federation.model import Route, RoutingView, Service
+from federation.model import Route, RouteConditions, RoutingView, Service, ValueMatch
+from gateway.hygiene import BACKEND_HEADER
+
+Headers = Sequence[tuple[bytes, bytes]]
+_EXACT, _PREFIX, _PRESENT, _ABSENT = 0, 1, 2, 3
+_KINDS = {"exact": _EXACT, "prefix": _PREFIX, "present": _PRESENT, "absent": _ABSENT}
 
 
 @dataclass(frozen=True, slots=True)
 class RouteMatch:
-    service: Service
+    """The result of matching: the route, its owning service and what to apply."""
+
+    service: Service  # the owning service, with the route's timeout applied
     route: Route
+    prefix: str = ""  # the route prefix without trailing "/" ("" for "/")
+    backends: tuple[Service, ...] = ()  # a weighted split, resolved; empty: ``service``
+    cumulative: tuple[int, ...] = ()  # running sum of the backends' weights
+    plain: bool = True  # no rule and no split: nothing to apply but forwarding
+    rewrites: bool = False  # request headers, path or host to rewrite
+
+    def pick(self, headers: Headers, forwarded: bool = False) -> Service:
+        """The service for this request: the owner, or one of a weighted split (the one
+        the first gateway picked when ``forwarded``; sticky by header or cookie hash)."""
+        backends = self.backends
+        if not backends:
+            return self.service
+        if forwarded:
+            for name, value in headers:
+                if name == BACKEND_HEADER:
+                    for s in backends:
+                        if s.name.encode() == value:
+                            return s
+        total = self.cumulative[-1]
+        key = _sticky_key(self.route, headers)
+        point = zlib.crc32(key) % total if key is not None else int(random.random() * total)
+        return backends[bisect_right(self.cumulative, point)]
 
 
-# one host's routes, longest prefix first: (prefix, prefix without trailing slash, match)
-_Entries = tuple[tuple[str, str, RouteMatch], ...]
-
-
-def _match_prefix(entries: _Entries, path: str) -> RouteMatch | None:
-    for prefix, bare, match in entries:
-        if path.startswith(prefix):
-            if prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] in "/?":
-                return match
-        elif path == bare:  # "/api/" also matches "/api"
-            return match
+def _sticky_key(route: Route, headers: Headers) -> bytes | None:
+    sticky = route.sticky
+    if sticky is None:
+        return None
+    if sticky.header:
+        name = sticky.header.encode()
+        for n, v in headers:
+            if n == name:
+                return v
+        return None
+    cookie = sticky.cookie.encode() + b"="
+    for n, v in headers:
+        if n == b"cookie":
+            for part in v.split(b";"):
+                part = part.strip()
+                if part.startswith(cookie):
+                    return part[len(cookie) :]
     return None
 
 
+class _Conditions:
+    """A route's conditions compiled for matching (header names and values as bytes)."""
+
+    __slots__ = ("headers", "methods", "query", "source")
+
+    def __init__(self, c: RouteConditions) -> None:
+        self.source = c
+        self.methods = c.methods
+        self.headers = tuple(
+            (v.name.encode(), _KINDS[v.kind], v.value.encode(), v) for v in c.headers
+        )
+        self.query = tuple((v.name, _KINDS[v.kind], v.value, v) for v in c.query)
+
+    @property
+    def rank(self) -> tuple[int, int, int]:
+        return (-(1 if self.methods else 0), -len(self.headers), -len(self.query))
+
+
+def _value_ok(kind: int, want: object, values: list[object]) -> bool:
+    if kind == _ABSENT:
+        return not values
+    if kind == _PRESENT:
+        return bool(values)
+    if kind == _EXACT:
+        return want in values
+    return any(v.startswith(want) for v in values)  # type: ignore[attr-defined]
+
+
+class _Request:
+    """What conditions look at; the query string is parsed once, on first need."""
+
+    __slots__ = ("_query", "headers", "method", "raw_query")
+
+    def __init__(self, method: str, headers: Headers, raw_query: bytes) -> None:
+        self.method = method
+        self.headers = headers
+        self.raw_query = raw_query
+        self._query: list[tuple[str, str]] | None = None
+
+    def query(self) -> list[tuple[str, str]]:
+        if self._query is None:
+            text = self.raw_query.decode("utf-8", "replace")
+            self._query = parse_qsl(text, keep_blank_values=True) if text else []
+        return self._query
+
+    def failing(self, cond: _Conditions) -> str | ValueMatch | None:
+        """The first condition that does not hold ("method" or the ValueMatch), or None."""
+        if cond.methods and self.method not in cond.methods:
+            return "method"
+        for name, kind, want, source in cond.headers:
+            found: list[object] = [v for n, v in self.headers if n == name]
+            if not _value_ok(kind, want, found):
+                return source
+        if cond.query:
+            pairs = self.query()
+            for qname, kind, qwant, source in cond.query:
+                qfound: list[object] = [v for n, v in pairs if n == qname]
+                if not _value_ok(kind, qwant, qfound):
+                    return source
+        return None
+
+
+# one candidate: (compiled conditions or None, match)
+_Entry = tuple[_Conditions | None, RouteMatch]
+
+
+class _Node:
+    """A path segment trie node: the routes whose prefix ends here, in precedence order."""
+
+    __slots__ = ("children", "entries")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.entries: tuple[_Entry, ...] = ()
+
+
+class _HostNode:
+    """A label trie node for wildcard hosts, labels from the right."""
+
+    __slots__ = ("children", "routes")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _HostNode] = {}
+        self.routes: _Node | None = None  # routes of "*.<the labels down to here>"
+
+
+def _segments(prefix: str) -> list[str]:
+    """ "/api/v2/" -> ["api", "v2"]; "/" -> []."""
+    bare = prefix.rstrip("/")
+    return bare.split("/")[1:] if bare else []
+
+
+def _with_timeout(service: Service, timeout: float | None) -> Service:
+    if timeout is None or timeout == service.timeouts.request:
+        return service
+    return replace(
+        service,
+        timeouts=replace(service.timeouts, request=timeout),
+        retries=replace(
+            service.retries, per_try_timeout=min(service.retries.per_try_timeout, timeout)
+        ),
+    )
+
+
+def _compile(view: RoutingView, service: Service, route: Route) -> RouteMatch:
+    owner = _with_timeout(service, route.timeout)
+    backends: list[Service] = []
+    cumulative: list[int] = []
+    total = 0
+    for b in route.backends:
+        s = view.services.get(b.service)
+        if s is None or b.weight <= 0:
+            continue  # a service the view does not have (rejected): not split to
+        total += b.weight
+        backends.append(_with_timeout(s, route.timeout))
+        cumulative.append(total)
+    rewrites = (
+        route.request_headers is not None
+        or route.rewrite_path_prefix is not None
+        or route.rewrite_host is not None
+    )
+    plain = not (
+        backends or rewrites or route.response_headers is not None or route.redirect is not None
+    )
+    return RouteMatch(
+        service=owner,
+        route=route,
+        prefix=route.path_prefix.rstrip("/"),
+        backends=tuple(backends),
+        cumulative=tuple(cumulative),
+        plain=plain,
+        rewrites=rewrites,
+    )
+
+
 class RouteTable:
-    """Routes of one view, indexed for matching a request's host and path."""
+    """Routes of one view, indexed for matching a request's host, path and conditions."""
 
-    __slots__ = ("_exact", "_wild")
+    __slots__ = ("_exact", "_size", "_wild")
 
-    def __init__(self, exact: dict[str, _Entries], wild: dict[str, _Entries]) -> None:
+    def __init__(self, exact: dict[str, _Node], wild: _HostNode, size: int) -> None:
         self._exact = exact
-        self._wild = wild  # suffix without the "*", e.g. ".example.com"
+        self._wild = wild
+        self._size = size
 
     @classmethod
     def build(cls, view: RoutingView) -> RouteTable:
-        exact: dict[str, list[tuple[str, str, RouteMatch]]] = {}
-        wild: dict[str, list[tuple[str, str, RouteMatch]]] = {}
+        pending: dict[tuple[bool, str], dict[tuple[str, ...], list[tuple[object, ...]]]] = {}
+        order = 0
         for name in sorted(view.services):  # deterministic when two services claim a route
             service = view.services[name]
             for route in service.routes:
                 host = route.host.lower().rstrip(".")
-                prefix = route.path_prefix or "/"
-                bare = prefix.rstrip("/") or "/"
-                entry = (prefix, bare, RouteMatch(service=service, route=route))
-                if host.startswith("*."):
-                    wild.setdefault(host[1:], []).append(entry)
-                else:
-                    exact.setdefault(host, []).append(entry)
+                wild = host.startswith("*.")
+                cond = _Conditions(route.match) if route.match is not None else None
+                rank = cond.rank if cond is not None else (0, 0, 0)
+                match = _compile(view, service, route)
+                per_host = pending.setdefault((wild, host[2:] if wild else host), {})
+                per_host.setdefault(tuple(_segments(route.path_prefix)), []).append(
+                    (rank, order, route.match, cond, match)
+                )
+                order += 1
+        exact: dict[str, _Node] = {}
+        wild_root = _HostNode()
+        size = 0
+        for (is_wild, host), prefixes in pending.items():
+            if is_wild:
+                hnode = wild_root
+                for label in reversed(host.split(".")):
+                    hnode = hnode.children.setdefault(label, _HostNode())
+                if hnode.routes is None:
+                    hnode.routes = _Node()
+                root = hnode.routes
+            else:
+                root = exact.setdefault(host, _Node())
+            for segs, entries in prefixes.items():
+                node = root
+                for seg in segs:
+                    node = node.children.setdefault(seg, _Node())
+                seen: set[RouteConditions | None] = set()
+                kept: list[_Entry] = []
+                for e in sorted(entries, key=lambda e: (e[0], e[1])):
+                    if e[2] not in seen:  # the same conditions twice: the first name wins
+                        seen.add(e[2])  # type: ignore[arg-type]
+                        kept.append((e[3], e[4]))  # type: ignore[arg-type]
+                node.entries = tuple(kept)
+                size += len(kept)
+        return cls(exact, wild_root, size)
 
-        def order(d: dict[str, list[tuple[str, str, RouteMatch]]]) -> dict[str, _Entries]:
-            out: dict[str, _Entries] = {}
-            for host, entries in d.items():
-                seen: set[str] = set()
-                kept = []
-                for e in sorted(entries, key=lambda e: -len(e[0])):  # stable: first name wins
-                    if e[0] not in seen:
-                        seen.add(e[0])
-                        kept.append(e)
-                out[host] = tuple(kept)
-            return out
+    def _roots(self, host: str) -> list[_Node]:
+        """The route tries that may serve ``host``: exact first, then wildcards by the
+        longest suffix; the label in front of a wildcard must not be empty."""
+        roots: list[_Node] = []
+        node = self._exact.get(host)
+        if node is not None:
+            roots.append(node)
+        if self._wild.children:
+            labels = host.split(".")
+            hnode = self._wild
+            wilds: list[_Node] = []
+            for i in range(len(labels) - 1, 0, -1):
+                next_node = hnode.children.get(labels[i])
+                if next_node is None:
+                    break
+                hnode = next_node
+                if hnode.routes is not None and labels[i - 1]:
+                    wilds.append(hnode.routes)
+            roots.extend(reversed(wilds))
+        return roots
 
-        return cls(order(exact), order(wild))
+    @staticmethod
+    def _chain(root: _Node, path: str) -> list[_Node]:
+        """The nodes with routes along ``path``, shortest prefix first."""
+        found = [root] if root.entries else []
+        if root.children:
+            node = root
+            for seg in path.split("/")[1:]:
+                child = node.children.get(seg)
+                if child is None:
+                    break
+                node = child
+                if node.entries:
+                    found.append(node)
+        return found
 
-    def match(self, host: str, path: str) -> RouteMatch | None:
-        """``host`` lower case without port; exact host > wildcard; longest prefix."""
-        entries = self._exact.get(host)
-        if entries is not None:
-            found = _match_prefix(entries, path)
-            if found is not None:
-                return found
-        if self._wild:
-            dot = host.find(".")
-            while dot > 0:  # the label in front must not be empty
-                entries = self._wild.get(host[dot:])
-                if entries is not None:
-                    found = _match_prefix(entries, path)
-                    if found is not None:
-                        return found
-                dot = host.find(".", dot + 1)
+    def match(
+        self, host: str, path: str, method: str = "GET", headers: Headers = (), query: bytes = b""
+    ) -> RouteMatch | None:
+        """``host`` lower case without port; exact host > wildcard; longest prefix; then
+        the first route of that prefix whose conditions hold."""
+        request: _Request | None = None
+        for root in self._roots(host):
+            for node in reversed(self._chain(root, path)):
+                for cond, match in node.entries:
+                    if cond is None:
+                        return match
+                    if request is None:
+                        request = _Request(method, headers, query)
+                    if request.failing(cond) is None:
+                        return match
         return None
 
+    def explain(
+        self, host: str, path: str, method: str = "GET", headers: Headers = (), query: bytes = b""
+    ) -> tuple[RouteMatch | None, list[dict[str, object]]]:
+        """Like :meth:`match`, with every route considered and why it did or did not match
+        (for ``fedgate explain``)."""
+        request = _Request(method, headers, query)
+        considered: list[dict[str, object]] = []
+        for root in self._roots(host):
+            for node in reversed(self._chain(root, path)):
+                for cond, match in node.entries:
+                    route = match.route
+                    row: dict[str, object] = {
+                        "service": match.service.name,
+                        "host": route.host,
+                        "pathPrefix": route.path_prefix,
+                        "conditions": describe_conditions(route.match),
+                    }
+                    failing = request.failing(cond) if cond is not None else None
+                    row["matched"] = failing is None
+                    row["reason"] = (
+                        "longest prefix, " + ("every condition holds" if cond else "no conditions")
+                        if failing is None
+                        else _why_not(failing, request)
+                    )
+                    considered.append(row)
+                    if failing is None:
+                        return match, considered
+        return None, considered
+
     def __len__(self) -> int:
-        return sum(len(e) for e in self._exact.values()) + sum(len(e) for e in self._wild.values())
+        return self._size
+
+
+def describe_conditions(c: RouteConditions | None) -> str:
+    """``method in [GET, HEAD], header x-canary = '1', query debug present``, or ``any request``."""
+    if c is None:
+        return "any request"
+    parts = []
+    if c.methods:
+        parts.append(f"method in [{', '.join(sorted(c.methods))}]")
+    parts += [f"header {_describe(v)}" for v in c.headers]
+    parts += [f"query {_describe(v)}" for v in c.query]
+    return ", ".join(parts)
+
+
+def _describe(v: ValueMatch) -> str:
+    if v.kind == "exact":
+        return f"{v.name} = {v.value!r}"
+    if v.kind == "prefix":
+        return f"{v.name} starts with {v.value!r}"
+    return f"{v.name} {v.kind}"
+
+
+def _why_not(failing: str | ValueMatch, request: _Request) -> str:
+    if isinstance(failing, str):
+        return f"method {request.method} not accepted"
+    return f"needs {_describe(failing)}"
 
 
 def split_host(value: bytes) -> str | None:

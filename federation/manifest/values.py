@@ -239,6 +239,43 @@ def check_limit_key(value: str) -> str:
     raise ValueError(f"expected client-ip, peer-identity or header:<Header-Name>, got {value!r}")
 
 
+def check_header_name(value: str) -> str:
+    """An RFC 9110 field name; returned lower case (header names are case-insensitive)."""
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid header name")
+    return value.lower()
+
+
+def check_header_value(value: str) -> str:
+    """A header value a rule may send: visible ASCII, spaces and tabs (no CR, LF or NUL)."""
+    bad = next((c for c in value if not (c == "\t" or " " <= c <= "~")), None)
+    if bad is not None:
+        raise ValueError(f"{value!r}: a header value holds visible ASCII only, got {bad!r}")
+    return value
+
+
+def check_cookie_name(value: str) -> str:
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid cookie name")
+    return value
+
+
+def check_method(value: str) -> str:
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not an HTTP method")
+    if value != value.upper():
+        raise ValueError(f"methods are case-sensitive: did you mean {value.upper()!r}?")
+    return value
+
+
+def check_exact_host(value: str) -> str:
+    """A hostname without wildcard or port (a redirect or rewrite target); lowercased."""
+    host = check_route_host(value)
+    if host.startswith("*"):
+        raise ValueError(f"{value!r}: a wildcard is only allowed in a route's host")
+    return host
+
+
 def _show(value: object) -> str:
     if value is None:
         return "null"

@@ -25,8 +25,9 @@ from __future__ import annotations
 import random
 import zlib
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import parse_qsl
 
 from federation.model import Route, RouteConditions, RoutingView, Service, ValueMatch
@@ -105,62 +106,166 @@ class _Conditions:
         return (-(1 if self.methods else 0), -len(self.headers), -len(self.query))
 
 
-def _value_ok(kind: int, want: object, values: list[object]) -> bool:
-    if kind == _ABSENT:
-        return not values
-    if kind == _PRESENT:
-        return bool(values)
+def _holds(kind: int, want: Any, values: list[Any] | None) -> bool:
+    if values is None:
+        return kind == _ABSENT
     if kind == _EXACT:
         return want in values
-    return any(v.startswith(want) for v in values)  # type: ignore[attr-defined]
+    if kind == _PREFIX:
+        for v in values:
+            if v.startswith(want):
+                return True
+        return False
+    return kind == _PRESENT
+
+
+def _multidict(pairs: Iterable[tuple[Any, Any]]) -> dict[Any, list[Any]]:
+    out: dict[Any, list[Any]] = {}
+    for name, value in pairs:
+        values = out.get(name)
+        if values is None:
+            out[name] = [value]
+        else:
+            values.append(value)
+    return out
+
+
+def _parse_query(raw: bytes) -> dict[str, list[str]]:
+    """``a=1&b=x%20y`` -> {"a": ["1"], "b": ["x y"]}; only pieces with "%" or "+" are
+    unquoted (the common plain query costs a split)."""
+    out: dict[str, list[str]] = {}
+    if not raw:
+        return out
+    for piece in raw.decode("utf-8", "replace").split("&"):
+        if not piece:
+            continue
+        if "%" in piece or "+" in piece:
+            pairs = parse_qsl(piece, keep_blank_values=True)
+            if not pairs:
+                continue
+            name, value = pairs[0]
+        else:
+            name, _, value = piece.partition("=")
+        values = out.get(name)
+        if values is None:
+            out[name] = [value]
+        else:
+            values.append(value)
+    return out
 
 
 class _Request:
-    """What conditions look at; the query string is parsed once, on first need."""
+    """What conditions look at; headers and query indexed once, on first need."""
 
-    __slots__ = ("_query", "headers", "method", "raw_query")
+    __slots__ = ("_headers", "_query", "headers", "method", "raw_query")
 
     def __init__(self, method: str, headers: Headers, raw_query: bytes) -> None:
         self.method = method
         self.headers = headers
         self.raw_query = raw_query
-        self._query: list[tuple[str, str]] | None = None
+        self._headers: dict[bytes, list[bytes]] | None = None
+        self._query: dict[str, list[str]] | None = None
 
-    def query(self) -> list[tuple[str, str]]:
-        if self._query is None:
-            text = self.raw_query.decode("utf-8", "replace")
-            self._query = parse_qsl(text, keep_blank_values=True) if text else []
-        return self._query
+    def header_values(self) -> dict[bytes, list[bytes]]:
+        if self._headers is None:
+            self._headers = _multidict(self.headers)
+        return self._headers
 
     def failing(self, cond: _Conditions) -> str | ValueMatch | None:
         """The first condition that does not hold ("method" or the ValueMatch), or None."""
         if cond.methods and self.method not in cond.methods:
             return "method"
-        for name, kind, want, source in cond.headers:
-            found: list[object] = [v for n, v in self.headers if n == name]
-            if not _value_ok(kind, want, found):
-                return source
+        if cond.headers:
+            by_name = self._headers
+            if by_name is None:
+                by_name = self.header_values()
+            for name, kind, want, source in cond.headers:
+                if not _holds(kind, want, by_name.get(name)):
+                    return source
         if cond.query:
-            pairs = self.query()
+            query = self._query
+            if query is None:
+                query = self._query = _parse_query(self.raw_query)
             for qname, kind, qwant, source in cond.query:
-                qfound: list[object] = [v for n, v in pairs if n == qname]
-                if not _value_ok(kind, qwant, qfound):
+                if not _holds(kind, qwant, query.get(qname)):
                     return source
         return None
 
 
-# one candidate: (compiled conditions or None, match)
+class _Dispatch:
+    """A run of same-rank routes, each with one exact header condition on the same header
+    and nothing else (routing by tenant, version, ...): one dict lookup instead of a
+    condition per route. The first route in precedence order wins when the request
+    carries the header more than once."""
+
+    __slots__ = ("by_value", "name")
+
+    def __init__(self, name: bytes, run: list[tuple[_Conditions, RouteMatch]]) -> None:
+        self.name = name
+        self.by_value: dict[bytes, tuple[int, RouteMatch]] = {}
+        for i, (cond, match) in enumerate(run):
+            self.by_value.setdefault(cond.headers[0][2], (i, match))
+
+    def pick(self, request: _Request) -> RouteMatch | None:
+        values = request.header_values().get(self.name)
+        if values is None:
+            return None
+        if len(values) == 1:
+            hit = self.by_value.get(values[0])
+            return hit[1] if hit is not None else None
+        hits = [h for h in map(self.by_value.get, values) if h is not None]
+        return min(hits, key=lambda h: h[0])[1] if hits else None
+
+
+DISPATCH_MIN = 4  # runs at least this long become a _Dispatch
+
+
+def _dispatch_key(cond: _Conditions | None) -> bytes | None:
+    """The header name when ``cond`` is a single exact header condition, else None."""
+    if cond is None or cond.methods or cond.query or len(cond.headers) != 1:
+        return None
+    name, kind, _, _ = cond.headers[0]
+    return name if kind == _EXACT else None
+
+
+def _compress(entries: list[_Entry]) -> tuple[_Fast, ...]:
+    """``entries`` (in precedence order) with long single-header runs as one _Dispatch."""
+    out: list[_Fast] = []
+    i = 0
+    while i < len(entries):
+        key = _dispatch_key(entries[i][0])
+        j = i + 1
+        if key is not None:
+            rank = entries[i][0].rank  # type: ignore[union-attr]
+            while (
+                j < len(entries)
+                and _dispatch_key(entries[j][0]) == key
+                and entries[j][0].rank == rank  # type: ignore[union-attr]
+            ):
+                j += 1
+        if key is not None and j - i >= DISPATCH_MIN:
+            run = [(c, m) for c, m in entries[i:j] if c is not None]
+            out.append((_Dispatch(key, run), None))
+        else:
+            out.extend(entries[i:j])
+        i = j
+    return tuple(out)
+
+
+# one candidate: (compiled conditions or None, match); and the form matching walks
 _Entry = tuple[_Conditions | None, RouteMatch]
+_Fast = tuple[_Conditions | None, RouteMatch] | tuple[_Dispatch, None]
 
 
 class _Node:
     """A path segment trie node: the routes whose prefix ends here, in precedence order."""
 
-    __slots__ = ("children", "entries")
+    __slots__ = ("children", "entries", "listed")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
-        self.entries: tuple[_Entry, ...] = ()
+        self.listed: tuple[_Entry, ...] = ()  # every route here, in precedence order
+        self.entries: tuple[_Fast, ...] = ()  # the same, as matching walks them
 
 
 class _HostNode:
@@ -272,7 +377,8 @@ class RouteTable:
                     if e[2] not in seen:  # the same conditions twice: the first name wins
                         seen.add(e[2])  # type: ignore[arg-type]
                         kept.append((e[3], e[4]))  # type: ignore[arg-type]
-                node.entries = tuple(kept)
+                node.listed = tuple(kept)
+                node.entries = _compress(kept)
                 size += len(kept)
         return cls(exact, wild_root, size)
 
@@ -325,7 +431,11 @@ class RouteTable:
                         return match
                     if request is None:
                         request = _Request(method, headers, query)
-                    if request.failing(cond) is None:
+                    if match is None:
+                        hit = cond.pick(request)  # type: ignore[union-attr]
+                        if hit is not None:
+                            return hit
+                    elif request.failing(cond) is None:  # type: ignore[arg-type]
                         return match
         return None
 
@@ -338,7 +448,7 @@ class RouteTable:
         considered: list[dict[str, object]] = []
         for root in self._roots(host):
             for node in reversed(self._chain(root, path)):
-                for cond, match in node.entries:
+                for cond, match in node.listed:
                     route = match.route
                     row: dict[str, object] = {
                         "service": match.service.name,

@@ -276,3 +276,36 @@ def test_many_prefixes_on_one_host_and_deep_wildcards() -> None:
 
 
 FAIL = RouteMatch(service=cond_svc("fail", Route("fail")), route=Route("fail"))
+
+
+def test_many_routes_told_apart_by_one_header_value() -> None:
+    tenants = [
+        cond_svc(
+            f"t{i}",
+            Route(
+                "mt.test", "/", match=RouteConditions(headers=(hv("x-tenant", "exact", f"t{i}"),))
+            ),
+        )
+        for i in range(8)
+    ]
+    both = cond_svc(
+        "both",
+        Route(
+            "mt.test",
+            "/",
+            match=RouteConditions(headers=(hv("x-tenant", "exact", "t2"), hv("x-b", "present"))),
+        ),
+    )
+    t = RouteTable.build(view_of([*tenants, both, cond_svc("rest", Route("mt.test", "/"))]))
+
+    def name(*hdrs: tuple[bytes, bytes]) -> str | None:
+        m = t.match("mt.test", "/x", "GET", list(hdrs))
+        return m.service.name if m else None
+
+    assert name((b"x-tenant", b"t3")) == "t3"
+    assert name((b"x-tenant", b"t5"), (b"x-tenant", b"t1")) == "t1"  # the first in order
+    assert name((b"x-tenant", b"t9")) == "rest"
+    assert name() == "rest"
+    assert name((b"x-tenant", b"t2"), (b"x-b", b"")) == "both"  # two conditions rank first
+    _, rows = t.explain("mt.test", "/x", "GET", [(b"x-tenant", b"t4")])
+    assert [r["service"] for r in rows] == ["both", "t0", "t1", "t2", "t3", "t4"]

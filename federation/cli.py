@@ -87,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", required=True)
     p.add_argument("--path", default="/")
     p.add_argument("--method", default="GET")
+    p.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="a request header the route conditions look at (repeatable); "
+        "put the query string in --path",
+    )
     p.add_argument("--from", dest="from_cluster", help="the cluster the request enters")
     p.add_argument("--json", action="store_true")
     _connection_flags(p)

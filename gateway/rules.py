@@ -130,3 +130,49 @@ def response_rules_send(rules: HeaderRules, send: Send) -> Send:
         await send(message)
 
     return send_with_rules
+
+
+def _headers_text(rules: HeaderRules) -> str:
+    parts = [f"add {n}: {v}" for n, v in rules.add] + [f"set {n}: {v}" for n, v in rules.set]
+    parts += [f"remove {n}" for n in rules.remove]
+    return ", ".join(parts)
+
+
+def describe_route(match: RouteMatch) -> list[str]:
+    """The rules of a matched route, one line each (for ``fedgate explain``)."""
+    route = match.route
+    out: list[str] = []
+    if route.redirect is not None:
+        r = route.redirect
+        given = (
+            ("scheme", r.scheme),
+            ("host", r.host),
+            ("port", r.port),
+            ("path", r.path),
+            ("path prefix", r.path_prefix),
+        )
+        parts = [f"{k} {v}" for k, v in given if v]
+        out.append(f"redirect {r.status}: " + ", ".join(parts))
+    if route.backends:
+        split = ", ".join(f"{b.service} {b.weight}" for b in route.backends)
+        live = {s.name for s in match.backends}
+        gone = [b.service for b in route.backends if b.service not in live and b.weight > 0]
+        sticky = route.sticky
+        how = ""
+        if sticky is not None:
+            how = f", sticky by header {sticky.header}" if sticky.header else ""
+            how = how or f", sticky by cookie {sticky.cookie}"
+        out.append(f"split by weight: {split}{how}")
+        if gone:
+            out.append(f"left out of the split (not in the view): {', '.join(gone)}")
+    if route.request_headers is not None:
+        out.append("request headers: " + _headers_text(route.request_headers))
+    if route.response_headers is not None:
+        out.append("response headers: " + _headers_text(route.response_headers))
+    if route.rewrite_path_prefix is not None:
+        out.append(f"rewrite path prefix {route.path_prefix} -> {route.rewrite_path_prefix}")
+    if route.rewrite_host is not None:
+        out.append(f"rewrite host -> {route.rewrite_host}")
+    if route.timeout is not None:
+        out.append(f"timeout {route.timeout:g}s (instead of the service's)")
+    return out

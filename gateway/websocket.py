@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from gateway import hygiene
-from gateway.hygiene import FORWARDED_HEADER, HOPS_HEADER, MAX_HOPS, PEER_HEADER
+from gateway.hygiene import BACKEND_HEADER, FORWARDED_HEADER, HOPS_HEADER, MAX_HOPS, PEER_HEADER
 from gateway.policy import allowed
 from gateway.ratelimit import limit_key
 from gateway.routing import split_host
@@ -71,11 +71,12 @@ async def proxy_websocket(app: ListenerApp, scope: Scope, receive: Receive, send
     path: str = scope["path"]
     if "/." in path and any(seg in (".", "..") for seg in path.split("/")):
         host = None  # dot segments: refused like an unknown route
-    match = table.match(host, path) if host else None
+    query = scope.get("query_string", b"")
+    match = table.match(host, path, "GET", headers, query) if host else None
     if match is None or hops >= MAX_HOPS:
         await _refuse(send, receive, 404)
         return
-    service = match.service
+    service = match.pick(headers, forwarded is not None)  # a weighted split
     direct_ip = client_ip
     if forwarded is not None:
         client_ip = hygiene.last_forwarded_for(headers) or client_ip
@@ -135,6 +136,7 @@ async def proxy_websocket(app: ListenerApp, scope: Scope, receive: Receive, send
             extra = list(base)
             if remote:
                 extra.append((FORWARDED_HEADER, plane.cluster_bytes))
+                extra.append((BACKEND_HEADER, service.name.encode()))  # a split's pick
                 if peer_id:
                     extra.append((PEER_HEADER, peer_id.encode("latin-1")))
             scheme = "wss" if t.ssl is not None else "ws"

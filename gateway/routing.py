@@ -405,7 +405,10 @@ class RouteTable:
 
     @staticmethod
     def _chain(root: _Node, path: str) -> list[_Node]:
-        """The nodes with routes along ``path``, shortest prefix first."""
+        """The nodes with routes along ``path``, shortest prefix first (none for a path
+        that is not absolute, such as ``OPTIONS *``)."""
+        if path[:1] != "/":
+            return []
         found = [root] if root.entries else []
         if root.children:
             node = root

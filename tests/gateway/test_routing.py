@@ -309,3 +309,8 @@ def test_many_routes_told_apart_by_one_header_value() -> None:
     assert name((b"x-tenant", b"t2"), (b"x-b", b"")) == "both"  # two conditions rank first
     _, rows = t.explain("mt.test", "/x", "GET", [(b"x-tenant", b"t4")])
     assert [r["service"] for r in rows] == ["both", "t0", "t1", "t2", "t3", "t4"]
+
+
+def test_a_path_that_is_not_absolute_matches_no_route() -> None:
+    assert name_of("shop.test", "*") is None  # OPTIONS * (asterisk form)
+    assert name_of("a.shop.test", "") is None

@@ -426,6 +426,11 @@ class RouteTable:
     ) -> RouteMatch | None:
         """``host`` lower case without port; exact host > wildcard; longest prefix; then
         the first route of that prefix whose conditions hold."""
+        node = self._exact.get(host)
+        if node is not None and not node.children and node.entries and path[:1] == "/":
+            cond, found = node.entries[0]
+            if cond is None:  # the common case: one host, one route for every path
+                return found
         request: _Request | None = None
         for root in self._roots(host):
             for node in reversed(self._chain(root, path)):

@@ -230,9 +230,10 @@ class GatewayProcess:
         ) -> dict[str, Any]:
             origin = from_cluster or s.cluster
             planner = placement if origin == s.cluster else Placement(origin)
+            view, table = gateway.plane.current if gateway is not None else (holder.view, None)
             return explain_request(
-                holder.view, planner, host=host, path=path, method=method, origin=origin,
-                headers=headers or (),
+                view, planner, host=host, path=path, method=method, origin=origin,
+                headers=headers or (), table=table,
             )  # fmt: skip
 
         def status() -> dict[str, Any]:
@@ -396,10 +397,12 @@ def explain_request(
     method: str,
     origin: str,
     headers: Sequence[tuple[str, str]] = (),
+    table: Any = None,
 ) -> dict[str, Any]:
     """The decision trace of one request: the routes considered and why, the route taken
     and its rules, candidates with scores and reasons, revision. ``path`` may carry a
-    query string (route conditions may look at it)."""
+    query string (route conditions may look at it); ``table`` is the route table of
+    ``view`` when the caller has it."""
     from gateway.routing import RouteTable
     from gateway.rules import describe_route
 
@@ -415,7 +418,9 @@ def explain_request(
         return out
     only_path, _, query = path.partition("?")
     raw_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
-    match, considered = RouteTable.build(view).explain(
+    if table is None:  # the serving gateway's own table when it has one (built per view)
+        table = RouteTable.build(view)
+    match, considered = table.explain(
         host.lower(), only_path, method, raw_headers, query.encode("latin-1")
     )
     out["considered"] = considered

@@ -3,6 +3,8 @@ located one-line error, and the model through the etcd codec unchanged."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from federation import codec
@@ -271,3 +273,27 @@ def test_same_host_and_prefix_needs_other_conditions() -> None:
         parse_manifest(text, filename="m.yaml")
     assert [(i.path, i.line) for i in info.value.issues] == [("services[1].routes[1]", 20)]
     assert "with the same match conditions" in info.value.issues[0].message
+
+
+@pytest.mark.parametrize(
+    ("route", "message"),
+    [
+        ({"request_headers": {"add": [["x-a", "1\r\nx-evil: 1"]]}}, "invalid value of x-a"),
+        ({"response_headers": {"remove": ["Bad Name"]}}, "invalid header name 'Bad Name'"),
+        ({"rewrite_host": "a.test\r\nx: y"}, "invalid rewrite host"),
+        ({"rewrite_path_prefix": "v2"}, "invalid rewrite path prefix 'v2'"),
+        ({"redirect": {"status": 200}}, "not a redirect status: 200"),
+        ({"redirect": {"path": "/a b"}}, "invalid path '/a b'"),
+        ({"backends": [{"service": "x", "weight": -1}]}, "a weight is >= 0, got -1"),
+        ({"sticky": {"header": "", "cookie": ""}}, "sticky: one of header or cookie"),
+        ({"match": {"headers": [{"name": "x", "kind": "regex"}]}}, "expected one of"),
+        ({"timeout": -1.0}, "invalid timeout -1.0"),
+    ],
+)
+def test_a_hostile_route_from_etcd_is_a_one_line_decode_error(
+    route: dict[str, object], message: str
+) -> None:
+    plain = json.loads(codec.encode(Route(host="a.test")))
+    with pytest.raises(codec.CodecError) as info:
+        codec.decode(Route, json.dumps({**plain, **route}))
+    assert message in str(info.value) and "\n" not in str(info.value)

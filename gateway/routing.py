@@ -25,17 +25,18 @@ from __future__ import annotations
 import random
 import zlib
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
-from urllib.parse import parse_qsl
 
-from federation.model import Route, RouteConditions, RoutingView, Service, ValueMatch
-from gateway.hygiene import BACKEND_HEADER
-
-Headers = Sequence[tuple[bytes, bytes]]
-_EXACT, _PREFIX, _PRESENT, _ABSENT = 0, 1, 2, 3
-_KINDS = {"exact": _EXACT, "prefix": _PREFIX, "present": _PRESENT, "absent": _ABSENT}
+from federation.model import Route, RouteConditions, RoutingView, Service
+from gateway.conditions import (
+    Conditions,
+    Dispatch,
+    RequestView,
+    describe_conditions,
+    dispatch_key,
+    why_not,
+)
+from gateway.hygiene import BACKEND_HEADER, Headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,164 +89,27 @@ def _sticky_key(route: Route, headers: Headers) -> bytes | None:
     return None
 
 
-class _Conditions:
-    """A route's conditions compiled for matching (header names and values as bytes)."""
-
-    __slots__ = ("headers", "methods", "query", "source")
-
-    def __init__(self, c: RouteConditions) -> None:
-        self.source = c
-        self.methods = c.methods
-        self.headers = tuple(
-            (v.name.encode(), _KINDS[v.kind], v.value.encode(), v) for v in c.headers
-        )
-        self.query = tuple((v.name, _KINDS[v.kind], v.value, v) for v in c.query)
-
-    @property
-    def rank(self) -> tuple[int, int, int]:
-        return (-(1 if self.methods else 0), -len(self.headers), -len(self.query))
-
-
-def _holds(kind: int, want: Any, values: list[Any] | None) -> bool:
-    if values is None:
-        return kind == _ABSENT
-    if kind == _EXACT:
-        return want in values
-    if kind == _PREFIX:
-        for v in values:  # noqa: SIM110 (a loop: no generator on the request path)
-            if v.startswith(want):
-                return True
-        return False
-    return kind == _PRESENT
-
-
-def _multidict(pairs: Iterable[tuple[Any, Any]]) -> dict[Any, list[Any]]:
-    out: dict[Any, list[Any]] = {}
-    for name, value in pairs:
-        values = out.get(name)
-        if values is None:
-            out[name] = [value]
-        else:
-            values.append(value)
-    return out
-
-
-def _parse_query(raw: bytes) -> dict[str, list[str]]:
-    """``a=1&b=x%20y`` -> {"a": ["1"], "b": ["x y"]}; only pieces with "%" or "+" are
-    unquoted (the common plain query costs a split)."""
-    out: dict[str, list[str]] = {}
-    if not raw:
-        return out
-    for piece in raw.decode("utf-8", "replace").split("&"):
-        if not piece:
-            continue
-        if "%" in piece or "+" in piece:
-            pairs = parse_qsl(piece, keep_blank_values=True)
-            if not pairs:
-                continue
-            name, value = pairs[0]
-        else:
-            name, _, value = piece.partition("=")
-        values = out.get(name)
-        if values is None:
-            out[name] = [value]
-        else:
-            values.append(value)
-    return out
-
-
-class _Request:
-    """What conditions look at; headers and query indexed once, on first need."""
-
-    __slots__ = ("_headers", "_query", "headers", "method", "raw_query")
-
-    def __init__(self, method: str, headers: Headers, raw_query: bytes) -> None:
-        self.method = method
-        self.headers = headers
-        self.raw_query = raw_query
-        self._headers: dict[bytes, list[bytes]] | None = None
-        self._query: dict[str, list[str]] | None = None
-
-    def header_values(self) -> dict[bytes, list[bytes]]:
-        if self._headers is None:
-            self._headers = _multidict(self.headers)
-        return self._headers
-
-    def failing(self, cond: _Conditions) -> str | ValueMatch | None:
-        """The first condition that does not hold ("method" or the ValueMatch), or None."""
-        if cond.methods and self.method not in cond.methods:
-            return "method"
-        if cond.headers:
-            by_name = self._headers
-            if by_name is None:
-                by_name = self.header_values()
-            for name, kind, want, source in cond.headers:
-                if not _holds(kind, want, by_name.get(name)):
-                    return source
-        if cond.query:
-            query = self._query
-            if query is None:
-                query = self._query = _parse_query(self.raw_query)
-            for qname, kind, qwant, source in cond.query:
-                if not _holds(kind, qwant, query.get(qname)):
-                    return source
-        return None
-
-
-class _Dispatch:
-    """A run of same-rank routes, each with one exact header condition on the same header
-    and nothing else (routing by tenant, version, ...): one dict lookup instead of a
-    condition per route. The first route in precedence order wins when the request
-    carries the header more than once."""
-
-    __slots__ = ("by_value", "name")
-
-    def __init__(self, name: bytes, run: list[tuple[_Conditions, RouteMatch]]) -> None:
-        self.name = name
-        self.by_value: dict[bytes, tuple[int, RouteMatch]] = {}
-        for i, (cond, match) in enumerate(run):
-            self.by_value.setdefault(cond.headers[0][2], (i, match))
-
-    def pick(self, request: _Request) -> RouteMatch | None:
-        values = request.header_values().get(self.name)
-        if values is None:
-            return None
-        if len(values) == 1:
-            hit = self.by_value.get(values[0])
-            return hit[1] if hit is not None else None
-        hits = [h for h in map(self.by_value.get, values) if h is not None]
-        return min(hits, key=lambda h: h[0])[1] if hits else None
-
-
-DISPATCH_MIN = 4  # runs at least this long become a _Dispatch
-
-
-def _dispatch_key(cond: _Conditions | None) -> bytes | None:
-    """The header name when ``cond`` is a single exact header condition, else None."""
-    if cond is None or cond.methods or cond.query or len(cond.headers) != 1:
-        return None
-    name, kind, _, _ = cond.headers[0]
-    return name if kind == _EXACT else None
+DISPATCH_MIN = 4  # runs at least this long become a Dispatch
 
 
 def _compress(entries: list[_Entry]) -> tuple[_Fast, ...]:
-    """``entries`` (in precedence order) with long single-header runs as one _Dispatch."""
+    """``entries`` (in precedence order) with long single-header runs as one Dispatch."""
     out: list[_Fast] = []
     i = 0
     while i < len(entries):
-        key = _dispatch_key(entries[i][0])
+        key = dispatch_key(entries[i][0])
         j = i + 1
         if key is not None:
             rank = entries[i][0].rank  # type: ignore[union-attr]
             while (
                 j < len(entries)
-                and _dispatch_key(entries[j][0]) == key
+                and dispatch_key(entries[j][0]) == key
                 and entries[j][0].rank == rank  # type: ignore[union-attr]
             ):
                 j += 1
         if key is not None and j - i >= DISPATCH_MIN:
             run = [(c, m) for c, m in entries[i:j] if c is not None]
-            out.append((_Dispatch(key, run), None))
+            out.append((Dispatch(key, run), None))
         else:
             out.extend(entries[i:j])
         i = j
@@ -253,8 +117,8 @@ def _compress(entries: list[_Entry]) -> tuple[_Fast, ...]:
 
 
 # one candidate: (compiled conditions or None, match); and the form matching walks
-_Entry = tuple[_Conditions | None, RouteMatch]
-_Fast = tuple[_Conditions | None, RouteMatch] | tuple[_Dispatch, None]
+_Entry = tuple[Conditions | None, RouteMatch]
+_Fast = tuple[Conditions | None, RouteMatch] | tuple["Dispatch[RouteMatch]", None]
 
 
 class _Node:
@@ -346,7 +210,7 @@ class RouteTable:
             for route in service.routes:
                 host = route.host.lower().rstrip(".")
                 wild = host.startswith("*.")
-                cond = _Conditions(route.match) if route.match is not None else None
+                cond = Conditions(route.match) if route.match is not None else None
                 rank = cond.rank if cond is not None else (0, 0, 0)
                 match = _compile(view, service, route)
                 per_host = pending.setdefault((wild, host[2:] if wild else host), {})
@@ -431,14 +295,14 @@ class RouteTable:
             cond, found = node.entries[0]
             if cond is None:  # the common case: one host, one route for every path
                 return found
-        request: _Request | None = None
+        request: RequestView | None = None
         for root in self._roots(host):
             for node in reversed(self._chain(root, path)):
                 for cond, match in node.entries:
                     if cond is None:
                         return match
                     if request is None:
-                        request = _Request(method, headers, query)
+                        request = RequestView(method, headers, query)
                     if match is None:
                         hit = cond.pick(request)  # type: ignore[union-attr]
                         if hit is not None:
@@ -452,7 +316,7 @@ class RouteTable:
     ) -> tuple[RouteMatch | None, list[dict[str, object]]]:
         """Like :meth:`match`, with every route considered and why it did or did not match
         (for ``fedgate explain``)."""
-        request = _Request(method, headers, query)
+        request = RequestView(method, headers, query)
         considered: list[dict[str, object]] = []
         for root in self._roots(host):
             for node in reversed(self._chain(root, path)):
@@ -469,7 +333,7 @@ class RouteTable:
                     row["reason"] = (
                         "longest prefix, " + ("every condition holds" if cond else "no conditions")
                         if failing is None
-                        else _why_not(failing, request)
+                        else why_not(failing, request)
                     )
                     considered.append(row)
                     if failing is None:
@@ -478,32 +342,6 @@ class RouteTable:
 
     def __len__(self) -> int:
         return self._size
-
-
-def describe_conditions(c: RouteConditions | None) -> str:
-    """``method in [GET, HEAD], header x-canary = '1', query debug present``, or ``any request``."""
-    if c is None:
-        return "any request"
-    parts = []
-    if c.methods:
-        parts.append(f"method in [{', '.join(sorted(c.methods))}]")
-    parts += [f"header {_describe(v)}" for v in c.headers]
-    parts += [f"query {_describe(v)}" for v in c.query]
-    return ", ".join(parts)
-
-
-def _describe(v: ValueMatch) -> str:
-    if v.kind == "exact":
-        return f"{v.name} = {v.value!r}"
-    if v.kind == "prefix":
-        return f"{v.name} starts with {v.value!r}"
-    return f"{v.name} {v.kind}"
-
-
-def _why_not(failing: str | ValueMatch, request: _Request) -> str:
-    if isinstance(failing, str):
-        return f"method {request.method} not accepted"
-    return f"needs {_describe(failing)}"
 
 
 def split_host(value: bytes) -> str | None:

@@ -142,12 +142,6 @@ class _HostNode:
         self.routes: _Node | None = None  # routes of "*.<the labels down to here>"
 
 
-def _segments(prefix: str) -> list[str]:
-    """ "/api/v2/" -> ["api", "v2"]; "/" -> []."""
-    bare = prefix.rstrip("/")
-    return bare.split("/")[1:] if bare else []
-
-
 def _with_timeout(service: Service, timeout: float | None) -> Service:
     if timeout is None or timeout == service.timeouts.request:
         return service
@@ -161,6 +155,16 @@ def _with_timeout(service: Service, timeout: float | None) -> Service:
 
 
 def _compile(view: RoutingView, service: Service, route: Route) -> RouteMatch:
+    if (
+        not route.backends
+        and route.timeout is None
+        and route.request_headers is None
+        and route.response_headers is None
+        and route.rewrite_path_prefix is None
+        and route.rewrite_host is None
+        and route.redirect is None
+    ):  # the common case: a route without rules
+        return RouteMatch(service=service, route=route, prefix=route.path_prefix.rstrip("/"))
     owner = _with_timeout(service, route.timeout)
     backends: list[Service] = []
     cumulative: list[int] = []
@@ -214,9 +218,9 @@ class RouteTable:
                 rank = cond.rank if cond is not None else (0, 0, 0)
                 match = _compile(view, service, route)
                 per_host = pending.setdefault((wild, host[2:] if wild else host), {})
-                per_host.setdefault(tuple(_segments(route.path_prefix)), []).append(
-                    (rank, order, route.match, cond, match)
-                )
+                bare = route.path_prefix.rstrip("/")
+                segs = tuple(bare.split("/")[1:]) if bare else ()
+                per_host.setdefault(segs, []).append((rank, order, route.match, cond, match))
                 order += 1
         exact: dict[str, _Node] = {}
         wild_root = _HostNode()
@@ -225,16 +229,26 @@ class RouteTable:
             if is_wild:
                 hnode = wild_root
                 for label in reversed(host.split(".")):
-                    hnode = hnode.children.setdefault(label, _HostNode())
+                    child = hnode.children.get(label)
+                    if child is None:
+                        child = hnode.children[label] = _HostNode()
+                    hnode = child
                 if hnode.routes is None:
                     hnode.routes = _Node()
                 root = hnode.routes
             else:
-                root = exact.setdefault(host, _Node())
+                root = exact[host] = _Node()  # each host comes once from ``pending``
             for segs, entries in prefixes.items():
                 node = root
                 for seg in segs:
-                    node = node.children.setdefault(seg, _Node())
+                    next_node = node.children.get(seg)
+                    if next_node is None:
+                        next_node = node.children[seg] = _Node()
+                    node = next_node
+                if len(entries) == 1:  # the common case: one route per host and prefix
+                    node.listed = node.entries = ((entries[0][3], entries[0][4]),)  # type: ignore[assignment]
+                    size += 1
+                    continue
                 seen: set[RouteConditions | None] = set()
                 kept: list[_Entry] = []
                 for e in sorted(entries, key=lambda e: (e[0], e[1])):

@@ -25,7 +25,7 @@ _KINDS = {"exact": _EXACT, "prefix": _PREFIX, "present": _PRESENT, "absent": _AB
 class Conditions:
     """A route's conditions compiled for matching (header names and values as bytes)."""
 
-    __slots__ = ("headers", "methods", "query", "source")
+    __slots__ = ("dispatch_key", "headers", "methods", "query", "rank", "source")
 
     def __init__(self, c: RouteConditions) -> None:
         self.source = c
@@ -34,10 +34,13 @@ class Conditions:
             (v.name.encode(), _KINDS[v.kind], v.value.encode(), v) for v in c.headers
         )
         self.query = tuple((v.name, _KINDS[v.kind], v.value, v) for v in c.query)
-
-    @property
-    def rank(self) -> tuple[int, int, int]:
-        return (-(1 if self.methods else 0), -len(self.headers), -len(self.query))
+        # precedence: a method condition first, then more header, then more query ones
+        self.rank = (-(1 if self.methods else 0), -len(self.headers), -len(self.query))
+        # the header name when this is one exact header condition alone (see Dispatch)
+        self.dispatch_key: bytes | None = None
+        if not self.methods and not self.query and len(self.headers) == 1:
+            name, kind, _, _ = self.headers[0]
+            self.dispatch_key = name if kind == _EXACT else None
 
 
 def _holds(kind: int, want: Any, values: list[Any] | None) -> bool:
@@ -149,14 +152,6 @@ class Dispatch(Generic[T]):
             return hit[1] if hit is not None else None
         hits = [h for h in map(self.by_value.get, values) if h is not None]
         return min(hits, key=lambda h: h[0])[1] if hits else None
-
-
-def dispatch_key(cond: Conditions | None) -> bytes | None:
-    """The header name when ``cond`` is a single exact header condition, else None."""
-    if cond is None or cond.methods or cond.query or len(cond.headers) != 1:
-        return None
-    name, kind, _, _ = cond.headers[0]
-    return name if kind == _EXACT else None
 
 
 def describe_conditions(c: RouteConditions | None) -> str:

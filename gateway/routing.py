@@ -33,7 +33,6 @@ from gateway.conditions import (
     Dispatch,
     RequestView,
     describe_conditions,
-    dispatch_key,
     why_not,
 )
 from gateway.hygiene import BACKEND_HEADER, Headers
@@ -97,15 +96,14 @@ def _compress(entries: list[_Entry]) -> tuple[_Fast, ...]:
     out: list[_Fast] = []
     i = 0
     while i < len(entries):
-        key = dispatch_key(entries[i][0])
+        first = entries[i][0]
+        key = first.dispatch_key if first is not None else None
         j = i + 1
-        if key is not None:
-            rank = entries[i][0].rank  # type: ignore[union-attr]
-            while (
-                j < len(entries)
-                and dispatch_key(entries[j][0]) == key
-                and entries[j][0].rank == rank  # type: ignore[union-attr]
-            ):
+        if first is not None and key is not None:
+            while j < len(entries):
+                cond = entries[j][0]
+                if cond is None or cond.dispatch_key != key or cond.rank != first.rank:
+                    break
                 j += 1
         if key is not None and j - i >= DISPATCH_MIN:
             run = [(c, m) for c, m in entries[i:j] if c is not None]
@@ -209,12 +207,17 @@ class RouteTable:
     def build(cls, view: RoutingView) -> RouteTable:
         pending: dict[tuple[bool, str], dict[tuple[str, ...], list[tuple[object, ...]]]] = {}
         order = 0
+        compiled: dict[RouteConditions, Conditions] = {}
         for name in sorted(view.services):  # deterministic when two services claim a route
             service = view.services[name]
             for route in service.routes:
                 host = route.host.lower().rstrip(".")
                 wild = host.startswith("*.")
-                cond = Conditions(route.match) if route.match is not None else None
+                cond = None
+                if route.match is not None:  # identical conditions are compiled once
+                    cond = compiled.get(route.match)
+                    if cond is None:
+                        cond = compiled[route.match] = Conditions(route.match)
                 rank = cond.rank if cond is not None else (0, 0, 0)
                 match = _compile(view, service, route)
                 per_host = pending.setdefault((wild, host[2:] if wild else host), {})

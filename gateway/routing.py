@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 import zlib
 from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from federation.model import Route, RouteConditions, RoutingView, Service
@@ -196,15 +197,38 @@ def _compile(view: RoutingView, service: Service, route: Route) -> RouteMatch:
 class RouteTable:
     """Routes of one view, indexed for matching a request's host, path and conditions."""
 
-    __slots__ = ("_exact", "_size", "_wild")
+    __slots__ = ("_exact", "_services", "_size", "_wild")
 
-    def __init__(self, exact: dict[str, _Node], wild: _HostNode, size: int) -> None:
+    def __init__(
+        self,
+        exact: dict[str, _Node],
+        wild: _HostNode,
+        size: int,
+        services: Mapping[str, Service] | None = None,
+    ) -> None:
         self._exact = exact
         self._wild = wild
         self._size = size
+        self._services = services  # what the table was built from
+
+    def serves(self, services: Mapping[str, Service]) -> bool:
+        """Was this table built from exactly these service objects? (A view that changed
+        only endpoints, gateways or health keeps its services: no rebuild.)"""
+        mine = self._services
+        if mine is None:
+            return False
+        if mine is services:
+            return True
+        return len(mine) == len(services) and all(
+            services.get(name) is s for name, s in mine.items()
+        )
 
     @classmethod
-    def build(cls, view: RoutingView) -> RouteTable:
+    def build(cls, view: RoutingView, previous: RouteTable | None = None) -> RouteTable:
+        """The table of ``view``; ``previous`` itself when it was built from the same
+        service objects (O(services) identity checks instead of a rebuild)."""
+        if previous is not None and previous.serves(view.services):
+            return previous
         pending: dict[tuple[bool, str], dict[tuple[str, ...], list[tuple[object, ...]]]] = {}
         order = 0
         compiled: dict[RouteConditions, Conditions] = {}
@@ -261,7 +285,7 @@ class RouteTable:
                 node.listed = tuple(kept)
                 node.entries = _compress(kept)
                 size += len(kept)
-        return cls(exact, wild_root, size)
+        return cls(exact, wild_root, size, view.services)
 
     def _roots(self, host: str) -> list[_Node]:
         """The route tries that may serve ``host``: exact first, then wildcards by the

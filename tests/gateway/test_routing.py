@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from types import MappingProxyType
 
 from federation.model import (
     Route,
@@ -314,3 +315,19 @@ def test_many_routes_told_apart_by_one_header_value() -> None:
 def test_a_path_that_is_not_absolute_matches_no_route() -> None:
     assert name_of("shop.test", "*") is None  # OPTIONS * (asterisk form)
     assert name_of("a.shop.test", "") is None
+
+
+def test_a_view_with_the_same_services_keeps_its_table() -> None:
+    from dataclasses import replace as copy
+
+    view = view_of([svc("a", ("x.test", "/")), svc("b", ("y.test", "/"))])
+    table = RouteTable.build(view)
+    health_only = copy(view, revision=2, services=MappingProxyType(dict(view.services)))
+    assert RouteTable.build(health_only, previous=table) is table
+    changed = copy(
+        view, services=MappingProxyType({**view.services, "b": svc("b", ("z.test", "/"))})
+    )
+    rebuilt = RouteTable.build(changed, previous=table)
+    assert rebuilt is not table and rebuilt.match("z.test", "/") is not None
+    fewer = copy(view, services=MappingProxyType({"a": view.services["a"]}))
+    assert RouteTable.build(fewer, previous=table).match("y.test", "/") is None

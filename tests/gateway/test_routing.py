@@ -331,3 +331,26 @@ def test_a_view_with_the_same_services_keeps_its_table() -> None:
     assert rebuilt is not table and rebuilt.match("z.test", "/") is not None
     fewer = copy(view, services=MappingProxyType({"a": view.services["a"]}))
     assert RouteTable.build(fewer, previous=table).match("y.test", "/") is None
+
+
+def test_a_health_write_in_etcd_does_not_rebuild_the_route_table() -> None:
+    from federation.model import HealthState, Observation
+    from federation.view import DecodeCache
+    from tests.federation.test_view import LAYOUT, base_facts
+
+    facts, cache = base_facts(), DecodeCache()
+    first = facts.view(cache=cache)
+    table = RouteTable.build(first)
+    facts.put(LAYOUT.health("gw-a"), [Observation("gw-a", "a", "shop", "a", HealthState.HEALTHY)])
+    health = facts.view(previous=first, cache=cache)
+    assert RouteTable.build(health, previous=table) is table
+    shop = health.services["shop"]
+    facts.put(LAYOUT.service("shop"), copy_service(shop, routes=(Route("new.test", "/"),)))
+    changed = facts.view(previous=health, cache=cache)
+    assert RouteTable.build(changed, previous=table).match("new.test", "/") is not None
+
+
+def copy_service(s: Service, **changes: object) -> Service:
+    from dataclasses import replace as copy
+
+    return copy(s, **changes)  # type: ignore[arg-type]

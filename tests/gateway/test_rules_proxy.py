@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
@@ -209,6 +210,48 @@ async def test_split_is_decided_once_across_two_gateways(two: tuple[Backend, Bac
     assert [r["name"] for r in via_c1] == ["b2"] * 10
     assert all("x-fedgate-backend" not in dict(r["headers"]) for r in via_c1)
     assert forged.count("b1") >= 8  # the header from a client is not believed
+
+
+async def test_rules_apply_once_across_two_gateways(two: tuple[Backend, Backend]) -> None:
+    """c1 has no endpoint and forwards to c2: the path is rewritten once (by c2, which
+    meets the endpoint), the response header is added once (by c1, which the client
+    talks to)."""
+    b1, _ = two
+    ew1, ew2 = free_port("127.0.0.5"), free_port("127.0.0.6")
+    clusters = [
+        cluster("c1", east_west=f"http://127.0.0.5:{ew1}"),
+        cluster("c2", east_west=f"http://127.0.0.6:{ew2}"),
+    ]
+    shop = with_routes(
+        service("shop", "shop.test", clusters=("c1", "c2")),
+        Route(
+            "shop.test",
+            "/api",
+            rewrite_path_prefix="/api/v2",
+            request_headers=HeaderRules(add=(("x-hop-rule", "1"),)),
+            response_headers=HeaderRules(add=(("x-resp-rule", "1"),)),
+        ),
+    )
+    v = view_of([shop], clusters, endpoints={("shop", "c2"): [b1.address]})
+
+    def settings(name: str, host: str, ew: int) -> Any:
+        base = settings_for(name, host=host)
+        return base.model_copy(
+            update={"listen": base.listen.model_copy(
+                update={"public": f"{host}:0", "east_west": f"{host}:{ew}"})}
+        )  # fmt: skip
+
+    async with (
+        running_gateway(v, settings=settings("c1", "127.0.0.5", ew1)) as g1,
+        running_gateway(v, settings=settings("c2", "127.0.0.6", ew2)),
+        httpx.AsyncClient(base_url=g1.url(), timeout=10) as c,
+    ):
+        r = await c.get("/api/x", headers={"host": "shop.test"})
+    assert r.status_code == 200
+    seen = r.json()
+    assert seen["path"] == "/api/v2/x"
+    assert [v for n, v in seen["headers"] if n == "x-hop-rule"] == ["1"]
+    assert r.headers.get_list("x-resp-rule") == ["1"]
 
 
 async def test_route_timeout_replaces_the_service_timeout(two: tuple[Backend, Backend]) -> None:

@@ -483,9 +483,10 @@ class ListenerApp:
         try:
             if hops >= MAX_HOPS:
                 raise _Reply(508, "loop detected: too many gateway hops")
-            redirect = rules.redirect_for(match, self.scheme, host_raw, scope, path)
-            if redirect is not None:
-                raise _Reply(redirect[0], "redirect", [(b"location", redirect[1])])
+            if match.route.redirect is not None:  # a redirect route answers by itself
+                redirect = rules.redirect_for(match, self.scheme, host_raw, scope, path)
+                if redirect is not None:
+                    raise _Reply(redirect[0], "redirect", [(b"location", redirect[1])])
             if forwarded is not None:
                 client_ip = hygiene.last_forwarded_for(headers) or client_ip
                 peer_id = peer_hdr.decode("latin-1") if peer_hdr else None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from gateway import hygiene
+from gateway import hygiene, rules
 from gateway.hygiene import BACKEND_HEADER, FORWARDED_HEADER, HOPS_HEADER, MAX_HOPS, PEER_HEADER
 from gateway.policy import allowed
 from gateway.ratelimit import limit_key
@@ -73,7 +73,7 @@ async def proxy_websocket(app: ListenerApp, scope: Scope, receive: Receive, send
         host = None  # dot segments: refused like an unknown route
     query = scope.get("query_string", b"")
     match = table.match(host, path, "GET", headers, query) if host else None
-    if match is None or hops >= MAX_HOPS:
+    if match is None or hops >= MAX_HOPS or match.route.redirect is not None:
         await _refuse(send, receive, 404)
         return
     service = match.pick(headers, forwarded is not None)  # a weighted split
@@ -139,8 +139,11 @@ async def proxy_websocket(app: ListenerApp, scope: Scope, receive: Receive, send
                 extra.append((BACKEND_HEADER, service.name.encode()))  # a split's pick
                 if peer_id:
                     extra.append((PEER_HEADER, peer_id.encode("latin-1")))
+            to, to_host = target, host_raw
+            if match.rewrites and not remote:  # the route's rewrites, where the endpoint is
+                to, to_host, extra = rules.apply_request_rules(match, target, path, host_raw, extra)
             scheme = "wss" if t.ssl is not None else "ws"
-            uri = f"{scheme}://{host_raw.decode('latin-1')}{target.decode('latin-1')}"
+            uri = f"{scheme}://{to_host.decode('latin-1')}{to.decode('latin-1')}"
             kwargs: dict[str, Any] = {"host": t.host, "port": t.port}
             if t.ssl is not None:
                 kwargs["ssl"] = t.ssl

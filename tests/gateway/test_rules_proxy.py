@@ -3,6 +3,7 @@ rules, match conditions, weighted splits (also across two gateways), route timeo
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -10,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from federation.model import (
     HeaderRules,
@@ -270,3 +273,40 @@ async def test_route_timeout_replaces_the_service_timeout(two: tuple[Backend, Ba
     assert fast.status_code == 504
     assert took < 1.4
     assert slow.status_code == 200
+
+
+async def test_websocket_routes_follow_conditions_and_rewrites(
+    two: tuple[Backend, Backend],
+) -> None:
+    b1, b2 = two
+    shop = with_routes(
+        service("shop", "shop.test"),
+        Route("shop.test", "/", rewrite_host="chat.internal",
+              request_headers=HeaderRules(add=(("x-ws-rule", "1"),))),
+        Route("shop.test", "/old", redirect=Redirect(scheme="https")),
+    )  # fmt: skip
+    beta = with_routes(
+        service("beta", "shop.test"),
+        Route("shop.test", "/", match=RouteConditions(headers=(ValueMatch("x-beta", "present"),))),
+    )
+    v = view_of(
+        [shop, beta], endpoints={("shop", "c1"): [b1.address], ("beta", "c1"): [b2.address]}
+    )
+    async with running_gateway(v) as gw:
+        h, p = gw.addr()
+        async with connect("ws://shop.test/chat", host=h, port=p, proxy=None) as conn:
+            await conn.send("headers")
+            seen = json.loads(await conn.recv())
+            await conn.send("hi")
+            plain = await conn.recv()
+        async with connect(
+            "ws://shop.test/chat", host=h, port=p, proxy=None,
+            additional_headers={"x-beta": "1"},
+        ) as conn:  # fmt: skip
+            await conn.send("hi")
+            flagged = await conn.recv()
+        with pytest.raises(InvalidStatus):
+            async with connect("ws://shop.test/old/x", host=h, port=p, proxy=None):
+                pass
+    assert seen["host"] == "chat.internal" and seen["x-ws-rule"] == "1"
+    assert (plain, flagged) == ("b1:hi", "b2:hi")

@@ -184,6 +184,7 @@ def _compress(entries: list[Entry]) -> tuple[Fast, ...]:
 
 
 HostKey = tuple[bool, str]  # (wildcard, host without the "*.")
+PrefixKey = tuple[HostKey, tuple[str, ...]]  # a host and a path prefix's segments
 
 
 class _Raw(NamedTuple):
@@ -223,41 +224,62 @@ def _raw(
     )
 
 
-def _host_trie(raws: Sequence[_Raw]) -> tuple[Node, int]:
-    """One host's segment trie and how many routes it holds (the same conditions twice
-    at one prefix: the first in order wins)."""
-    if len(raws) == 1 and not raws[0].segs:  # the common case: one route for the host
-        root = Node()
-        root.listed = ((raws[0].cond, raws[0].match),)
-        root.entries = root.listed
-        return root, 1
-    by_prefix: dict[tuple[str, ...], list[_Raw]] = {}
-    for r in raws:
-        by_prefix.setdefault(r.segs, []).append(r)
-    root = Node()
-    count = 0
-    for segs, group in by_prefix.items():
+def _fill(node: Node, group: Sequence[_Raw]) -> int:
+    """Set ``node``'s routes from the routes of its prefix; how many it keeps (the same
+    conditions twice at one prefix: the first in order wins)."""
+    if len(group) == 1:  # the common case: one route per host and prefix
+        node.listed = ((group[0].cond, group[0].match),)
+        node.entries = node.listed
+        return 1
+    seen: set[RouteConditions | None] = set()
+    kept: list[Entry] = []
+    for r in sorted(group, key=lambda r: r.order):
+        if r.source not in seen:
+            seen.add(r.source)
+            kept.append((r.cond, r.match))
+    node.listed = tuple(kept)
+    node.entries = _compress(kept)
+    return len(kept)
+
+
+def _clone(node: Node) -> Node:
+    copy = Node()
+    copy.children = dict(node.children)
+    copy.listed, copy.entries = node.listed, node.entries
+    return copy
+
+
+def _patch(
+    old: Node | None,
+    host: HostKey,
+    prefixes: Iterable[tuple[str, ...]],
+    groups: Mapping[PrefixKey, Sequence[_Raw]],
+) -> Node:
+    """A copy of one host's trie ``old`` with the routes of ``prefixes`` set from
+    ``groups``: only the nodes on the paths to those prefixes are new, every other
+    subtree is shared with ``old`` (which is not changed)."""
+    root = _clone(old) if old is not None else Node()
+    fresh = {id(root)}
+    for segs in prefixes:
         node = root
         for seg in segs:
             child = node.children.get(seg)
             if child is None:
-                child = node.children[seg] = Node()
+                child = Node()
+            elif id(child) not in fresh:
+                child = _clone(child)
+            else:
+                node = child
+                continue
+            fresh.add(id(child))
+            node.children[seg] = child
             node = child
-        if len(group) == 1:  # the common case: one route per host and prefix
-            node.listed = ((group[0].cond, group[0].match),)
-            node.entries = node.listed
-            count += 1
-            continue
-        seen: set[RouteConditions | None] = set()
-        kept: list[Entry] = []
-        for r in sorted(group, key=lambda r: r.order):
-            if r.source not in seen:
-                seen.add(r.source)
-                kept.append((r.cond, r.match))
-        node.listed = tuple(kept)
-        node.entries = _compress(kept)
-        count += len(kept)
-    return root, count
+        group = groups.get((host, segs), ())
+        if group:
+            _fill(node, group)
+        else:
+            node.listed = node.entries = ()
+    return root
 
 
 def _label_trie(suffixes: Iterable[str]) -> HostNode:
@@ -281,17 +303,18 @@ class Index:
     exact: Mapping[str, Node]  # exact host -> its trie
     wild: Mapping[str, Node]  # wildcard suffix ("example.com") -> its trie
     labels: HostNode  # the wildcard suffixes, labels from the right
-    raws: Mapping[HostKey, tuple[_Raw, ...]]  # per host, to rebuild it
-    counts: Mapping[HostKey, int]  # routes per host
-    touches: Mapping[str, frozenset[HostKey]]  # service -> hosts its change rebuilds
+    groups: Mapping[PrefixKey, tuple[_Raw, ...]]  # the routes of one host and prefix
+    counts: Mapping[PrefixKey, int]  # how many of them match (duplicates left out)
+    per_host: Mapping[HostKey, int]  # routes per host
+    touches: Mapping[str, frozenset[PrefixKey]]  # service -> what its change rebuilds
 
 
-EMPTY = Index({}, {}, {}, HostNode(), {}, {}, {})
+EMPTY = Index({}, {}, {}, HostNode(), {}, {}, {}, {})
 
 
 def build_index(view: RoutingView, previous: Index = EMPTY) -> Index:
-    """The index of ``view``, sharing with ``previous`` every host that no changed
-    service touches (``previous`` itself when no service changed)."""
+    """The index of ``view``, sharing with ``previous`` every host and prefix that no
+    changed service touches (``previous`` itself when no service changed)."""
     new, old = view.services, previous.services
     if new is old:
         return previous
@@ -300,28 +323,29 @@ def build_index(view: RoutingView, previous: Index = EMPTY) -> Index:
     if not changed:
         return previous
     compiled: dict[RouteConditions, Conditions] = {}
-    touched: set[HostKey] = set()
-    added: dict[HostKey, list[_Raw]] = {}
+    touched: set[PrefixKey] = set()
+    added: dict[PrefixKey, list[_Raw]] = {}
     touches = dict(previous.touches)
     for name in changed:
         touched |= previous.touches.get(name, frozenset())
         service = new.get(name)
         if service is None:
-            continue  # its hosts stay in ``touches``: a split to it resolves again if it returns
-        mine: set[HostKey] = set()
+            continue  # its keys stay in ``touches``: a split to it resolves again if it returns
+        mine: set[PrefixKey] = set()
         for i, route in enumerate(service.routes):
-            key = _host_key(route)
+            raw = _raw(new, service, i, route, compiled)
+            key = (_host_key(route), raw.segs)
             mine.add(key)
-            added.setdefault(key, []).append(_raw(new, service, i, route, compiled))
+            added.setdefault(key, []).append(raw)
             for b in route.backends:  # a change of the backend recompiles this split
                 touches[b.service] = touches.get(b.service, frozenset()) | {key}
         touched |= mine
         touches[name] = touches.get(name, frozenset()) | mine
-    raws, counts = dict(previous.raws), dict(previous.counts)
-    exact, wild = dict(previous.exact), dict(previous.wild)
+    groups, counts = dict(previous.groups), dict(previous.counts)
+    by_host: dict[HostKey, list[tuple[str, ...]]] = {}
     for key in touched:
         keep: list[_Raw] = []
-        for r in previous.raws.get(key, ()):
+        for r in previous.groups.get(key, ()):
             service_name = r.order[1]
             if service_name in changed:
                 continue
@@ -330,15 +354,29 @@ def build_index(view: RoutingView, previous: Index = EMPTY) -> Index:
                 r = _raw(new, new[service_name], r.order[2], route, compiled)
             keep.append(r)
         keep += added.get(key, ())
-        table = wild if key[0] else exact
         if keep:
-            raws[key] = tuple(keep)
-            table[key[1]], counts[key] = _host_trie(keep)
+            groups[key] = tuple(keep)
         else:
-            raws.pop(key, None)
-            counts.pop(key, None)
-            table.pop(key[1], None)
+            groups.pop(key, None)
+        by_host.setdefault(key[0], []).append(key[1])
+    exact, wild = dict(previous.exact), dict(previous.wild)
+    per_host = dict(previous.per_host)
+    for host, prefixes in by_host.items():
+        total = per_host.get(host, 0)
+        for segs in prefixes:
+            key = (host, segs)
+            n = len({r.source for r in groups.get(key, ())})  # _fill keeps one per source
+            total += n - counts.pop(key, 0)
+            if n:
+                counts[key] = n
+        table = wild if host[0] else exact
+        if total:
+            per_host[host] = total
+            table[host[1]] = _patch(table.get(host[1]), host, prefixes, groups)
+        else:  # the host has no route left
+            per_host.pop(host, None)
+            table.pop(host[1], None)
     labels = previous.labels
     if wild.keys() != previous.wild.keys():
         labels = _label_trie(wild)
-    return Index(new, exact, wild, labels, raws, counts, touches)
+    return Index(new, exact, wild, labels, groups, counts, per_host, touches)

@@ -147,7 +147,7 @@ class RouteTable:
         return None, considered
 
     def __len__(self) -> int:
-        return sum(self._index.counts.values())
+        return sum(self._index.per_host.values())
 
 
 def split_host(value: bytes) -> str | None:

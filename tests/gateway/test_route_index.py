@@ -76,8 +76,10 @@ def test_updates_answer_like_a_fresh_build() -> None:
             for other in rnd.sample(NAMES, 3):
                 services[other] = random_service(rnd, other)
         view = replace(view, services=MappingProxyType(dict(services)))
+        before, old = answers(table), table
         table = RouteTable.build(view, previous=table)
         assert answers(table) == answers(RouteTable.build(view)), f"step {step}"
+        assert answers(old) == before, f"step {step}: the previous table changed"
 
 
 def test_an_update_shares_every_host_no_change_touched() -> None:

@@ -1,7 +1,7 @@
 """Host, path and request conditions to a route, over one routing view.
 
-A :class:`RouteTable` is compiled once per view (in a :class:`~gateway.types.ViewHolder`
-listener) and then only read. Matching costs O(length of host + path) whatever the
+A :class:`RouteTable` is made per view (in a :class:`~gateway.types.ViewHolder`
+listener, from the previous one) and then only read. Matching costs O(length of host + path) whatever the
 number of routes:
 
 * the host: a dict lookup for an exact host, then a walk of a trie of labels from the
@@ -17,8 +17,8 @@ number of routes:
 
 A :class:`RouteMatch` is precomputed per route (``gateway.route_index``): the owning
 service (with the route's timeout applied), the resolved weighted split, and what the
-request path must apply (``gateway.rules``). A new view rebuilds only the hosts that a
-changed service touches.
+request path must apply (``gateway.rules``). A new view rebuilds only the (host,
+prefix) groups that a changed service touches.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ class RouteTable:
     @classmethod
     def build(cls, view: RoutingView, previous: RouteTable | None = None) -> RouteTable:
         """The table of ``view``. With ``previous`` (the table of the view before), only
-        the hosts a changed service touches are rebuilt, and ``previous`` itself is
-        returned when no service changed (an endpoint, gateway or health write)."""
+        the (host, prefix) groups a changed service touches are rebuilt, and
+        ``previous`` itself is returned when no service changed (an endpoint, gateway or
+        health write)."""
         index = build_index(view, previous._index if previous is not None else EMPTY)
         if previous is not None and index is previous._index:
             return previous

@@ -1,8 +1,8 @@
 """Host, path and request conditions to a route, over one routing view.
 
 A :class:`RouteTable` is made per view (in a :class:`~gateway.types.ViewHolder`
-listener, from the previous one) and then only read. Matching costs O(length of host + path) whatever the
-number of routes:
+listener, from the previous one) and then only read. Matching costs O(length of host
++ path) whatever the number of routes:
 
 * the host: a dict lookup for an exact host, then a walk of a trie of labels from the
   right for wildcard hosts (``*.example.com`` matches one or more labels in front, the

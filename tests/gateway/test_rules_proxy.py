@@ -310,3 +310,50 @@ async def test_websocket_routes_follow_conditions_and_rewrites(
                 pass
     assert seen["host"] == "chat.internal" and seen["x-ws-rule"] == "1"
     assert (plain, flagged) == ("b1:hi", "b2:hi")
+
+
+async def test_routes_with_rules_never_take_the_fast_path(two: tuple[Backend, Backend]) -> None:
+    """With the callback fast path on, a route with rules (or a split) is served the ASGI
+    way every time, so its rules apply to every request; a plain route beside it is
+    served by callbacks."""
+    b1, _ = two
+    shop = with_routes(
+        service("shop", "shop.test"),
+        Route(host="shop.test", path_prefix="/"),
+        Route(
+            host="shop.test",
+            path_prefix="/r",
+            rewrite_path_prefix="/v2",
+            response_headers=HeaderRules(add=(("x-resp-rule", "1"),)),
+        ),
+    )
+    v = view_of([shop], endpoints={("shop", "c1"): [b1.address]})
+    h = {"host": "shop.test"}
+    async with (
+        running_gateway(v, fast_path=True) as gw,
+        httpx.AsyncClient(base_url=gw.url(), timeout=5) as c,
+    ):
+        plane = gw.gateway.plane
+        plain = [await c.get("/p", headers=h) for _ in range(10)]
+        fast_plain = plane.fast_served
+        ruled = [await c.get("/r/x", headers=h) for _ in range(10)]
+        fast_ruled = plane.fast_served - fast_plain
+    assert fast_plain >= 5  # keep-alive: the plain route goes the callback way
+    assert fast_ruled == 0
+    assert [r.status_code for r in plain + ruled] == [200] * 20
+    assert {r.json()["path"] for r in ruled} == {"/v2/x"}
+    assert all(r.headers.get("x-resp-rule") == "1" for r in ruled)
+
+
+async def test_response_rules_apply_to_the_gateways_own_answers() -> None:
+    """A route's response header rules also apply when the gateway answers by itself (no
+    endpoint: 503)."""
+    shop = with_routes(
+        service("shop", "shop.test"),
+        Route(host="shop.test", response_headers=HeaderRules(set=(("x-resp-rule", "1"),))),
+    )
+    v = view_of([shop], endpoints={})
+    async with running_gateway(v) as gw, httpx.AsyncClient(base_url=gw.url(), timeout=5) as c:
+        r = await c.get("/", headers={"host": "shop.test"})
+    assert r.status_code == 503
+    assert r.headers["x-resp-rule"] == "1"

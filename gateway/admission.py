@@ -4,13 +4,13 @@ hop guard (508), the access policy (403) and the rate limit (429 + Retry-After).
 
 :func:`admit` returns an :class:`Admitted` or raises :class:`~gateway.failures.Reply`.
 Route rules (``gateway/rules.py``) hang off ``Admitted.match``, each applied at one place:
-the route's match conditions in :func:`route` (and ``RouteTable.match``), the weighted
-split's pick and the redirect (3xx with ``Location``, no upstream) in :func:`admit`, the
-request rewrites (headers, path prefix, host) in :func:`local_request` (the head sent to a
-local endpoint; another cluster's gateway applies the same rules itself), the response
-header rules where the answer is relayed (``gateway/forward.py``), the per-route timeout
-folded into the service by the route table. A route that is not ``plain`` never takes the
-fast path.
+the route's match conditions in :func:`route` (``RouteTable.match``), the weighted
+split's pick in :func:`backend`, the redirect (3xx with ``Location``, no upstream) in
+:func:`admit`, the request rewrites (headers, path prefix, host) in :func:`local_request`
+(the head sent to a local endpoint; another cluster's gateway applies the same rules
+itself), the response header rules where the answer is relayed (``gateway/forward.py``)
+and on the gateway's own answers (``app.respond``), the per-route timeout folded into the
+service by the route table. A route that is not ``plain`` never takes the fast path.
 """
 
 from __future__ import annotations

@@ -30,7 +30,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from federation.globalhealth import global_health
 from federation.healthquery import QueryError, parse_query
-from federation.openapi import HOST_PATTERN, METHOD_PATTERN, PATH_PATTERN, openapi_document
+from federation.openapi import (
+    HEADER_PATTERN,
+    HOST_PATTERN,
+    METHOD_PATTERN,
+    PATH_PATTERN,
+    openapi_document,
+)
 from federation.trends import Totals, Trends
 from gateway.telemetry import CONTENT_TYPE, Telemetry
 from gateway.types import ViewHolder
@@ -40,7 +46,7 @@ __all__ = ["create_admin_app", "global_health"]
 STATIC_DIR = Path(__file__).parent / "static"
 REALM = "fedgate"
 
-Explain = Callable[[str, str, str, str | None], dict[str, Any]]
+Explain = Callable[..., dict[str, Any]]  # (host, path, method, origin[, headers])
 
 
 class DnsAdmin(Protocol):
@@ -57,6 +63,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 _HOST = re.compile(HOST_PATTERN)
 _PATH = re.compile(PATH_PATTERN)
 _METHOD = re.compile(METHOD_PATTERN)
+_HEADER = re.compile(HEADER_PATTERN)
 
 _NO_STORE = {"Cache-Control": "no-store"}
 _PAGE_HEADERS = {
@@ -265,7 +272,16 @@ def create_admin_app(
         if origin is not None and origin not in holder.view.clusters:
             return _error(400, f"unknown cluster {origin!r} in 'from'")
         method = method.upper()
-        result = dict(explain(host, path, method, origin))
+        given = q.getlist("header")
+        bad = next((h for h in given if not _HEADER.search(h)), None)
+        if bad is not None or len(given) > 32:
+            return _error(400, f"invalid header {bad!r}: expected NAME:VALUE (at most 32)")
+        if given:  # route conditions may look at headers
+            pairs = [h.split(":", 1) for h in given]
+            headers = [(n.lower(), v.strip()) for n, v in pairs]
+            result = dict(explain(host, path, method, origin, headers))
+        else:
+            result = dict(explain(host, path, method, origin))
         if result.get("error"):
             return _json(result, 400)
         if result.get("route") is None:

@@ -169,8 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="the request's Host, e.g. shop.acme.com (unless --dns)")
     p.add_argument("--dns", metavar="HOST", help="explain the DNS answer for HOST instead")
     p.add_argument("--client", metavar="CIDR", help="with --dns: the client's address/network")
-    p.add_argument("--path", default="/", help="the request path (default /)")
+    p.add_argument("--path", default="/", help="the request path (default /); query string too")
     p.add_argument("--method", default="GET", help="the request method (default GET)")
+    p.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="a request header the route conditions look at (repeatable); "
+        "put the query string in --path",
+    )
     p.add_argument(
         "--from", dest="from_cluster", metavar="CLUSTER", help="the cluster the request enters"
     )

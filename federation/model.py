@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -80,10 +82,147 @@ class Cluster:
     public_entry: PublicEntry | None = None  # None: DNS never answers with this cluster
 
 
+ValueMatchKind = Literal["exact", "prefix", "present", "absent"]
+REDIRECT_CODES: frozenset[int] = frozenset({301, 302, 303, 307, 308})
+# hop-by-hop headers (RFC 9110 7.6.1 and the HTTP/1.1-only ones): the gateway owns them,
+# so no route rule may set them; gateway.hygiene strips them
+HOP_BY_HOP_HEADERS: frozenset[bytes] = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"http2-settings",
+    }
+)
+
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+# what routing rules may put into a request or response head (the manifest checks the
+# same; these guard values that come from etcd, which is not trusted to be well formed)
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+_PATH = re.compile(r"/[\x21-\x7e]*")
+_HOST = re.compile(r"[a-z0-9_.-]+")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _check_header_name(name: str) -> None:
+    _require(HEADER_NAME.fullmatch(name) is not None and name == name.lower(),
+             f"invalid header name {name!r}")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ValueMatch:
+    """One condition on a request header (name lower case) or query parameter."""
+
+    name: str
+    kind: ValueMatchKind = "exact"
+    value: str = ""  # with exact and prefix
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "a condition needs a name")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConditions:
+    """What a request must also carry to take a route (all must hold)."""
+
+    methods: frozenset[str] = frozenset()  # empty: any method
+    headers: tuple[ValueMatch, ...] = ()
+    query: tuple[ValueMatch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedBackend:
+    service: str
+    weight: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.weight >= 0, f"a weight is >= 0, got {self.weight}")
+
+
+@dataclass(frozen=True, slots=True)
+class Sticky:
+    """Keep a client on one backend of a split: hash of a header's or a cookie's value."""
+
+    header: str = ""  # lower case
+    cookie: str = ""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.header) != bool(self.cookie), "sticky: one of header or cookie")
+        if self.header:
+            _check_header_name(self.header)
+        _require(not self.cookie or HEADER_NAME.fullmatch(self.cookie) is not None,
+                 f"invalid cookie name {self.cookie!r}")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRules:
+    add: tuple[tuple[str, str], ...] = ()  # appended (names lower case)
+    set: tuple[tuple[str, str], ...] = ()  # replaces every value of the name
+    remove: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, value in (*self.add, *self.set):
+            _check_header_name(name)
+            _require(_HEADER_VALUE.fullmatch(value) is not None, f"invalid value of {name}")
+        for name in self.remove:
+            _check_header_name(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    scheme: str | None = None  # None: keep the request's
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None  # replaces the whole path
+    path_prefix: str | None = None  # replaces the matched route prefix
+    status: int = 302
+
+    def __post_init__(self) -> None:
+        _require(self.status in REDIRECT_CODES, f"not a redirect status: {self.status}")
+        _require(self.scheme in (None, "http", "https"), f"invalid scheme {self.scheme!r}")
+        _require(self.host is None or _HOST.fullmatch(self.host) is not None,
+                 f"invalid host {self.host!r}")  # fmt: skip
+        _require(self.port is None or 1 <= self.port <= 65535, f"invalid port {self.port}")
+        for path in (self.path, self.path_prefix):
+            _require(path is None or _PATH.fullmatch(path) is not None, f"invalid path {path!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     host: str  # exact host, or "*.example.com" (one or more labels in front)
     path_prefix: str = "/"
+    # routing rules (docs/manifest.md, "Routing rules"); all optional
+    match: RouteConditions | None = None
+    backends: tuple[WeightedBackend, ...] = ()  # weighted split; empty: the owning service
+    sticky: Sticky | None = None
+    request_headers: HeaderRules | None = None
+    response_headers: HeaderRules | None = None
+    rewrite_path_prefix: str | None = None  # replaces the matched prefix ("/" strips it)
+    rewrite_host: str | None = None
+    redirect: Redirect | None = None
+    timeout: float | None = None  # replaces the service's timeouts.request on this route
+
+    def __post_init__(self) -> None:
+        if self.rewrite_path_prefix is not None:
+            _require(_PATH.fullmatch(self.rewrite_path_prefix) is not None,
+                     f"invalid rewrite path prefix {self.rewrite_path_prefix!r}")  # fmt: skip
+        if self.rewrite_host is not None:
+            _require(_HOST.fullmatch(self.rewrite_host) is not None,
+                     f"invalid rewrite host {self.rewrite_host!r}")  # fmt: skip
+        if self.timeout is not None:
+            _require(math.isfinite(self.timeout) and self.timeout > 0,
+                     f"invalid timeout {self.timeout}")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

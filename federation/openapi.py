@@ -18,6 +18,7 @@ STATES = ["healthy", "degraded", "unhealthy", "unknown"]
 HOST_PATTERN = r"^[A-Za-z0-9*._:\[\]-]{1,253}$"
 PATH_PATTERN = r"^/"
 METHOD_PATTERN = r"^[A-Za-z]{1,16}$"
+HEADER_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}:[ -~]{0,1024}$"  # NAME:VALUE
 
 
 def _nullable(type_: str) -> dict[str, Any]:
@@ -485,6 +486,17 @@ def openapi_document(*, clusters: Sequence[str] = ()) -> dict[str, Any]:
                             "in": "query",
                             "description": "Default GET.",
                             "schema": {"type": "string", "pattern": METHOD_PATTERN},
+                        },
+                        {
+                            "name": "header",
+                            "in": "query",
+                            "description": "A request header the route conditions look at, "
+                            "NAME:VALUE (repeatable). Put the query string in path.",
+                            "schema": {
+                                "type": "array",
+                                "maxItems": 32,
+                                "items": {"type": "string", "pattern": HEADER_PATTERN},
+                            },
                         },
                         {
                             "name": "from",

@@ -3,9 +3,14 @@
 hop guard (508), the access policy (403) and the rate limit (429 + Retry-After).
 
 :func:`admit` returns an :class:`Admitted` or raises :class:`~gateway.failures.Reply`.
-The hook for route rules: ``Admitted.match`` is the matched route object; rules carried
-by it (header edits, rewrites, redirects, weighted backends, per-route timeouts) are
-applied where the upstream request is built (``gateway/forward.py``), for every path.
+Route rules (``gateway/rules.py``) hang off ``Admitted.match``, each applied at one place:
+the route's match conditions in :func:`route` (``RouteTable.match``), the weighted
+split's pick in :func:`backend`, the redirect (3xx with ``Location``, no upstream) in
+:func:`admit`, the request rewrites (headers, path prefix, host) in :func:`local_request`
+(the head sent to a local endpoint; another cluster's gateway applies the same rules
+itself), the response header rules where the answer is relayed (``gateway/forward.py``)
+and on the gateway's own answers (``app.respond``), the per-route timeout folded into the
+service by the route table. A route that is not ``plain`` never takes the fast path.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import math
 
 from federation.model import RoutingView, Service
-from gateway import hygiene
+from gateway import hygiene, rules
 from gateway.failures import Reply
 from gateway.hygiene import FORWARDED_HEADER, HOPS_HEADER, MAX_HOPS, PEER_HEADER
 from gateway.plane import DataPlane
@@ -80,6 +85,7 @@ class Admitted:
         self,
         view: RoutingView,
         match: RouteMatch,
+        service: Service,
         head: RequestHead,
         client_ip: str,
         direct_ip: str,
@@ -87,18 +93,31 @@ class Admitted:
     ) -> None:
         self.view = view
         self.match = match
-        self.service: Service = match.service
+        self.service = service  # the route's owner or a weighted split's pick
         self.head = head
         self.client_ip = client_ip  # the original client (through a gateway hop)
         self.direct_ip = direct_ip  # the peer of this connection
         self.peer_id = peer_id
 
 
-def route(table: RouteTable, head: RequestHead, path: str) -> RouteMatch | None:
-    """The route of a request (None: unknown host or path, or dot segments)."""
+def route(
+    table: RouteTable, head: RequestHead, scope: Scope, method: str = "GET"
+) -> RouteMatch | None:
+    """The route of a request: host, longest prefix, then the route's conditions (method,
+    headers, query). None: unknown host or path, no route's conditions hold, or dot
+    segments."""
+    path: str = scope["path"]
     if head.host is None or dot_segments(path):
         return None
-    return table.match(head.host, path)
+    return table.match(head.host, path, method, scope["headers"], scope["query_string"])
+
+
+def backend(match: RouteMatch, head: RequestHead, scope: Scope) -> Service:
+    """The service of the request: the route's owner, or the one a weighted split picks
+    (the first gateway's pick when forwarded; sticky by header or cookie when asked)."""
+    if not match.backends:
+        return match.service
+    return match.pick(scope["headers"], head.forwarded is not None)
 
 
 def admit(
@@ -107,13 +126,22 @@ def admit(
     head: RequestHead,
     view: RoutingView,
     match: RouteMatch,
+    service: Service | None = None,
+    *,
+    scheme: str = "http",
 ) -> Admitted:
-    """Hop guard, access policy, rate limit (raises Reply 508 / 403 / 429)."""
-    service = match.service
+    """Hop guard, a redirect route's answer, access policy, rate limit (raises Reply 508 /
+    3xx / 403 / 429). ``service``: the one :func:`backend` picked (default: picked here)."""
+    if service is None:
+        service = backend(match, head, scope)
     client = scope.get("client")
     direct_ip = client[0] if client else "0.0.0.0"
     if head.hops >= MAX_HOPS:
         raise Reply(508, "loop detected: too many gateway hops")
+    if match.route.redirect is not None:  # a redirect route answers by itself
+        redirect = rules.redirect_for(match, scheme, head.host_raw, scope, scope["path"])
+        if redirect is not None:
+            raise Reply(redirect[0], "redirect", [(b"location", redirect[1])])
     client_ip = direct_ip
     if head.forwarded is not None:
         client_ip = hygiene.last_forwarded_for(scope["headers"]) or direct_ip
@@ -135,15 +163,15 @@ def admit(
             raise Reply(
                 429, "rate limited", [(b"retry-after", str(max(1, math.ceil(wait))).encode())]
             )
-    return Admitted(view, match, head, client_ip, direct_ip, peer_id)
+    return Admitted(view, match, service, head, client_ip, direct_ip, peer_id)
 
 
 def upstream_headers(
     plane: DataPlane, admitted: Admitted, scope: Scope, scheme: str, traceparent: bytes, *,
     east_west: bool,
 ) -> list[tuple[bytes, bytes]]:  # fmt: skip
-    """The request headers sent upstream (hygiene; the place where route rules that edit
-    request headers apply)."""
+    """The request headers sent upstream (hygiene); a route's request header rules are
+    applied on top for a local endpoint (:func:`local_request`)."""
     head = admitted.head
     forwarded = head.forwarded is not None
     trust = (east_west and forwarded) or admitted.client_ip in plane.trusted
@@ -156,3 +184,15 @@ def upstream_headers(
         traceparent=traceparent or None,
         hops=head.hops + 1,
     )
+
+
+def local_request(
+    admitted: Admitted, target: bytes, path: str, headers: list[tuple[bytes, bytes]]
+) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]] | None:
+    """The request target, Host and headers for a local endpoint when the route rewrites
+    any of them (None: send the request as it came). ``headers`` are those of
+    :func:`upstream_headers`; ``path`` is the decoded path the route matched."""
+    match = admitted.match
+    if not match.rewrites:
+        return None
+    return rules.apply_request_rules(match, target, path, admitted.head.host_raw, headers)

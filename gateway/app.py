@@ -18,8 +18,16 @@ from __future__ import annotations
 
 import asyncio
 
+from federation.model import HeaderRules
 from gateway import hygiene
-from gateway.admission import RequestHead, admit, dot_segments, upstream_headers
+from gateway.admission import (
+    RequestHead,
+    admit,
+    backend,
+    dot_segments,
+    local_request,
+    upstream_headers,
+)
 from gateway.bodies import RequestBody
 from gateway.cycles import FastCycle
 from gateway.failures import Reply
@@ -28,6 +36,7 @@ from gateway.forward import forward
 from gateway.pipeline import Exchange
 from gateway.plane import DataPlane, Target
 from gateway.protocol import GatewayProtocol
+from gateway.rules import apply_header_rules
 from gateway.types import Receive, Scope, Send
 from gateway.websocket import proxy_websocket
 
@@ -43,13 +52,17 @@ async def respond(
     headers: list[tuple[bytes, bytes]] | None = None,
     *,
     close: bool = False,
+    rules: HeaderRules | None = None,
 ) -> None:
+    """The gateway's own answer (``rules``: the route's response header rules)."""
     body = text.encode() + b"\n"
     h = [*_TEXT, (b"content-length", str(len(body)).encode())]
     if headers:
         h += headers
     if close:
         h.append((b"connection", b"close"))
+    if rules is not None:
+        h = apply_header_rules(rules, h)
     await send({"type": "http.response.start", "status": status, "headers": h})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -108,7 +121,7 @@ class ListenerApp:
             return
         client = scope.get("client")
         client_ip = client[0] if client else "0.0.0.0"
-        match = table.match(head.host, path)
+        match = table.match(head.host, path, method, scope["headers"], scope["query_string"])
         telemetry = plane.telemetry
         if match is None:
             telemetry.end(
@@ -119,12 +132,14 @@ class ListenerApp:
             )  # fmt: skip
             await respond(send, 404, "no route for this host and path")
             return
-        service = match.service
+        service = backend(match, head, scope)  # the owner or a weighted split's pick
+        # response header rules apply at the gateway the client talks to, to every answer
+        answer_rules = match.route.response_headers if head.forwarded is None else None
         trace = telemetry.begin(scope["headers"])
         status = 502
         ex: Exchange | None = None
         try:
-            admitted = admit(plane, scope, head, view, match)
+            admitted = admit(plane, scope, head, view, match, service, scheme=self.scheme)
             client_ip = admitted.client_ip
             limit = service.max_body_bytes
             if limit is not None and head.length is not None and head.length > limit:
@@ -142,14 +157,18 @@ class ListenerApp:
                 plane, view, service, method.encode("ascii"), trace, start, deadline,
                 forwarded=head.forwarded is not None, peer_id=admitted.peer_id,
             )  # fmt: skip
+            target = _target(scope)
             status = await forward(
-                ex, receive, send, method=method, path=_target(scope), host=head.host_raw,
+                ex, receive, send, method=method, path=target, host=head.host_raw,
                 headers=out_headers, body=body,
+                local=local_request(admitted, target, path, out_headers),
+                response_rules=answer_rules,
             )  # fmt: skip
         except Reply as r:
             status = r.status
             if status != 499:
-                await respond(send, status, r.reason, r.headers, close=status in (408, 413))
+                await respond(send, status, r.reason, r.headers, close=status in (408, 413),
+                              rules=answer_rules)  # fmt: skip
         finally:
             last = ex.tried_last if ex is not None else None
             telemetry.end(

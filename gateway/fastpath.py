@@ -5,11 +5,11 @@ It is an optimisation of the same state machine as the ASGI path, not a copy: it
 recording and retry decision) and drives its first try by callbacks — the client
 protocol writes the upstream head straight onto an idle pooled connection, and the
 upstream connection's ``data_received`` writes the whole answer back. Only the common
-case qualifies (a known host, a route without access policy or rate limit, the local
-cluster first in the plan, an idle keep-alive connection to the picked endpoint);
-anything else declines before anything is counted. A try that fails in a retryable way
-hands its Exchange (trace, tries, tried endpoints, budget) to the ASGI path
-(:meth:`ListenerApp.resume`), and so does an answer whose body is still arriving.
+case qualifies (a known host, a plain route (no rules, no split) without access policy
+or rate limit, the local cluster first in the plan, an idle keep-alive connection to the
+picked endpoint); anything else declines before anything is counted. A try that fails
+in a retryable way hands its Exchange (trace, tries, tried endpoints, budget) to the ASGI
+path (:meth:`ListenerApp.resume`), and so does an answer whose body is still arriving.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
     path: str = scope["path"]
     if "/." in path or (app.east_west and path == PING_PATH):
         return False
-    match = table.match(host, path)
-    if match is None:
+    match = table.match(host, path, "GET", headers, scope["query_string"])
+    if match is None or not match.plain:  # route rules and splits: the ASGI way applies them
         return False
     service = match.service
     if service.access is not None or service.rate_limit is not None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from federation.model import HeaderRules
 from gateway import hygiene
 from gateway.bodies import RequestBody
 from gateway.failures import FailureKind, Reply, status_for
-from gateway.hygiene import FORWARDED_HEADER, PEER_HEADER
+from gateway.hygiene import BACKEND_HEADER, FORWARDED_HEADER, PEER_HEADER
 from gateway.pipeline import Exchange
 from gateway.proxy import UpstreamConnection, UpstreamError
+from gateway.rules import apply_header_rules
 from gateway.transport import Http1Transport
 from gateway.types import Message, Receive, Send
 
@@ -35,26 +37,40 @@ async def forward(
     host: bytes,
     headers: list[tuple[bytes, bytes]],
     body: RequestBody,
+    local: tuple[bytes, bytes, list[tuple[bytes, bytes]]] | None = None,
+    response_rules: HeaderRules | None = None,
 ) -> int:
-    """Try the plan and relay the answer; returns the status sent (raises Reply)."""
+    """Try the plan and relay the answer; returns the status sent (raises Reply).
+
+    ``local``: (target, Host, headers) for a local endpoint when the route rewrites them
+    (``admission.local_request``); a remote cluster's gateway gets the request as it came
+    and applies the route's rules itself. ``response_rules``: the route's response header
+    rules, applied to the relayed answer."""
     plane = ex.plane
     service = ex.service
     loop = asyncio.get_running_loop()
     remote_headers: list[tuple[bytes, bytes]] | None = None
+    local_path, local_host, local_headers = local or (path, host, headers)
     while ex.next_try():
         target = ex.target
         assert target is not None
-        hdrs: Sequence[tuple[bytes, bytes]] = headers
+        hdrs: Sequence[tuple[bytes, bytes]] = local_headers
+        to, to_host = local_path, local_host
         if target.remote:
             if remote_headers is None:
-                remote_headers = [*headers, (FORWARDED_HEADER, plane.cluster_bytes)]
+                remote_headers = [
+                    *headers,
+                    (FORWARDED_HEADER, plane.cluster_bytes),
+                    (BACKEND_HEADER, service.name.encode()),  # the service a split picked
+                ]
                 if ex.peer_id:
                     remote_headers.append((PEER_HEADER, ex.peer_id.encode("latin-1")))
             hdrs = remote_headers
+            to, to_host = path, host
         transport = plane.transport(target)
         try:
             conn = await transport.send(
-                target, method=method, path=path, host=host, headers=hdrs, body=body,
+                target, method=method, path=to, host=to_host, headers=hdrs, body=body,
                 receive=receive, connect_timeout=service.timeouts.connect,
                 per_try=ex.per_try, deadline=ex.deadline,
             )  # fmt: skip
@@ -85,7 +101,7 @@ async def forward(
         else:
             ex.record(True)
         await relay(conn, transport, send, receive, idle=service.timeouts.request,
-                    watch=body.done)  # fmt: skip
+                    watch=body.done, rules=response_rules)  # fmt: skip
         return status
     raise Reply(*ex.last)
 
@@ -98,10 +114,14 @@ async def relay(
     *,
     idle: float,
     watch: bool,
+    rules: HeaderRules | None = None,
 ) -> None:
-    """Send the upstream's answer to the client, streaming its body."""
+    """Send the upstream's answer to the client, streaming its body; ``rules``: the
+    route's response header rules (at the gateway the client talks to)."""
     status = conn.status
     out = hygiene.response_headers(conn.headers, status)
+    if rules is not None:
+        out = apply_header_rules(rules, out)
     whole = conn.take_all()
     if whole is not None:  # the common case: everything is here already
         transport.done(conn)

@@ -145,7 +145,8 @@ class DataPlane:
 
     def _on_view(self, view: RoutingView) -> None:
         if view is not self.current[0]:
-            self.current = (view, RouteTable.build(view))  # one assignment: a consistent pair
+            # one assignment: a consistent pair; the table is kept when the services are
+            self.current = (view, RouteTable.build(view, previous=self.current[1]))
             self._remotes = {}
             if len(self._locals) > 10000:
                 self._locals = {}

@@ -9,6 +9,9 @@ Admission (route, access policy, rate limit) and the try loop (placement, balanc
 breaker, passive statistics, retry decision) are those of HTTP requests
 (``gateway/admission.py``, ``gateway/pipeline.py``): a handshake that cannot connect
 moves to another endpoint or the next cluster, never the same remote gateway twice.
+Route rules: the route's conditions and a weighted split choose the service as for HTTP;
+a redirect route refuses the upgrade (404); the route's request rewrites apply to the
+upgrade sent to a local endpoint.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from gateway.admission import RequestHead, admit, route, upstream_headers
+from gateway.admission import RequestHead, admit, local_request, route, upstream_headers
 from gateway.failures import FailureKind, Reply, status_for
-from gateway.hygiene import FORWARDED_HEADER, PEER_HEADER
+from gateway.hygiene import BACKEND_HEADER, FORWARDED_HEADER, PEER_HEADER
 from gateway.pipeline import Exchange
 from gateway.plane import DataPlane
 from gateway.types import Receive, Scope, Send
@@ -53,16 +56,16 @@ async def proxy_websocket(
     headers = scope["headers"]
     head = RequestHead(plane, scope, east_west)
     path: str = scope["path"]
-    match = route(table, head, path)
-    if match is None:
+    match = route(table, head, scope)
+    if match is None or match.route.redirect is not None:
         await _refuse(send, receive, 404)
         return
-    service = match.service
     try:
-        admitted = admit(plane, scope, head, view, match)
+        admitted = admit(plane, scope, head, view, match, scheme=scheme)
     except Reply as r:
         await _refuse(send, receive, r.status)
         return
+    service = admitted.service  # the owner or a weighted split's pick
     msg = await receive()
     if msg["type"] != "websocket.connect":
         return
@@ -83,16 +86,20 @@ async def proxy_websocket(
     upstream: ClientConnection | None = None
     status = 502
     host_raw = head.host_raw
+    local = local_request(admitted, target, path, base)  # the route's rewrites, if any
     while ex.next_try():
         t = ex.target
         assert t is not None
-        extra = list(base)
+        to, to_host, extra = target, host_raw, list(base)
         if t.remote:
             extra.append((FORWARDED_HEADER, plane.cluster_bytes))
+            extra.append((BACKEND_HEADER, service.name.encode()))  # a split's pick
             if admitted.peer_id:
                 extra.append((PEER_HEADER, admitted.peer_id.encode("latin-1")))
-        uri = f"{'wss' if t.ssl is not None else 'ws'}://{host_raw.decode('latin-1')}"
-        uri += target.decode("latin-1")
+        elif local is not None:  # rewrites apply where the endpoint is
+            to, to_host, extra = local[0], local[1], list(local[2])
+        uri = f"{'wss' if t.ssl is not None else 'ws'}://{to_host.decode('latin-1')}"
+        uri += to.decode("latin-1")
         kwargs: dict[str, Any] = {"host": t.host, "port": t.port}
         if t.ssl is not None:
             kwargs["ssl"] = t.ssl

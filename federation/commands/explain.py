@@ -47,9 +47,15 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         return run_dns(args, stream)
     if getattr(args, "client", None):
         raise CommandError("--client goes with --dns HOST", EXIT_USAGE)
-    params = {"host": args.host, "path": args.path or "/", "method": args.method or "GET"}
+    params: dict[str, str | list[str]] = {
+        "host": args.host,
+        "path": args.path or "/",
+        "method": args.method or "GET",
+    }
     if args.from_cluster:
         params["from"] = args.from_cluster
+    if getattr(args, "header", None):
+        params["header"] = list(args.header)
     status, body = fetch_admin_json(
         args.admin,
         "/v1/routes/explain",
@@ -92,6 +98,18 @@ def render(body: Mapping[str, Any], *, colour: bool = False) -> str:
             f"route      service {paint(str(route.get('service')), 'bold')} (host "
             f"{route.get('host')}, path prefix {route.get('pathPrefix', route.get('path_prefix'))})"
         )
+        lines += [f"           {rule}" for rule in route.get("rules") or []]
+        if route.get("backend"):
+            lines.append(f"backend    {paint(str(route['backend']), 'bold')} (picked by the split)")
+    considered = body.get("considered") or []
+    if len(considered) > 1 or any(c.get("conditions") != "any request" for c in considered):
+        lines.append("considered (in precedence order)")
+        for c in considered:
+            mark = paint("match", "healthy") if c.get("matched") else paint("no   ", "unknown")
+            lines.append(
+                f"  {mark} {c.get('service')} ({c.get('host')}{c.get('pathPrefix')}; "
+                f"{c.get('conditions')}): {c.get('reason')}"
+            )
     candidates = body.get("candidates") or []
     if candidates:
         lines.append("candidates")

@@ -90,7 +90,7 @@ def fetch_admin_json(
     path: str,
     *,
     token: str | None,
-    params: Mapping[str, str] | None = None,
+    params: Mapping[str, str | list[str]] | None = None,
     timeout: float = 5.0,
     accept: Sequence[int] = (200,),
 ) -> tuple[int, dict[str, Any]]:
@@ -101,7 +101,7 @@ def fetch_admin_json(
     base = admin_url(admin)
     url = base + path
     if params:
-        url += "?" + urllib.parse.urlencode(params)
+        url += "?" + urllib.parse.urlencode(params, doseq=True)
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     if token:
         request.add_header("Authorization", f"Bearer {token}")

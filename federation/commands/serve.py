@@ -14,7 +14,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from federation.cli import CommandError
@@ -232,12 +232,20 @@ class GatewayProcess:
                 and not gateway.draining
             )
 
-        def explain(host: str, path: str, method: str, from_cluster: str | None) -> dict[str, Any]:
+        def explain(
+            host: str,
+            path: str,
+            method: str,
+            from_cluster: str | None,
+            headers: list[tuple[str, str]] | None = None,
+        ) -> dict[str, Any]:
             origin = from_cluster or s.cluster
             planner = placement if origin == s.cluster else Placement(origin)
+            view, table = gateway.plane.current if gateway is not None else (holder.view, None)
             return explain_request(
-                holder.view, planner, host=host, path=path, method=method, origin=origin
-            )
+                view, planner, host=host, path=path, method=method, origin=origin,
+                headers=headers or (), table=table,
+            )  # fmt: skip
 
         def status() -> dict[str, Any]:
             out: dict[str, Any] = {"gateway": gateway_id, "cluster": s.cluster}
@@ -435,10 +443,22 @@ async def _start_dns(s: GatewaySettings, server: Any) -> str:
 
 
 def explain_request(
-    view: Any, placement: Any, *, host: str, path: str, method: str, origin: str
+    view: Any,
+    placement: Any,
+    *,
+    host: str,
+    path: str,
+    method: str,
+    origin: str,
+    headers: Sequence[tuple[str, str]] = (),
+    table: Any = None,
 ) -> dict[str, Any]:
-    """The decision trace of one request: route, candidates with scores and reasons, revision."""
+    """The decision trace of one request: the routes considered and why, the route taken
+    and its rules, candidates with scores and reasons, revision. ``path`` may carry a
+    query string (route conditions may look at it); ``table`` is the route table of
+    ``view`` when the caller has it."""
     from gateway.routing import RouteTable
+    from gateway.rules import describe_route
 
     out: dict[str, Any] = {
         "request": {"host": host, "path": path, "method": method, "from": origin},
@@ -450,17 +470,30 @@ def explain_request(
     if origin not in view.clusters:
         out["error"] = f"unknown cluster {origin!r}"
         return out
-    match = RouteTable.build(view).match(host.lower(), path)
+    only_path, _, query = path.partition("?")
+    raw_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+    if table is None:  # the serving gateway's own table when it has one (built per view)
+        table = RouteTable.build(view)
+    match, considered = table.explain(
+        host.lower(), only_path, method, raw_headers, query.encode("latin-1")
+    )
+    out["considered"] = considered
     if match is None:
         out["route"] = None
         out["decision"] = "404: no registered route for this host and path"
         return out
-    service = match.service
+    service = match.pick(raw_headers)
     out["route"] = {
-        "service": service.name,
+        "service": match.service.name,
         "host": match.route.host,
         "pathPrefix": match.route.path_prefix,
+        "rules": describe_route(match),
     }
+    if match.route.redirect is not None:
+        out["decision"] = "answered by the gateway with a redirect (no backend)"
+        return out
+    if service.name != match.service.name:
+        out["route"]["backend"] = service.name
     out["candidates"] = placement.explain(view, service)
     plan = placement.plan(view, service)
     out["plan"] = list(plan)

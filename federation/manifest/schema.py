@@ -76,6 +76,11 @@ AllowEntry = Annotated[str, Strict(), AfterValidator(_checked(values.check_allow
 LimitKey = Annotated[str, Strict(), AfterValidator(_checked(values.check_limit_key))]
 RetryCondition = Annotated[str, BeforeValidator(_checked(_retry_condition))]
 NonEmptyStr = Annotated[str, Strict(), Field(min_length=1)]
+HeaderName = Annotated[str, Strict(), AfterValidator(_checked(values.check_header_name))]
+HeaderValue = Annotated[str, Strict(), AfterValidator(_checked(values.check_header_value))]
+CookieName = Annotated[str, Strict(), AfterValidator(_checked(values.check_cookie_name))]
+Method = Annotated[str, Strict(), AfterValidator(_checked(values.check_method))]
+RedirectHost = Annotated[str, Strict(), AfterValidator(_checked(values.check_exact_host))]
 Hostname = Annotated[str, Strict(), AfterValidator(_checked(values.check_hostname))]
 IpAddress = Annotated[str, Strict(), AfterValidator(_checked(values.check_ip_address))]
 Cidr = Annotated[str, Strict(), AfterValidator(_checked(values.check_network))]
@@ -162,6 +167,85 @@ class ClusterDoc(Doc):
 # ------------------------------------------------------------------------------ services
 
 
+class ValueMatchDoc(Doc):
+    name: HeaderName = Field(description="Required. Header name (any case) or query parameter.")
+    exact: Str | None = Field(default=None, description="The value equals this. Default: none.")
+    prefix: Str | None = Field(
+        default=None, description="The value starts with this. Default: none."
+    )
+    present: Annotated[bool, Strict()] | None = Field(
+        default=None, description="true: carried (any value); false: not carried. Default: none."
+    )
+
+
+class QueryMatchDoc(ValueMatchDoc):
+    name: NonEmptyStr = Field(description="Required. Query parameter name (case-sensitive).")
+
+
+class RouteMatchDoc(Doc):
+    methods: list[Method] = Field(
+        default=[], description="Any of these methods (upper case). Default: any method."
+    )
+    headers: list[ValueMatchDoc] = Field(
+        default=[], description="Every one must hold. Default: none."
+    )
+    query: list[QueryMatchDoc] = Field(
+        default=[], description="Every one must hold. Default: none."
+    )
+
+
+class BackendDoc(Doc):
+    service: DnsLabel = Field(description="Required. A service of this manifest.")
+    weight: Int = Field(default=1, ge=0, le=10000, description="0..10000. Default: 1.")
+
+
+class StickyDoc(Doc):
+    header: HeaderName | None = Field(
+        default=None, description="Hash this header's value. Default: none."
+    )
+    cookie: CookieName | None = Field(
+        default=None, description="Hash this cookie's value. Default: none."
+    )
+
+
+class HeaderRulesDoc(Doc):
+    add: dict[HeaderName, HeaderValue] = Field(default={}, description="Appended. Default: {}.")
+    set_: dict[HeaderName, HeaderValue] = Field(
+        default={}, alias="set", description="Replaces every value. Default: {}."
+    )
+    remove: list[HeaderName] = Field(default=[], description="Removed. Default: [].")
+
+
+class RewriteDoc(Doc):
+    path_prefix: PathPrefix | None = Field(
+        default=None,
+        alias="pathPrefix",
+        description="Replaces the matched route prefix ('/' strips it). Default: unchanged.",
+    )
+    host: RedirectHost | None = Field(
+        default=None, description="The Host header sent upstream. Default: unchanged."
+    )
+
+
+class RedirectDoc(Doc):
+    scheme: Literal["http", "https"] | None = Field(
+        default=None, description="http | https. Default: the request's."
+    )
+    host: RedirectHost | None = Field(default=None, description="Default: the request's.")
+    port: Port | None = Field(default=None, description="Default: the scheme's default.")
+    path: HttpPath | None = Field(
+        default=None, description="Replaces the whole path. Default: none."
+    )
+    path_prefix: PathPrefix | None = Field(
+        default=None,
+        alias="pathPrefix",
+        description="Replaces the matched route prefix. Default: none.",
+    )
+    status: Literal[301, 302, 303, 307, 308] = Field(
+        default=302, description="301 | 302 | 303 | 307 | 308. Default: 302."
+    )
+
+
 class RouteDoc(Doc):
     host: RouteHost = Field(
         description="Required. Exact host (shop.acme.com) or wildcard (*.acme.com); "
@@ -169,6 +253,28 @@ class RouteDoc(Doc):
     )
     path_prefix: PathPrefix = Field(
         default="/", alias="pathPrefix", description="Starts with '/'. Default: /."
+    )
+    match: RouteMatchDoc | None = Field(
+        default=None, description="Methods, headers, query parameters. Default: any request."
+    )
+    backends: list[BackendDoc] = Field(
+        default=[], description="Weighted split between services. Default: this service."
+    )
+    sticky: StickyDoc | None = Field(
+        default=None, description="Keep a client on one backend of the split. Default: null."
+    )
+    request_headers: HeaderRulesDoc | None = Field(
+        default=None, alias="requestHeaders", description="Default: null."
+    )
+    response_headers: HeaderRulesDoc | None = Field(
+        default=None, alias="responseHeaders", description="Default: null."
+    )
+    rewrite: RewriteDoc | None = Field(default=None, description="Default: null.")
+    redirect: RedirectDoc | None = Field(
+        default=None, description="Answer with a redirect instead. Default: null."
+    )
+    timeout: Duration | None = Field(
+        default=None, description="Replaces timeouts.request on this route. Default: null."
     )
 
 

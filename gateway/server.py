@@ -29,6 +29,7 @@ import uvicorn
 from federation.settings import GatewaySettings
 from gateway.app import DataPlane
 from gateway.balancer import Balancer
+from gateway.h2.listen import h2_limits, with_h2
 from gateway.passive import PassiveStats
 from gateway.placement import Placement
 from gateway.protocol import GatewayWebSocketProtocol, protocol_class
@@ -160,6 +161,8 @@ class Gateway:
             header_timeout=limits.header_timeout,
             keep_alive_timeout=KEEP_ALIVE,
         )
+        if name != "admin":  # HTTP/2: ALPN h2, or h2c with prior knowledge
+            http = with_h2(http, h2_limits(limits, KEEP_ALIVE))
         kwargs: dict[str, Any] = {}
         if ctx is not None:
             kwargs["ssl_context_factory"] = lambda _config, _default, c=ctx: c

@@ -16,6 +16,7 @@ endpoint of the same cluster first, the last one to the next cluster of the plan
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from federation.model import Endpoint, RoutingView, Service
 from federation.settings import GatewaySettings
 from gateway import hygiene
 from gateway.balancer import Balancer
+from gateway.h2.client import H2Pool
 from gateway.hygiene import FORWARDED_HEADER, HOPS_HEADER, MAX_HOPS, PEER_HEADER
 from gateway.passive import PassiveStats
 from gateway.placement import Placement
@@ -156,6 +158,7 @@ class DataPlane:
         self.passive = passive
         self.tls = tls
         self.pool = pool or UpstreamPool()
+        self.h2_pool = H2Pool()  # protocol: h2 / grpc upstreams (gateway/h2)
         self.clock = clock
         self.trusted = hygiene.TrustedProxies(settings.trusted_proxies)
         self.insecure_east_west = settings.insecure_east_west
@@ -505,7 +508,8 @@ class ListenerApp:
             if limit is not None and length is not None and length > limit:
                 raise _Reply(413, "request body too large")
             body = _Body(length, chunked, limit, plane.body_timeout)
-            await body.read_ahead(receive)
+            if service.protocol == "http":  # h2/grpc stream the body (gateway/h2/forward.py)
+                await body.read_ahead(receive)
 
             trust = (self.east_west and forwarded is not None) or client_ip in plane.trusted
             out_headers = hygiene.request_headers(
@@ -521,7 +525,12 @@ class ListenerApp:
             qs = scope["query_string"]
             if qs:
                 target_bytes = target_bytes + b"?" + qs
-            status, cluster, upstream, retries = await self._forward(
+            forward: Any = self._forward
+            if service.protocol != "http":  # HTTP/2 upstream (gateway/h2/forward.py)
+                from gateway.h2.forward import forward_h2
+
+                forward = functools.partial(forward_h2, self)
+            status, cluster, upstream, retries = await forward(
                 scope, receive, send, view, service, method, target_bytes, host_raw,
                 out_headers, body, forwarded is not None, peer_id, trace, start,
             )  # fmt: skip

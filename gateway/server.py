@@ -214,6 +214,7 @@ class Gateway:
                 if transport is not None:
                     transport.close()
         self.pool.close()
+        self.plane.h2_pool.close()
         await self._close_all()
 
     async def _close_all(self) -> None:

@@ -7,26 +7,9 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Iterable
 
-# status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html)
-CODES: dict[str, int] = {
-    "OK": 0,
-    "CANCELLED": 1,
-    "UNKNOWN": 2,
-    "INVALID_ARGUMENT": 3,
-    "DEADLINE_EXCEEDED": 4,
-    "NOT_FOUND": 5,
-    "ALREADY_EXISTS": 6,
-    "PERMISSION_DENIED": 7,
-    "RESOURCE_EXHAUSTED": 8,
-    "FAILED_PRECONDITION": 9,
-    "ABORTED": 10,
-    "OUT_OF_RANGE": 11,
-    "UNIMPLEMENTED": 12,
-    "INTERNAL": 13,
-    "UNAVAILABLE": 14,
-    "DATA_LOSS": 15,
-    "UNAUTHENTICATED": 16,
-}
+from federation.model import GRPC_STATUS_CODES
+
+CODES = GRPC_STATUS_CODES  # name -> code (federation/model.py)
 UNAVAILABLE = 14
 DEADLINE_EXCEEDED = 4
 
@@ -58,13 +41,12 @@ def is_grpc(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-def code_of(name: str) -> int | None:
-    """A status name (``UNAVAILABLE``, ``unavailable``, ``resource-exhausted``) or a
-    number as text -> its code; None if it is neither."""
-    if name.isdigit():
-        code = int(name)
-        return code if 0 <= code <= 16 else None
-    return CODES.get(name.upper().replace("-", "_"))
+def status_of(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """The ``grpc-status`` among these headers or trailers (None: absent or malformed)."""
+    for name, value in headers:
+        if name == b"grpc-status":
+            return int(value) if value.isdigit() and len(value) <= 2 else None
+    return None
 
 
 def parse_timeout(value: bytes) -> float | None:

@@ -201,12 +201,14 @@ class _Stream:
             self.trailers += [(n.lower(), v) for n, v in message.get("headers", ())]
             if message.get("more_trailers", False):
                 return
+            self.body_done = True
             if self.head is not None:  # no body at all: trailers-only (one HEADERS frame)
                 head, self.head = self.head, None
                 self.conn.send_headers(self, head + self.trailers, end=True)
-            else:
+            elif self.trailers:
                 self.conn.send_headers(self, self.trailers, end=True)
-            self.body_done = True
+            else:
+                await self.conn.send_data(self, b"", end=True)
 
     def _send_grpc_error(self) -> None:
         text = self.error_body.decode("utf-8", "replace").strip()

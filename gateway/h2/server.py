@@ -41,6 +41,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hyperframe.frame import GoAwayFrame
 
 from gateway.h2 import grpc
 from gateway.types import ASGIApp, Message
@@ -603,6 +604,7 @@ class H2ServerProtocol(asyncio.Protocol):
             return
         self.abuse = reason
         log.warning("h2 client %s: %s; closing the connection", self.client, reason)
+        self.h2.clear_outbound_data_buffer()  # the acks of the flood are not sent
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.h2.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
         self.flush()
@@ -622,9 +624,12 @@ class H2ServerProtocol(asyncio.Protocol):
         if self.closed or self.draining:
             return
         self.draining = True
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.h2.close_connection(h2.errors.ErrorCodes.NO_ERROR)
         self.flush()
+        # the frame is written past h2's state machine, which would refuse to send
+        # anything after its own GOAWAY; the open streams still have to finish
+        goaway = GoAwayFrame(0, last_stream_id=self.h2.highest_inbound_stream_id)
+        if self.transport is not None:
+            self.transport.write(goaway.serialize())
         self._maybe_close()
 
     def _schedule(self) -> None:

@@ -108,17 +108,19 @@ async def test_grpc_timeout_is_the_deadline() -> None:
     (asked with a raw HTTP/2 client, which has no deadline of its own)."""
     with EchoServer("b1") as b:
         view = view_of([echo()], endpoints={("echo", "c1"): [b.address]})
-        async with running_gateway(view) as gw:
-            async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as c:
-                loop = asyncio.get_running_loop()
-                t0 = loop.time()
-                r = await c.post(
-                    gw.url() + "/test.Echo/Slow",
-                    headers={"host": "echo.test", "content-type": "application/grpc",
-                             "te": "trailers", "grpc-timeout": "300m"},
-                    content=b"\x00\x00\x00\x00\x015",  # one message: "5" (seconds)
-                )  # fmt: skip
-                took = loop.time() - t0
+        async with (
+            running_gateway(view) as gw,
+            httpx.AsyncClient(http1=False, http2=True, timeout=10) as c,
+        ):
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            r = await c.post(
+                gw.url() + "/test.Echo/Slow",
+                headers={"host": "echo.test", "content-type": "application/grpc",
+                         "te": "trailers", "grpc-timeout": "300m"},
+                content=b"\x00\x00\x00\x00\x015",  # one message: "5" (seconds)
+            )  # fmt: skip
+            took = loop.time() - t0
     assert r.status_code == 200
     assert r.headers["grpc-status"] == "4"  # DEADLINE_EXCEEDED, trailers-only
     assert 0.25 < took < 3.0
@@ -152,13 +154,20 @@ async def test_gateway_errors_are_grpc_statuses() -> None:
             [
                 echo(),
                 service("lonely", "lonely.test", protocol="grpc"),
-                service("private", "private.test", protocol="grpc",
-                        access=Access(spiffe_ids=frozenset({"spiffe://x/y"}))),
-                service("limited", "limited.test", protocol="grpc",
-                        rate_limit=RateLimit(average=0.001, burst=1)),
-                service("slow", "slow.test", protocol="grpc",
-                        timeouts=Timeouts(request=0.3)),
-            ],  # fmt: skip
+                service(
+                    "private",
+                    "private.test",
+                    protocol="grpc",
+                    access=Access(spiffe_ids=frozenset({"spiffe://x/y"})),
+                ),
+                service(
+                    "limited",
+                    "limited.test",
+                    protocol="grpc",
+                    rate_limit=RateLimit(average=0.001, burst=1),
+                ),
+                service("slow", "slow.test", protocol="grpc", timeouts=Timeouts(request=0.3)),
+            ],
             endpoints={
                 ("echo", "c1"): [b.address],
                 ("private", "c1"): [b.address],
@@ -219,9 +228,7 @@ async def test_failover_to_another_cluster_with_zero_failed_calls() -> None:
                 clusters,
                 endpoints={("echo", "c1"): [b1.address], ("echo", "c2"): [b2.address]},
             )
-            async with running_gateway(view, settings=s1) as g1, running_gateway(
-                view, settings=s2
-            ):
+            async with running_gateway(view, settings=s1) as g1, running_gateway(view, settings=s2):
                 h, p = g1.addr()
                 ch = channel(f"{h}:{p}")
 

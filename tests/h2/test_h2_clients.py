@@ -1,0 +1,108 @@
+"""HTTP/2 downstream with real clients: h2c with prior knowledge (httpx, h2load), ALPN
+``h2`` on the TLS listener, HTTP/1.1 on the same listeners, and a drain."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import ssl
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from gateway.tls import build_contexts, load_material
+from tests.gateway.harness import RunningGateway, running_gateway, service, settings_for, view_of
+from tests.gateway.test_tls import leaf, make_ca
+from tests.h2.grpc_support import EchoServer, channel, unary
+from tests.support.backend import Backend
+
+pytestmark = pytest.mark.timeout(60)
+H = {"host": "shop.test"}
+
+
+@pytest.fixture
+async def gw() -> AsyncIterator[RunningGateway]:
+    async with Backend("b1", host="127.0.0.2") as b:
+        view = view_of([service("shop", "shop.test")], endpoints={("shop", "c1"): [b.address]})
+        async with running_gateway(view) as g:
+            yield g
+
+
+async def test_h2c_prior_knowledge_and_http1_on_one_listener(gw: RunningGateway) -> None:
+    async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as c:
+        got = await asyncio.gather(*(c.get(gw.url() + f"/m{i}?a=1", headers=H) for i in range(20)))
+        posted = await c.post(gw.url() + "/p", headers=H, content=b"x" * 100_000)
+        cookies = await c.get(gw.url() + "/c", headers={**H, "cookie": "a=1"})
+    async with httpx.AsyncClient(timeout=10) as c:
+        old = await c.get(gw.url() + "/h1", headers=H)
+    assert {(r.http_version, r.status_code) for r in got} == {("HTTP/2", 200)}
+    seen = got[0].json()
+    assert seen["query"] == "a=1"
+    assert dict(seen["headers"])["host"] == "shop.test"  # :authority -> Host upstream
+    assert posted.json()["body_length"] == 100_000
+    assert dict(cookies.json()["headers"])["cookie"] == "a=1"
+    assert (old.http_version, old.status_code) == ("HTTP/1.1", 200)
+
+
+async def test_alpn_h2_on_the_tls_listener() -> None:
+    ca = make_ca()
+    tls = build_contexts(public=True, east_west=False)
+    assert tls.public_server is not None
+    load_material(tls.public_server, leaf(ca, dns=("shop.test", "localhost")))
+    client_ctx = ssl.create_default_context(cadata=ca.pem)
+    client_ctx.check_hostname = False
+    settings = settings_for(listen={"public": "127.0.0.1:0", "publicTls": "127.0.0.1:0",
+                                    "admin": "127.0.0.1:0"})  # fmt: skip
+    async with Backend("b1", host="127.0.0.2") as b:
+        view = view_of([service("shop", "shop.test")], endpoints={("shop", "c1"): [b.address]})
+        async with running_gateway(view, settings=settings, tls=tls) as g:
+            h, p = g.addr("public_tls")
+            async with httpx.AsyncClient(http2=True, verify=client_ctx, timeout=10) as c:
+                r2 = await c.get(f"https://{h}:{p}/x", headers=H)
+            async with httpx.AsyncClient(http2=False, verify=client_ctx, timeout=10) as c:
+                r1 = await c.get(f"https://{h}:{p}/x", headers=H)
+    assert (r2.http_version, r2.status_code) == ("HTTP/2", 200)
+    assert dict(r2.json()["headers"])["x-forwarded-proto"] == "https"
+    assert (r1.http_version, r1.status_code) == ("HTTP/1.1", 200)
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) missing")
+async def test_h2load_multiplexed_load(gw: RunningGateway) -> None:
+    h, p = gw.addr()
+    proc = await asyncio.create_subprocess_exec(
+        "h2load", "-n", "2000", "-c", "4", "-m", "16", "-H", ":authority: shop.test",
+        f"http://{h}:{p}/load",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=50)
+    text = out.decode()
+    m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed",
+                  text)  # fmt: skip
+    assert m is not None, text
+    assert m.groups() == ("2000", "2000", "2000", "0"), text
+    assert re.search(r"status codes: 2000 2xx", text) is not None, text
+
+
+async def test_drain_finishes_streams_in_flight() -> None:
+    """GOAWAY on drain: a call in flight completes (grpcio honours GOAWAY's last stream
+    id; httpx/httpcore fails every stream on any GOAWAY, so it cannot show this)."""
+    with EchoServer("b1") as b:
+        view = view_of([service("echo", "echo.test", protocol="grpc")],
+                       endpoints={("echo", "c1"): [b.address]})  # fmt: skip
+        async with running_gateway(view) as g:
+            h, p = g.addr()
+            ch = channel(f"{h}:{p}")
+            call = asyncio.ensure_future(
+                asyncio.to_thread(lambda: unary(ch, "Slow")(b"0.5", timeout=10))
+            )
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while b.calls == 0:
+                assert loop.time() < deadline, "the call never reached the backend"
+                await asyncio.sleep(0.01)  # poll until the call is in flight
+            await g.gateway.drain(5.0)
+            reply = await call
+            ch.close()
+    assert reply == b"b1:slow"

@@ -134,6 +134,7 @@ class H2Stream:
 
     def reset(self) -> None:
         """Abandon the exchange (RST_STREAM CANCEL); the connection stays."""
+        self._fail(UpstreamError(RESET, "stream cancelled", sent=True))
         conn = self.conn
         if self.id in conn.streams and not conn.closed:
             with contextlib.suppress(h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError):

@@ -234,6 +234,8 @@ async def forward_h2(
                     )
                     continue
             app._record(service, target_, breaker, ok=ok, t0=t0)
+            if pump is None or pump.done():  # nothing reads the client: notice it leaving
+                pump = asyncio.ensure_future(_watch_disconnect(receive, stream))
             try:
                 await _relay(stream, send, deadline - plane.clock(), is_grpc, trailers_ok)
             finally:
@@ -267,6 +269,12 @@ async def forward_h2(
             continue
         break
     raise _Reply(last[0], last[1])
+
+
+async def _watch_disconnect(receive: Receive, stream: H2Stream) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    stream.reset()  # the relay ends: the client is gone
 
 
 def _abandon(stream: H2Stream | None, pump: asyncio.Task[None] | None) -> None:

@@ -15,7 +15,9 @@ A connection arrives here from :mod:`gateway.h2.listen` (ALPN ``h2`` on TLS, or 
 * **abuse budgets** per connection and window (:class:`H2Limits`): client stream resets
   (rapid reset, CVE-2023-44487), SETTINGS frames, PINGs, and a cap on the bytes the
   client leaves unread in our send buffer; past one, GOAWAY ``ENHANCE_YOUR_CALM`` and
-  the connection closes. A reset stream's task is cancelled at once.
+  the connection closes. A reset stream's app sees ``http.disconnect`` (as on HTTP/1.1,
+  its task is not cancelled: a cancellation would count as an upstream failure against
+  the breaker, so a client resetting streams could open it for everyone).
 
 A request without ``content-length`` whose HEADERS did not end the stream is given
 ``transfer-encoding: chunked`` in the scope (the app's name for "a body of unknown
@@ -323,7 +325,7 @@ class H2ServerProtocol(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         for stream in list(self.streams.values()):
-            self._reset_stream(stream, cancel=True)
+            self._reset_stream(stream)
         self.streams.clear()
         for waiter in self._drain_waiters:
             if not waiter.done():
@@ -367,7 +369,7 @@ class H2ServerProtocol(asyncio.Protocol):
             stream = self.streams.pop(event.stream_id, None)
             if stream is not None:
                 premature = not stream.sent_end
-                self._reset_stream(stream, cancel=True)
+                self._reset_stream(stream)
                 if premature and not self._resets.spend(now, window):
                     self._calm("too many stream resets (rapid reset)")
         elif isinstance(event, h2.events.WindowUpdated):
@@ -519,7 +521,7 @@ class H2ServerProtocol(asyncio.Protocol):
         try:
             self.h2.send_headers(stream.id, headers, end_stream=end)
         except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError):
-            self._reset_stream(stream, cancel=False)
+            self._reset_stream(stream)
             return
         self.flush()
         if end:
@@ -543,7 +545,7 @@ class H2ServerProtocol(asyncio.Protocol):
                     self.h2.local_flow_control_window(stream.id), self.h2.max_outbound_frame_size
                 )
             except h2.exceptions.StreamClosedError:
-                self._reset_stream(stream, cancel=False)
+                self._reset_stream(stream)
                 return
             if window <= 0:
                 stream.event.clear()
@@ -567,15 +569,12 @@ class H2ServerProtocol(asyncio.Protocol):
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.h2.reset_stream(stream.id, code)
                 self.flush()
-        self._reset_stream(stream, cancel=False)
+        self._reset_stream(stream)
 
-    def _reset_stream(self, stream: _Stream, *, cancel: bool) -> None:
-        stream.reset = True
+    def _reset_stream(self, stream: _Stream) -> None:
+        stream.reset = True  # receive() -> http.disconnect, send() -> nothing
         stream.event.set()
         self.streams.pop(stream.id, None)
-        task = stream.task
-        if cancel and task is not None and not task.done():
-            task.cancel()
         self._maybe_close()
 
     def _stream_done(self, stream: _Stream) -> None:
@@ -599,7 +598,7 @@ class H2ServerProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ closing
     def _calm(self, reason: str) -> None:
-        """An abusive client: GOAWAY ENHANCE_YOUR_CALM, cancel everything, close."""
+        """An abusive client: GOAWAY ENHANCE_YOUR_CALM, reset every stream, close."""
         if self.closed:
             return
         self.abuse = reason
@@ -615,7 +614,7 @@ class H2ServerProtocol(asyncio.Protocol):
             return
         self.closed = True
         for stream in list(self.streams.values()):
-            self._reset_stream(stream, cancel=True)
+            self._reset_stream(stream)
         if self.transport is not None:
             self.transport.close()
 

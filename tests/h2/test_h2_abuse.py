@@ -3,6 +3,7 @@ what a well-behaved library never would. After each, the gateway still serves.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -143,3 +144,22 @@ async def test_flow_control_both_ways(gw: tuple[RawH2 | RunningGateway, Backend]
         down = await c.get(g.url() + "/down?size=3145728", headers={"host": AUTHORITY})
     assert up.status_code == 200 and up.json()["body_length"] == len(payload)
     assert down.status_code == 200 and len(down.content) == 3145728
+
+
+async def test_client_resets_do_not_open_the_breaker(gw: tuple[RunningGateway, Backend]) -> None:
+    """Streams the client cancels (under the reset budget) are not upstream failures: a
+    client must not be able to open the breaker for everyone (regression: the stream's
+    task was cancelled, and the cancellation counted against the breaker)."""
+    g, backend = gw
+    raw = await RawH2.connect(*g.addr())
+    block = raw.request_block(AUTHORITY, "/slow?sleep=0.3")
+    raw.send(b"".join(raw.headers(1 + 2 * i, block) for i in range(20)))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while backend.requests < 20:
+        assert loop.time() < deadline, "the requests never reached the backend"
+        await asyncio.sleep(0.01)  # poll until all 20 are upstream
+    raw.send(b"".join(raw.rst(1 + 2 * i) for i in range(20)))
+    await raw.outcome(timeout=1.0)
+    raw.close()
+    await still_serves(g)

@@ -58,7 +58,7 @@ def backend(procs: Procs, tmp: Path, protocol: str) -> str:
         server = f"""
   server {{
     listen {BACKEND_HOST}:{port} http2;
-    http2_max_requests 10000000;
+    keepalive_requests 10000000;
     location / {{
       default_type application/grpc;
       add_trailer grpc-status 0 always;
@@ -105,7 +105,7 @@ def proxy(name: str, procs: Procs, tmp: Path, upstream: str, protocol: str) -> t
   upstream up {{ server {upstream}; keepalive 64; }}
   server {{
     listen {HOST}:{port} http2;
-    http2_max_requests 10000000;
+    keepalive_requests 10000000;
     location / {{ {location} }}
   }}""")  # fmt: skip
         p = procs.start(["nginx", "-c", str(conf)], cpu=PROXY_CPU, log=log)
@@ -187,6 +187,30 @@ def h2load(url: str, protocol: str, *, duration: int, connections: int, streams:
     return float(m.group(1)), int(r.group(1)), int(r.group(2))
 
 
+def profile_summary(raw: Path) -> str:
+    """py-spy's raw stacks -> the share of samples spent inside each package
+    (inclusive) and the top leaf functions."""
+    groups = ("(h2/", "(hpack/", "(hyperframe/", "gateway/h2/server", "gateway/h2/client",
+              "gateway/h2/forward", "gateway/app", "gateway/telemetry", "(asyncio/")  # fmt: skip
+    inclusive = dict.fromkeys(groups, 0)
+    leaves: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        count = int(n)
+        total += count
+        for g in groups:
+            if g in stack:
+                inclusive[g] += count
+        leaf = stack.split(";")[-1]
+        leaves[leaf] = leaves.get(leaf, 0) + count
+    total = max(total, 1)
+    out = ["inclusive: " + ", ".join(f"{g} {n * 100 / total:.0f}%" for g, n in inclusive.items())]
+    for leaf, n in sorted(leaves.items(), key=lambda kv: -kv[1])[:12]:
+        out.append(f"  {n * 100 / total:5.1f}%  {leaf}")
+    return "\n".join(out)
+
+
 def run(protocol: str, targets: list[str], args: argparse.Namespace, tmp: Path) -> None:
     procs = Procs()
     try:
@@ -197,11 +221,22 @@ def run(protocol: str, targets: list[str], args: argparse.Namespace, tmp: Path) 
             # warm-up (connections, pools), then the measured run
             h2load(url, protocol, duration=1, connections=args.connections,
                    streams=args.streams, tmp=tmp)  # fmt: skip
+            spy = None
+            if args.profile and name == "fedgate":
+                spy = subprocess.Popen(
+                    [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pgid),
+                     "-d", str(args.duration), "-r", "250", "-f", "raw",
+                     "-o", str(tmp / "profile.txt"), "--nonblocking"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
             cpu0 = group_cpu(pgid)
             rps, ok, failed = h2load(url, protocol, duration=args.duration,
                                      connections=args.connections, streams=args.streams,
                                      tmp=tmp)  # fmt: skip
             cpu = group_cpu(pgid) - cpu0
+            if spy is not None:
+                spy.wait(timeout=60)
+                print(profile_summary(tmp / "profile.txt"))
             if failed:
                 log = tmp / f"{name}-{protocol}.log"
                 print(f"{name}: {failed} failed; its log ends with:\n{log.read_text()[-1500:]}")
@@ -226,6 +261,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--streams", type=int, default=16)
     ap.add_argument("--targets", default="fedgate,nginx,caddy")
+    ap.add_argument("--profile", action="store_true", help="py-spy on fedgate's measured run")
     args = ap.parse_args()
     for tool in ("h2load", "nginx", "caddy", "taskset"):
         if shutil.which(tool) is None:

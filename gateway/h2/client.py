@@ -115,7 +115,7 @@ class H2Stream:
                 continue
             chunk, view = view[:window], view[window:]
             conn.h2.send_data(self.id, chunk.tobytes(), end_stream=end and not view)
-            conn.flush()
+            conn.flush_now()
             await conn.drain()
         if end and not data:
             self.end()
@@ -161,9 +161,12 @@ class H2Connection(asyncio.Protocol):
     def __init__(self, pool: H2Pool, key: PoolKey) -> None:
         self.pool = pool
         self.key = key
+        # upstream answers are validated (they may reach an HTTP/1.1 client); the request
+        # headers come from a validated client request and the gateway's own
         config = h2.config.H2Configuration(
-            client_side=True, header_encoding=None, validate_inbound_headers=True
-        )
+            client_side=True, header_encoding=None, validate_inbound_headers=True,
+            validate_outbound_headers=False, normalize_outbound_headers=False,
+        )  # fmt: skip
         self.h2 = h2.connection.H2Connection(config=config)
         self.h2.local_settings = h2.settings.Settings(
             client=True,
@@ -173,6 +176,8 @@ class H2Connection(asyncio.Protocol):
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 256 * 1024,
             },
         )
+        self.loop = asyncio.get_running_loop()
+        self._flush_pending = False
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, H2Stream] = {}
         self.closed = False
@@ -323,6 +328,14 @@ class H2Connection(asyncio.Protocol):
             self.close()
 
     def flush(self) -> None:
+        """Write what h2 has queued, once per event-loop iteration: the frames of every
+        stream that made progress in this iteration go out in one write."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self.flush_now)
+
+    def flush_now(self) -> None:
+        self._flush_pending = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)

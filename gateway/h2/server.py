@@ -248,9 +248,13 @@ class H2ServerProtocol(asyncio.Protocol):
         self.tasks = tasks
         self.limit_concurrency = limit_concurrency
         self.loop = asyncio.get_running_loop()
+        self._flush_pending = False
+        # what clients send is validated; what we send was validated where it came from
+        # (llhttp for HTTP/1.1 upstreams, h2 for HTTP/2 ones) or is the gateway's own
         config = h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_inbound_headers=True
-        )
+            client_side=False, header_encoding=None, validate_inbound_headers=True,
+            validate_outbound_headers=False, normalize_outbound_headers=False,
+        )  # fmt: skip
         self.h2 = h2.connection.H2Connection(config=config)
         self.h2.local_settings = h2.settings.Settings(
             client=False,
@@ -498,6 +502,14 @@ class H2ServerProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ output
     def flush(self) -> None:
+        """Write what h2 has queued, once per event-loop iteration: the frames of every
+        stream that made progress in this iteration go out in one write."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self.flush_now)
+
+    def flush_now(self) -> None:
+        self._flush_pending = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
@@ -554,7 +566,10 @@ class H2ServerProtocol(asyncio.Protocol):
             chunk, view = view[:window], view[window:]
             last = end and not view
             self.h2.send_data(stream.id, chunk.tobytes(), end_stream=last)
-            self.flush()
+            if view:
+                self.flush_now()  # a large body: out now, so the write buffer can push back
+            else:
+                self.flush()
             if last:
                 stream.sent_end = True
                 self._stream_done(stream)
@@ -612,6 +627,7 @@ class H2ServerProtocol(asyncio.Protocol):
     def close(self) -> None:
         if self.closed:
             return
+        self.flush_now()
         self.closed = True
         for stream in list(self.streams.values()):
             self._reset_stream(stream)
@@ -623,7 +639,7 @@ class H2ServerProtocol(asyncio.Protocol):
         if self.closed or self.draining:
             return
         self.draining = True
-        self.flush()
+        self.flush_now()
         # the frame is written past h2's state machine, which would refuse to send
         # anything after its own GOAWAY; the open streams still have to finish
         goaway = GoAwayFrame(0, last_stream_id=self.h2.highest_inbound_stream_id)

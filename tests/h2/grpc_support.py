@@ -28,6 +28,7 @@ class EchoServer:
         self.fail_with: grpc.StatusCode | None = None
         self.fail_first = 0  # fail this many calls with fail_with, then serve
         self._lock = threading.Lock()
+        self.forever_ended = threading.Event()  # a Forever stream saw its call end
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         handlers = {
             "Unary": grpc.unary_unary_rpc_method_handler(self._unary),
@@ -35,6 +36,7 @@ class EchoServer:
             "ClientStream": grpc.stream_unary_rpc_method_handler(self._client_stream),
             "Bidi": grpc.stream_stream_rpc_method_handler(self._bidi),
             "Slow": grpc.unary_unary_rpc_method_handler(self._slow),
+            "Forever": grpc.unary_stream_rpc_method_handler(self._forever),
         }
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),)
@@ -93,6 +95,16 @@ class EchoServer:
         self._count(context)
         for request in requests:
             yield self.name.encode() + b":" + request
+
+    def _forever(self, request: bytes, context: Any) -> Iterator[bytes]:
+        self._count(context)
+        i = 0
+        deadline = time.monotonic() + 30  # bounded even if nobody cancels
+        while context.is_active() and time.monotonic() < deadline:
+            yield b"%d" % i
+            i += 1
+            time.sleep(0.02)  # one message every 20 ms
+        self.forever_ended.set()
 
     def _slow(self, request: bytes, context: Any) -> bytes:
         self._count(context)

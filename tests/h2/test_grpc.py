@@ -253,3 +253,71 @@ async def test_failover_to_another_cluster_with_zero_failed_calls() -> None:
     assert [r for r in after if r[0] != grpc.StatusCode.OK] == []  # 0 failed calls
     assert all(r[1].startswith(b"b2:") for r in after)
     assert streamed == [b"b2:0", b"b2:1", b"b2:2"]
+
+
+async def test_grpc_hop_over_mutual_tls() -> None:
+    """The east-west hop of a gRPC call over mutual TLS: the client context offers only
+    http/1.1 by ALPN, the HTTP/2 preface is recognised on the TLS connection, trailers
+    cross both gateways."""
+    from tests.gateway.test_proxy_mtls import Ca, contexts
+
+    ca = Ca()
+    ew1, ew2 = free_port("127.0.0.5"), free_port("127.0.0.6")
+    clusters = [
+        cluster("c1", east_west=f"https://127.0.0.5:{ew1}"),
+        cluster("c2", east_west=f"https://127.0.0.6:{ew2}"),
+    ]
+
+    def s(name: str, host: str, ew: int) -> Any:
+        return settings_for(name, host=host, insecureEastWest=False).model_copy(
+            update={"listen": settings_for(name).listen.model_copy(
+                update={"public": f"{host}:0", "east_west": f"{host}:{ew}"})}
+        )  # fmt: skip
+
+    with EchoServer("b2", host="127.0.0.3") as b2:
+        view = view_of([echo(clusters=("c1", "c2"))], clusters,
+                       endpoints={("echo", "c2"): [b2.address]})  # fmt: skip
+        async with (
+            running_gateway(view, settings=s("c1", "127.0.0.5", ew1),
+                            tls=contexts(ca, "spiffe://t/gw/c1")) as g1,
+            running_gateway(view, settings=s("c2", "127.0.0.6", ew2),
+                            tls=contexts(ca, "spiffe://t/gw/c2")),
+        ):  # fmt: skip
+            h, p = g1.addr()
+            ch = channel(f"{h}:{p}")
+
+            def calls() -> Any:
+                reply, call = unary(ch).with_call(b"tls", timeout=10)
+                return (
+                    reply,
+                    dict(call.trailing_metadata()),
+                    list(bidi(ch)(iter([b"a"]), timeout=10)),
+                )
+
+            reply, trailers, pairs = await in_thread(calls)
+            ch.close()
+    assert reply == b"b2:tls"
+    assert trailers["x-served-by"] == "b2"
+    assert pairs == [b"b2:a"]
+
+
+async def test_a_cancelled_stream_is_cancelled_upstream() -> None:
+    """The client cancels an endless server stream: the gateway resets the upstream
+    stream (the backend sees its call end) instead of relaying into the void."""
+    with EchoServer("b1") as b:
+        view = view_of([echo()], endpoints={("echo", "c1"): [b.address]})
+        async with running_gateway(view) as gw:
+            h, p = gw.addr()
+            ch = channel(f"{h}:{p}")
+
+            def take_three() -> list[bytes]:
+                call = ch.unary_stream("/test.Echo/Forever")(b"", timeout=20)
+                got = [next(call) for _ in range(3)]
+                call.cancel()
+                return got
+
+            got = await in_thread(take_three)
+            ended = await in_thread(lambda: b.forever_ended.wait(timeout=10))
+            ch.close()
+    assert got == [b"0", b"1", b"2"]
+    assert ended

@@ -46,6 +46,7 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from gateway.h2 import grpc
+from gateway.protocol import _parse_target
 from gateway.types import ASGIApp, Message
 
 log = logging.getLogger("fedgate.h2")
@@ -445,8 +446,6 @@ class H2ServerProtocol(asyncio.Protocol):
             headers.append((b"cookie", b"; ".join(cookies)))
         if not ended and not has_length:
             headers.append((b"transfer-encoding", b"chunked"))
-        from gateway.protocol import _parse_target
-
         try:
             raw_path, decoded, query = _parse_target(path)
             method_s = method.decode("ascii")

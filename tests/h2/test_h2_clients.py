@@ -106,3 +106,30 @@ async def test_drain_finishes_streams_in_flight() -> None:
             reply = await call
             ch.close()
     assert reply == b"b1:slow"
+
+
+async def test_protocol_h2_upstream_from_http1_and_http2_clients() -> None:
+    """A ``protocol: h2`` service whose endpoint speaks HTTP/2 only with prior knowledge
+    (here a second gateway's listener), reached by an HTTP/1.1 and an HTTP/2 client;
+    several requests share one upstream connection."""
+    async with Backend("b1", host="127.0.0.2") as b:
+        inner_view = view_of([service("shop", "shop.test")],
+                             endpoints={("shop", "c1"): [b.address]})  # fmt: skip
+        async with running_gateway(inner_view) as inner:
+            h, p = inner.addr()
+            view = view_of([service("shop", "shop.test", protocol="h2")],
+                           endpoints={("shop", "c1"): [f"{h}:{p}"]})  # fmt: skip
+            async with running_gateway(view) as outer:
+                async with httpx.AsyncClient(timeout=10) as c:
+                    one = [await c.get(outer.url() + "/a", headers=H) for _ in range(3)]
+                    up = await c.post(outer.url() + "/u", headers=H, content=b"y" * 200_000)
+                async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as c:
+                    two = await asyncio.gather(
+                        *(c.get(outer.url() + f"/b{i}", headers=H) for i in range(10))
+                    )
+                conns = outer.gateway.plane.h2_pool.connections(h, p)
+    assert [r.status_code for r in one] == [200] * 3
+    assert up.json()["body_length"] == 200_000
+    assert {(r.http_version, r.status_code) for r in two} == {("HTTP/2", 200)}
+    assert dict(two[0].json()["headers"])["x-fedgate-hops"] == "2"
+    assert conns == 1  # multiplexed

@@ -114,7 +114,11 @@ class H2Stream:
                 await self.event.wait()
                 continue
             chunk, view = view[:window], view[window:]
-            conn.h2.send_data(self.id, chunk.tobytes(), end_stream=end and not view)
+            try:
+                conn.h2.send_data(self.id, chunk.tobytes(), end_stream=end and not view)
+            except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError) as exc:
+                self._fail(UpstreamError(RESET, f"upstream stream closed: {exc}", sent=True))
+                raise self.error from None  # type: ignore[misc]
             conn.flush_now()
             await conn.drain()
         if end and not data:
@@ -294,10 +298,14 @@ class H2Connection(asyncio.Protocol):
         return max(0, min(limit, 1000) - len(self.streams))
 
     def open(self, headers: list[tuple[bytes, bytes]], *, end: bool) -> H2Stream:
-        sid = self.h2.get_next_available_stream_id()
+        try:
+            sid = self.h2.get_next_available_stream_id()
+            self.h2.send_headers(sid, headers, end_stream=end)
+        except h2.exceptions.ProtocolError as exc:  # closed, or out of stream ids
+            self.goaway = True
+            raise UpstreamError(RESET, f"cannot open a stream: {exc}", sent=False) from None
         stream = H2Stream(self, sid)
         self.streams[sid] = stream
-        self.h2.send_headers(sid, headers, end_stream=end)
         self.flush()
         return stream
 

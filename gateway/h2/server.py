@@ -546,7 +546,11 @@ class H2ServerProtocol(asyncio.Protocol):
                 return
             if not view:
                 if end:
-                    self.h2.end_stream(stream.id)
+                    try:
+                        self.h2.end_stream(stream.id)
+                    except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError):
+                        self._reset_stream(stream)  # the client reset it meanwhile
+                        return
                     self.flush()
                     stream.sent_end = True
                     self._stream_done(stream)
@@ -564,7 +568,11 @@ class H2ServerProtocol(asyncio.Protocol):
                 continue
             chunk, view = view[:window], view[window:]
             last = end and not view
-            self.h2.send_data(stream.id, chunk.tobytes(), end_stream=last)
+            try:
+                self.h2.send_data(stream.id, chunk.tobytes(), end_stream=last)
+            except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError):
+                self._reset_stream(stream)
+                return
             if view:
                 self.flush_now()  # a large body: out now, so the write buffer can push back
             else:

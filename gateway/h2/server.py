@@ -31,7 +31,6 @@ request becomes a trailers-only answer with the matching ``grpc-status``.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -46,17 +45,14 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from gateway.h2 import grpc
+from gateway.h2.stream import Stream, answer
 from gateway.protocol import _parse_target
-from gateway.types import ASGIApp, Message
+from gateway.types import ASGIApp
 
 log = logging.getLogger("fedgate.h2")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
-# connection-specific fields never sent in HTTP/2 (RFC 9113 section 8.2.2)
-_RESPONSE_DROP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,138 +85,6 @@ class _Budget:
             self.count = 0
         self.count += 1
         return self.count <= self.limit
-
-
-class _Stream:
-    """One request: its ASGI receive/send and the state they share with the connection."""
-
-    __slots__ = (
-        "body",
-        "body_done",
-        "conn",
-        "ended",
-        "error_body",
-        "error_status",
-        "event",
-        "grpc",
-        "head",
-        "id",
-        "reported",
-        "request_trailers",
-        "reset",
-        "sent_end",
-        "started",
-        "task",
-        "trailers",
-        "trailers_wanted",
-    )
-
-    def __init__(self, conn: H2ServerProtocol, stream_id: int, *, ended: bool, grpc: bool):
-        self.conn = conn
-        self.id = stream_id
-        self.body: collections.deque[tuple[bytes, int]] = collections.deque()
-        self.event = asyncio.Event()  # data, end, reset or window: someone should look
-        self.ended = ended  # the client finished its body
-        self.reset = False
-        self.reported = False  # the end of the body went to the app
-        self.grpc = grpc
-        self.started = False
-        self.body_done = False
-        self.sent_end = False
-        self.head: list[tuple[bytes, bytes]] | None = None  # held until the first body
-        self.trailers_wanted = False
-        self.trailers: list[tuple[bytes, bytes]] = []
-        self.request_trailers: list[tuple[bytes, bytes]] | None = None
-        self.error_status = 0  # a non-200 answer to a gRPC request, being converted
-        self.error_body = b""
-        self.task: asyncio.Task[None] | None = None
-
-    # ------------------------------------------------------------ ASGI receive
-    async def receive(self) -> Message:
-        while True:
-            if self.reset:
-                return {"type": "http.disconnect"}
-            if self.body:
-                data, flow = self.body.popleft()
-                self.conn.ack(self.id, flow)
-                more = bool(self.body) or not self.ended
-                return self._message(data, more)
-            if self.ended and not self.reported:
-                return self._message(b"", False)
-            self.event.clear()  # the whole body was delivered: wait for a disconnect
-            await self.event.wait()
-
-    def _message(self, data: bytes, more: bool) -> Message:
-        msg: dict[str, Any] = {"type": "http.request", "body": data, "more_body": more}
-        if not more:
-            self.reported = True
-            if self.request_trailers is not None:
-                msg["fedgate.trailers"] = self.request_trailers
-        return msg
-
-    # ------------------------------------------------------------ ASGI send
-    async def send(self, message: Message) -> None:
-        if self.reset or self.sent_end:
-            return
-        kind = message["type"]
-        if kind == "http.response.start":
-            if self.started:
-                raise RuntimeError("http.response.start sent twice")
-            self.started = True
-            status = int(message["status"])
-            if self.grpc and status != 200:
-                self.error_status = status  # becomes a trailers-only gRPC answer
-                return
-            head = [(b":status", str(status).encode("ascii"))]
-            for name, value in message.get("headers", ()):
-                name = name.lower()
-                if name not in _RESPONSE_DROP:
-                    head.append((name, value))
-            self.head = head
-            self.trailers_wanted = bool(message.get("trailers", False))
-        elif kind == "http.response.body":
-            if not self.started or self.body_done:
-                raise RuntimeError("http.response.body out of order")
-            body = message.get("body", b"")
-            more = bool(message.get("more_body", False))
-            if self.error_status:
-                if len(self.error_body) < 1024:
-                    self.error_body += body[:1024]
-                if not more:
-                    self.body_done = True
-                    self._send_grpc_error()
-                return
-            end = not more and not self.trailers_wanted
-            if self.head is not None:
-                head, self.head = self.head, None
-                self.conn.send_headers(self, head, end=end and not body)
-                if end and not body:
-                    self.body_done = True
-                    return
-            if body or end:
-                await self.conn.send_data(self, body, end=end)
-            if not more:
-                self.body_done = True
-        elif kind == "http.response.trailers":
-            self.trailers += [(n.lower(), v) for n, v in message.get("headers", ())]
-            if message.get("more_trailers", False):
-                return
-            self.body_done = True
-            if self.head is not None:  # no body at all: trailers-only (one HEADERS frame)
-                head, self.head = self.head, None
-                self.conn.send_headers(self, head + self.trailers, end=True)
-            elif self.trailers:
-                self.conn.send_headers(self, self.trailers, end=True)
-            else:
-                await self.conn.send_data(self, b"", end=True)
-
-    def _send_grpc_error(self) -> None:
-        text = self.error_body.decode("utf-8", "replace").strip()
-        code = grpc.status_from_http(self.error_status)
-        self.conn.send_headers(
-            self, grpc.error_headers(code, text or f"gateway answered {self.error_status}"),
-            end=True,
-        )  # fmt: skip
 
 
 class H2ServerProtocol(asyncio.Protocol):
@@ -269,7 +133,7 @@ class H2ServerProtocol(asyncio.Protocol):
         # enforced from the first frame, not only once the client acknowledged SETTINGS
         self.h2.decoder.max_header_list_size = limits.max_header_list_size
         self.transport: asyncio.Transport | None = None
-        self.streams: dict[int, _Stream] = {}
+        self.streams: dict[int, Stream] = {}
         self.closed = False
         self.draining = False
         self.write_paused = False
@@ -430,7 +294,7 @@ class H2ServerProtocol(asyncio.Protocol):
                 has_length = True
             headers.append((name, value))
         is_grpc = grpc.is_grpc(headers)
-        stream = _Stream(self, sid, ended=ended, grpc=is_grpc)
+        stream = Stream(self, sid, ended=ended, grpc=is_grpc)
         self.streams[sid] = stream
         if method == b"CONNECT":
             self._answer(stream, 405, "CONNECT is not allowed")
@@ -478,7 +342,7 @@ class H2ServerProtocol(asyncio.Protocol):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run(self, stream: _Stream, scope: dict[str, Any]) -> None:
+    async def _run(self, stream: Stream, scope: dict[str, Any]) -> None:
         try:
             await self.app(scope, stream.receive, stream.send)
         except asyncio.CancelledError:
@@ -486,18 +350,18 @@ class H2ServerProtocol(asyncio.Protocol):
         except Exception:
             log.exception("h2 stream %d of %s failed", stream.id, self.client)
             if not stream.started:
-                await _answer_async(stream, 500, "internal error")
+                await answer(stream, 500, "internal error")
             elif not stream.sent_end:
                 self.reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
             return
         if not stream.started:
-            await _answer_async(stream, 500, "no response")
+            await answer(stream, 500, "no response")
         elif not stream.sent_end and not stream.reset:
             self.reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
         self._stream_done(stream)
 
-    def _answer(self, stream: _Stream, status: int, text: str) -> None:
-        self.loop.create_task(_answer_async(stream, status, text))
+    def _answer(self, stream: Stream, status: int, text: str) -> None:
+        self.loop.create_task(answer(stream, status, text))
 
     # ------------------------------------------------------------ output
     def flush(self) -> None:
@@ -525,7 +389,7 @@ class H2ServerProtocol(asyncio.Protocol):
         self.flush()
 
     def send_headers(
-        self, stream: _Stream, headers: list[tuple[bytes, bytes]], *, end: bool
+        self, stream: Stream, headers: list[tuple[bytes, bytes]], *, end: bool
     ) -> None:
         if self.closed or stream.reset:
             return
@@ -539,7 +403,7 @@ class H2ServerProtocol(asyncio.Protocol):
             stream.sent_end = True
             self._stream_done(stream)
 
-    async def send_data(self, stream: _Stream, data: bytes, *, end: bool) -> None:
+    async def send_data(self, stream: Stream, data: bytes, *, end: bool) -> None:
         view = memoryview(data)
         while True:
             if self.closed or stream.reset:
@@ -586,20 +450,20 @@ class H2ServerProtocol(asyncio.Protocol):
                 self._drain_waiters.append(waiter)
                 await waiter
 
-    def reset_stream(self, stream: _Stream, code: h2.errors.ErrorCodes) -> None:
+    def reset_stream(self, stream: Stream, code: h2.errors.ErrorCodes) -> None:
         if not self.closed and not stream.reset:
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.h2.reset_stream(stream.id, code)
                 self.flush()
         self._reset_stream(stream)
 
-    def _reset_stream(self, stream: _Stream) -> None:
+    def _reset_stream(self, stream: Stream) -> None:
         stream.reset = True  # receive() -> http.disconnect, send() -> nothing
         stream.event.set()
         self.streams.pop(stream.id, None)
         self._maybe_close()
 
-    def _stream_done(self, stream: _Stream) -> None:
+    def _stream_done(self, stream: Stream) -> None:
         if stream.sent_end and (stream.ended or stream.reset):
             self.streams.pop(stream.id, None)
             self._idle_since = self.loop.time()
@@ -672,18 +536,3 @@ class H2ServerProtocol(asyncio.Protocol):
             self.close()
             return
         self._schedule()
-
-
-async def _answer_async(stream: _Stream, status: int, text: str) -> None:
-    body = text.encode() + b"\n"
-    await stream.send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await stream.send({"type": "http.response.body", "body": body, "more_body": False})

@@ -147,8 +147,11 @@ class H2Stream:
         conn.finished(self)
 
     def release(self) -> None:
-        """The exchange is over (both sides ended)."""
-        if not self.ended:
+        """The exchange is over: a stream still open on either side is reset (a server that
+        answered before reading the whole request leaves ours open: it would count
+        against the peer's concurrent-stream limit for ever)."""
+        state = self.conn.h2.streams.get(self.id)
+        if not self.ended or (state is not None and not state.closed):
             self.reset()
         else:
             self.conn.finished(self)

@@ -57,16 +57,25 @@ class _Replay:
         return not self.overflow
 
     async def pump(self, stream: H2Stream) -> None:
-        """Send the body into ``stream``: what is kept, then the rest as it arrives."""
-        for chunk in self.chunks:
-            await stream.write(chunk)
+        """Send the body into ``stream`` (what is kept, then the rest as it arrives; the
+        last piece carries END_STREAM), then watch for the client leaving: one task per
+        try does both."""
+        if self.chunks:
+            for i, chunk in enumerate(self.chunks):
+                last = self.done and i == len(self.chunks) - 1 and not self.trailers
+                await stream.write(chunk, end=last)
+            if self.done and self.trailers:
+                stream.end(self.trailers)
+        elif self.done and self.trailers:
+            stream.end(self.trailers)
         while not self.done:
             msg = await self.receive()
             if msg["type"] != "http.request":
-                stream.reset()
+                stream.reset()  # the client left mid-body
                 return
             chunk = msg.get("body", b"")
-            if not msg.get("more_body", False):
+            more = msg.get("more_body", False)
+            if not more:
                 self.done = True
                 self.trailers = msg.get("fedgate.trailers")
             if chunk:
@@ -78,8 +87,12 @@ class _Replay:
                         self.chunks = []
                     else:
                         self.chunks.append(chunk)
-                await stream.write(chunk)
-        stream.end(self.trailers)
+                await stream.write(chunk, end=not more and not self.trailers)
+            if not more and (self.trailers or not chunk):
+                stream.end(self.trailers)
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        stream.reset()  # the client left: the relay ends
 
 
 def _request_headers(
@@ -184,13 +197,12 @@ async def forward_h2(
                         target_.host,
                         target_.port,
                         out,
-                        end=replay.done and not replay.chunks,
+                        end=replay.done and not replay.chunks and not replay.trailers,
                         ssl_context=target_.ssl,
                         server_hostname=target_.server_hostname,
                         connect_timeout=min(service.timeouts.connect, remaining),
                     )
-                    if not (replay.done and not replay.chunks):
-                        pump = asyncio.ensure_future(replay.pump(stream))
+                    pump = asyncio.ensure_future(replay.pump(stream))
                     await stream.read_head()
             except TimeoutError:
                 raise UpstreamError(
@@ -234,8 +246,6 @@ async def forward_h2(
                     )
                     continue
             app._record(service, target_, breaker, ok=ok, t0=t0)
-            if pump is None or pump.done():  # nothing reads the client: notice it leaving
-                pump = asyncio.ensure_future(_watch_disconnect(receive, stream))
             try:
                 await _relay(stream, send, deadline - plane.clock(), is_grpc, trailers_ok)
             finally:
@@ -269,12 +279,6 @@ async def forward_h2(
             continue
         break
     raise _Reply(last[0], last[1])
-
-
-async def _watch_disconnect(receive: Receive, stream: H2Stream) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    stream.reset()  # the relay ends: the client is gone
 
 
 def _abandon(stream: H2Stream | None, pump: asyncio.Task[None] | None) -> None:

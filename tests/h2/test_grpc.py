@@ -321,3 +321,35 @@ async def test_a_cancelled_stream_is_cancelled_upstream() -> None:
             ch.close()
     assert got == [b"0", b"1", b"2"]
     assert ended
+
+
+async def test_an_early_answer_closes_the_upstream_stream() -> None:
+    """The backend answers (UNIMPLEMENTED) while the client is still streaming: no
+    upstream stream stays open against the backend's concurrent-stream limit. (grpcio
+    resets its side after such an answer; ``H2Stream.release`` also resets ours for a
+    server that does not.)"""
+    import threading
+
+    with EchoServer("b1") as b:
+        view = view_of([echo()], endpoints={("echo", "c1"): [b.address]})
+        async with running_gateway(view) as gw:
+            h, p = gw.addr()
+            ch = channel(f"{h}:{p}")
+            stop = threading.Event()
+
+            def endless() -> Any:
+                yield b"first"
+                stop.wait(5)  # the client keeps its side open
+
+            def calls() -> list[grpc.StatusCode]:
+                nope = ch.stream_unary("/test.Echo/Nope")
+                return [code_of(lambda: nope(endless(), timeout=10))[0] for _ in range(3)]
+
+            codes = await in_thread(calls)
+            stop.set()
+            pool = gw.gateway.plane.h2_pool
+            conns = [c for cs in pool._conns.values() for c in cs]
+            still_open = sum(c.h2.open_outbound_streams for c in conns)
+            ch.close()
+    assert codes == [grpc.StatusCode.UNIMPLEMENTED] * 3
+    assert conns and still_open == 0

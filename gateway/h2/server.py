@@ -13,7 +13,8 @@ A connection arrives here from :mod:`gateway.h2.listen` (ALPN ``h2`` on TLS, or 
   block (``limits.headerTimeout``: a CONTINUATION trickle is closed; h2 caps the frames
   of one block at 64);
 * **abuse budgets** per connection and window (:class:`H2Limits`): client stream resets
-  (rapid reset, CVE-2023-44487), SETTINGS frames, PINGs, and a cap on the bytes the
+  (rapid reset, CVE-2023-44487), SETTINGS frames, PINGs, DATA frames without payload
+  (CVE-2019-9518: they use no window), and a cap on the bytes the
   client leaves unread in our send buffer; past one, GOAWAY ``ENHANCE_YOUR_CALM`` and
   the connection closes. A reset stream's app sees ``http.disconnect`` (as on HTTP/1.1,
   its task is not cancelled: a cancellation would count as an upstream failure against
@@ -67,6 +68,7 @@ class H2Limits:
     max_resets: int = 200  # streams the client resets before they complete
     max_settings: int = 100
     max_pings: int = 100
+    max_empty_data: int = 100  # DATA frames without payload (they use no window)
     max_unread: int = 4 * 1024 * 1024  # bytes the client leaves in our send buffer
 
 
@@ -141,6 +143,7 @@ class H2ServerProtocol(asyncio.Protocol):
         self._resets = _Budget(limits.max_resets)
         self._settings = _Budget(limits.max_settings)
         self._pings = _Budget(limits.max_pings)
+        self._empty = _Budget(limits.max_empty_data)
         self._partial_since: float | None = None  # a header block or frame is incomplete
         self._idle_since = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
@@ -220,10 +223,14 @@ class H2ServerProtocol(asyncio.Protocol):
         elif isinstance(event, h2.events.DataReceived):
             stream = self.streams.get(event.stream_id)
             flow = event.flow_controlled_length or 0
-            if stream is None or stream.reset:
+            if not event.data:  # costs no window, so it needs a budget of its own
+                self.ack(event.stream_id, flow)
+                if event.stream_ended is None and not self._empty.spend(now, window):
+                    self._calm("empty DATA frame flood")
+            elif stream is None or stream.reset:
                 self.ack(event.stream_id, flow)
             else:
-                stream.body.append((event.data or b"", flow))
+                stream.body.append((event.data, flow))
                 stream.event.set()
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.get(event.stream_id)

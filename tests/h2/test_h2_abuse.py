@@ -163,3 +163,18 @@ async def test_client_resets_do_not_open_the_breaker(gw: tuple[RunningGateway, B
     await raw.outcome(timeout=1.0)
     raw.close()
     await still_serves(g)
+
+
+async def test_empty_data_frame_flood(gw: tuple[RunningGateway, Backend]) -> None:
+    """CVE-2019-9518: DATA frames without payload use no window; never queued, and a
+    flood of them ends the connection."""
+    from hyperframe.frame import DataFrame
+
+    g, _ = gw
+    raw = await RawH2.connect(*g.addr())
+    head = raw.headers(1, raw.request_block(AUTHORITY, "/slow?sleep=2"), end_stream=False)
+    raw.send(head + b"".join(DataFrame(1, data=b"").serialize() for _ in range(1000)))
+    out = await raw.outcome(timeout=10)
+    raw.close()
+    assert out.goaway == ENHANCE_YOUR_CALM and out.closed
+    await still_serves(g)

@@ -133,3 +133,45 @@ async def test_protocol_h2_upstream_from_http1_and_http2_clients() -> None:
     assert {(r.http_version, r.status_code) for r in two} == {("HTTP/2", 200)}
     assert dict(two[0].json()["headers"])["x-fedgate-hops"] == "2"
     assert conns == 1  # multiplexed
+
+
+def test_under_uvloop() -> None:
+    """The hand-over of a connection (``transport.set_protocol``) on uvloop's transports,
+    as ``fedgate serve`` runs: ALPN h2 over TLS, h2c, and a gRPC call."""
+    import uvloop
+
+    async def scenario() -> tuple[set[tuple[str, int]], str, bytes]:
+        ca = make_ca()
+        tls = build_contexts(public=True, east_west=False)
+        assert tls.public_server is not None
+        load_material(tls.public_server, leaf(ca, dns=("shop.test",)))
+        client_ctx = ssl.create_default_context(cadata=ca.pem)
+        client_ctx.check_hostname = False
+        settings = settings_for(listen={"public": "127.0.0.1:0", "publicTls": "127.0.0.1:0",
+                                        "admin": "127.0.0.1:0"})  # fmt: skip
+        async with Backend("b1", host="127.0.0.2") as b:
+            with EchoServer("e1") as e:
+                view = view_of(
+                    [service("shop", "shop.test"),
+                     service("echo", "echo.test", protocol="grpc")],
+                    endpoints={("shop", "c1"): [b.address], ("echo", "c1"): [e.address]},
+                )  # fmt: skip
+                async with running_gateway(view, settings=settings, tls=tls) as g:
+                    h, p = g.addr("public_tls")
+                    async with httpx.AsyncClient(http2=True, verify=client_ctx, timeout=10) as c:
+                        rs = await asyncio.gather(
+                            *(c.get(f"https://{h}:{p}/x", headers=H) for _ in range(10))
+                        )
+                    h, p = g.addr()
+                    async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as c:
+                        plain = await c.get(f"http://{h}:{p}/x", headers=H)
+                    ch = channel(f"{h}:{p}")
+                    reply = await asyncio.to_thread(lambda: unary(ch)(b"uv", timeout=10))
+                    ch.close()
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        return {(r.http_version, r.status_code) for r in rs}, plain.http_version, reply
+
+    tls_versions, plain_version, reply = uvloop.run(scenario())
+    assert tls_versions == {("HTTP/2", 200)}
+    assert plain_version == "HTTP/2"
+    assert reply == b"e1:uv"

@@ -65,10 +65,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a manifest without touching anything")
     p.add_argument("file")
 
-    p = sub.add_parser("apply", help="register a manifest in etcd in one transaction")
+    p = sub.add_parser("apply", help="register a manifest in etcd (guarded, at any size)")
     p.add_argument("file")
     p.add_argument("--dry-run", action="store_true", help="show the diff, write nothing")
     p.add_argument("--prune", action="store_true", help="remove what the manifest no longer names")
+    p.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="with --dry-run: exit 0 when nothing would change, 1 when something would",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="take over an unfinished apply's barrier, or overwrite another federation's prefix",
+    )
+    p.add_argument(
+        "--max-txn-ops",
+        type=int,
+        default=None,
+        help="operations per etcd transaction when etcd cannot be asked (default 128)",
+    )
+    p.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=None,
+        help="bytes per etcd request, at most (default 1572864, etcd's own default)",
+    )
     _connection_flags(p)
 
     p = sub.add_parser("serve", help="run one gateway")
@@ -84,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_flags(p)
 
     p = sub.add_parser("explain", help="why a request would go where it goes")
-    p.add_argument("--host", required=True)
+    p.add_argument("--host", help="required unless --dns is given")
+    p.add_argument("--dns", metavar="HOST", help="explain the DNS answer for HOST instead")
+    p.add_argument("--client", metavar="CIDR", help="with --dns: the client's address/network")
     p.add_argument("--path", default="/")
     p.add_argument("--method", default="GET")
     p.add_argument("--from", dest="from_cluster", help="the cluster the request enters")

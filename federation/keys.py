@@ -13,6 +13,8 @@ key                                         value                       written 
 ``{p}endpoints/{service}/{cluster}/{src}``  [Endpoint, ...]             discovery, lease
 ``{p}health/{observer}``                    [Observation, ...]          gateway, lease
 ``{p}ratelimit/{service}``                  (reserved)                  -
+``{p}generation``                           {"generation", "applied"}   fedgate apply
+``{p}applying``                             the apply barrier           fedgate apply
 ==========================================  ==========================  =============
 
 ``fedgate apply`` owns ``federation``, ``clusters/`` and ``services/`` (the *config*
@@ -35,9 +37,11 @@ class Kind(StrEnum):
     GATEWAY = "gateways"
     ENDPOINTS = "endpoints"
     HEALTH = "health"
+    GENERATION = "generation"
+    APPLYING = "applying"
 
 
-CONFIG_KINDS = frozenset({Kind.FEDERATION, Kind.CLUSTER, Kind.SERVICE})
+CONFIG_KINDS = frozenset({Kind.FEDERATION, Kind.CLUSTER, Kind.SERVICE, Kind.GENERATION})
 
 # how many path parts follow the kind's folder
 _ARITY = {
@@ -47,6 +51,8 @@ _ARITY = {
     Kind.GATEWAY: 2,
     Kind.ENDPOINTS: 3,
     Kind.HEALTH: 1,
+    Kind.GENERATION: 0,
+    Kind.APPLYING: 0,
 }
 
 
@@ -99,10 +105,16 @@ class KeyLayout:
     def health(self, observer: str) -> str:
         return f"{self.prefix}{Kind.HEALTH}/{observer}"
 
+    def generation(self) -> str:
+        return f"{self.prefix}{Kind.GENERATION}"
+
+    def applying(self) -> str:
+        return f"{self.prefix}{Kind.APPLYING}"
+
     def folder(self, kind: Kind) -> str:
         """The prefix of every key of one kind (``{p}clusters/``)."""
-        if kind is Kind.FEDERATION:
-            return self.federation()
+        if _ARITY[kind] == 0:
+            return f"{self.prefix}{kind}"
         return f"{self.prefix}{kind}/"
 
     # -- parsing

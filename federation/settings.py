@@ -41,8 +41,25 @@ class Listen(_Model):
     public_tls: str | None = Field(default=None, alias="publicTls")
     east_west: str | None = Field(default="0.0.0.0:15443", alias="eastWest")
     admin: str = "127.0.0.1:9901"
+    dns: str | None = None  # authoritative DNS, UDP and TCP on the same port; None: off
 
-    _hp = field_validator("public", "public_tls", "east_west", "admin")(_check_hostport)
+    _hp = field_validator("public", "public_tls", "east_west", "admin", "dns")(_check_hostport)
+
+
+class DnsSettings(_Model):
+    """The authoritative DNS listener (``listen.dns``); see docs/dns.md."""
+
+    # host:port published in the gateway record: the NS glue other gateways answer with;
+    # default: the bound address of listen.dns (when it is not a wildcard address)
+    advertise: str | None = None
+    # response-rate limiting per client network (/24, /56): responses per second, 0: off
+    responses_per_second: float = Field(default=100.0, alias="responsesPerSecond", ge=0)
+    burst: int = Field(default=200, ge=1)
+    # of the responses over the limit, every slip-th goes out truncated (TC: ask over
+    # TCP) instead of being dropped, so a real client behind a spoofed flood still gets in
+    slip: int = Field(default=2, ge=0)
+
+    _hp = field_validator("advertise")(_check_hostport)
 
 
 class EtcdSettings(_Model):
@@ -143,6 +160,7 @@ class GatewaySettings(_Model):
     trusted_proxies: tuple[str, ...] = Field(default=(), alias="trustedProxies")
     limits: Limits = Limits()
     telemetry: Telemetry = Telemetry()
+    dns: DnsSettings = DnsSettings()
     # development only: east-west in plain HTTP, no mutual TLS (demo and tests without Vault)
     insecure_east_west: bool = Field(default=False, alias="insecureEastWest")
     # development only: a manifest file as the view source instead of etcd
@@ -185,6 +203,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "FEDGATE_LISTEN_PUBLIC": "listen.public",
     "FEDGATE_LISTEN_ADMIN": "listen.admin",
     "FEDGATE_LISTEN_EAST_WEST": "listen.eastWest",
+    "FEDGATE_LISTEN_DNS": "listen.dns",
 }
 _LISTS = {"etcd.endpoints", "trustedProxies"}
 

@@ -24,6 +24,14 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         raise CommandError(
             "explain asks a gateway: give --admin URL (or FEDGATE_ADMIN) and --token", 2
         )
+    if getattr(args, "dns", None):
+        from federation.commands.explain_dns import run_dns
+
+        return run_dns(args, stream)
+    if getattr(args, "client", None):
+        raise CommandError("--client goes with --dns HOST", 2)
+    if not args.host:
+        raise CommandError("give --host HOST (a request) or --dns HOST (a DNS answer)", 2)
     params = {"host": args.host, "path": args.path or "/", "method": args.method or "GET"}
     if args.from_cluster:
         params["from"] = args.from_cluster

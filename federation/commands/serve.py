@@ -121,6 +121,7 @@ class GatewayProcess:
         from federation.model import GatewayRecord, RoutingView
         from federation.ratelimit_share import live_gateway_count
         from gateway.balancer import Balancer
+        from gateway.config import DataPlaneSettings
         from gateway.passive import PassiveStats
         from gateway.placement import Placement
         from gateway.ratelimit import RateLimiter
@@ -238,6 +239,7 @@ class GatewayProcess:
                 out["discovery"] = self.discovery.status()
             return out
 
+        dns_server, dns_report = _dns_parts(s, holder, telemetry)
         admin_app = create_admin_app(
             holder=holder,
             token=token,
@@ -247,9 +249,10 @@ class GatewayProcess:
             explain=explain,
             ready=ready,
             status=status,
+            dns=dns_report,
         )
         gateway = Gateway(
-            settings=s,
+            settings=DataPlaneSettings.from_settings(s),
             holder=holder,
             placement=placement,
             balancer=balancer,
@@ -263,6 +266,7 @@ class GatewayProcess:
         )
         try:
             await gateway.start()
+            dns_address = await _start_dns(s, dns_server)
         except OSError as exc:
             raise StartupError(f"cannot bind a listener: {exc.strerror or exc}") from None
 
@@ -277,6 +281,7 @@ class GatewayProcess:
                 east_west=_east_west_url(s, bound.get("east_west")),
                 admin=_addr(bound.get("admin")),
                 started_at=time.time(),
+                dns=dns_address,
             )
             registration = GatewayRegistration(lease, layout, record)
             on_view(holder.view)
@@ -308,6 +313,8 @@ class GatewayProcess:
 
         log.info("draining", timeout=s.limits.drain_timeout)
         await gateway.drain(s.limits.drain_timeout)
+        if dns_server is not None:
+            await dns_server.close()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -378,6 +385,37 @@ class GatewayProcess:
                 )
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=2.0)
+
+
+def _dns_parts(s: GatewaySettings, holder: Any, telemetry: Any) -> tuple[Any, Any]:
+    """The DNS listener and its admin side when ``listen.dns`` is set, else (None, None)."""
+    if not s.listen.dns:
+        return None, None
+    from gateway.dns import DnsAnswers, DnsServer, Responder
+    from gateway.dns.metrics import DnsCollector
+    from gateway.dns.report import DnsReport
+
+    answers = DnsAnswers()
+    server = DnsServer(
+        holder,
+        Responder(answers),
+        responses_per_second=s.dns.responses_per_second,
+        burst=s.dns.burst,
+        slip=s.dns.slip,
+    )
+    if s.telemetry.metrics:
+        telemetry.registry.register(DnsCollector(server.stats))
+    return server, DnsReport(answers, holder, server)
+
+
+async def _start_dns(s: GatewaySettings, server: Any) -> str:
+    """Bind the DNS listener; the address to advertise in the gateway record ("" if none)."""
+    if server is None or not s.listen.dns:
+        return ""
+    host, port = await server.start(s.listen.dns)
+    advertise = s.dns.advertise or ("" if host in ("0.0.0.0", "::", "") else _addr((host, port)))
+    server.responder.answers.set_own(s.cluster, advertise)
+    return advertise
 
 
 def explain_request(

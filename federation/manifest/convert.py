@@ -16,11 +16,15 @@ from federation.model import (
     Federation,
     HealthCheck,
     KubernetesDiscovery,
+    NearestRule,
+    PublicEntry,
     RateLimit,
     Retries,
     Route,
     Service,
+    ServiceDns,
     Timeouts,
+    Zone,
 )
 
 
@@ -40,6 +44,35 @@ def cluster(doc: schema.ClusterDoc) -> Cluster:
             else None
         ),
         labels=MappingProxyType(dict(doc.labels)),
+        public_entry=(
+            PublicEntry(
+                addresses=tuple(doc.public_entry.addresses or ()),
+                hostname=doc.public_entry.hostname or "",
+            )
+            if doc.public_entry is not None
+            else None
+        ),
+    )
+
+
+def service_dns(doc: schema.ServiceDnsDoc) -> ServiceDns:
+    return ServiceDns(
+        strategy=doc.strategy,
+        ttl=doc.ttl,
+        order=tuple(doc.order or ()),
+        nearest=tuple(
+            NearestRule(network=values.parse_network(n.cidr), clusters=tuple(n.clusters))
+            for n in doc.nearest or ()
+        ),
+    )
+
+
+def zone(doc: schema.ZoneDoc) -> Zone:
+    return Zone(
+        name=doc.name,
+        hostmaster=doc.hostmaster or "",
+        ttl=doc.ttl,
+        negative_ttl=doc.negative_ttl,
     )
 
 
@@ -106,6 +139,7 @@ def service(doc: schema.ServiceDoc) -> Service:
         timeouts=Timeouts(connect=to.connect, request=to.request, idle=to.idle),
         max_body_bytes=doc.max_body_bytes,
         protocol=doc.protocol,
+        dns=service_dns(doc.dns),
     )
 
 
@@ -114,4 +148,5 @@ def federation(doc: schema.ManifestDoc) -> Federation:
         name=doc.metadata.name,
         clusters=tuple(cluster(c) for c in doc.clusters),
         services=tuple(service(s) for s in doc.services),
+        zones=tuple(zone(z) for z in doc.zones),
     )

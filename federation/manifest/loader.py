@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from federation.manifest import checks, convert, schema
+from federation.manifest.compose import gc_paused
 from federation.manifest.errors import Issue, ManifestError
 from federation.manifest.source import Document, Path, SourceError, format_path, read_yaml
 from federation.manifest.values import show_value
@@ -148,6 +149,11 @@ def parse(text: str, *, filename: str = "<manifest>") -> Federation:
 
 def check(text: str, *, filename: str = "<manifest>") -> Checked:
     """:func:`parse`, and keep the warnings."""
+    with gc_paused():  # one large acyclic tree: the collector's passes cost more than it
+        return _check(text, filename=filename)
+
+
+def _check(text: str, *, filename: str) -> Checked:
     try:
         doc = read_yaml(text, filename=filename)
     except SourceError as exc:

@@ -59,6 +59,14 @@ def parse_timeout(value: bytes) -> float | None:
     return int(digits) * scale if scale is not None else None
 
 
+def call_timeout(headers: Iterable[tuple[bytes, bytes]]) -> float | None:
+    """The call's ``grpc-timeout`` in seconds (None: absent or malformed)."""
+    for name, value in headers:
+        if name == b"grpc-timeout":
+            return parse_timeout(value)
+    return None
+
+
 def status_from_http(status: int) -> int:
     return _FROM_HTTP.get(status, CODES["UNKNOWN"])
 

@@ -77,7 +77,7 @@ def test_settings_module_terraform_test(tf: Terraform, tmp_path: Path) -> None:
     assert init.returncode == 0, init.output
     result = tf.run("test", "-no-color", cwd=SETTINGS_MODULE, data_dir=data, timeout=300)
     assert result.returncode == 0, result.output
-    assert "4 passed, 0 failed" in result.output, result.output
+    assert "5 passed, 0 failed" in result.output, result.output
     assert not (SETTINGS_MODULE / "terraform.tfstate").exists()
 
 

@@ -73,6 +73,7 @@ locals {
             admin    = var.listen.admin
           },
           try(length(var.listen.public_tls), 0) == 0 ? {} : { publicTls = var.listen.public_tls },
+          var.listen.dns == "" ? {} : { dns = var.listen.dns },
         )
         etcd = {
           endpoints = var.etcd_endpoints
@@ -101,6 +102,18 @@ locals {
         }
         snapshot = var.snapshot_path
       },
+      lookup(var.dns_advertise, name, "") == "" ? {} : { dns = { advertise = var.dns_advertise[name] } },
     )
+  }
+
+  # the federation's DNS zones and, per zone, the NS names a parent zone delegates to
+  # (one per cluster: ns-<cluster>.<zone>) with their glue (docs/dns.md)
+  zones = [for z in try(local.manifest.zones, []) : lower(z.name)]
+  dns_delegation = {
+    for z in local.zones : z => {
+      for name in keys(local.all_clusters) : "ns-${name}.${z}" => (
+        lookup(var.dns_advertise, name, "") == "" ? null : regex("^\\[?([^]]*?)\\]?:[0-9]+$", var.dns_advertise[name])[0]
+      )
+    }
   }
 }

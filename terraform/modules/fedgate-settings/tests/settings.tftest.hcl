@@ -180,3 +180,36 @@ run "refuses_a_file_that_is_not_a_federation" {
 
   expect_failures = [var.manifest_path]
 }
+
+run "dns_listener_zones_and_delegation" {
+  command = apply
+
+  variables {
+    manifest_path = "tests/fixtures/dns.yaml"
+    listen        = { dns = "0.0.0.0:53" }
+    dns_advertise = { "aws-1" = "203.0.113.53:53" }
+  }
+
+  assert {
+    condition     = alltrue([for name, text in output.settings : yamldecode(text).listen.dns == "0.0.0.0:53"])
+    error_message = "listen.dns not rendered"
+  }
+
+  assert {
+    condition     = yamldecode(output.settings["aws-1"]).dns.advertise == "203.0.113.53:53" && !can(yamldecode(output.settings["gcp-1"]).dns)
+    error_message = "dns.advertise rendered only where dns_advertise names the cluster"
+  }
+
+  assert {
+    condition = output.dns == {
+      zones = ["gslb.acme.com"]
+      delegation = {
+        "gslb.acme.com" = {
+          "ns-aws-1.gslb.acme.com" = "203.0.113.53"
+          "ns-gcp-1.gslb.acme.com" = null
+        }
+      }
+    }
+    error_message = "zones and NS delegation not rendered"
+  }
+}

@@ -1,0 +1,213 @@
+"""The ASGI side of the try loop: send each try through its transport, decide on the
+answer, relay it to the client (streaming, with deadlines both ways).
+
+Deadlines: everything up to the answer's head within ``timeouts.request`` from the
+request's start (a request body that an upstream does not take fails the try then); while
+an answer's body streams, ``timeouts.request`` is an idle limit in each direction: no
+byte from the upstream for that long, or a client that takes nothing for that long, cuts
+the exchange (the upstream connection is closed, never pinned by a stalled client).
+
+gRPC calls (``protocol: grpc`` services, ``content-type: application/grpc``) take three
+protocol steps in the same loop: ``grpc-timeout`` becomes the deadline (never later than
+``timeouts.request``; it also bounds the wait for each try's head and the answer's
+streaming); an answer whose ``grpc-status`` is in ``retries.grpcStatus`` (UNAVAILABLE by
+default) is a failed try, retried like a 503 but whatever the method; response trailers
+are relayed (ASGI ``http.response.trailers``) and a failure mid-answer ends the call with
+a gRPC status in the trailers rather than a broken stream. Gateway errors become
+trailers-only gRPC answers in the HTTP/2 server (``gateway/h2/stream.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from gateway import hygiene
+from gateway.bodies import RequestBody
+from gateway.failures import FailureKind, Reply, status_for
+from gateway.h2 import grpc
+from gateway.h2.transport import H2Answer
+from gateway.hygiene import FORWARDED_HEADER, PEER_HEADER
+from gateway.pipeline import Exchange
+from gateway.proxy import UpstreamError
+from gateway.transport import Answer, Transport
+from gateway.types import Message, Receive, Send
+
+_STATUS = FailureKind.STATUS
+
+
+async def forward(
+    ex: Exchange,
+    receive: Receive,
+    send: Send,
+    *,
+    method: str,
+    path: bytes,
+    host: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: RequestBody,
+    trailers: bool = False,
+) -> int:
+    """Try the plan and relay the answer; returns the status sent (raises Reply).
+    ``trailers``: the client takes response trailers (the ASGI extension)."""
+    plane = ex.plane
+    service = ex.service
+    loop = asyncio.get_running_loop()
+    remote_headers: list[tuple[bytes, bytes]] | None = None
+    is_grpc = service.protocol == "grpc" and grpc.is_grpc(headers)
+    call_deadline = False
+    if is_grpc:  # gRPC: the call's own deadline
+        seconds = grpc.call_timeout(headers)
+        if seconds is not None and loop.time() + seconds < ex.deadline:
+            ex.deadline = loop.time() + seconds
+            call_deadline = True
+    while ex.next_try():
+        target = ex.target
+        assert target is not None
+        hdrs: Sequence[tuple[bytes, bytes]] = headers
+        if target.remote:
+            if remote_headers is None:
+                remote_headers = [*headers, (FORWARDED_HEADER, plane.cluster_bytes)]
+                if ex.peer_id:
+                    remote_headers.append((PEER_HEADER, ex.peer_id.encode("latin-1")))
+            hdrs = remote_headers
+        transport = plane.transport(target)
+        try:
+            conn = await transport.send(
+                target, method=method, path=path, host=host, headers=hdrs, body=body,
+                receive=receive, connect_timeout=service.timeouts.connect,
+                per_try=ex.deadline - loop.time() if call_deadline else ex.per_try,
+                deadline=ex.deadline,
+            )  # fmt: skip
+        except UpstreamError as failure:
+            ex.record(False)
+            ex.last = (status_for(failure.kind), str(failure))
+            if ex.retry(
+                failure.kind, status=None, sent=failure.sent, replayable=body.replayable,
+                now=loop.time(),
+            ):  # fmt: skip
+                continue
+            break
+        except Reply as reply:
+            ex.record(None if reply.client_fault else False)
+            raise
+        except BaseException:
+            ex.record(None)  # cancelled: the client's connection is gone
+            raise
+        status = conn.status
+        code = grpc.status_of(conn.headers) if is_grpc else None  # a trailers-only answer
+        grpc_failed = code is not None and code in service.retries.grpc_status
+        if status >= 500 or grpc_failed:
+            ex.record(False)
+            if ex.retry(
+                _STATUS, status=status, sent=True, replayable=body.replayable,
+                now=loop.time(), judged=grpc_failed,
+            ):  # fmt: skip
+                ex.last = (503 if grpc_failed else status, f"upstream answered {status}")
+                transport.done(conn)
+                continue
+        else:
+            ex.record(True)
+        await relay(
+            conn, transport, send, receive, idle=service.timeouts.request,
+            watch=body.done and not transport.watches_client, trailers=trailers,
+            grpc_until=ex.deadline if is_grpc else None,
+        )  # fmt: skip
+        return status
+    raise Reply(*ex.last)
+
+
+async def relay(
+    conn: Answer,
+    transport: Transport,
+    send: Send,
+    receive: Receive,
+    *,
+    idle: float,
+    watch: bool,
+    trailers: bool = False,
+    grpc_until: float | None = None,
+) -> None:
+    """Send the upstream's answer to the client, streaming its body; its trailers too
+    when the client takes them (``trailers``). ``grpc_until``: a gRPC call, which must
+    end by then (a loop time) and ends with a gRPC status if the answer fails midway."""
+    status = conn.status
+    out = hygiene.response_headers(conn.headers, status)
+    h2answer = conn if isinstance(conn, H2Answer) else None
+    tail = h2answer.trailers if h2answer is not None else None
+    whole = conn.take_all()
+    if whole is not None:  # the common case: everything is here already
+        transport.done(conn)
+        start: dict[str, object] = {"type": "http.response.start", "status": status}
+        if tail and not whole:
+            out += tail  # no body: one header block (a gRPC trailers-only answer)
+            tail = None
+        elif tail and trailers:
+            start["trailers"] = True
+        start["headers"] = out
+        await send(start)
+        await send({"type": "http.response.body", "body": whole, "more_body": False})
+        if tail and trailers:
+            await send({"type": "http.response.trailers", "headers": list(tail)})
+        return
+    conn.set_idle_timeout(idle)
+    trailing = trailers and h2answer is not None
+    watcher: asyncio.Task[None] | None = None
+    if watch:
+        # a streamed answer: notice the client going away (receive() returns then)
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, conn))
+    try:
+        start = {"type": "http.response.start", "status": status, "headers": out}
+        if trailing:
+            start["trailers"] = True
+        await send(start)
+        while True:
+            if grpc_until is None:
+                chunk = await conn.read_body()
+            else:
+                try:
+                    async with asyncio.timeout_at(grpc_until):
+                        chunk = await conn.read_body()
+                except TimeoutError:
+                    raise UpstreamError(
+                        FailureKind.TIMEOUT, "deadline exceeded", sent=True
+                    ) from None
+            if not chunk:
+                break
+            try:
+                async with asyncio.timeout(idle):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except TimeoutError:
+                transport.done(conn, reuse=False)
+                raise Reply(499, "client stopped reading") from None
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except UpstreamError as failure:
+        transport.done(conn, reuse=False)
+        if grpc_until is not None and trailing:  # the call ends with a status
+            code = (
+                grpc.DEADLINE_EXCEEDED
+                if failure.kind is FailureKind.TIMEOUT
+                else (grpc.UNAVAILABLE)
+            )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send(
+                {"type": "http.response.trailers",
+                 "headers": grpc.error_headers(code, str(failure))[2:]}
+            )  # fmt: skip
+            return
+        raise Reply(499, "upstream failed mid-response") from None
+    finally:
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
+    if h2answer is not None and trailing:
+        await send({"type": "http.response.trailers", "headers": list(h2answer.trailers)})
+    transport.done(conn)
+
+
+async def _watch_disconnect(receive: Receive, conn: Answer) -> None:
+    while True:
+        msg: Message = await receive()
+        if msg["type"] == "http.disconnect":
+            if not conn.complete:
+                conn.close()
+            return

@@ -111,7 +111,7 @@ async def forward(
         await relay(
             conn, transport, send, receive, idle=service.timeouts.request,
             watch=body.done and not transport.watches_client, trailers=trailers,
-            grpc_until=ex.deadline if is_grpc else None,
+            grpc_call=is_grpc, until=ex.deadline if call_deadline else None,
         )  # fmt: skip
         return status
     raise Reply(*ex.last)
@@ -126,11 +126,13 @@ async def relay(
     idle: float,
     watch: bool,
     trailers: bool = False,
-    grpc_until: float | None = None,
+    grpc_call: bool = False,
+    until: float | None = None,
 ) -> None:
     """Send the upstream's answer to the client, streaming its body; its trailers too
-    when the client takes them (``trailers``). ``grpc_until``: a gRPC call, which must
-    end by then (a loop time) and ends with a gRPC status if the answer fails midway."""
+    when the client takes them (``trailers``). ``grpc_call``: the answer ends with a
+    gRPC status in the trailers if it fails midway; ``until``: the call's deadline (a
+    loop time, from ``grpc-timeout``), by which the whole answer must be through."""
     status = conn.status
     out = hygiene.response_headers(conn.headers, status)
     h2answer = conn if isinstance(conn, H2Answer) else None
@@ -162,11 +164,11 @@ async def relay(
             start["trailers"] = True
         await send(start)
         while True:
-            if grpc_until is None:
+            if until is None:
                 chunk = await conn.read_body()
             else:
                 try:
-                    async with asyncio.timeout_at(grpc_until):
+                    async with asyncio.timeout_at(until):
                         chunk = await conn.read_body()
                 except TimeoutError:
                     raise UpstreamError(
@@ -183,7 +185,7 @@ async def relay(
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except UpstreamError as failure:
         transport.done(conn, reuse=False)
-        if grpc_until is not None and trailing:  # the call ends with a status
+        if grpc_call and trailing:  # the call ends with a status
             code = (
                 grpc.DEADLINE_EXCEEDED
                 if failure.kind is FailureKind.TIMEOUT

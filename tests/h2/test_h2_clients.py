@@ -135,6 +135,35 @@ async def test_protocol_h2_upstream_from_http1_and_http2_clients() -> None:
     assert conns == 1  # multiplexed
 
 
+async def test_fast_path_declines_an_h2_service_sharing_an_endpoint() -> None:
+    """An ``http`` and an ``h2`` service on one endpoint (a gateway listener speaks both):
+    a plain GET to the h2 one never takes the fast path's idle HTTP/1.1 connection, it
+    goes through the H2 transport (before the fix it was served over HTTP/1.1)."""
+    async with Backend("b1", host="127.0.0.2") as b:
+        inner_view = view_of([service("web", "web.test"), service("shop", "shop.test")],
+                             endpoints={("web", "c1"): [b.address],
+                                        ("shop", "c1"): [b.address]})  # fmt: skip
+        async with running_gateway(inner_view) as inner:
+            h, p = inner.addr()
+            ep = {("web", "c1"): [f"{h}:{p}"], ("shop", "c1"): [f"{h}:{p}"]}
+            view = view_of(
+                [service("web", "web.test"), service("shop", "shop.test", protocol="h2")],
+                endpoints=ep,
+            )
+            async with running_gateway(view, fast_path=True) as outer:
+                plane = outer.gateway.plane
+                async with httpx.AsyncClient(timeout=10) as c:
+                    web = [await c.get(outer.url() + "/w", headers={"host": "web.test"})
+                           for _ in range(3)]  # fmt: skip
+                    served = plane.fast_served
+                    shop = [await c.get(outer.url() + "/s", headers=H) for _ in range(3)]
+                conns = plane.h2_pool.connections(h, p)
+    assert [r.status_code for r in web + shop] == [200] * 6
+    assert served >= 1  # the http service did take the fast path
+    assert plane.fast_served == served  # the h2 one never did
+    assert conns == 1
+
+
 def test_under_uvloop() -> None:
     """The hand-over of a connection (``transport.set_protocol``) on uvloop's transports,
     as ``fedgate serve`` runs: ALPN h2 over TLS, h2c, and a gRPC call."""

@@ -6,7 +6,8 @@ answer. The pieces live by concern:
   limit (429);
 * ``bodies.py``: the request body (buffered and replayable, or streamed; 408/413/499);
 * ``pipeline.py``: the try loop's state machine (:class:`Exchange`), shared by all paths;
-* ``transport.py``: sending one try to an upstream (HTTP/1.1 pool today);
+* ``transport.py``: sending one try to an upstream (HTTP/1.1 pool; HTTP/2 in
+  ``h2/transport.py``);
 * ``forward.py``: the ASGI try loop and the relay of the answer;
 * ``fastpath.py``: plain GETs served by callbacks, an optimisation of the same machine;
 * ``websocket.py``: WebSocket tunnels through the same admission and try loop.

@@ -114,6 +114,7 @@ class DataPlane:
         self._hop_peers: dict[str, bool] = {}  # peer identity -> may speak for a gateway
         self.body_timeout = settings.limits.header_timeout  # idle limit while a body arrives
         self._locals: dict[str, Target] = {}  # endpoint address -> target (immutable)
+        self._locals_h2: dict[str, Target] = {}  # the same, for h2 / grpc services
         self.hosts: dict[bytes, str] = {}  # Host header -> host name (a parse cache)
         self.fast_served = 0  # requests served by callbacks, without an ASGI task
         self._remotes: dict[tuple[str, str], Target | None] = {}
@@ -155,6 +156,8 @@ class DataPlane:
             self._remotes = {}
             if len(self._locals) > 10000:
                 self._locals = {}
+            if len(self._locals_h2) > 10000:
+                self._locals_h2 = {}
 
     # ------------------------------------------------------------ targets
     def local_target(
@@ -167,15 +170,15 @@ class DataPlane:
         if ep is None:
             return None
         address = ep.address
-        target = self._locals.get(address)
-        protocol = upstream_protocol(service)
-        if target is None or target.cluster != cluster or target.protocol != protocol:
+        cache = self._locals if service.protocol == "http" else self._locals_h2
+        target = cache.get(address)
+        if target is None or target.cluster != cluster:
             try:
                 host, port = split_host_port(address)
             except ValueError:
                 return None  # the view's validation keeps these out
-            target = self._locals[address] = Target(
-                cluster, address, host, port, remote=False, protocol=protocol
+            target = cache[address] = Target(
+                cluster, address, host, port, remote=False, protocol=upstream_protocol(service)
             )
         return target
 

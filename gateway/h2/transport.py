@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Sequence
 
 from gateway.bodies import RequestBody
-from gateway.failures import FailureKind
+from gateway.failures import FailureKind, Reply
 from gateway.h2.client import H2Pool, H2Stream
 from gateway.proxy import UpstreamError
 from gateway.transport import TargetLike
@@ -35,7 +35,7 @@ class H2Answer:
 
     __slots__ = ("idle", "pump", "stream")
 
-    def __init__(self, stream: H2Stream, pump: asyncio.Task[None] | None) -> None:
+    def __init__(self, stream: H2Stream, pump: asyncio.Task[bool] | None) -> None:
         self.stream = stream
         self.pump = pump
         self.idle: float | None = None
@@ -89,8 +89,11 @@ class H2Answer:
 
     def finish(self) -> None:
         pump = self.pump
-        if pump is not None and not pump.done():
-            pump.cancel()
+        if pump is not None:
+            if not pump.done():
+                pump.cancel()
+            elif not pump.cancelled():
+                pump.exception()  # retrieved (a 413 after the head: the relay ends anyway)
         self.stream.release()
 
 
@@ -132,7 +135,7 @@ class H2Transport:
                 break
         kept = body.prefix if body.buffered else b"".join(body.kept or ())
         stream: H2Stream | None = None
-        pump: asyncio.Task[None] | None = None
+        pump: asyncio.Task[bool] | None = None
         try:
             try:
                 async with asyncio.timeout(min(per_try, remaining)):
@@ -150,16 +153,32 @@ class H2Transport:
                     sent=stream is not None,
                 ) from None  # fmt: skip
         except BaseException:
+            client = _client_fault(pump)
             if pump is not None and not pump.done():
                 pump.cancel()
             if stream is not None:
                 stream.release()
+            if client is not None:  # the client's doing, not the upstream's
+                raise client from None
             raise
         return H2Answer(stream, pump)
 
     def done(self, conn: H2Answer, *, reuse: bool = True) -> None:
         """The try is over: stop its body pump, release (or reset) its stream."""
         conn.finish()
+
+
+def _client_fault(pump: asyncio.Task[bool] | None) -> Reply | None:
+    """Why the body pump ended the try, when the client is to blame: it left (499) or
+    sent too much (413)."""
+    if pump is None or not pump.done() or pump.cancelled():
+        return None
+    exc = pump.exception()
+    if isinstance(exc, Reply):
+        return exc
+    if exc is None and pump.result():
+        return Reply(499, "client disconnected")
+    return None
 
 
 def _request_headers(
@@ -188,11 +207,20 @@ def _request_headers(
     return out
 
 
-async def _pump(stream: H2Stream, body: RequestBody, kept: bytes, receive: Receive) -> None:
+async def _pump(stream: H2Stream, body: RequestBody, kept: bytes, receive: Receive) -> bool:
     """Send the request body into ``stream``: what earlier tries sent (or what was read
     ahead), then the rest as it arrives (kept for a replay), the last piece with
     END_STREAM or the request trailers; then watch for the client leaving (the stream
-    is reset, which ends the relay)."""
+    is reset, which ends the try or the relay). True when the client left; a body over
+    the limit resets the stream and raises its Reply (413)."""
+    try:
+        return await _send_body(stream, body, kept, receive)
+    except Reply:
+        stream.reset()
+        raise
+
+
+async def _send_body(stream: H2Stream, body: RequestBody, kept: bytes, receive: Receive) -> bool:
     trailers = body.trailers
     if kept:
         await stream.write(kept, end=body.done and not trailers)
@@ -204,7 +232,7 @@ async def _pump(stream: H2Stream, body: RequestBody, kept: bytes, receive: Recei
         msg = await receive()
         if msg["type"] != "http.request":
             stream.reset()  # the client left mid-body
-            return
+            return True
         chunk = msg.get("body", b"")
         more = msg.get("more_body", False)
         if not more:
@@ -219,3 +247,4 @@ async def _pump(stream: H2Stream, body: RequestBody, kept: bytes, receive: Recei
     while (await receive())["type"] != "http.disconnect":
         pass
     stream.reset()  # the client left: the relay ends
+    return True

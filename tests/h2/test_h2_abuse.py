@@ -165,6 +165,37 @@ async def test_client_resets_do_not_open_the_breaker(gw: tuple[RunningGateway, B
     await still_serves(g)
 
 
+async def test_client_resets_on_an_h2_service_are_not_upstream_failures() -> None:
+    """A ``protocol: h2`` service: streams the client resets while their tries wait for
+    the upstream's head end as the client's doing (499), never recorded against the
+    upstream (regression: the body pump reset the upstream stream and the try counted
+    as an upstream failure in the breaker and passive health)."""
+    async with Backend("b1", host="127.0.0.2") as backend:
+        inner_view = view_of([service("shop", AUTHORITY)],
+                             endpoints={("shop", "c1"): [backend.address]})  # fmt: skip
+        async with running_gateway(inner_view) as inner:
+            h, p = inner.addr()
+            view = view_of([service("shop", AUTHORITY, protocol="h2")],
+                           endpoints={("shop", "c1"): [f"{h}:{p}"]})  # fmt: skip
+            async with running_gateway(view) as g:
+                raw = await RawH2.connect(*g.addr())
+                block = raw.request_block(AUTHORITY, "/slow?sleep=0.5")
+                raw.send(b"".join(raw.headers(1 + 2 * i, block) for i in range(10)))
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 10
+                while backend.requests < 10:
+                    assert loop.time() < deadline, "the requests never reached the backend"
+                    await asyncio.sleep(0.01)  # poll until all 10 are upstream
+                raw.send(b"".join(raw.rst(1 + 2 * i) for i in range(10)))
+                while g.balancer.active(f"{h}:{p}"):
+                    assert loop.time() < deadline, "the tries never ended"
+                    await asyncio.sleep(0.01)  # poll until every try is over
+                raw.close()
+                passive = g.gateway.plane.passive.snapshot()
+                await still_serves(g)
+    assert ("shop", "c1") not in passive  # nothing recorded: not the upstream's fault
+
+
 async def test_empty_data_frame_flood(gw: tuple[RunningGateway, Backend]) -> None:
     """CVE-2019-9518: DATA frames without payload use no window; never queued, and a
     flood of them ends the connection."""

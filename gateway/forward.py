@@ -186,11 +186,8 @@ async def relay(
     except UpstreamError as failure:
         transport.done(conn, reuse=False)
         if grpc_call and trailing:  # the call ends with a status
-            code = (
-                grpc.DEADLINE_EXCEEDED
-                if failure.kind is FailureKind.TIMEOUT
-                else (grpc.UNAVAILABLE)
-            )
+            late = failure.kind is FailureKind.TIMEOUT
+            code = grpc.DEADLINE_EXCEEDED if late else grpc.UNAVAILABLE
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             await send(
                 {"type": "http.response.trailers",

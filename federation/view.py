@@ -17,14 +17,13 @@ observations. ``config_revision`` is the highest mod revision among the config k
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from federation import codec
+from federation import codec, limits
 from federation.etcd import KV, EtcdClient
 from federation.keys import CONFIG_KINDS, KeyLayout, Kind, ParsedKey
 from federation.manifest_view import static_endpoints
@@ -64,9 +63,9 @@ class Item:
 
 def _decode_federation(data: bytes) -> str:
     try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ItemError(f"not valid JSON: {exc}") from None
+        raw = limits.parse_json(data)
+    except ValueError as exc:
+        raise ItemError(str(exc)) from None
     if not isinstance(raw, dict) or set(raw) != {"name"} or not isinstance(raw["name"], str):
         raise ItemError('expected {"name": "..."}')
     name: str = raw["name"]

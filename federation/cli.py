@@ -26,6 +26,15 @@ class CommandError(Exception):
         self.code = code
 
 
+_ETCD_CREDENTIALS = (
+    ("--etcd-cacert", "FEDGATE_ETCD_CACERT", "CA bundle that signed etcd's certificates"),
+    ("--etcd-cert", "FEDGATE_ETCD_CERT", "client certificate for etcd (its CN is the user)"),
+    ("--etcd-key", "FEDGATE_ETCD_KEY", "the client certificate's key"),
+    ("--etcd-user", "FEDGATE_ETCD_USER", "etcd user (with --etcd-password-file)"),
+    ("--etcd-password-file", "FEDGATE_ETCD_PASSWORD_FILE", "file holding the etcd password"),
+)
+
+
 def _connection_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection")
     g.add_argument(
@@ -38,6 +47,8 @@ def _connection_flags(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("FEDGATE_ETCD_PREFIX"),
         help="etcd key prefix (FEDGATE_ETCD_PREFIX; default /fedgate/)",
     )
+    for flag, env, what in _ETCD_CREDENTIALS:
+        g.add_argument(flag, default=os.environ.get(env), help=f"{what} ({env})")
     g.add_argument(
         "--vault-addr",
         default=os.environ.get("FEDGATE_VAULT_ADDR"),
@@ -91,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _connection_flags(p)
 
+    p = sub.add_parser("etcd-bootstrap", help="create etcd's roles of least privilege")
+    p.add_argument("--manifest", help="take the cluster names from this manifest")
+    p.add_argument("--cluster", action="append", help="a cluster name (repeatable)")
+    p.add_argument("--passwords-dir", help="password users: DIR/<user>.password (0600)")
+    _connection_flags(p)
+
     p = sub.add_parser("demo", help="a whole federation on this machine, with a failover drill")
     p.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
     p.add_argument("--no-color", action="store_true")
@@ -103,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    module = importlib.import_module(f"federation.commands.{args.command}")
+    module = importlib.import_module(f"federation.commands.{args.command.replace('-', '_')}")
     try:
         code: int = module.run(args)
     except CommandError as exc:

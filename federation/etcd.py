@@ -367,6 +367,17 @@ class EtcdClient:
 
         await self._call("compact", fn)
 
+    # -- authentication and roles (fedgate etcd-bootstrap)
+    async def auth_call(self, method: str, request: Any) -> Any:
+        """One call of etcd's Auth service (``RoleAdd``, ``UserGrantRole``...): its response."""
+
+        async def fn(c: Any) -> Any:
+            return await getattr(c.authstub, method)(
+                request, timeout=self._attempt, metadata=c.metadata
+            )
+
+        return await self._call(f"auth {method}", fn, idempotent=False)
+
     # -- leases
     async def grant_lease(self, ttl: float) -> int:
         req = rpc.LeaseGrantRequest(TTL=max(1, math.ceil(ttl)))

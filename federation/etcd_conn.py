@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from urllib.parse import urlsplit
 import aetcd.rpc as rpc
 import grpc
 
-__all__ = ["Connection", "EtcdAuth", "EtcdTls", "parse_target"]
+__all__ = ["Connection", "EtcdAuth", "EtcdTls", "credentials", "parse_target", "read_secret_file"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +140,14 @@ class Connection:
                 return
             await self.connect()
             req = rpc.AuthenticateRequest(name=self._auth.username, password=self._auth.password)
-            resp = await self.authstub.Authenticate(req, timeout=self._timeout)
-            self.metadata = (*self._base, ("token", str(resp.token)))
+            try:
+                resp = await self.authstub.Authenticate(req, timeout=self._timeout)
+            except grpc.aio.AioRpcError as exc:
+                if "authentication is not enabled" not in (exc.details() or ""):
+                    raise
+                self.metadata = self._base  # auth off (before etcd-bootstrap): no token
+            else:
+                self.metadata = (*self._base, ("token", str(resp.token)))
             self._token_ok = True
 
     def refresh(self) -> bool:
@@ -157,3 +164,36 @@ class Connection:
         if channel is not None:
             with contextlib.suppress(Exception):  # closing a broken channel
                 await channel.close()
+
+
+def read_secret_file(path: str, what: str) -> str:
+    """A password or token file: one line, not empty, not readable by others."""
+    try:
+        st = os.stat(path)
+        text = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: {exc.strerror}") from None
+    if st.st_mode & 0o007:
+        raise ValueError(f"{what} {path}: readable by every user (chmod 600 it)")
+    if not text:
+        raise ValueError(f"{what} {path}: empty")
+    return text
+
+
+def credentials(
+    *,
+    cacert: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+    user: str | None = None,
+    password_file: str | None = None,
+) -> dict[str, Any]:
+    """``EtcdClient`` keyword arguments (``tls``, ``auth``) from file paths and a user name."""
+    out: dict[str, Any] = {}
+    if cacert or cert or key:
+        out["tls"] = EtcdTls(ca=cacert or None, cert=cert or None, key=key or None)
+    if user or password_file:
+        if not (user and password_file):
+            raise ValueError("etcd user and password file go together")
+        out["auth"] = EtcdAuth(user, read_secret_file(password_file, "etcd password file"))
+    return out

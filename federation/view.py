@@ -8,7 +8,7 @@ previous good value of that key (taken from ``previous``) keeps serving, and the
 rest is applied (as APISIX and Envoy do with a bad item).
 
 Endpoints of a (service, cluster) are the service's static endpoints from the manifest
-(source ``static``) followed by every ``endpoints/{service}/{cluster}/{source}`` key,
+(source ``static``) followed by every ``endpoints/{cluster}/{service}/{source}`` key,
 by source. Health is :func:`federation.aggregate.aggregate` over the live gateways'
 observations. ``config_revision`` is the highest mod revision among the config keys
 (federation, clusters, services): what a gateway reports as applied.

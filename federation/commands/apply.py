@@ -64,7 +64,10 @@ async def apply_file(
     before_write: Callable[[], Awaitable[None]] | None = None,
 ) -> ApplyResult:
     endpoints, layout = connection(args)
-    client = EtcdClient(endpoints, timeout=float(getattr(args, "timeout", 2.0) or 2.0))
+    from federation.commands.etcd_bootstrap import etcd_options
+
+    timeout = float(getattr(args, "timeout", 2.0) or 2.0)
+    client = EtcdClient(endpoints, timeout=timeout, **etcd_options(args))  # type: ignore[arg-type]
     try:
         return await apply_federation(
             client,

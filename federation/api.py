@@ -1,8 +1,10 @@
 """The admin API (Starlette): health probes, global health, route explanations, metrics,
 the status page and the API's OpenAPI document.
 
-Everything but ``/healthz``, ``/readyz``, ``/metrics`` (and the status page's static
-assets, which carry no data) needs ``Authorization: Bearer <token>``, compared in
+Everything but ``/healthz``, ``/readyz`` (and the status page's static assets, which
+carry no data) needs ``Authorization: Bearer <token>``; ``/metrics`` too, since it names
+services, clusters, health and certificate expiry, unless ``admin.publicMetrics: true``
+(a scraper that cannot send a bearer token). The token is compared in
 constant time; a refusal is ``401`` with ``WWW-Authenticate: Bearer``. ``GET /`` without
 a token answers ``401`` too, with the status page as body: the page asks for the token,
 keeps it in the browser's ``sessionStorage`` and sends it as a bearer header with every
@@ -154,6 +156,7 @@ def create_admin_app(
     ready: Callable[[], bool],
     status: Callable[[], dict[str, object]],
     clock: Callable[[], float] = time.time,
+    public_metrics: bool = False,
 ) -> Starlette:
     """The admin app of one gateway (the composition root passes the callables)."""
     auth = _Auth(token)
@@ -247,7 +250,7 @@ def create_admin_app(
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        Route("/metrics", metrics if public_metrics else auth.protect(metrics), methods=["GET"]),
         Route("/v1/health/global", auth.protect(health_global)),
         Route("/v1/status", auth.protect(gateway_status)),
         Route("/v1/routes/explain", auth.protect(routes_explain)),

@@ -128,7 +128,10 @@ class Gateway:
                 )
             out.append(("east_west", s.listen.east_west, ctx, self.plane.app("east_west")))
         if self.admin_app is not None:
-            out.append(("admin", s.listen.admin, None, self.admin_app))
+            admin_ctx = tls.public_server if s.admin.tls and tls is not None else None
+            if s.admin.tls and admin_ctx is None:
+                raise OSError("admin.tls needs the public certificate from Vault")
+            out.append(("admin", s.listen.admin, admin_ctx, self.admin_app))
         return out
 
     async def start(self) -> None:

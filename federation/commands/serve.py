@@ -77,7 +77,11 @@ def _check(settings: GatewaySettings) -> None:
             raise CommandError(f"manifest: {exc}", EXIT_CONFIG) from None
         if settings.cluster not in {c.name for c in fed.clusters}:
             raise CommandError(f"cluster {settings.cluster!r} is not in the manifest", EXIT_CONFIG)
-    settings.admin_token()
+    try:
+        settings.admin_token()
+        settings.etcd.client_options()
+    except SettingsError as exc:
+        raise CommandError(str(exc), EXIT_CONFIG) from None
 
 
 class StartupError(Exception):
@@ -155,6 +159,7 @@ class GatewayProcess:
         budget = RetryBudget()
         try:
             token = s.admin_token()
+            etcd_options = s.etcd.client_options()
         except SettingsError as exc:
             raise StartupError(str(exc)) from None
 
@@ -192,7 +197,7 @@ class GatewayProcess:
             from federation.liveness import GatewayLease, GatewayRegistration
             from federation.watch import ViewWatcher
 
-            client = EtcdClient(s.etcd.endpoints, timeout=s.etcd.dial_timeout)
+            client = EtcdClient(s.etcd.endpoints, timeout=s.etcd.dial_timeout, **etcd_options)
             watcher = ViewWatcher(client, layout, on_view=holder.swap, snapshot_path=s.snapshot)
             lease = GatewayLease(client, ttl=s.etcd.lease_ttl)
 
@@ -247,6 +252,7 @@ class GatewayProcess:
             explain=explain,
             ready=ready,
             status=status,
+            public_metrics=s.admin.public_metrics,
         )
         gateway = Gateway(
             settings=s,

@@ -45,7 +45,12 @@ from gateway.ratelimit import RateLimiter, limit_key
 from gateway.resilience import CircuitBreakers, FailureKind, RetryBudget, retryable
 from gateway.routing import RouteTable, split_host
 from gateway.telemetry import RequestTrace, Telemetry
-from gateway.tls import TlsContexts, gateway_cluster, parse_spiffe_id
+from gateway.tls import (
+    TlsContexts,
+    forwarded_matches,
+    peer_gateway_cluster,
+    upstream_gateway_error,
+)
 from gateway.types import Message, Receive, Scope, Send, ViewHolder
 
 BUFFER_LIMIT = 64 * 1024  # request bodies up to this size are buffered (and retryable)
@@ -161,7 +166,7 @@ class DataPlane:
         self.insecure_east_west = settings.insecure_east_west
         pki = settings.vault.pki if settings.vault is not None else None
         self.trust_domain = pki.trust_domain if pki is not None else None
-        self._hop_peers: dict[str, bool] = {}  # peer identity -> may speak for a gateway
+        self._hop_peers: dict[str, str | None] = {}  # peer identity -> cluster it speaks for
         self.body_timeout = settings.limits.header_timeout  # idle limit while a body arrives
         self._locals: dict[str, _Target] = {}  # endpoint address -> target (immutable)
         self.hosts: dict[bytes, str] = {}  # Host header -> host name (a parse cache)
@@ -182,22 +187,27 @@ class DataPlane:
         peer = scope.get("fedgate.peer")
         if not peer:
             return False
-        ok = self._hop_peers.get(peer)
-        if ok is None:
-            domain = self.trust_domain
-            if domain is None:  # certificates from KV: the peer's own trust domain
-                parsed = parse_spiffe_id(peer)
-                domain = parsed[0] if parsed is not None else ""
-            ok = gateway_cluster(peer, domain) is not None
+        if peer not in self._hop_peers:
             if len(self._hop_peers) > 1024:
                 self._hop_peers.clear()
-            self._hop_peers[peer] = ok
-        return ok
+            self._hop_peers[peer] = peer_gateway_cluster(
+                peer, self.trust_domain, self.current[0].clusters
+            )
+        return self._hop_peers[peer] is not None
+
+    def forwarded_ok(self, scope: Scope, forwarded: bytes) -> bool:
+        """``x-fedgate-forwarded`` names the cluster of the client gateway's certificate."""
+        if self.insecure_east_west:
+            return True
+        peer = scope.get("fedgate.peer") or ""
+        cluster = self._hop_peers.get(peer) if self.hop_trusted(scope) else None
+        return cluster is not None and forwarded_matches(forwarded, cluster)
 
     def _on_view(self, view: RoutingView) -> None:
         if view is not self.current[0]:
             self.current = (view, RouteTable.build(view))  # one assignment: a consistent pair
             self._remotes = {}
+            self._hop_peers = {}  # a cluster may have come or gone
             if len(self._locals) > 10000:
                 self._locals = {}
 
@@ -479,6 +489,8 @@ class ListenerApp:
         try:
             if hops >= MAX_HOPS:
                 raise _Reply(508, "loop detected: too many gateway hops")
+            if forwarded is not None and not plane.forwarded_ok(scope, forwarded):
+                raise _Reply(403, "x-fedgate-forwarded does not name the peer's cluster")
             if forwarded is not None:
                 client_ip = hygiene.last_forwarded_for(headers) or client_ip
                 peer_id = peer_hdr.decode("latin-1") if peer_hdr else None
@@ -761,6 +773,15 @@ class ListenerApp:
             server_hostname=target.server_hostname,
             connect_timeout=min(service.timeouts.connect, remaining),
         )
+        if target.remote and target.ssl is not None and not _reused:
+            plane = self.plane
+            why = upstream_gateway_error(
+                conn.transport.get_extra_info("ssl_object") if conn.transport else None,
+                trust_domain=plane.trust_domain, cluster=target.cluster, view=plane.current[0],
+            )  # fmt: skip
+            if why is not None:
+                pool.discard(conn)
+                raise UpstreamError(CONNECT, why, sent=False)
         conn.no_body = no_body
         try:
             if body.buffered:

@@ -169,9 +169,10 @@ class GatewayProcess:
         if s.vault is not None:
             from federation.vault import VaultError, VaultTls
 
-            vault = VaultTls(s.vault, cluster=s.cluster, gateway_id=gateway_id)
-            try:
-                tls = await vault.start()
+            cache = s.vault.material_cache or (f"{s.snapshot}.tls" if s.snapshot else None)
+            vault = VaultTls(s.vault, cluster=s.cluster, gateway_id=gateway_id, cache_path=cache)
+            try:  # during a Vault outage: the cached material, or wait (logged), never exit
+                tls = await vault.start(wait=True)
             except VaultError as exc:
                 raise StartupError(str(exc)) from None
         elif s.listen.east_west and not s.insecure_east_west:

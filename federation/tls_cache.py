@@ -67,9 +67,7 @@ def load_material(path: str) -> tuple[CertificateMaterial | None, CertificateMat
         for name in ("public", "east_west"):
             item = doc[name]
             out.append(
-                None
-                if item is None
-                else CertificateMaterial(**{f: str(item[f]) for f in _FIELDS})
+                None if item is None else CertificateMaterial(**{f: str(item[f]) for f in _FIELDS})
             )
     except (ValueError, KeyError, TypeError) as exc:
         raise CacheError(f"TLS cache {path}: not a fedgate TLS cache ({exc})") from None

@@ -102,9 +102,7 @@ def test_vault_unreachable_at_start_waits_and_says_why(tmp_path: Path) -> None:
             [*FEDGATE, "serve", "--config", str(config)], stdout=err, stderr=err, text=True
         )
     try:
-        wait_for(
-            lambda: log.read_text().count("trying again") >= 2, timeout=30, what="two retries"
-        )
+        wait_for(lambda: log.read_text().count("trying again") >= 2, timeout=30, what="two retries")
         assert proc.poll() is None, log.read_text()
         text = log.read_text()
         assert "vault" in text and "no TLS cache configured" in text

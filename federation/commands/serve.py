@@ -23,6 +23,15 @@ from federation.settings import GatewaySettings, SettingsError, load_settings
 EXIT_CONFIG = 2
 
 
+_ETCD_FLAGS = (
+    ("etcd_cacert", "etcd.tls.ca"),
+    ("etcd_cert", "etcd.tls.cert"),
+    ("etcd_key", "etcd.tls.key"),
+    ("etcd_user", "etcd.username"),
+    ("etcd_password_file", "etcd.passwordFile"),
+)
+
+
 def _settings(args: argparse.Namespace) -> GatewaySettings:
     overrides: dict[str, Any] = {}
     if getattr(args, "cluster", None):
@@ -33,6 +42,9 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
         overrides["etcd.prefix"] = args.prefix
     if getattr(args, "vault_addr", None):
         overrides["vault.addr"] = args.vault_addr
+    for flag, dotted in _ETCD_FLAGS:
+        if getattr(args, flag, None):
+            overrides[dotted] = getattr(args, flag)
     try:
         return load_settings(args.config, overrides=overrides)
     except SettingsError as exc:

@@ -24,6 +24,8 @@ from federation.keys import KeyLayout
 from federation.model import Endpoint, GatewayRecord
 from tests.federation.test_view import cluster, service
 from tests.support.etcd import EtcdCluster
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.wait import wait_for
 
 LAYOUT = KeyLayout("/fedgate/")
 CLUSTERS = ["a", "b"]
@@ -170,3 +172,44 @@ def test_cli_bootstrap_is_idempotent_and_refuses_bad_input(
     assert "name the clusters" in capsys.readouterr().err
     assert main([*argv[:-2], "--cluster", "c"]) == 2  # a certificate without its key
     assert "needs its key" in capsys.readouterr().err
+
+
+def test_a_real_gateway_runs_on_its_role_alone_and_the_operator_applies(
+    bootstrapped: EtcdCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """https:// endpoints work wherever they are accepted (before: a traceback at start).
+    The operator's certificate applies the manifest; a gateway holding only the gateway
+    role of its cluster becomes ready and registers itself under its lease."""
+    op = bootstrapped.client_tls("fedgate-operator")
+    manifest = Path(__file__).resolve().parents[2] / "clusters.example.yaml"
+    code = main([
+        "apply", str(manifest), "--etcd", bootstrapped.endpoint, "--etcd-cacert", str(op.ca),
+        "--etcd-cert", str(op.cert), "--etcd-key", str(op.key),
+    ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    name = "aws-eu-west-1"
+    asyncio.run(_bootstrap_cluster(bootstrapped, name))
+    gw = bootstrapped.client_tls(f"fedgate-gateway-{name}")
+    settings = {
+        "cluster": name,
+        "id": "gw-tls",
+        "insecureEastWest": True,
+        "etcd": {
+            "endpoints": [bootstrapped.endpoint],
+            "tls": {"ca": gw.ca, "cert": gw.cert, "key": gw.key},
+        },
+    }
+    with GatewayProcess(settings=settings) as proc:
+
+        async def registered() -> bool:
+            async with client(bootstrapped, "fedgate-operator") as c:
+                kv = await c.get(LAYOUT.gateway(name, "gw-tls"))
+                return kv is not None and kv.lease != 0
+
+        wait_for(lambda: asyncio.run(registered()), timeout=20, what="gateway record")
+        assert "permission denied" not in proc.log()
+
+
+async def _bootstrap_cluster(etcd: EtcdCluster, name: str) -> None:
+    async with EtcdClient(etcd.endpoints, tls=etcd.client_tls("root")) as root:
+        await bootstrap(root, LAYOUT, [*CLUSTERS, name])

@@ -94,14 +94,42 @@ variable "resources" {
 }
 
 variable "admin_token" {
-  description = "Bearer token of the admin API (stored in a Secret, mounted at the settings' admin.tokenFile)."
+  description = "Bearer token of this cluster's admin API (stored in a Secret, mounted at the settings' admin.tokenFile). One per cluster; null with admin_token_secret."
   type        = string
   sensitive   = true
+  default     = null
 
   validation {
-    condition     = length(var.admin_token) >= 16
+    condition     = var.admin_token == null || length(coalesce(var.admin_token, "x")) >= 16
     error_message = "admin_token must be at least 16 characters."
   }
+}
+
+variable "admin_token_secret" {
+  description = "Name of an existing Secret (in the namespace) holding the admin token under the basename of admin.tokenFile, made outside Terraform (External Secrets, Vault agent...): the token stays out of the Terraform state. Null: the module makes the Secret from admin_token."
+  type        = string
+  default     = null
+}
+
+variable "network_policy" {
+  description = "Create a NetworkPolicy: public and east-west ports open, the admin port only to metrics_scraper and admin_allowed_cidrs."
+  type        = bool
+  default     = true
+}
+
+variable "admin_allowed_cidrs" {
+  description = "Operators' networks allowed to reach the admin API (fedgate health, the status page)."
+  type        = list(string)
+  default     = []
+}
+
+variable "metrics_scraper" {
+  description = "The Prometheus pods allowed to reach the admin port (/metrics): label selectors of their namespace and pods. Null: none."
+  type = object({
+    namespace_labels = map(string)
+    pod_labels       = optional(map(string), {})
+  })
+  default = null
 }
 
 variable "public_service_type" {

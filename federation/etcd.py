@@ -109,6 +109,7 @@ class EtcdClient:
         timeout: float = 2.0,
         tls: EtcdTls | None = None,
         auth: EtcdAuth | None = None,
+        tls_check_interval: float = 5.0,
     ) -> None:
         eps = parse_endpoints(endpoints)
         if not eps:
@@ -130,6 +131,10 @@ class EtcdClient:
         self._connected: int | None = None  # index of the endpoint in use, once probed
         self._lock: asyncio.Lock | None = None
         self._closed = False
+        # rotated certificate files are picked up: their stamp is looked at every interval
+        self._tls_check_interval = tls_check_interval
+        self._tls_check_at = time.monotonic() + tls_check_interval
+        self._tls_stamp = tls.stamp() if tls is not None else None
 
     # -- endpoints
     @property
@@ -234,6 +239,12 @@ class EtcdClient:
         await self.close()
 
     async def _current(self) -> tuple[int, Connection]:
+        if self._tls is not None and time.monotonic() >= self._tls_check_at:
+            self._tls_check_at = time.monotonic() + self._tls_check_interval
+            stamp = self._tls.stamp()
+            if stamp != self._tls_stamp:  # new certificate files: reconnect with them
+                self._tls_stamp = stamp
+                await self.reload_tls()
         await self.connect()
         index = self._index
         return index, self._client_for(index)

@@ -45,6 +45,17 @@ class EtcdTls:
         if (self.cert is None) != (self.key is None):
             raise ValueError("etcd TLS: a client certificate needs its key (and vice versa)")
 
+    def stamp(self) -> tuple[tuple[int, int], ...]:
+        """(mtime, size) of each file: changes when a file is rewritten (rotation)."""
+        out = []
+        for path in (self.ca, self.cert, self.key):
+            try:
+                st = os.stat(path) if path else None
+            except OSError:
+                st = None
+            out.append((st.st_mtime_ns, st.st_size) if st else (0, 0))
+        return tuple(out)
+
     def credentials(self) -> grpc.ChannelCredentials:
         """Read the files now (a rotated certificate is read at the next connect)."""
 

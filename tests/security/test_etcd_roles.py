@@ -213,3 +213,26 @@ def test_a_real_gateway_runs_on_its_role_alone_and_the_operator_applies(
 async def _bootstrap_cluster(etcd: EtcdCluster, name: str) -> None:
     async with EtcdClient(etcd.endpoints, tls=etcd.client_tls("root")) as root:
         await bootstrap(root, LAYOUT, [*CLUSTERS, name])
+
+
+async def test_rotated_certificate_files_are_picked_up(
+    bootstrapped: EtcdCluster, tmp_path: Path
+) -> None:
+    """Client certificates rotate by rewriting their files (Vault agent, cert-manager, the
+    gateway's own Vault issue): the client reconnects with the new files, no restart."""
+    gw = bootstrapped.client_tls("fedgate-gateway-a")
+    mallory = bootstrapped.client_tls("mallory")
+    assert gw.cert is not None and gw.key is not None
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_bytes(Path(gw.cert).read_bytes())
+    key.write_bytes(Path(gw.key).read_bytes())
+    tls = EtcdTls(ca=gw.ca, cert=str(cert), key=str(key))
+    async with EtcdClient(
+        bootstrapped.endpoints, timeout=1.5, tls=tls, tls_check_interval=0.05
+    ) as c:
+        await c.put(LAYOUT.gateway("a", "rot"), b"{}")
+        assert mallory.cert is not None and mallory.key is not None
+        cert.write_bytes(Path(mallory.cert).read_bytes())  # the files now name another user
+        key.write_bytes(Path(mallory.key).read_bytes())
+        await asyncio.sleep(0.1)
+        await denied(c, LAYOUT.gateway("a", "rot"))  # proves the new files are in use

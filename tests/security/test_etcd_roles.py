@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,15 +225,15 @@ async def test_rotated_certificate_files_are_picked_up(
     mallory = bootstrapped.client_tls("mallory")
     assert gw.cert is not None and gw.key is not None
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
-    cert.write_bytes(Path(gw.cert).read_bytes())
-    key.write_bytes(Path(gw.key).read_bytes())
+    shutil.copyfile(gw.cert, cert)
+    shutil.copyfile(gw.key, key)
     tls = EtcdTls(ca=gw.ca, cert=str(cert), key=str(key))
     async with EtcdClient(
         bootstrapped.endpoints, timeout=1.5, tls=tls, tls_check_interval=0.05
     ) as c:
         await c.put(LAYOUT.gateway("a", "rot"), b"{}")
         assert mallory.cert is not None and mallory.key is not None
-        cert.write_bytes(Path(mallory.cert).read_bytes())  # the files now name another user
-        key.write_bytes(Path(mallory.key).read_bytes())
+        shutil.copyfile(mallory.cert, cert)  # the files now name another user
+        shutil.copyfile(mallory.key, key)
         await asyncio.sleep(0.1)
         await denied(c, LAYOUT.gateway("a", "rot"))  # proves the new files are in use

@@ -32,17 +32,13 @@ from typing import Any
 import aetcd.rpc as rpc
 
 from federation.etcd import EtcdClient, EtcdError
-from federation.keys import KeyLayout, Writer, grants_of, range_end
+from federation.keys import KeyLayout, Writer, grants_of, range_end, role_name
 
 __all__ = ["RoleSpec", "bootstrap", "desired_roles", "role_name"]
 
 ROOT = "root"
 _READ = "READ"
 _READWRITE = "READWRITE"
-
-
-def role_name(writer: Writer, cluster: str | None = None) -> str:
-    return f"fedgate-{writer.value}" + (f"-{cluster}" if cluster else "")
 
 
 @dataclass(frozen=True, slots=True)

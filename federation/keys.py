@@ -57,6 +57,11 @@ class Writer(StrEnum):
     DISCOVERY = "discovery"  # one cluster's endpoint discovery
 
 
+def role_name(writer: Writer, cluster: str | None = None) -> str:
+    """The etcd role (and user, and client certificate CN) of a writer: fedgate-gateway-a."""
+    return f"fedgate-{writer.value}" + (f"-{cluster}" if cluster else "")
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
     """Write access to one folder (or one key) under the prefix."""

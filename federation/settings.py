@@ -58,6 +58,15 @@ class EtcdTlsSettings(_Model):
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
+    # issue the client certificate from Vault PKI with this role (CN = the gateway's etcd
+    # role, fedgate-gateway-<cluster>), written to cert/key and renewed with the others
+    vault_role: str | None = Field(default=None, alias="vaultRole")
+
+    @model_validator(mode="after")
+    def _vault_files(self) -> EtcdTlsSettings:
+        if self.vault_role and not (self.cert and self.key):
+            raise ValueError("vaultRole needs cert and key: where the issued files are written")
+        return self
 
 
 class EtcdSettings(_Model):

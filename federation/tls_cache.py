@@ -23,7 +23,7 @@ from pathlib import Path
 
 from gateway.tls import CertificateMaterial
 
-__all__ = ["CacheError", "load_material", "save_material"]
+__all__ = ["CacheError", "load_material", "save_material", "write_pem"]
 
 _FIELDS = ("certificate", "private_key", "ca_bundle")
 
@@ -46,6 +46,20 @@ def save_material(
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_pem(path: str, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, mode 0600 (a key, or its certificate)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".fedgate-pem-", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from typing import Any
 from cryptography import x509
 
 from federation import tls_cache
-from federation.settings import VaultSettings
+from federation.settings import GatewaySettings, VaultSettings
 from federation.vault_session import VaultError as VaultError
 from federation.vault_session import VaultSession as VaultSession
 from federation.vault_session import _one_line
@@ -45,6 +45,30 @@ from gateway.tls import (
 log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------ pure helpers
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdClientCert:
+    """An etcd client certificate to issue from Vault PKI with the other certificates."""
+
+    role: str  # the PKI role (its allowed_domains should be exactly the etcd role names)
+    common_name: str  # etcd's user: fedgate-gateway-<cluster>
+    cert: str  # files it is written to (0600), read by the etcd client
+    key: str
+
+
+def etcd_client_cert(settings: GatewaySettings) -> EtcdClientCert | None:
+    """What ``etcd.tls.vaultRole`` asks for, or None."""
+    tls = settings.etcd.tls
+    if tls is None or not tls.vault_role:
+        return None
+    if settings.vault is None or settings.vault.pki is None:
+        raise VaultError("etcd.tls.vaultRole needs vault.pki (the PKI mount that issues it)")
+    assert tls.cert is not None and tls.key is not None  # checked by the settings
+    from federation.keys import Writer, role_name
+
+    cn = role_name(Writer.GATEWAY, settings.cluster)
+    return EtcdClientCert(role=tls.vault_role, common_name=cn, cert=tls.cert, key=tls.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +161,7 @@ class VaultTls:
         timeout: float = 5.0,
         on_status: Callable[[dict[str, object]], None] | None = None,
         cache_path: str | None = None,
+        etcd_client: EtcdClientCert | None = None,
     ) -> None:
         if settings.pki is None and settings.kv is None:
             raise VaultError("vault: neither vault.pki nor vault.kv is set: no certificate source")
@@ -166,6 +191,8 @@ class VaultTls:
         self._lock = asyncio.Lock()
         self.rotations = 0
         self._cache_path = cache_path  # last material on disk (federation.tls_cache)
+        self.etcd_client = etcd_client
+        self.etcd_cert: IssuedCert | None = None
         self.served_from_cache = False
 
     # -- identity
@@ -175,12 +202,14 @@ class VaultTls:
         return gateway_spiffe_id(td, self.cluster)
 
     # -- Vault calls (worker thread)
-    def _issue_pki(self, common_name: str, params: dict[str, Any]) -> CertificateMaterial:
+    def _issue_pki(
+        self, common_name: str, params: dict[str, Any], role: str | None = None
+    ) -> CertificateMaterial:
         pki = self._settings.pki
         assert pki is not None
         resp = self.session.call(
             lambda c: c.secrets.pki.generate_certificate(
-                name=pki.role,
+                name=role or pki.role,
                 common_name=common_name,
                 extra_params={"ttl": pki.ttl, "format": "pem", **params},
                 mount_point=pki.mount,
@@ -233,11 +262,21 @@ class VaultTls:
                 {"uri_sans": self.spiffe_id, "exclude_cn_from_sans": True},
             )
             east_west = describe(ew, issued_at=now)
+            if self.etcd_client is not None:
+                self._issue_etcd_client(self.etcd_client, now)
         if kv and self._settings.kv is not None:
             public = describe(self._read_kv(), issued_at=now)
             if self._settings.pki is None:
                 east_west = public
         return public, east_west
+
+    def _issue_etcd_client(self, spec: EtcdClientCert, now: float) -> None:
+        """The etcd client certificate (CN = the etcd role), written to its files: the
+        etcd client reads rotated files at its next check (``EtcdClient``)."""
+        material = self._issue_pki(spec.common_name, {}, role=spec.role)
+        tls_cache.write_pem(spec.key, material.private_key)
+        tls_cache.write_pem(spec.cert, material.certificate)
+        self.etcd_cert = describe(material, issued_at=now)
 
     # -- life cycle
     async def start(self, *, wait: bool = False) -> TlsContexts:

@@ -175,15 +175,18 @@ class GatewayProcess:
         except SettingsError as exc:
             raise StartupError(str(exc)) from None
 
-        # -- TLS from Vault (fatal at start when it cannot be had: no certificate, no gateway)
+        # -- TLS from Vault (at start: from Vault, else the cached material, else wait for it)
         tls = None
         vault = None
         if s.vault is not None:
-            from federation.vault import VaultError, VaultTls
+            from federation.vault import VaultError, VaultTls, etcd_client_cert
 
             cache = s.vault.material_cache or (f"{s.snapshot}.tls" if s.snapshot else None)
-            vault = VaultTls(s.vault, cluster=s.cluster, gateway_id=gateway_id, cache_path=cache)
             try:  # during a Vault outage: the cached material, or wait (logged), never exit
+                vault = VaultTls(
+                    s.vault, cluster=s.cluster, gateway_id=gateway_id, cache_path=cache,
+                    etcd_client=etcd_client_cert(s),
+                )  # fmt: skip
                 tls = await vault.start(wait=True)
             except VaultError as exc:
                 raise StartupError(str(exc)) from None

@@ -78,6 +78,7 @@ class EtcdCluster:
     token: str = "fedgate-test"
     tls: bool = False  # https:// with --client-cert-auth
     extra_args: tuple[str, ...] = ()  # more etcd flags, e.g. ("--auth-token", "simple")
+    extra_client_ca: str = ""  # PEM of another CA whose client certificates etcd accepts
     ca: TestCa | None = None
     _server: IssuedFiles | None = None
     _probe: ssl.SSLContext | None = None
@@ -88,6 +89,10 @@ class EtcdCluster:
             self.ca = TestCa("fedgate etcd test CA")
             issued = self.ca.issue("etcd", ips=(self.host,), dns=("localhost",))
             self._server = self.ca.write(self.base_dir / "pki", "server", issued)
+            if self.extra_client_ca:
+                bundle = self.base_dir / "pki" / "client-cas.pem"
+                bundle.write_text(self.ca.pem + self.extra_client_ca)
+                self._server = IssuedFiles(self._server.cert, self._server.key, str(bundle))
             root = self.client_tls("root")
             self._probe = ssl.create_default_context(cafile=root.ca)
             assert root.cert is not None and root.key is not None

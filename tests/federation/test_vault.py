@@ -541,3 +541,46 @@ async def test_issued_material_is_cached_0600_and_serves_a_start_during_an_outag
     await again.start()
     assert again.served_from_cache and again.east_west is not None
     assert vt.east_west is not None and again.east_west.serial == vt.east_west.serial
+
+
+async def test_etcd_client_certificate_from_vault_pki(
+    bao: OpenBao, fv: FedgateVault, tmp_path: Path
+) -> None:
+    """etcd.tls.vaultRole: the gateway's etcd client certificate (CN = its etcd role) is
+    issued with the others, written 0600, and etcd (trusting the Vault CA) accepts it as
+    that role."""
+    from federation.etcd import EtcdClient, EtcdError, EtcdTls
+    from federation.etcd_roles import bootstrap
+    from federation.keys import KeyLayout
+    from federation.vault import EtcdClientCert
+    from tests.support.etcd import EtcdCluster
+
+    bao.client().secrets.pki.create_or_update_role(
+        "fedgate-etcd",
+        extra_params={
+            "allowed_domains": ["fedgate-gateway-eu"], "allow_bare_domains": True,
+            "enforce_hostnames": False, "client_flag": True, "server_flag": False,
+            "key_type": "ec", "key_bits": 256, "ttl": "1h",
+        },
+        mount_point=fv.pki_mount,
+    )  # fmt: skip
+    settings = VaultSettings.model_validate(
+        {"addr": fv.addr, "auth": {"method": "token", "token": bao.root_token},
+         "pki": {"serverNames": ["localhost"], "ttl": "1h"}}
+    )  # fmt: skip
+    cert, key = tmp_path / "etcd" / "tls.crt", tmp_path / "etcd" / "tls.key"
+    spec = EtcdClientCert("fedgate-etcd", "fedgate-gateway-eu", str(cert), str(key))
+    vt = VaultTls(settings, cluster="eu", gateway_id="g", etcd_client=spec)
+    await vt.start()
+    assert os.stat(key).st_mode & 0o777 == 0o600
+    issued = x509.load_pem_x509_certificate(cert.read_bytes())
+    assert issued.subject.rfc4514_string() == "CN=fedgate-gateway-eu"
+    layout = KeyLayout("/fedgate/")
+    with EtcdCluster(tls=True, extra_client_ca=fv.ca_pem) as etcd:
+        async with EtcdClient(etcd.endpoints, tls=etcd.client_tls("root")) as root:
+            await bootstrap(root, layout, ["eu"])
+        ca = etcd.client_tls("root").ca
+        async with EtcdClient(etcd.endpoints, tls=EtcdTls(ca, str(cert), str(key))) as gw:
+            await gw.put(layout.gateway("eu", "g"), b"{}")
+            with pytest.raises(EtcdError, match="permission denied"):
+                await gw.put(layout.service("evil"), b"{}")

@@ -221,6 +221,11 @@ def _check_extra(obj: Any, path: str, covered: frozenset[str]) -> None:
             values.check_host_port(obj.address)
         elif isinstance(obj, model.GatewayRecord) and obj.east_west:
             values.check_url(obj.east_west)
+        elif isinstance(obj, model.Observation):
+            if not 0.0 <= obj.error_rate <= 1.0:
+                raise ValueError(f"an error rate is 0..1, got {obj.error_rate}")
+            if obj.latency_ms < 0 or obj.healthy < 0 or obj.total < 0:
+                raise ValueError("counts and latency are >= 0")
     except ValueError as exc:
         raise LimitError(f"{at(_EXTRA_FIELD.get(type(obj).__name__, ''))}: {exc}") from None
     for f in dataclasses.fields(obj):
@@ -238,6 +243,7 @@ _EXTRA_FIELD = {
     "Access": "spiffe_ids",
     "Endpoint": "address",
     "GatewayRecord": "east_west",
+    "Observation": "error_rate",
 }
 
 

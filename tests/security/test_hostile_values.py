@@ -167,3 +167,11 @@ async def test_one_hostile_key_neither_stops_the_watch_nor_a_new_gateway(
         async with running_watcher(etcd.endpoints) as fresh:
             view = await fresh.reaches(rev)
             assert view.source == "etcd" and {"shop", "late"} <= set(view.services)
+
+
+def test_observations_are_bounded() -> None:
+    from federation.model import HealthState, Observation
+
+    for bad in ({"error_rate": 7.0}, {"latency_ms": -1.0}, {"healthy": -3}):
+        obs = Observation("g", "a", "shop", "a", HealthState.HEALTHY, **bad)  # type: ignore[arg-type]
+        _error(LAYOUT.health("g"), codec.encode([obs]))

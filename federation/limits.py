@@ -24,8 +24,9 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
+from itertools import accumulate
 from typing import Any
 
 import annotated_types
@@ -37,7 +38,9 @@ MAX_DEPTH = 32  # JSON nesting; the deepest model object needs 5
 MAX_ENDPOINTS_PER_KEY = 1000  # endpoints of one (service, cluster, source) key
 MAX_ITEMS_PER_KEY = 10_000  # any other list value (observations of one gateway)
 
-_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPEN = frozenset(b"[{")
 
 
 class LimitError(ValueError):
@@ -54,15 +57,13 @@ def check_json(data: bytes | str) -> None:
         raise LimitError(f"value too large: {len(raw)} bytes (at most {MAX_VALUE_BYTES})")
     if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return  # cannot be nested deeper (the common case: no scan)
-    depth = 0
-    for m in _TOKENS.finditer(raw):  # strings are skipped whole: brackets in them do not count
-        tok = m.group()
-        if tok in (b"[", b"{"):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise LimitError(f"value nested too deep (more than {MAX_DEPTH} levels)")
-        elif tok in (b"]", b"}"):
-            depth -= 1
+    # strings removed (brackets in them do not count), then only brackets kept: all in C
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if brackets.count(b"[") + brackets.count(b"{") <= MAX_DEPTH:
+        return
+    depth = max(accumulate(1 if c in _OPEN else -1 for c in brackets), default=0)
+    if depth > MAX_DEPTH:
+        raise LimitError(f"value nested too deep (more than {MAX_DEPTH} levels)")
 
 
 def _no_constant(name: str) -> float:
@@ -201,50 +202,86 @@ def _doc_fields(cls: type) -> tuple[tuple[str, FieldInfo], ...]:
     return tuple((n, fi) for n, fi in doc.model_fields.items() if n in names)
 
 
-def _check_extra(obj: Any, path: str, covered: frozenset[str]) -> None:
-    """Fields whose manifest form has another name or shape."""
-    from federation import model
+def _check_cluster(obj: Any) -> None:
     from federation.manifest import values
 
+    if obj.east_west:
+        values.check_url(obj.east_west)
+
+
+def _check_access(obj: Any) -> None:
+    from federation.manifest import values
+
+    for sid in sorted(obj.spiffe_ids):
+        values.check_spiffe_id(sid)
+    if not obj.spiffe_ids and not obj.networks:
+        raise ValueError("an allow list needs at least one entry")
+
+
+def _check_endpoint(obj: Any) -> None:
+    from federation.manifest import values
+
+    values.check_host_port(obj.address)
+
+
+def _check_observation(obj: Any) -> None:
+    if not 0.0 <= obj.error_rate <= 1.0:
+        raise ValueError(f"an error rate is 0..1, got {obj.error_rate}")
+    if obj.latency_ms < 0 or obj.healthy < 0 or obj.total < 0:
+        raise ValueError("counts and latency are >= 0")
+
+
+# class name -> (the check of fields whose manifest form has another name or shape,
+# the field its error names)
+_EXTRA: dict[str, tuple[Callable[[Any], None], str]] = {
+    "Cluster": (_check_cluster, "east_west"),
+    "GatewayRecord": (_check_cluster, "east_west"),
+    "Access": (_check_access, "spiffe_ids"),
+    "Endpoint": (_check_endpoint, "address"),
+    "Observation": (_check_observation, "error_rate"),
+}
+
+
+@cache
+def _other_fields(cls: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Fields the schema does not cover: (floats, those that may hold a model object)."""
+    from federation import model
+
+    hints = typing.get_type_hints(cls, vars(model))
+    covered = {name for name, _ in _doc_fields(cls)}
+    floats: list[str] = []
+    nested: list[str] = []
+    for f in dataclasses.fields(cls):
+        if f.name in covered:
+            continue
+        args = typing.get_args(hints[f.name]) or (hints[f.name],)
+        if float in args:
+            floats.append(f.name)
+        if any(dataclasses.is_dataclass(a) for a in args):
+            nested.append(f.name)
+    return tuple(floats), tuple(nested)
+
+
+def _check_extra(obj: Any, path: str) -> None:
     def at(name: str) -> str:
         return f"{path}.{name}" if path else name
 
-    try:
-        if isinstance(obj, model.Cluster) and obj.east_west:
-            values.check_url(obj.east_west)
-        elif isinstance(obj, model.Access):
-            for sid in sorted(obj.spiffe_ids):
-                values.check_spiffe_id(sid)
-            if not obj.spiffe_ids and not obj.networks:
-                raise ValueError("an allow list needs at least one entry")
-        elif isinstance(obj, model.Endpoint):
-            values.check_host_port(obj.address)
-        elif isinstance(obj, model.GatewayRecord) and obj.east_west:
-            values.check_url(obj.east_west)
-        elif isinstance(obj, model.Observation):
-            if not 0.0 <= obj.error_rate <= 1.0:
-                raise ValueError(f"an error rate is 0..1, got {obj.error_rate}")
-            if obj.latency_ms < 0 or obj.healthy < 0 or obj.total < 0:
-                raise ValueError("counts and latency are >= 0")
-    except ValueError as exc:
-        raise LimitError(f"{at(_EXTRA_FIELD.get(type(obj).__name__, ''))}: {exc}") from None
-    for f in dataclasses.fields(obj):
-        if f.name in covered:
-            continue
-        value = getattr(obj, f.name)
+    extra = _EXTRA.get(type(obj).__name__)
+    if extra is not None:
+        try:
+            extra[0](obj)
+        except ValueError as exc:
+            raise LimitError(f"{at(extra[1])}: {exc}") from None
+    cls: Any = type(obj)
+    floats, nested = _other_fields(cls)
+    for name in floats:
+        value = getattr(obj, name)
         if isinstance(value, float) and not math.isfinite(value):
-            _fail(at(f.name), f"not a finite number: {value}")
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            check_model(value, at(f.name))
-
-
-_EXTRA_FIELD = {
-    "Cluster": "east_west",
-    "Access": "spiffe_ids",
-    "Endpoint": "address",
-    "GatewayRecord": "east_west",
-    "Observation": "error_rate",
-}
+            _fail(at(name), f"not a finite number: {value}")
+    for name in nested:
+        value = getattr(obj, name)
+        if value is not None:
+            check_model(value, at(name))
 
 
 def check_model(obj: Any, path: str = "") -> None:
@@ -257,7 +294,7 @@ def check_model(obj: Any, path: str = "") -> None:
     for name, info in fields:
         where = f"{path}.{name}" if path else name
         _check_annotated(info.annotation, list(info.metadata), getattr(obj, name), where)
-    _check_extra(obj, path, frozenset(name for name, _ in fields))
+    _check_extra(obj, path)
 
 
 def list_limit(cls: type) -> tuple[int, str]:

@@ -175,3 +175,12 @@ def test_observations_are_bounded() -> None:
     for bad in ({"error_rate": 7.0}, {"latency_ms": -1.0}, {"healthy": -3}):
         obs = Observation("g", "a", "shop", "a", HealthState.HEALTHY, **bad)  # type: ignore[arg-type]
         _error(LAYOUT.health("g"), codec.encode([obs]))
+
+
+def test_brackets_inside_strings_do_not_count_as_depth() -> None:
+    from federation.limits import check_json
+
+    check_json(b'["' + b"[" * 100 + b'\\"' + b"{" * 100 + b'"]')  # one level, in a string
+    plain = _service_json()
+    plain["routes"] = [{"host": "shop.example.com", "path_prefix": "/" + "[" * 60}]
+    decode_item(LAYOUT, _kv(LAYOUT.service("shop"), json.dumps(plain).encode()))

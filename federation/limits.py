@@ -25,7 +25,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Mapping
-from functools import cache
+from functools import cache, lru_cache
 from itertools import accumulate
 from typing import Any
 
@@ -218,10 +218,16 @@ def _check_access(obj: Any) -> None:
         raise ValueError("an allow list needs at least one entry")
 
 
-def _check_endpoint(obj: Any) -> None:
+@lru_cache(maxsize=1 << 16)
+def _host_port(address: str) -> str:
+    """``values.check_host_port``, remembered: discovery republishes the same addresses."""
     from federation.manifest import values
 
-    values.check_host_port(obj.address)
+    return values.check_host_port(address)
+
+
+def _check_endpoint(obj: Any) -> None:
+    _host_port(obj.address)
 
 
 def _check_observation(obj: Any) -> None:

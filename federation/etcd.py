@@ -452,14 +452,6 @@ class EtcdClient:
         ``start_revision`` was compacted, :class:`EtcdUnavailable` when no endpoint
         takes the watch.
         """
-        index, client = await self._current()
-        try:
-            await client.authenticate()
-        except Exception as exc:
-            if not _is_rpc_error(exc):
-                raise
-            raise EtcdError(f"etcd watch failed: {_one_line(exc)}") from None
-        stream = WatchStream(self, index, client, timeout=self._timeout)
         key = prefix.encode()
         create = rpc.WatchCreateRequest(
             key=key,
@@ -468,12 +460,30 @@ class EtcdClient:
             progress_notify=progress_notify,
             fragment=False,
         )
-        try:
-            await stream._open(create)
-        except BaseException:
-            await stream.aclose()
-            raise
-        return stream
+        for attempt in range(2):
+            index, client = await self._current()
+            try:
+                await client.authenticate()
+            except Exception as exc:
+                if not _is_rpc_error(exc):
+                    raise
+                raise EtcdError(f"etcd watch failed: {_one_line(exc)}") from None
+            stream = WatchStream(self, index, client, timeout=self._timeout)
+            try:
+                await stream._open(create)
+            except EtcdUnavailable as exc:
+                await stream.aclose()
+                # an expired token: the watch is refused ("invalid auth token", or etcd
+                # 3.5's "permission denied" for a stream without a valid user): once more
+                stale = "invalid auth token" in str(exc) or "permission denied" in str(exc)
+                if attempt == 0 and stale and client.refresh():
+                    continue
+                raise
+            except BaseException:
+                await stream.aclose()
+                raise
+            return stream
+        raise EtcdUnavailable("etcd watch: unreachable")  # pragma: no cover - loop returns
 
 
 class WatchStream:

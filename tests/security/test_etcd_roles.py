@@ -142,6 +142,9 @@ async def test_password_users_token_refresh_and_rotation(tmp_path: Path) -> None
             await denied(gw, LAYOUT.service("x"))
             await asyncio.sleep(2.5)  # the simple token expires (TTL 1 s)
             await gw.put(LAYOUT.gateway("a", "g"), b"{}")  # re-authenticated, not refused
+            await asyncio.sleep(2.5)
+            stream = await gw.watch(LAYOUT.prefix, start_revision=1)  # a watch, likewise
+            await stream.aclose()
         # without credentials, after auth enable: nothing
         async with EtcdClient(etcd.endpoints, timeout=1.0) as anon:
             with pytest.raises(EtcdError, match=r"user name is empty|permission denied"):

@@ -250,7 +250,9 @@ def create_admin_app(
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics if public_metrics else auth.protect(metrics), methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"])
+        if public_metrics
+        else Route("/metrics", auth.protect(metrics)),
         Route("/v1/health/global", auth.protect(health_global)),
         Route("/v1/status", auth.protect(gateway_status)),
         Route("/v1/routes/explain", auth.protect(routes_explain)),

@@ -67,7 +67,7 @@ async def apply_file(
     from federation.commands.etcd_bootstrap import etcd_options
 
     timeout = float(getattr(args, "timeout", 2.0) or 2.0)
-    client = EtcdClient(endpoints, timeout=timeout, **etcd_options(args))  # type: ignore[arg-type]
+    client = EtcdClient(endpoints, timeout=timeout, **etcd_options(args))
     try:
         return await apply_federation(
             client,

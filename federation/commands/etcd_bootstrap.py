@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from federation.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError
 from federation.commands.apply import connection
@@ -26,7 +27,7 @@ from federation.etcd_conn import credentials
 from federation.etcd_roles import bootstrap
 
 
-def etcd_options(args: argparse.Namespace) -> dict[str, object]:
+def etcd_options(args: argparse.Namespace) -> dict[str, Any]:
     """``EtcdClient`` keyword arguments from the ``--etcd-*`` credential flags."""
     try:
         return credentials(
@@ -57,7 +58,7 @@ def _clusters(args: argparse.Namespace) -> list[str]:
 
 async def _run(args: argparse.Namespace) -> list[str]:
     endpoints, layout = connection(args)
-    client = EtcdClient(endpoints, **etcd_options(args))  # type: ignore[arg-type]
+    client = EtcdClient(endpoints, **etcd_options(args))
     try:
         passwords = Path(args.passwords_dir) if args.passwords_dir else None
         return await bootstrap(client, layout, _clusters(args), passwords_dir=passwords)

@@ -285,9 +285,20 @@ def _check_extra(obj: Any, path: str) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             _fail(at(name), f"not a finite number: {value}")
     for name in nested:
-        value = getattr(obj, name)
-        if value is not None:
-            check_model(value, at(name))
+        _check_nested(getattr(obj, name), at(name))
+
+
+def _check_nested(value: Any, path: str) -> None:
+    if value is None:
+        return
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        check_model(value, path)
+    elif isinstance(value, tuple | list | frozenset):
+        for i, item in enumerate(value):
+            _check_nested(item, f"{path}[{i}]")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_nested(item, f"{path}.{key}")
 
 
 def check_model(obj: Any, path: str = "") -> None:

@@ -16,12 +16,11 @@ etcd moved. Runtime keys (gateways, endpoints, health) are never touched.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from federation import codec
+from federation import codec, limits
 from federation.etcd import KV, Delete, EtcdClient, EtcdError, Guard, Put
 from federation.keys import KeyLayout, Kind
 from federation.model import Federation
@@ -112,8 +111,8 @@ async def read_config(client: EtcdClient, layout: KeyLayout) -> ConfigState:
 
 def _plain(data: bytes) -> Any:
     try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        return limits.parse_json(data)  # a hostile value in etcd (deep, huge) is unreadable
+    except ValueError:
         return None
 
 

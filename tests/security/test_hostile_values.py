@@ -184,3 +184,23 @@ def test_brackets_inside_strings_do_not_count_as_depth() -> None:
     plain = _service_json()
     plain["routes"] = [{"host": "shop.example.com", "path_prefix": "/" + "[" * 60}]
     decode_item(LAYOUT, _kv(LAYOUT.service("shop"), json.dumps(plain).encode()))
+
+
+async def test_apply_replaces_a_hostile_config_value_without_a_traceback(
+    etcd: EtcdCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `fedgate apply` diffing against a `[`x100,000 value died of RecursionError."""
+    import asyncio
+    from pathlib import Path
+
+    from federation.cli import main
+    from federation.manifest import load_manifest
+
+    example = Path(__file__).resolve().parents[2] / "clusters.example.yaml"
+    name = load_manifest(example).services[0].name
+    async with EtcdClient(etcd.endpoints) as client:
+        await client.put(LAYOUT.service(name), DEEP)
+    code = await asyncio.to_thread(main, ["apply", str(example), "--etcd", etcd.endpoint])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "Traceback" not in out.err and "unreadable value replaced" in out.out

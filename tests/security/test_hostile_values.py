@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,7 @@ from tests.federation.test_watch import running_watcher, seed
 from tests.support.etcd import EtcdCluster
 
 LAYOUT = KeyLayout("/fedgate/")
+EXAMPLE = Path(__file__).resolve().parents[2] / "clusters.example.yaml"
 
 
 def _kv(key: str, value: bytes, rev: int = 2) -> KV:
@@ -191,13 +193,12 @@ async def test_apply_replaces_a_hostile_config_value_without_a_traceback(
 ) -> None:
     """Before: `fedgate apply` diffing against a `[`x100,000 value died of RecursionError."""
     import asyncio
-    from pathlib import Path
 
     from federation.cli import main
     from federation.manifest import load_manifest
 
-    example = Path(__file__).resolve().parents[2] / "clusters.example.yaml"
-    name = load_manifest(example).services[0].name
+    name = load_manifest(EXAMPLE).services[0].name
+    example = EXAMPLE
     async with EtcdClient(etcd.endpoints) as client:
         await client.put(LAYOUT.service(name), DEEP)
     code = await asyncio.to_thread(main, ["apply", str(example), "--etcd", etcd.endpoint])

@@ -91,6 +91,9 @@ def test_terraform_binds_admin_to_the_pod_ip_and_mounts_the_token_0440(
     assert env["FEDGATE_LISTEN_ADMIN"]["value"].startswith("$(POD_IP):")
     volumes = {v["name"]: v for v in pod["volume"]}
     assert block(volumes["admin-token"], "secret")["default_mode"] == "0440"
+    # a gateway waiting for Vault at start is not killed by the liveness probe meanwhile
+    startup = block(container, "startup_probe")
+    assert startup["failure_threshold"] * startup["period_seconds"] >= 3600
 
 
 def test_terraform_network_policy_opens_admin_only_to_scraper_and_operators(

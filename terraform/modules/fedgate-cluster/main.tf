@@ -284,6 +284,18 @@ resource "kubernetes_deployment_v1" "gateway" {
             failure_threshold = 2
           }
 
+          # a gateway started during a Vault outage without cached material waits for
+          # Vault before it listens: up to an hour before the kubelet gives up on it
+          startup_probe {
+            http_get {
+              path = "/healthz"
+              port = "admin"
+            }
+            period_seconds    = 5
+            timeout_seconds   = 2
+            failure_threshold = 720
+          }
+
           liveness_probe {
             http_get {
               path = "/healthz"

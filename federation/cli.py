@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", help="take the cluster names from this manifest")
     p.add_argument("--cluster", action="append", help="a cluster name (repeatable)")
     p.add_argument("--passwords-dir", help="password users: DIR/<user>.password (0600)")
+    p.add_argument("--prune", action="store_true", help="delete roles of clusters not named")
     _connection_flags(p)
 
     p = sub.add_parser("demo", help="a whole federation on this machine, with a failover drill")

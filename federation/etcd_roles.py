@@ -136,12 +136,28 @@ async def _grant_role(client: EtcdClient, user: str, role: str) -> None:
             raise
 
 
+async def _prune(client: EtcdClient, wanted: set[str], report: list[str]) -> None:
+    """Delete the fedgate roles and users of clusters no longer named (decommissioned)."""
+    ours = tuple(role_name(w) + "-" for w in (Writer.GATEWAY, Writer.DISCOVERY))
+    roles: Any = await client.auth_call("RoleList", rpc.AuthRoleListRequest())
+    for name in sorted(str(r) for r in roles.roles):
+        if name.startswith(ours) and name not in wanted:
+            await client.auth_call("RoleDelete", rpc.AuthRoleDeleteRequest(role=name))
+            report.append(f"- role {name}")
+    users: Any = await client.auth_call("UserList", rpc.AuthUserListRequest())
+    for name in sorted(str(u) for u in users.users):
+        if name.startswith(ours) and name not in wanted:
+            await client.auth_call("UserDelete", rpc.AuthUserDeleteRequest(name=name))
+            report.append(f"- user {name}")
+
+
 async def bootstrap(
     client: EtcdClient,
     layout: KeyLayout,
     clusters: list[str],
     *,
     passwords_dir: Path | None = None,
+    prune: bool = False,
 ) -> list[str]:
     """Create or reconcile every role and user, then enable authentication: what changed.
 
@@ -162,6 +178,8 @@ async def bootstrap(
         await _ensure_role(client, spec, report)
         await _ensure_user(client, spec.name, passwords_dir=passwords_dir, report=report)
         await _grant_role(client, spec.name, spec.name)
+    if prune:
+        await _prune(client, {spec.name for spec in desired_roles(layout, clusters)}, report)
     status: Any = await client.auth_call("AuthStatus", rpc.AuthStatusRequest())
     if not status.enabled:
         await client.auth_call("AuthEnable", rpc.AuthEnableRequest())

@@ -6,7 +6,8 @@
 One role per writer of :data:`federation.keys.WRITERS` (and per cluster where the
 writer is a cluster's), one user per role, then ``auth enable``. Idempotent: run it
 again after adding a cluster, or after a new kind of key, and it grants only what is
-missing (and revokes what the table no longer grants). Prints what changed.
+missing (and revokes what the table no longer grants); ``--prune`` deletes the roles and
+users of clusters no longer named. Prints what changed.
 
 Users authenticate with a client certificate whose Common Name is the user (no
 password), or, with ``--passwords-dir DIR``, with a password generated once into
@@ -61,7 +62,9 @@ async def _run(args: argparse.Namespace) -> list[str]:
     client = EtcdClient(endpoints, **etcd_options(args))
     try:
         passwords = Path(args.passwords_dir) if args.passwords_dir else None
-        return await bootstrap(client, layout, _clusters(args), passwords_dir=passwords)
+        return await bootstrap(
+            client, layout, _clusters(args), passwords_dir=passwords, prune=bool(args.prune)
+        )
     finally:
         await client.close()
 

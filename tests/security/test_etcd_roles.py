@@ -172,6 +172,14 @@ def test_cli_bootstrap_is_idempotent_and_refuses_bad_input(
     assert "+ role fedgate-gateway-c" in capsys.readouterr().out
     assert main([*argv, "--cluster", "c"]) == 0
     assert "(0 change(s))" in capsys.readouterr().out
+    # a decommissioned cluster's credentials are revoked with --prune
+    assert main([*argv, "--cluster", "c", "--cluster", "d"]) == 0
+    capsys.readouterr()
+    everyone = ["--cluster", "a", "--cluster", "b", "--cluster", "c"]
+    assert main([*argv, *everyone, "--cluster", "aws-eu-west-1", "--prune"]) == 0
+    out = capsys.readouterr().out
+    assert "- role fedgate-gateway-d" in out and "- user fedgate-discovery-d" in out
+    assert "fedgate-gateway-c" not in out
     assert main(argv) == 2
     assert "name the clusters" in capsys.readouterr().err
     assert main([*argv[:-2], "--cluster", "c"]) == 2  # a certificate without its key

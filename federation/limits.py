@@ -202,7 +202,7 @@ def _doc_fields(cls: type) -> tuple[tuple[str, FieldInfo], ...]:
     return tuple((n, fi) for n, fi in doc.model_fields.items() if n in names)
 
 
-def _check_cluster(obj: Any) -> None:
+def _check_east_west(obj: Any) -> None:
     from federation.manifest import values
 
     if obj.east_west:
@@ -240,8 +240,8 @@ def _check_observation(obj: Any) -> None:
 # class name -> (the check of fields whose manifest form has another name or shape,
 # the field its error names)
 _EXTRA: dict[str, tuple[Callable[[Any], None], str]] = {
-    "Cluster": (_check_cluster, "east_west"),
-    "GatewayRecord": (_check_cluster, "east_west"),
+    "Cluster": (_check_east_west, "east_west"),
+    "GatewayRecord": (_check_east_west, "east_west"),
     "Access": (_check_access, "spiffe_ids"),
     "Endpoint": (_check_endpoint, "address"),
     "Observation": (_check_observation, "error_rate"),

@@ -113,3 +113,12 @@ def test_terraform_tokens_per_cluster(module: dict[str, dict[str, Any]]) -> None
     main = (EXAMPLE / "main.tf").read_text()
     assert main.count("lookup(var.admin_tokens,") == 3
     assert Path(EXAMPLE / "variables.tf").read_text().count('variable "admin_tokens"') == 1
+
+
+def test_terraform_etcd_client_pki_role_issues_only_the_clusters_etcd_user(
+    module: dict[str, dict[str, Any]],
+) -> None:
+    role = module["vault_pki_secret_backend_role.etcd_client"]
+    assert role["allowed_domains"] == ["fedgate-gateway-${var.cluster.name}"]
+    assert role["client_flag"] is True and role["server_flag"] is False
+    assert role["allow_subdomains"] is False and role["allow_ip_sans"] is False

@@ -105,6 +105,12 @@ variable "admin_token" {
   }
 }
 
+variable "etcd_client_pki_role" {
+  description = "Name of a PKI role (made here, per cluster) that issues the gateways' etcd client certificates, CN fedgate-gateway-<cluster>; set etcd.tls.vaultRole to it in the settings. Null: no such role (etcd client certificates come from files)."
+  type        = string
+  default     = null
+}
+
 variable "admin_token_secret" {
   description = "Name of an existing Secret (in the namespace) holding the admin token under the basename of admin.tokenFile, made outside Terraform (External Secrets, Vault agent...): the token stays out of the Terraform state. Null: the module makes the Secret from admin_token."
   type        = string

@@ -281,7 +281,8 @@ class EtcdClient:
                         if code == "UNAUTHENTICATED" and client.refresh() and not refreshed:
                             refreshed = True  # the token expired: authenticate, try again
                             continue
-                        if code not in _RETRIABLE:
+                        if code not in _RETRIABLE or "larger than max" in last:
+                            # a request over the server's size limit fails everywhere
                             raise EtcdError(f"etcd {what} failed: {_one_line(exc)}") from None
                         if code == "DEADLINE_EXCEEDED" and not idempotent:
                             raise EtcdUnavailable(

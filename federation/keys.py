@@ -13,6 +13,8 @@ key                                         value                       written 
 ``{p}endpoints/{cluster}/{service}/{src}``  [Endpoint, ...]             discovery, lease
 ``{p}health/{observer}``                    [Observation, ...]          gateway, lease
 ``{p}ratelimit/{service}``                  (reserved)                  -
+``{p}generation``                           {"generation", "applied"}   fedgate apply
+``{p}applying``                             the apply barrier           fedgate apply
 ==========================================  ==========================  =============
 
 ``fedgate apply`` owns ``federation``, ``clusters/`` and ``services/`` (the *config*
@@ -44,9 +46,11 @@ class Kind(StrEnum):
     GATEWAY = "gateways"
     ENDPOINTS = "endpoints"
     HEALTH = "health"
+    GENERATION = "generation"
+    APPLYING = "applying"
 
 
-CONFIG_KINDS = frozenset({Kind.FEDERATION, Kind.CLUSTER, Kind.SERVICE})
+CONFIG_KINDS = frozenset({Kind.FEDERATION, Kind.CLUSTER, Kind.SERVICE, Kind.GENERATION})
 
 
 class Writer(StrEnum):
@@ -89,6 +93,8 @@ WRITERS: tuple[Grant, ...] = (
     Grant(Kind.FEDERATION.value, _OP, single_key=True),
     Grant(Kind.CLUSTER.value, _OP),
     Grant(Kind.SERVICE.value, _OP),
+    Grant(Kind.GENERATION.value, _OP, single_key=True),  # the applied generation
+    Grant(Kind.APPLYING.value, _OP, single_key=True),  # the apply barrier
     Grant(Kind.GATEWAY.value, _GW, per_cluster=True),
     Grant(Kind.HEALTH.value, _GW),  # health/{gateway id}: not per cluster (see security.md)
     # discovery runs inside the gateway (``fedgate serve``) or on its own
@@ -108,6 +114,8 @@ _ARITY = {
     Kind.GATEWAY: 2,
     Kind.ENDPOINTS: 3,
     Kind.HEALTH: 1,
+    Kind.GENERATION: 0,
+    Kind.APPLYING: 0,
 }
 
 
@@ -160,10 +168,16 @@ class KeyLayout:
     def health(self, observer: str) -> str:
         return f"{self.prefix}{Kind.HEALTH}/{observer}"
 
+    def generation(self) -> str:
+        return f"{self.prefix}{Kind.GENERATION}"
+
+    def applying(self) -> str:
+        return f"{self.prefix}{Kind.APPLYING}"
+
     def folder(self, kind: Kind) -> str:
         """The prefix of every key of one kind (``{p}clusters/``)."""
-        if kind is Kind.FEDERATION:
-            return self.federation()
+        if _ARITY[kind] == 0:
+            return f"{self.prefix}{kind}"
         return f"{self.prefix}{kind}/"
 
     # -- parsing

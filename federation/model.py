@@ -22,6 +22,8 @@ CLOUDS: tuple[Cloud, ...] = ("aws", "gcp", "azure", "onprem", "other")
 
 FailoverPolicy = Literal["healthiest", "ordered"]
 RateLimitScope = Literal["gateway", "federation"]
+DnsStrategy = Literal["healthiest", "ordered", "weighted", "nearest"]
+DNS_STRATEGIES: tuple[DnsStrategy, ...] = ("healthiest", "ordered", "weighted", "nearest")
 RETRY_CONDITIONS: frozenset[str] = frozenset(
     {"connect-failure", "reset", "timeout", "502", "503", "504", "5xx"}
 )
@@ -55,6 +57,17 @@ class KubernetesDiscovery:
 
 
 @dataclass(frozen=True, slots=True)
+class PublicEntry:
+    """Where clients reach a cluster's gateways from outside: what DNS answers for it.
+
+    Either IP addresses (A/AAAA records) or one hostname (a CNAME, e.g. a cloud load
+    balancer's name); never both."""
+
+    addresses: tuple[str, ...] = ()
+    hostname: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     name: str
     region: str
@@ -64,6 +77,7 @@ class Cluster:
     east_west: str = ""  # URL where other gateways reach this one, e.g. https://host:15443
     kubernetes: KubernetesDiscovery | None = None
     labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_MAP)
+    public_entry: PublicEntry | None = None  # None: DNS never answers with this cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +107,7 @@ class Retries:
     attempts: int = 2  # retries after the first try
     per_try_timeout: float = 2.0
     budget_percent: float = 20.0  # retries may add at most this share of requests
-    on: frozenset[str] = frozenset({"connect-failure", "reset", "502", "503", "504"})
+    on: frozenset[str] = frozenset({"connect-failure", "reset", "timeout", "502", "503", "504"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +141,34 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class NearestRule:
+    """DNS ``nearest``: clients in ``network`` prefer ``clusters``, in this order."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    clusters: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceDns:
+    """How the federation's authoritative DNS answers for a service's route hosts."""
+
+    strategy: DnsStrategy = "healthiest"
+    ttl: float = 5.0
+    order: tuple[str, ...] = ()  # with strategy "ordered"; empty: failover.order, else clusters
+    nearest: tuple[NearestRule, ...] = ()  # with strategy "nearest"
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """A DNS zone the gateways serve authoritatively (SOA and NS at its apex)."""
+
+    name: str  # lowercase, no trailing dot
+    hostmaster: str = ""  # the SOA RNAME as a hostname; empty: hostmaster.<zone>
+    ttl: float = 60.0  # of SOA and NS records
+    negative_ttl: float = 5.0  # SOA minimum: how long resolvers cache NXDOMAIN / NODATA
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
     name: str
     routes: tuple[Route, ...]
@@ -141,6 +183,7 @@ class Service:
     access: Access | None = None  # None: public
     timeouts: Timeouts = Timeouts()
     max_body_bytes: int | None = None  # None: unlimited (streamed)
+    dns: ServiceDns = ServiceDns()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +193,7 @@ class Federation:
     name: str
     clusters: tuple[Cluster, ...]
     services: tuple[Service, ...]
+    zones: tuple[Zone, ...] = ()
 
 
 # ------------------------------------------------------------------ runtime facts (etcd)
@@ -189,6 +233,7 @@ class GatewayRecord:
     vault_ok: bool | None = None  # None: no Vault configured
     renewal_failing: bool = False
     stale: bool = False  # serving from a snapshot while etcd is unreachable
+    dns: str = ""  # host:port of its authoritative DNS listener ("" when off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +299,7 @@ class RoutingView:
     rejected: tuple[Rejection, ...] = ()
     source: Literal["empty", "etcd", "snapshot", "manifest"] = "empty"
     stale: bool = False  # True while served from a snapshot / etcd unreachable
+    zones: tuple[Zone, ...] = ()  # the DNS zones the gateways serve
 
     def gateways_in(self, cluster: str) -> tuple[GatewayRecord, ...]:
         return tuple(g for g in self.gateways.values() if g.cluster == cluster)

@@ -36,6 +36,7 @@ from federation.model import (
     RoutingView,
     Service,
     ServiceHealth,
+    Zone,
 )
 
 log = logging.getLogger(__name__)
@@ -61,15 +62,21 @@ class Item:
     error: str | None = None
 
 
-def _decode_federation(data: bytes) -> str:
+def _decode_federation(data: bytes) -> tuple[str, tuple[Zone, ...]]:
+    """The federation key: its name and the DNS zones the gateways serve."""
     try:
         raw = limits.parse_json(data)
     except ValueError as exc:
         raise ItemError(str(exc)) from None
-    if not isinstance(raw, dict) or set(raw) != {"name"} or not isinstance(raw["name"], str):
-        raise ItemError('expected {"name": "..."}')
+    if (
+        not isinstance(raw, dict)
+        or not {"name"} <= set(raw) <= {"name", "zones"}
+        or not isinstance(raw["name"], str)
+    ):
+        raise ItemError('expected {"name": "...", "zones": [...]}')
     name: str = raw["name"]
-    return name
+    zones: tuple[Zone, ...] = codec.from_plain(tuple[Zone, ...], raw.get("zones", []), "zones")
+    return name, zones
 
 
 def decode_item(layout: KeyLayout, kv: KV) -> Item:
@@ -196,12 +203,13 @@ def build_view(
 
     # federation name
     federation = ""
+    zones: tuple[Zone, ...] = ()
     for item in by_kind[Kind.FEDERATION]:
         if item.error is not None:
             reject(item, item.error)
-            federation = prev.federation
+            federation, zones = prev.federation, prev.zones
         else:
-            federation = item.value
+            federation, zones = item.value
 
     # clusters
     clusters: dict[str, Cluster] = {}
@@ -322,6 +330,7 @@ def build_view(
         rejected=tuple(rejected),
         source="etcd",
         stale=False,
+        zones=zones,
     )
 
 
@@ -348,6 +357,7 @@ def same_content(a: RoutingView, b: RoutingView) -> bool:
             v.observations,
             {k: dataclasses.replace(h, since=0.0) for k, h in v.health.items()},
             v.rejected,
+            v.zones,
         )
 
     return strip(a) == strip(b)

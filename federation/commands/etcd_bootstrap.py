@@ -19,27 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
-from typing import Any
 
 from federation.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError
-from federation.commands.apply import connection
+from federation.commands.apply import connection, etcd_options
 from federation.etcd import EtcdClient, EtcdError
-from federation.etcd_conn import credentials
 from federation.etcd_roles import bootstrap
-
-
-def etcd_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``EtcdClient`` keyword arguments from the ``--etcd-*`` credential flags."""
-    try:
-        return credentials(
-            cacert=getattr(args, "etcd_cacert", None),
-            cert=getattr(args, "etcd_cert", None),
-            key=getattr(args, "etcd_key", None),
-            user=getattr(args, "etcd_user", None),
-            password_file=getattr(args, "etcd_password_file", None),
-        )
-    except ValueError as exc:
-        raise CommandError(str(exc), EXIT_USAGE) from None
 
 
 def _clusters(args: argparse.Namespace) -> list[str]:

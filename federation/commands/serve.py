@@ -48,13 +48,17 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
     try:
         return load_settings(args.config, overrides=overrides)
     except SettingsError as exc:
-        raise CommandError(str(exc), EXIT_CONFIG) from None
+        # one line per problem, as `fedgate validate` prints the manifest's (the last
+        # one goes through CommandError: "fedgate serve: ...")
+        for line in exc.lines[:-1]:
+            print(f"fedgate serve: {line}", file=sys.stderr)
+        raise CommandError(exc.lines[-1], EXIT_CONFIG) from None
 
 
 def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    _check(settings)  # serve refuses at start what --check refuses
     if args.check:
-        _check(settings)
         print(f"{args.config}: ok: gateway for cluster {settings.cluster}")
         return 0
     try:
@@ -73,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(settings: GatewaySettings) -> None:
-    """What can be checked without starting anything."""
+    """What can be checked without starting anything: everything ``serve`` would refuse
+    at start before it opens a connection (so ``--check`` passing means ``serve`` gets
+    as far as reaching etcd and Vault)."""
+    # (the etcd endpoints are checked by the settings themselves, as the client reads them)
     if settings.vault is None and settings.listen.east_west and not settings.insecure_east_west:
         raise CommandError(
             "listen.eastWest needs mutual TLS: configure vault, or set insecureEastWest: true "
@@ -137,6 +144,7 @@ class GatewayProcess:
         from federation.model import GatewayRecord, RoutingView
         from federation.ratelimit_share import live_gateway_count
         from gateway.balancer import Balancer
+        from gateway.config import DataPlaneSettings
         from gateway.passive import PassiveStats
         from gateway.placement import Placement
         from gateway.ratelimit import RateLimiter
@@ -213,7 +221,10 @@ class GatewayProcess:
             from federation.liveness import GatewayLease, GatewayRegistration
             from federation.watch import ViewWatcher
 
-            client = EtcdClient(s.etcd.endpoints, timeout=s.etcd.dial_timeout, **etcd_options)
+            try:
+                client = EtcdClient(s.etcd.endpoints, timeout=s.etcd.dial_timeout, **etcd_options)
+            except ValueError as exc:
+                raise StartupError(f"etcd.endpoints: {exc}") from None
             watcher = ViewWatcher(client, layout, on_view=holder.swap, snapshot_path=s.snapshot)
             lease = GatewayLease(client, ttl=s.etcd.lease_ttl)
 
@@ -259,6 +270,7 @@ class GatewayProcess:
                 out["discovery"] = self.discovery.status()
             return out
 
+        dns_server, dns_report = _dns_parts(s, holder, telemetry)
         admin_app = create_admin_app(
             holder=holder,
             token=token,
@@ -269,9 +281,10 @@ class GatewayProcess:
             ready=ready,
             status=status,
             public_metrics=s.admin.public_metrics,
+            dns=dns_report,
         )
         gateway = Gateway(
-            settings=s,
+            settings=DataPlaneSettings.from_settings(s),
             holder=holder,
             placement=placement,
             balancer=balancer,
@@ -285,6 +298,7 @@ class GatewayProcess:
         )
         try:
             await gateway.start()
+            dns_address = await _start_dns(s, dns_server)
         except OSError as exc:
             raise StartupError(f"cannot bind a listener: {exc.strerror or exc}") from None
 
@@ -299,6 +313,7 @@ class GatewayProcess:
                 east_west=_east_west_url(s, bound.get("east_west")),
                 admin=_addr(bound.get("admin")),
                 started_at=time.time(),
+                dns=dns_address,
             )
             registration = GatewayRegistration(lease, layout, record)
             on_view(holder.view)
@@ -330,6 +345,8 @@ class GatewayProcess:
 
         log.info("draining", timeout=s.limits.drain_timeout)
         await gateway.drain(s.limits.drain_timeout)
+        if dns_server is not None:
+            await dns_server.close()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -374,17 +391,23 @@ class GatewayProcess:
         def services() -> list[Any]:
             return [svc for svc in holder.view.services.values() if cluster.name in svc.clusters]
 
-        discovery = EndpointDiscovery(
-            client=client,
-            layout=layout,
-            lease=lease,
-            cluster=cluster,
-            services=services,
-            api_client=kubernetes_api_client(context=cluster.kubernetes.context),
-            source=gateway_id,
-        )
-        self.discovery = discovery
-        self._spawn("discovery", discovery.run)
+        async def run() -> None:
+            # the Kubernetes client is made in the background task: no kubeconfig, or an
+            # unreadable one, is logged and retried with the others' backoff; it used to
+            # be raised in a view listener and end the whole gateway
+            if self.discovery is None:
+                self.discovery = EndpointDiscovery(
+                    client=client,
+                    layout=layout,
+                    lease=lease,
+                    cluster=cluster,
+                    services=services,
+                    api_client=kubernetes_api_client(context=cluster.kubernetes.context),
+                    source=gateway_id,
+                )
+            await self.discovery.run()
+
+        self._spawn("discovery", run)
 
     async def _report_certificates(self, vault: Any, registration: Any, telemetry: Any) -> None:
         while not self._stop.is_set():
@@ -400,6 +423,37 @@ class GatewayProcess:
                 )
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=2.0)
+
+
+def _dns_parts(s: GatewaySettings, holder: Any, telemetry: Any) -> tuple[Any, Any]:
+    """The DNS listener and its admin side when ``listen.dns`` is set, else (None, None)."""
+    if not s.listen.dns:
+        return None, None
+    from gateway.dns import DnsAnswers, DnsServer, Responder
+    from gateway.dns.metrics import DnsCollector
+    from gateway.dns.report import DnsReport
+
+    answers = DnsAnswers()
+    server = DnsServer(
+        holder,
+        Responder(answers),
+        responses_per_second=s.dns.responses_per_second,
+        burst=s.dns.burst,
+        slip=s.dns.slip,
+    )
+    if s.telemetry.metrics:
+        telemetry.registry.register(DnsCollector(server.stats))
+    return server, DnsReport(answers, holder, server)
+
+
+async def _start_dns(s: GatewaySettings, server: Any) -> str:
+    """Bind the DNS listener; the address to advertise in the gateway record ("" if none)."""
+    if server is None or not s.listen.dns:
+        return ""
+    host, port = await server.start(s.listen.dns)
+    advertise = s.dns.advertise or ("" if host in ("0.0.0.0", "::", "") else _addr((host, port)))
+    server.responder.answers.set_own(s.cluster, advertise)
+    return advertise
 
 
 def explain_request(

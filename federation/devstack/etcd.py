@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import tempfile
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +78,7 @@ class EtcdCluster:
     members: list[EtcdMember] = field(default_factory=list)
     token: str = "fedgate-test"
     tls: bool = False  # https:// with --client-cert-auth
-    extra_args: tuple[str, ...] = ()  # more etcd flags, e.g. ("--auth-token", "simple")
+    extra_args: Sequence[str] = ()  # more etcd flags, e.g. ("--max-txn-ops", "8")
     extra_client_ca: str = ""  # PEM of another CA whose client certificates etcd accepts
     ca: TestCa | None = None
     _server: IssuedFiles | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from federation.manifest import values
+from federation.manifest.dns_checks import check_dns
 from federation.manifest.source import Document, Path
 
 _DEFAULTS = {
@@ -75,6 +76,7 @@ def check(doc: Document) -> None:
             else:
                 names[name] = doc.mark((*base, "name"))[0]
         _check_service(doc, base, service, clusters, routes)
+    check_dns(doc, data)
 
 
 def _check_clusters(doc: Document, clusters: Any) -> dict[str, dict[Any, Any]]:

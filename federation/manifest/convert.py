@@ -15,11 +15,15 @@ from federation.model import (
     Federation,
     HealthCheck,
     KubernetesDiscovery,
+    NearestRule,
+    PublicEntry,
     RateLimit,
     Retries,
     Route,
     Service,
+    ServiceDns,
     Timeouts,
+    Zone,
 )
 
 
@@ -39,6 +43,35 @@ def cluster(doc: schema.ClusterDoc) -> Cluster:
             else None
         ),
         labels=MappingProxyType(dict(doc.labels)),
+        public_entry=(
+            PublicEntry(
+                addresses=tuple(doc.public_entry.addresses or ()),
+                hostname=doc.public_entry.hostname or "",
+            )
+            if doc.public_entry is not None
+            else None
+        ),
+    )
+
+
+def service_dns(doc: schema.ServiceDnsDoc) -> ServiceDns:
+    return ServiceDns(
+        strategy=doc.strategy,
+        ttl=doc.ttl,
+        order=tuple(doc.order or ()),
+        nearest=tuple(
+            NearestRule(network=values.parse_network(n.cidr), clusters=tuple(n.clusters))
+            for n in doc.nearest or ()
+        ),
+    )
+
+
+def zone(doc: schema.ZoneDoc) -> Zone:
+    return Zone(
+        name=doc.name,
+        hostmaster=doc.hostmaster or "",
+        ttl=doc.ttl,
+        negative_ttl=doc.negative_ttl,
     )
 
 
@@ -103,6 +136,7 @@ def service(doc: schema.ServiceDoc) -> Service:
         access=access(doc.access) if doc.access is not None else None,
         timeouts=Timeouts(connect=to.connect, request=to.request, idle=to.idle),
         max_body_bytes=doc.max_body_bytes,
+        dns=service_dns(doc.dns),
     )
 
 
@@ -111,4 +145,5 @@ def federation(doc: schema.ManifestDoc) -> Federation:
         name=doc.metadata.name,
         clusters=tuple(cluster(c) for c in doc.clusters),
         services=tuple(service(s) for s in doc.services),
+        zones=tuple(zone(z) for z in doc.zones),
     )

@@ -76,6 +76,14 @@ AllowEntry = Annotated[str, Strict(), AfterValidator(_checked(values.check_allow
 LimitKey = Annotated[str, Strict(), AfterValidator(_checked(values.check_limit_key))]
 RetryCondition = Annotated[str, BeforeValidator(_checked(_retry_condition))]
 NonEmptyStr = Annotated[str, Strict(), Field(min_length=1)]
+Hostname = Annotated[str, Strict(), AfterValidator(_checked(values.check_hostname))]
+IpAddress = Annotated[str, Strict(), AfterValidator(_checked(values.check_ip_address))]
+Cidr = Annotated[str, Strict(), AfterValidator(_checked(values.check_network))]
+DnsTtl = Annotated[
+    float,
+    BeforeValidator(_checked(_duration_or_zero)),
+    AfterValidator(_checked(values.check_dns_ttl)),
+]
 
 
 class Doc(BaseModel):
@@ -108,6 +116,21 @@ class KubernetesDoc(Doc):
     )
 
 
+class PublicEntryDoc(Doc):
+    addresses: list[IpAddress] | None = Field(
+        default=None,
+        min_length=1,
+        description="IP addresses where clients reach this cluster's gateways (its load "
+        "balancer): DNS answers A/AAAA records with them. Exactly one of addresses, "
+        "hostname. Default: none.",
+    )
+    hostname: Hostname | None = Field(
+        default=None,
+        description="A hostname for the same (e.g. a cloud load balancer's name): DNS answers "
+        "a CNAME to it. Exactly one of addresses, hostname. Default: none.",
+    )
+
+
 class ClusterDoc(Doc):
     name: DnsLabel = Field(description="Required. Unique name, DNS-label syntax.")
     region: NonEmptyStr = Field(description="Required. The provider's region or the site name.")
@@ -128,6 +151,12 @@ class ClusterDoc(Doc):
         "(no discovery: static endpoints only).",
     )
     labels: dict[Str, Str] = Field(default={}, description="Free-form labels. Default: {}.")
+    public_entry: PublicEntryDoc | None = Field(
+        default=None,
+        alias="publicEntry",
+        description="Where clients reach this cluster from outside, for the federation's "
+        "DNS. Default: null (DNS never answers with this cluster).",
+    )
 
 
 # ------------------------------------------------------------------------------ services
@@ -192,9 +221,9 @@ class RetriesDoc(Doc):
         description="Retries add at most this percentage of requests, 0..100. Default: 20.",
     )
     on: list[RetryCondition] = Field(
-        default=["connect-failure", "reset", "502", "503", "504"],
+        default=["connect-failure", "reset", "timeout", "502", "503", "504"],
         description="connect-failure | reset | timeout | 502 | 503 | 504 | 5xx. "
-        "Default: [connect-failure, reset, 502, 503, 504].",
+        "Default: [connect-failure, reset, timeout, 502, 503, 504].",
     )
 
 
@@ -236,6 +265,34 @@ class TimeoutsDoc(Doc):
     idle: Duration = Field(default=60.0, description="Idle upstream connection. Default: 60s.")
 
 
+class NearestDoc(Doc):
+    cidr: Cidr = Field(description="Required. Client network (CIDR or one address).")
+    clusters: list[DnsLabel] = Field(
+        min_length=1,
+        description="Required, non-empty. This service's clusters these clients prefer, in order.",
+    )
+
+
+class ServiceDnsDoc(Doc):
+    strategy: Literal["healthiest", "ordered", "weighted", "nearest"] = Field(
+        default="healthiest",
+        description="healthiest | ordered | weighted | nearest (docs/dns.md). Default: healthiest.",
+    )
+    ttl: DnsTtl = Field(
+        default=5.0, description="TTL of the answers, whole seconds, 0s..24h. Default: 5s."
+    )
+    order: list[DnsLabel] | None = Field(
+        default=None,
+        description="With strategy ordered: clusters in order of preference. Default: "
+        "failover.order, else the service's clusters in order.",
+    )
+    nearest: list[NearestDoc] | None = Field(
+        default=None,
+        description="With strategy nearest (required there): client networks and the "
+        "clusters they prefer; the longest matching network wins. Default: none.",
+    )
+
+
 class ServiceDoc(Doc):
     name: DnsLabel = Field(description="Required. Unique name, DNS-label syntax.")
     routes: list[RouteDoc] = Field(min_length=1, description="Required, non-empty.")
@@ -266,6 +323,11 @@ class ServiceDoc(Doc):
         alias="maxBodyBytes",
         description="Request body limit (413 above). Default: null (unlimited, streamed).",
     )
+    dns: ServiceDnsDoc = Field(
+        default=ServiceDnsDoc(),
+        description="How the federation's DNS answers for the route hosts. Default: "
+        "healthiest, ttl 5s.",
+    )
 
 
 # ------------------------------------------------------------------------------ document
@@ -275,9 +337,29 @@ class MetadataDoc(Doc):
     name: DnsLabel = Field(description="Required. The federation's name, DNS-label syntax.")
 
 
+class ZoneDoc(Doc):
+    name: Hostname = Field(description="Required. The zone's apex, e.g. acme.com.")
+    hostmaster: Hostname | None = Field(
+        default=None,
+        description="The SOA contact as a hostname (hostmaster.acme.com). "
+        "Default: hostmaster.<zone>.",
+    )
+    ttl: DnsTtl = Field(default=60.0, description="TTL of SOA and NS records. Default: 60s.")
+    negative_ttl: DnsTtl = Field(
+        default=5.0,
+        alias="negativeTtl",
+        description="How long resolvers cache NXDOMAIN and no-data answers (the SOA "
+        "minimum). Default: 5s.",
+    )
+
+
 class ManifestDoc(Doc):
     api_version: Literal["fedgate/v1"] = Field(alias="apiVersion", description="Required.")
     kind: Literal["Federation"] = Field(description="Required.")
     metadata: MetadataDoc = Field(description="Required.")
     clusters: list[ClusterDoc] = Field(min_length=1, description="Required, non-empty.")
     services: list[ServiceDoc] = Field(default=[], description="Default: [].")
+    zones: list[ZoneDoc] = Field(
+        default=[],
+        description="DNS zones the gateways serve authoritatively (docs/dns.md). Default: [].",
+    )

@@ -95,6 +95,36 @@ def check_route_host(value: str) -> str:
     return host
 
 
+def check_hostname(value: str) -> str:
+    """An exact hostname (no wildcard, no trailing dot); lowercased."""
+    if value.strip().startswith("*"):
+        raise ValueError(f"{value!r}: a wildcard is not allowed here")
+    return check_route_host(value)
+
+
+def check_ip_address(value: str) -> str:
+    """An IPv4 or IPv6 address (no port, no brackets); returned in its canonical form."""
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+def check_dns_ttl(seconds: float) -> float:
+    """A DNS TTL: whole seconds, 0s..1d (RFC 2181 TTLs are integers)."""
+    if seconds != int(seconds):
+        raise ValueError(f"a DNS TTL is whole seconds, got {seconds:g}s")
+    if not 0 <= seconds <= 86400:
+        raise ValueError(f"a DNS TTL is 0s..24h, got {seconds:g}s")
+    return seconds
+
+
+def check_network(value: str) -> str:
+    """A CIDR (or a single address) as :func:`parse_network` reads it."""
+    parse_network(value)
+    return value
+
+
 def check_path_prefix(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError(f"must start with '/', got {value!r}")

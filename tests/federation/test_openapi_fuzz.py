@@ -113,7 +113,9 @@ def test_every_operation_is_fuzzed() -> None:
     assert secured == {
         "/v1/health/global",
         "/v1/status",
+        "/v1/trends",
         "/v1/routes/explain",
+        "/v1/dns/explain",
         "/openapi.json",
         "/",
         "/metrics",  # it names services, clusters, health and certificate expiry

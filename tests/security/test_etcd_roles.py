@@ -82,6 +82,8 @@ async def test_gateway_writes_only_its_own_records(bootstrapped: EtcdCluster) ->
         await denied(gw, LAYOUT.service("evil"))
         await denied(gw, LAYOUT.cluster("a"))
         await denied(gw, LAYOUT.federation())
+        await denied(gw, LAYOUT.generation())  # the apply's generation and barrier (h3)
+        await denied(gw, LAYOUT.applying())
         await denied(gw, LAYOUT.gateway("b", "gw9"))
         await denied(gw, LAYOUT.endpoints("shop", "b", "gw1"))
         await denied(gw, "/other-prefix/x")
@@ -101,7 +103,11 @@ async def test_discovery_writes_only_its_clusters_endpoints(bootstrapped: EtcdCl
 
 async def test_only_the_operator_writes_config(bootstrapped: EtcdCluster) -> None:
     async with client(bootstrapped, "fedgate-operator") as op:
-        await op.put(LAYOUT.federation(), b'{"name":"acme"}')
+        # the name of clusters.example.yaml: a later test applies it on this prefix
+        await op.put(LAYOUT.federation(), b'{"name":"acme-prod"}')
+        # the apply barrier and the applied generation are the operator's too
+        await op.put(LAYOUT.applying(), b"{}")
+        await op.delete(LAYOUT.applying())
         await denied(op, LAYOUT.gateway("a", "gw1"))  # runtime facts are not the operator's
     # a user the bootstrap never created has no role at all
     async with client(bootstrapped, "mallory") as nobody:

@@ -14,13 +14,14 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from federation.cli import CommandError
 from federation.settings import GatewaySettings, SettingsError, load_settings
 
 EXIT_CONFIG = 2
+T = TypeVar("T")
 
 
 _ETCD_FLAGS = (
@@ -195,9 +196,13 @@ class GatewayProcess:
                     s.vault, cluster=s.cluster, gateway_id=gateway_id, cache_path=cache,
                     etcd_client=etcd_client_cert(s),
                 )  # fmt: skip
-                tls = await vault.start(wait=True)
+                started = await self._unless_stopped(vault.start(wait=True))
             except VaultError as exc:
                 raise StartupError(str(exc)) from None
+            if started is None:  # SIGTERM while waiting for Vault: nothing to drain
+                log.info("stopped while waiting for vault", gateway=gateway_id)
+                return 0
+            tls = started
         elif s.listen.east_west and not s.insecure_east_west:
             raise StartupError(
                 "listen.eastWest needs mutual TLS: configure vault, or set insecureEastWest: true"
@@ -362,6 +367,25 @@ class GatewayProcess:
         telemetry.close()  # flush the last access-log lines and spans
         log.info("stopped", gateway=gateway_id)
         return 0
+
+    async def _unless_stopped(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """``work``'s result, or ``None`` when SIGTERM/SIGINT comes first (``work`` is
+        cancelled): a wait at start-up stays interruptible."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            stop.cancel()
+            raise
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return None
+        return task.result()
 
     def _start_discovery(
         self, client: Any, layout: Any, lease: Any, holder: Any, gateway_id: str

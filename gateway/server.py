@@ -215,7 +215,9 @@ class Gateway:
                 srv.close()
         for server in data:
             for conn in list(server.server_state.connections):
-                conn.shutdown()
+                # a WebSocket already closing raises (uvicorn: InvalidState); closed below
+                with contextlib.suppress(Exception):
+                    conn.shutdown()
         while loop.time() < deadline and any(
             s.server_state.connections or s.server_state.tasks for s in data
         ):

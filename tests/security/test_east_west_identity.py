@@ -170,3 +170,54 @@ async def test_a_gateway_dials_only_a_live_gateway_of_the_cluster(
             r = await c.get("/hop", headers={"host": "shop.test"})
         assert (r.status_code == 200) is reached, r.text
         assert (b2.requests > 0) is reached
+
+
+@pytest.mark.parametrize(
+    ("server_uris", "reached"),
+    [((gw_id("c2"),), True), ((gw_id("c1"),), False)],
+    ids=["genuine", "wrong-cluster"],
+)
+async def test_a_websocket_dials_only_a_gateway_of_the_cluster(
+    ca: TestCa, server_uris: tuple[str, ...], reached: bool
+) -> None:
+    """A WebSocket tunnel opens its own east-west connection: the same server check."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    async with Backend("b2", host="127.0.0.3") as b2:
+        ew1, ew2 = free_port("127.0.0.5"), free_port("127.0.0.6")
+        clusters = [
+            cluster("c1", east_west=f"https://127.0.0.5:{ew1}"),
+            cluster("c2", east_west=f"https://127.0.0.6:{ew2}"),
+        ]
+        svc = service("shop", "shop.test", clusters=("c2",))
+        v = view_of([svc], clusters, endpoints={("shop", "c2"): [b2.address]})
+        records = {"g2": GatewayRecord(id="g2", cluster="c2")}
+        v = dataclasses.replace(v, gateways=MappingProxyType(records))
+
+        def s(name: str, host: str, ew: int):  # type: ignore[no-untyped-def]
+            return settings_for(name, host=host, insecureEastWest=False).model_copy(
+                update={
+                    "listen": settings_for(name).listen.model_copy(
+                        update={"public": f"{host}:0", "east_west": f"{host}:{ew}"}
+                    )
+                }
+            )
+
+        async with (
+            running_gateway(v, settings=s("c1", "127.0.0.5", ew1),
+                            tls=contexts(ca, (gw_id("c1"),))) as g1,
+            running_gateway(v, settings=s("c2", "127.0.0.6", ew2),
+                            tls=contexts(ca, server_uris)),
+        ):  # fmt: skip
+            h, p = g1.addr()
+            url = "ws://shop.test/chat"
+            if reached:
+                async with connect(url, host=h, port=p, proxy=None) as conn:  # type: ignore[arg-type]
+                    await conn.send("hi")
+                    assert await conn.recv() == "b2:hi"
+            else:
+                with pytest.raises(InvalidStatus):
+                    async with connect(url, host=h, port=p, proxy=None):  # type: ignore[arg-type]
+                        pass
+    assert (b2.requests > 0 or reached) is reached

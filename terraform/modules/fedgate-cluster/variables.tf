@@ -240,7 +240,7 @@ variable "vault_ca_cert_pem" {
 }
 
 variable "prometheus_scrape" {
-  description = "Annotate the pods for Prometheus (prometheus.io/scrape, port, path: /metrics on the admin port, which needs no token)."
+  description = "Annotate the pods for Prometheus (prometheus.io/scrape, port, path: /metrics on the admin port, which needs the admin token unless the settings set admin.publicMetrics)."
   type        = bool
   default     = true
 }

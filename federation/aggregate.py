@@ -65,16 +65,34 @@ def aggregate(
             if cluster not in clusters:
                 continue
             key = (service.name, cluster)
-            health = assess(
+            result[key] = assess_pair(
                 service.name,
                 cluster,
                 endpoints=endpoints.get(key, ()),
                 observations=by_key.get(key, ()),
+                previous=previous.get(key),
+                now=now,
             )
-            prev = previous.get(key)
-            since = prev.since if prev is not None and prev.state is health.state else now
-            result[key] = _with_since(health, since)
     return MappingProxyType(result)
+
+
+def assess_pair(
+    service: str,
+    cluster: str,
+    *,
+    endpoints: Sequence[Endpoint],
+    observations: Sequence[Observation],
+    previous: ServiceHealth | None,
+    now: float,
+) -> ServiceHealth:
+    """One (service, cluster) from its live observers, ``since`` carried from ``previous``.
+
+    What the incremental view (``federation.viewstate``) calls for each pair a change
+    touched; :func:`aggregate` is the same over every pair.
+    """
+    health = assess(service, cluster, endpoints=endpoints, observations=observations)
+    same = previous is not None and previous.state is health.state
+    return _with_since(health, previous.since if same and previous is not None else now)
 
 
 def assess(

@@ -167,6 +167,7 @@ class DataPlane:
         self.hosts: dict[bytes, str] = {}  # Host header -> host name (a parse cache)
         self.fast_served = 0  # requests served by callbacks, without an ASGI task
         self._remotes: dict[str, _Target | None] = {}
+        self.route_builds = 0  # route tables compiled (config changes only)
         self.current: tuple[RoutingView, RouteTable] = (holder.view, RouteTable.build(holder.view))
         holder.subscribe(self._on_view)
 
@@ -195,8 +196,12 @@ class DataPlane:
         return ok
 
     def _on_view(self, view: RoutingView) -> None:
-        if view is not self.current[0]:
-            self.current = (view, RouteTable.build(view))  # one assignment: a consistent pair
+        before, table = self.current
+        if view is not before:
+            if view.services is not before.services:  # the incremental view keeps it otherwise
+                table = RouteTable.build(view)
+                self.route_builds += 1
+            self.current = (view, table)  # one assignment: a consistent pair
             self._remotes = {}
             if len(self._locals) > 10000:
                 self._locals = {}

@@ -149,9 +149,15 @@ def load_snapshot(path: str | os.PathLike[str]) -> RoutingView | None:
 class SnapshotWriter:
     """Writes the latest view given to :meth:`schedule`, debounced, in a worker thread."""
 
-    def __init__(self, path: str | os.PathLike[str], *, debounce: float = 0.5) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, debounce: float = 0.5, min_interval: float = 10.0
+    ) -> None:
         self.path = Path(path)
         self._debounce = debounce
+        # under churn at most one write per min_interval: encoding a 1,000-cluster view
+        # is CPU (in a thread, but it holds the GIL), and the newest view is all that counts
+        self._min_interval = min_interval
+        self._last_write = -1e9
         self._pending: RoutingView | None = None
         self._task: asyncio.Task[None] | None = None
         self.writes = 0
@@ -166,7 +172,8 @@ class SnapshotWriter:
             )
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self._debounce)
+        wait = max(self._debounce, self._last_write + self._min_interval - time.monotonic())
+        await asyncio.sleep(wait)
         await self.flush()
 
     async def flush(self) -> None:
@@ -174,6 +181,7 @@ class SnapshotWriter:
         view, self._pending = self._pending, None
         if view is None:
             return
+        self._last_write = time.monotonic()
         try:
             await asyncio.to_thread(write_snapshot, self.path, view)
             self.writes += 1

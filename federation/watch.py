@@ -103,6 +103,7 @@ class WatchStats:
 
 Delta = dict[str, KV | None]
 OFFLOAD_KEYS = 256  # a delta of more keys than this is applied in a worker thread
+OFFLOAD_BYTES = 128 * 1024  # ... or of more bytes to decode than this
 
 
 class ViewWatcher:
@@ -411,7 +412,8 @@ class ViewWatcher:
         self._last_flush = loop.time()
         now = self._clock()
         kw = {"revision": revision, "now": now, "config_floor": self._config_floor}
-        if len(delta) > self._offload_keys:
+        size = sum(len(kv.value) for kv in delta.values() if kv is not None)
+        if len(delta) > self._offload_keys or size > OFFLOAD_BYTES:
             self.stats.offloaded += 1
             view = await asyncio.to_thread(lambda: state.apply(delta, **kw))  # type: ignore[arg-type]
         else:

@@ -110,12 +110,16 @@ def health_value(
     return codec.encode(obs)
 
 
-def chunks(ops: Iterator[Put], size: int = 100) -> Iterator[list[Put]]:
+def chunks(ops: Iterator[Put], size: int = 100, max_bytes: int = 1 << 20) -> Iterator[list[Put]]:
+    """Transactions of at most ``size`` puts and about ``max_bytes`` (etcd's 1.5 MiB)."""
     batch: list[Put] = []
+    weight = 0
     for op in ops:
-        batch.append(op)
-        if len(batch) >= size:
+        cost = len(op.key) + len(op.value)
+        if batch and (len(batch) >= size or weight + cost > max_bytes):
             yield batch
-            batch = []
+            batch, weight = [], 0
+        batch.append(op)
+        weight += cost
     if batch:
         yield batch

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -164,8 +165,14 @@ class SnapshotWriter:
         self.last_error: str | None = None
 
     def schedule(self, view: RoutingView) -> None:
-        """Remember ``view``; it is written within ``debounce`` seconds."""
-        self._pending = view
+        """Remember ``view``; it is written within ``debounce`` seconds.
+
+        The runtime health (observations and their aggregate) is left out: it is most of
+        the bytes at scale (23 MB of 25 at 100 clusters), stale by the time a snapshot is
+        read, and a gateway started from a snapshot takes its own cluster's health from its
+        probes at once; remote clusters are ``unknown`` (usable) until etcd answers.
+        """
+        self._pending = dataclasses.replace(view, observations=(), health=MappingProxyType({}))
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(
                 self._flush_later(), name="snapshot-writer"

@@ -103,7 +103,7 @@ class WatchStats:
 
 Delta = dict[str, KV | None]
 OFFLOAD_KEYS = 256  # a delta of more keys than this is applied in a worker thread
-OFFLOAD_BYTES = 128 * 1024  # ... or of more bytes to decode than this
+OFFLOAD_BYTES = 16 * 1024  # ... or of more bytes to decode than this
 
 
 class ViewWatcher:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import ssl
@@ -36,7 +37,7 @@ from urllib.parse import urlsplit
 
 from federation import codec
 from federation.keys import KeyLayout
-from federation.model import HealthCheck, HealthState, Observation, RoutingView, Service
+from federation.model import ANY, HealthCheck, HealthState, Observation, RoutingView, Service
 
 log = logging.getLogger(__name__)
 
@@ -382,11 +383,26 @@ class HealthReporter:
 
     # ------------------------------------------------------------------ observations
     def observations(self) -> tuple[Observation, ...]:
-        """This gateway's current opinions (``at`` = now)."""
+        """This gateway's current opinions (``at`` = now).
+
+        O(services of its own cluster + clusters it finds unreachable + pairs it sends
+        real traffic to), not O(services x clusters):
+
+        - one observation per service of its own cluster (its probes);
+        - one observation per (service, remote cluster) only with real traffic there
+          (``MIN_REQUESTS`` in the window): its error rate and latency count;
+        - one *cluster-wide exception* (``service="*"``) per remote cluster whose
+          gateways it finds unreachable (``unhealthy``) or has no result for yet
+          (``unknown``: no opinion);
+        - the *marker* (``"*"/"*"``, healthy = reachable clusters, total = pinged) when it
+          pings other clusters: every remote cluster it lists no exception for is
+          reachable for it (a silent healthy vote, ``federation.aggregate``).
+        """
         view = self._view if self._view is not None else self._holder.view
         now = self._clock()
         stats = self._passive.snapshot()
         out: list[Observation] = []
+        reach: dict[str, bool | None] = {}  # remote cluster -> reachable (None: no result)
         for svc in sorted(view.services.values(), key=lambda s: s.name):
             for cluster in svc.clusters:
                 if cluster not in view.clusters:
@@ -398,36 +414,55 @@ class HealthReporter:
                         continue  # not every endpoint probed yet: no opinion
                     state = _endpoint_state(healthy, total)
                 else:
-                    gw = [
-                        t.state.healthy
-                        for t in self._targets.values()
-                        if t.kind == "gateway" and t.name == cluster
-                    ]
-                    known = [h for h in gw if h is not None]
-                    if not gw or len(known) < len(gw):
-                        if n < MIN_REQUESTS:
-                            continue  # nothing to say about it
-                        state, healthy, total = HealthState.HEALTHY, 1, 1
-                    else:
-                        up = any(known)
-                        state = HealthState.HEALTHY if up else HealthState.UNHEALTHY
-                        healthy, total = int(up), 1
+                    if cluster not in reach:
+                        reach[cluster] = self._reachable(cluster)
+                    if n < MIN_REQUESTS:
+                        continue  # the cluster-wide opinion below speaks for this pair
+                    up = reach[cluster]
+                    state = HealthState.UNHEALTHY if up is False else HealthState.HEALTHY
+                    healthy, total = (0, 1) if up is False else (1, 1)
                 state = _with_passive(state, err, n)
-                out.append(
-                    Observation(
-                        observer=self._gateway_id,
-                        observer_cluster=self._cluster,
-                        service=svc.name,
-                        cluster=cluster,
-                        state=state,
-                        healthy=healthy,
-                        total=total,
-                        error_rate=round(err, 4) if n else 0.0,
-                        latency_ms=round(ms, 2) if n else 0.0,
-                        at=now,
+                out.append(self._observation(svc.name, cluster, state, healthy, total, now))
+                if n:
+                    out[-1] = dataclasses.replace(
+                        out[-1], error_rate=round(err, 4), latency_ms=round(ms, 2)
                     )
-                )
+        for cluster in sorted(reach):
+            up = reach[cluster]
+            if up is False:
+                out.append(self._observation(ANY, cluster, HealthState.UNHEALTHY, 0, 1, now))
+            elif up is None:
+                out.append(self._observation(ANY, cluster, HealthState.UNKNOWN, 0, 0, now))
+        if reach:
+            up_count = sum(1 for v in reach.values() if v)
+            out.append(self._observation(ANY, ANY, HealthState.HEALTHY, up_count, len(reach), now))
         return tuple(out)
+
+    def _observation(
+        self, service: str, cluster: str, state: HealthState, healthy: int, total: int, now: float
+    ) -> Observation:
+        return Observation(
+            observer=self._gateway_id,
+            observer_cluster=self._cluster,
+            service=service,
+            cluster=cluster,
+            state=state,
+            healthy=healthy,
+            total=total,
+            at=now,
+        )
+
+    def _reachable(self, cluster: str) -> bool | None:
+        """Whether a remote cluster's gateways answer our pings (None: no result yet)."""
+        gw = [
+            t.state.healthy
+            for t in self._targets.values()
+            if t.kind == "gateway" and t.name == cluster
+        ]
+        known = [h for h in gw if h is not None]
+        if not gw or len(known) < len(gw):
+            return None
+        return any(known)
 
     async def publish(self, *, force: bool = False) -> bool:
         """Write the observations if they changed materially; True when written."""

@@ -38,11 +38,12 @@ import logging
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from federation.aggregate import assess_pair
+from federation.aggregate import assess_pair, pair_opinions
 from federation.etcd import KV
 from federation.keys import HELD_KINDS, KeyLayout, Kind
 from federation.manifest_view import static_endpoints
 from federation.model import (
+    ANY,
     Cluster,
     Endpoint,
     GatewayRecord,
@@ -124,6 +125,7 @@ class ViewState:
         self.endpoints: dict[Pair, tuple[Endpoint, ...]] = {}
         self._obs_values: dict[str, tuple[Observation, ...]] = {}
         self._obs_by_pair: dict[Pair, dict[str, list[Observation]]] = {}
+        self._markers: dict[str, str] = {}  # observer id -> its cluster ("*"/"*" marker)
         self.health: dict[Pair, ServiceHealth] = {}
         self.config_revision = 0
         self._view = _EMPTY
@@ -136,6 +138,14 @@ class ViewState:
     def kinds(self, kind: Kind) -> Iterable[KV]:
         folder = self.layout.folder(kind)
         return (kv for key, kv in self.kvs.items() if key.startswith(folder))
+
+    def heavy(self, delta: Delta) -> bool:
+        """Whether applying ``delta`` may re-assess every pair (a gateway comes or goes)."""
+        folder = self.layout.folder(Kind.GATEWAY)
+        return any(
+            key.startswith(folder) and ((kv is None) == (key in self.kvs))
+            for key, kv in delta.items()
+        )
 
     # ------------------------------------------------------------------ applying
     def apply(
@@ -202,11 +212,17 @@ class ViewState:
             live_changed = self._apply_gateways(touched[Kind.GATEWAY])
         if Kind.ENDPOINTS in touched:
             dirty_pairs |= self._apply_endpoint_keys(touched[Kind.ENDPOINTS])
+        markers_before = set(self._markers)
         if Kind.HEALTH in touched:
             dirty_health |= self._apply_observations(touched[Kind.HEALTH])
+        everything = set(self._markers) != markers_before
         for gateway_id in live_changed:  # an observer came or went: the pairs it observes
+            everything |= gateway_id in self._markers  # ... every pair, when it votes silently
             observed = self._obs_values.get(self.layout.health(gateway_id), ())
             dirty_health.update((o.service, o.cluster) for o in observed)
+        if everything:
+            dirty_health |= {p for s in self.services.values() for p in _pairs(s, self.clusters)}
+        dirty_health = self._expand(dirty_health)
         endpoints_changed = self._merge_endpoints(dirty_pairs)
         dirty_health |= endpoints_changed
         health_changed = self._assess(dirty_health, now)
@@ -414,6 +430,12 @@ class ViewState:
                 new = self._obs_values[key]
             if new is old:
                 continue
+            observer = key[len(self.layout.folder(Kind.HEALTH)) :]
+            marker = next((o for o in new if o.service == ANY and o.cluster == ANY), None)
+            if marker is None:
+                self._markers.pop(observer, None)
+            else:
+                self._markers[observer] = marker.observer_cluster
             for o in old:
                 pair = (o.service, o.cluster)
                 pairs.add(pair)
@@ -428,31 +450,57 @@ class ViewState:
                 self._obs_by_pair.setdefault(pair, {}).setdefault(key, []).append(o)
         return pairs
 
+    def _expand(self, pairs: set[Pair]) -> set[Pair]:
+        """Cluster-wide opinions ("*", cluster) stand for every pair of that cluster."""
+        wide = {c for svc, c in pairs if svc == ANY and c != ANY}
+        out = {p for p in pairs if p[0] != ANY}
+        if wide:
+            for service in self.services.values():
+                out.update((service.name, c) for c in service.clusters if c in wide)
+        return out
+
     def _assess(self, pairs: set[Pair], now: float) -> bool:
         changed = False
         live = self.gateways
+        markers = {o: c for o, c in self._markers.items() if o in live}
+        per_cluster: dict[str, int] = {}
+        for c in markers.values():
+            per_cluster[c] = per_cluster.get(c, 0) + 1
         for pair in pairs:
             service = self.services.get(pair[0])
             if service is None or pair[1] not in service.clusters or pair[1] not in self.clusters:
                 changed |= self.health.pop(pair, None) is not None
                 continue
             self.stats.health_pairs += 1
-            by_observer = self._obs_by_pair.get(pair, {})
-            observations = [
-                o for key in sorted(by_observer) for o in by_observer[key] if o.observer in live
-            ]
+            opinions, silent = pair_opinions(
+                pair[0],
+                pair[1],
+                explicit=self._live(self._obs_by_pair.get(pair), live),
+                cluster_wide=self._live(self._obs_by_pair.get((ANY, pair[1])), live),
+                markers=markers,
+                outside=len(markers) - per_cluster.get(pair[1], 0),
+            )
             health = assess_pair(
                 pair[0],
                 pair[1],
                 endpoints=self.endpoints.get(pair, ()),
-                observations=observations,
+                observations=opinions,
                 previous=self.health.get(pair) or self._fallback.health.get(pair),
                 now=now,
+                extra_voters=silent,
             )
             if self.health.get(pair) != health:
                 self.health[pair] = health
                 changed = True
         return changed
+
+    @staticmethod
+    def _live(
+        by_observer: dict[str, list[Observation]] | None, live: Mapping[str, GatewayRecord]
+    ) -> list[Observation]:
+        if not by_observer:
+            return []
+        return [o for key in sorted(by_observer) for o in by_observer[key] if o.observer in live]
 
     # -- the view
     def _publish(

@@ -413,7 +413,7 @@ class ViewWatcher:
         now = self._clock()
         kw = {"revision": revision, "now": now, "config_floor": self._config_floor}
         size = sum(len(kv.value) for kv in delta.values() if kv is not None)
-        if len(delta) > self._offload_keys or size > OFFLOAD_BYTES:
+        if len(delta) > self._offload_keys or size > OFFLOAD_BYTES or state.heavy(delta):
             self.stats.offloaded += 1
             view = await asyncio.to_thread(lambda: state.apply(delta, **kw))  # type: ignore[arg-type]
         else:

@@ -8,7 +8,7 @@ from types import MappingProxyType
 from federation import codec
 from federation.etcd import KV
 from federation.keys import KeyLayout
-from federation.model import Endpoint, GatewayRecord, HealthState, Observation, RoutingView
+from federation.model import ANY, Endpoint, GatewayRecord, HealthState, Observation, RoutingView
 from federation.view import build_view, same_content
 from federation.viewstate import ViewState
 from tests.federation.test_view import cluster, service
@@ -110,10 +110,12 @@ def random_step(rng: random.Random, s: Store) -> None:
                     total=2,
                     at=float(s.revision),
                 )
-                for svc in SERVICES
+                for svc in (*SERVICES, ANY)  # ANY: cluster-wide exceptions
                 for target in CLUSTERS
-                if rng.random() < 0.5
+                if rng.random() < 0.4
             ]
+            if rng.random() < 0.6:  # the marker: it pings every other cluster
+                obs.append(Observation(gw, cl, ANY, ANY, HealthState.HEALTHY, 2, 2, at=1.0))
             s.put(key, obs)
     else:
         s.put(f"{LAYOUT.prefix}unknown/{rng.randint(0, 2)}", b"x")

@@ -104,6 +104,7 @@ class WatchStats:
 Delta = dict[str, KV | None]
 OFFLOAD_KEYS = 256  # a delta of more keys than this is applied in a worker thread
 OFFLOAD_BYTES = 16 * 1024  # ... or of more bytes to decode than this
+OFFLOAD_PAIRS = 5000  # ... or any delta once the view holds more (service, cluster) pairs
 
 
 class ViewWatcher:
@@ -413,7 +414,12 @@ class ViewWatcher:
         now = self._clock()
         kw = {"revision": revision, "now": now, "config_floor": self._config_floor}
         size = sum(len(kv.value) for kv in delta.values() if kv is not None)
-        if len(delta) > self._offload_keys or size > OFFLOAD_BYTES or state.heavy(delta):
+        if (
+            len(delta) > self._offload_keys
+            or size > OFFLOAD_BYTES
+            or len(state.health) > OFFLOAD_PAIRS  # a new view copies O(pairs) maps
+            or state.heavy(delta)
+        ):
             self.stats.offloaded += 1
             view = await asyncio.to_thread(lambda: state.apply(delta, **kw))  # type: ignore[arg-type]
         else:

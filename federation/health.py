@@ -222,6 +222,8 @@ class HealthReporter:
         self._published: tuple[Observation, ...] | None = None
         self._published_at = -1e18
         self._local: dict[str, tuple[int, int]] = {}
+        self._shape_of: RoutingView | None = None
+        self._shape_cache: tuple[list[Service], list[str]] = ([], [])
         self.writes = 0
         self.probes = 0
         lease.on_new_lease(self._on_new_lease)
@@ -401,34 +403,52 @@ class HealthReporter:
         view = self._view if self._view is not None else self._holder.view
         now = self._clock()
         stats = self._passive.snapshot()
+        # one pass over the targets (at 1,000 clusters: ~1,000 pings + own endpoints)
+        pings: dict[str, list[bool | None]] = {}
+        counts: dict[str, list[int]] = {}  # service -> [healthy, total, unknown]
+        for t in self._targets.values():
+            if t.kind == "gateway":
+                pings.setdefault(t.name, []).append(t.state.healthy)
+            else:
+                c = counts.setdefault(t.name, [0, 0, 0])
+                c[1] += 1
+                if t.state.healthy is None:
+                    c[2] += 1
+                elif t.state.healthy:
+                    c[0] += 1
         out: list[Observation] = []
-        reach: dict[str, bool | None] = {}  # remote cluster -> reachable (None: no result)
-        for svc in sorted(view.services.values(), key=lambda s: s.name):
-            for cluster in svc.clusters:
-                if cluster not in view.clusters:
-                    continue
-                err, ms, n = stats.get((svc.name, cluster), (0.0, 0.0, 0))
-                if cluster == self._cluster:
-                    healthy, total, unknown = self._endpoint_counts(svc.name)
-                    if unknown:
-                        continue  # not every endpoint probed yet: no opinion
-                    state = _endpoint_state(healthy, total)
-                else:
-                    if cluster not in reach:
-                        reach[cluster] = self._reachable(cluster)
-                    if n < MIN_REQUESTS:
-                        continue  # the cluster-wide opinion below speaks for this pair
-                    up = reach[cluster]
-                    state = HealthState.UNHEALTHY if up is False else HealthState.HEALTHY
-                    healthy, total = (0, 1) if up is False else (1, 1)
-                state = _with_passive(state, err, n)
-                out.append(self._observation(svc.name, cluster, state, healthy, total, now))
-                if n:
-                    out[-1] = dataclasses.replace(
-                        out[-1], error_rate=round(err, 4), latency_ms=round(ms, 2)
-                    )
-        for cluster in sorted(reach):
+        own, remote = self._shape(view)
+        for svc in own:
+            healthy, total, unknown = counts.get(svc.name, (0, 0, 0))
+            if unknown:
+                continue  # not every endpoint probed yet: no opinion
+            err, ms, n = stats.get((svc.name, self._cluster), (0.0, 0.0, 0))
+            state = _with_passive(_endpoint_state(healthy, total), err, n)
+            out.append(self._observation(svc.name, self._cluster, state, healthy, total, now))
+            if n:
+                out[-1] = dataclasses.replace(
+                    out[-1], error_rate=round(err, 4), latency_ms=round(ms, 2)
+                )
+        reach = {cluster: _reachable(pings.get(cluster, [])) for cluster in remote}
+        # real traffic to another cluster: a per-service line with its statistics
+        for (name, cluster), (err, ms, n) in sorted(stats.items()):
+            if n < MIN_REQUESTS or cluster not in reach:
+                continue
+            runs = view.services.get(name)
+            if runs is None or cluster not in runs.clusters:
+                continue
             up = reach[cluster]
+            state = HealthState.UNHEALTHY if up is False else HealthState.HEALTHY
+            healthy, total = (0, 1) if up is False else (1, 1)
+            state = _with_passive(state, err, n)
+            out.append(
+                dataclasses.replace(
+                    self._observation(name, cluster, state, healthy, total, now),
+                    error_rate=round(err, 4),
+                    latency_ms=round(ms, 2),
+                )
+            )
+        for cluster, up in reach.items():
             if up is False:
                 out.append(self._observation(ANY, cluster, HealthState.UNHEALTHY, 0, 1, now))
             elif up is None:
@@ -437,6 +457,24 @@ class HealthReporter:
             up_count = sum(1 for v in reach.values() if v)
             out.append(self._observation(ANY, ANY, HealthState.HEALTHY, up_count, len(reach), now))
         return tuple(out)
+
+    def _shape(self, view: RoutingView) -> tuple[list[Service], list[str]]:
+        """Own cluster's services and the other clusters that run one (once per config:
+        the incremental view keeps ``services`` and ``clusters`` while they do not change)."""
+        if self._shape_of is None or (
+            self._shape_of.services is not view.services
+            or self._shape_of.clusters is not view.clusters
+        ):
+            own: list[Service] = []
+            remote: set[str] = set()
+            for svc in sorted(view.services.values(), key=lambda s: s.name):
+                remote.update(c for c in svc.clusters if c in view.clusters)
+                if self._cluster in svc.clusters and self._cluster in view.clusters:
+                    own.append(svc)
+            remote.discard(self._cluster)
+            self._shape_of = view
+            self._shape_cache = (own, sorted(remote))
+        return self._shape_cache
 
     def _observation(
         self, service: str, cluster: str, state: HealthState, healthy: int, total: int, now: float
@@ -451,18 +489,6 @@ class HealthReporter:
             total=total,
             at=now,
         )
-
-    def _reachable(self, cluster: str) -> bool | None:
-        """Whether a remote cluster's gateways answer our pings (None: no result yet)."""
-        gw = [
-            t.state.healthy
-            for t in self._targets.values()
-            if t.kind == "gateway" and t.name == cluster
-        ]
-        known = [h for h in gw if h is not None]
-        if not gw or len(known) < len(gw):
-            return None
-        return any(known)
 
     async def publish(self, *, force: bool = False) -> bool:
         """Write the observations if they changed materially; True when written."""
@@ -489,6 +515,14 @@ class HealthReporter:
     def local_status(self) -> dict[str, object]:
         """The probe results, for the status page and tests."""
         return {f"{t.kind}:{t.name}:{t.address}": t.state.healthy for t in self._targets.values()}
+
+
+def _reachable(pings: list[bool | None]) -> bool | None:
+    """Whether a remote cluster's gateways answer our pings (None: no result yet)."""
+    known = [h for h in pings if h is not None]
+    if not pings or len(known) < len(pings):
+        return None
+    return any(known)
 
 
 def _endpoint_state(healthy: int, total: int) -> HealthState:

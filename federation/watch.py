@@ -3,7 +3,8 @@
 :class:`ViewWatcher` reads every key under the prefix in one linearizable read at
 revision R, builds the view, then watches the prefix from R+1. Each watch response
 (all events of one or more whole etcd transactions: a transaction is never split) is
-applied at once and gives one new immutable view, handed to ``on_view``; the caller
+applied whole, alone or with the responses that arrived with it (coalescing, below),
+and gives one new immutable view, handed to ``on_view``; the caller
 swaps it in with one assignment. No view ever shows half a transaction.
 
 Failures:

@@ -7,8 +7,8 @@ watching gateway process (a ``ViewWatcher`` + a ``GatewayLease``, what ``fedgate
 serve`` runs for its view) and, from this process, simulated peers writing what real
 gateways write at their real pace: every gateway's health key every 2 s (its
 statistics interval; capped by ``--max-rate`` on a small machine, the rate reached is
-printed), plus a service change with each of them (at most every 200 ms). Half-way, every gateway of one cluster
-reports a service's backends dead.
+printed), plus a service change with each of them (at most every 200 ms). Half-way,
+every gateway of one cluster reports a service's backends dead.
 
 Columns:
   cold etcd   list + first view in the watcher process (s)

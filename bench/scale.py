@@ -135,6 +135,89 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
+class RealGateway:
+    """A real ``fedgate serve`` of one cluster (``--real-gateway``): its CPU, RSS, leases."""
+
+    def __init__(self, base: Path, cluster: str, endpoints: list[str]) -> None:
+        import secrets
+        import subprocess
+
+        import yaml
+
+        from federation.devstack.ports import free_port
+
+        self.admin = free_port()
+        self.log = base / "gateway.log"
+        settings = {
+            "cluster": cluster,
+            "id": "real-gw",
+            "listen": {
+                "public": f"127.0.0.1:{free_port()}",
+                "eastWest": f"127.0.0.1:{free_port()}",
+                "admin": f"127.0.0.1:{self.admin}",
+            },
+            "etcd": {"endpoints": endpoints},
+            "snapshot": str(base / "real-gw-view.json"),
+            "insecureEastWest": True,
+            "telemetry": {"accessLog": False},
+        }
+        config = base / "gateway.yaml"
+        config.write_text(yaml.safe_dump(settings))
+        env = {**os.environ, "FEDGATE_ADMIN_TOKEN": secrets.token_urlsafe(16)}
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "federation.cli", "serve", "--config", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        self.started = time.monotonic()
+        self.ready_after = float("nan")
+        self.cpu0 = 0.0
+        self.t0 = 0.0
+
+    def ready(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/readyz", timeout=1) as r:
+                ok = bool(r.status == 200)
+        except OSError:
+            return False
+        if ok and self.ready_after != self.ready_after:
+            self.ready_after = time.monotonic() - self.started
+        return ok
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def start_churn(self) -> None:
+        self.cpu0, self.t0 = self.cpu(), time.monotonic()
+
+    def report(self) -> dict[str, float]:
+        cpu = (self.cpu() - self.cpu0) / max(1e-9, time.monotonic() - self.t0)
+        expiries = self.log.read_text(errors="replace").count("expired; granting a new one")
+        return {
+            "cpu": cpu * 100,
+            "rss": self.rss_mb(),
+            "leases": expiries,
+            "ready": self.ready_after,
+        }
+
+    def stop(self) -> None:
+        from federation.devstack.poll import stop_process
+
+        stop_process(self.proc)
+
+
 async def populate(client: EtcdClient, shape: Shape) -> int:
     rev = 0
     for batch in chunks(config_puts(shape, LAYOUT)):
@@ -167,6 +250,7 @@ async def one_size(clusters: int, args: argparse.Namespace) -> dict[str, object]
     target = shape.cluster_names()[1]
     marker_service = runs_in[target][0]
     proc: asyncio.subprocess.Process | None = None
+    real: RealGateway | None = None
     try:
         async with EtcdClient(etcd.endpoints, timeout=10.0) as client:
             await populate(client, shape)
@@ -204,6 +288,11 @@ async def one_size(clusters: int, args: argparse.Namespace) -> dict[str, object]
             deadline = time.monotonic() + 180
             while "cold" not in marks and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+            if args.real_gateway:
+                real = RealGateway(base, target, etcd.endpoints)
+                while not real.ready() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                real.start_churn()
             gateways = [(c, g) for c in shape.cluster_names() for g in shape.gateway_ids(c)]
             # encoded before the run (two alternating values per gateway, and the "dead"
             # one): encoding 2,000 observations takes 250 ms, which would starve this
@@ -261,6 +350,8 @@ async def one_size(clusters: int, args: argparse.Namespace) -> dict[str, object]
             proc.stdin.close()
             await asyncio.wait_for(proc.wait(), 60)
             await reader
+            if real is not None:
+                marks["real"] = real.report()
         latencies = []
         for rev, sent in changes:
             at = next((t for r, t in applied if r >= rev), None)
@@ -294,10 +385,13 @@ async def one_size(clusters: int, args: argparse.Namespace) -> dict[str, object]
             "rss": report.get("rss_mb", float("nan")),
             "db": db / 1e6,
             "stats": report.get("stats", {}),
+            "real": marks.get("real"),
         }
     finally:
         if proc is not None and proc.returncode is None:
             proc.kill()
+        if real is not None:
+            real.stop()
         etcd.stop()
 
 
@@ -313,6 +407,14 @@ async def bench(args: argparse.Namespace) -> int:
             f"health pairs {stats.get('health_pairs')}, offloaded {stats.get('offloaded')}",
             flush=True,
         )
+        if row["real"]:
+            gw: dict[str, float] = row["real"]  # type: ignore[assignment]
+            print(
+                f"# {size} clusters: real `fedgate serve` of one cluster: ready after "
+                f"{gw['ready']:.1f} s, control-plane CPU {gw['cpu']:.1f}% under churn, "
+                f"max RSS {gw['rss']:.0f} MB, lease expiries {gw['leases']:.0f}",
+                flush=True,
+            )
     print(
         f"\n{args.duration:.0f} s of churn per size (the issue's 10-minute runs shortened); "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
@@ -339,6 +441,9 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=2000)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of churn per size")
     parser.add_argument("--max-rate", type=float, default=200.0, help="peer writes per second")
+    parser.add_argument(
+        "--real-gateway", action="store_true", help="also run a real `fedgate serve` process"
+    )
     parser.add_argument("--watcher", metavar="ENDPOINTS", help=argparse.SUPPRESS)
     parser.add_argument("--marker", help=argparse.SUPPRESS)
     parser.add_argument("--snapshot", help=argparse.SUPPRESS)

@@ -235,9 +235,15 @@ class HealthReporter:
             while True:
                 view = self._holder.view
                 if view is not self._view:
-                    self._view = view
-                    self._reconcile(view)
-                    self._notify_local()
+                    before, self._view = self._view, view
+                    # the targets follow services, clusters, endpoints and gateways only:
+                    # a health-only view (most of them) keeps those objects
+                    if before is None or any(
+                        getattr(view, part) is not getattr(before, part)
+                        for part in ("services", "clusters", "endpoints", "gateways")
+                    ):
+                        self._reconcile(view)
+                        self._notify_local()
                 await self.publish()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
@@ -270,10 +276,14 @@ class HealthReporter:
                     wanted[key] = _Target(
                         "endpoint", svc.name, ep.address, svc.health_check.path, svc.health_check
                     )
+        runs_in: dict[str, list[Service]] = {}  # one pass, not clusters x services
+        for svc in view.services.values():
+            for c in svc.clusters:
+                runs_in.setdefault(c, []).append(svc)
         for name, cluster in view.clusters.items():
             if name == self._cluster:
                 continue
-            runs = [s for s in view.services.values() if name in s.clusters]
+            runs = runs_in.get(name)
             if not runs:
                 continue
             urls = [cluster.east_west] if cluster.east_west else []

@@ -6,12 +6,14 @@ the whole incremental view update. :class:`ViewGauges` is the view listener the
 composition root installs instead: a swap that keeps ``services`` and ``clusters``
 (every health, endpoint or gateway change, see ``federation.viewstate``) touches only
 the pairs whose health or endpoints are new objects (identity, not equality: the
-incremental view keeps the objects of what did not change); any other swap falls
-back to ``set_view``.
+incremental view keeps the objects of what did not change); a service change touches
+that service's pairs (and drops those that left); a change of the clusters falls back
+to ``set_view``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +37,6 @@ class ViewGauges:
         t = self._t
         if (
             before is None
-            or view.services is not before.services
             or view.clusters is not before.clusters
             or not hasattr(t, "_upstream_health")  # telemetry's internals moved: stay correct
         ):
@@ -51,6 +52,17 @@ class ViewGauges:
             t._view_updates.labels("rejected").inc(new_rejections)
         t._last_revision = max(t._last_revision, view.revision)
         changed: set[tuple[str, str]] = set()
+        if view.services is not before.services:  # a config change: the services it touched
+            old_services = before.services
+            for name, service in view.services.items():
+                if old_services.get(name) is not service:
+                    changed.update((name, c) for c in service.clusters)
+                    gone = old_services.get(name)
+                    if gone is not None:
+                        self._drop(name, [c for c in gone.clusters if c not in service.clusters])
+            for name, gone in old_services.items():
+                if name not in view.services:
+                    self._drop(name, list(gone.clusters))
         if view.health is not before.health:
             old = before.health
             changed.update(k for k, h in view.health.items() if old.get(k) is not h)
@@ -61,8 +73,8 @@ class ViewGauges:
             changed.update(k for k in old_eps if k not in view.endpoints)
         value = self._value
         for service_name, cluster in changed:
-            service = view.services.get(service_name)
-            if service is None or cluster not in service.clusters:
+            runs = view.services.get(service_name)
+            if runs is None or cluster not in runs.clusters:
                 continue  # not a pair of the view: set_view never wrote it either
             self.pairs += 1
             h = view.health.get((service_name, cluster))
@@ -75,3 +87,16 @@ class ViewGauges:
             total = max(h.total_endpoints if h is not None else 0, len(eps))
             t._upstream_endpoints.labels(service_name, cluster, "healthy").set(healthy)
             t._upstream_endpoints.labels(service_name, cluster, "total").set(total)
+
+    def _drop(self, service: str, clusters: list[str]) -> None:
+        """Forget the gauges of pairs that left the view (``set_view`` clears them)."""
+        t = self._t
+        for cluster in clusters:
+            for gauge, labels in (
+                (t._upstream_health, (service, cluster)),
+                (t._upstream_score, (service, cluster)),
+                (t._upstream_endpoints, (service, cluster, "healthy")),
+                (t._upstream_endpoints, (service, cluster, "total")),
+            ):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels)

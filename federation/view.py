@@ -1,6 +1,8 @@
-"""Facts in etcd -> one immutable :class:`RoutingView`.
+"""Facts in etcd -> one immutable :class:`RoutingView`: decoding one item, and the
+whole-prefix build.
 
-:func:`build_view` turns every key under the prefix (a ``{key: KV}`` mapping at one
+:func:`build_view` (the incremental engine ``federation.viewstate`` fed every key at
+once) turns every key under the prefix (a ``{key: KV}`` mapping at one
 revision) into a view. It never fails as a whole: an item that does not decode, whose
 name does not match its key, that names an unknown cluster, or whose key the layout
 does not know is *rejected*: a :class:`Rejection` is recorded in ``view.rejected``, the
@@ -33,15 +35,12 @@ from federation.model import (
     Observation,
     RoutingView,
     Service,
-    ServiceHealth,
 )
 
 log = logging.getLogger(__name__)
 
 # folders under the prefix that hold no routing facts (reserved or owned elsewhere)
 IGNORED_FOLDERS = ("ratelimit/",)
-
-Aggregate = Callable[..., Mapping[tuple[str, str], ServiceHealth]]
 
 
 class ItemError(ValueError):

@@ -18,6 +18,7 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check gateway federation tests bench
 	$(BIN)/ruff format --check gateway federation tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -2,6 +2,13 @@
 
     .venv/bin/python bench/failover.py [--drills 10] [--rate 150] [--window 5]
         [--systems fedgate,nginx,haproxy] [--faults kill,blackhole] [--json FILE]
+    .venv/bin/python bench/failover.py --systems fedgate --faults endpoint-get,endpoint-post
+        [--drills 3] [--rate 100] [--window 4] [--base OTHER_CHECKOUT]
+
+``endpoint-get`` / ``endpoint-post`` (``bench/endpoint_drill.py``): one endpoint of a
+cluster SIGSTOPped under paced GETs / POSTs, the gateway with its DEFAULT settings (no
+retries or timeouts in the manifest): failed requests, the p99 added during the fault,
+POSTs executed twice. ``--base`` runs the same drill against another checkout too.
 
 Each drill runs under steady paced load (GETs over keep-alive connections) against the
 primary region's entry point, then faults the primary region's backends:
@@ -46,6 +53,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.endpoint_drill import drill as endpoint_drill
 from federation.devstack.localfed import Proc
 from federation.devstack.ports import free_port
 from tests.e2e.conftest import (
@@ -390,7 +398,48 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+async def endpoint_rows(args: argparse.Namespace, faults: list[str]) -> None:
+    """The endpoint drills (default settings), this tree and optionally --base."""
+    trees: list[tuple[str, str | None]] = [("this tree", None)]
+    if args.base is not None:
+        trees.append(("base", str(args.base.resolve())))
+    lines = [
+        "| code | method | drills | requests | failed | p99 before | p99 during | added p99 "
+        "| POSTs executed twice |",
+        "|" + "---|" * 9,
+    ]
+    for label, tree in trees:
+        for fault in faults:
+            method = fault.removeprefix("endpoint-").upper()
+            runs = []
+            for i in range(args.drills):
+                d = await endpoint_drill(method, rate=args.rate, window=args.window, base=tree)
+                runs.append(d)
+                print(f"{label:9s} endpoint blackhole {method:4s} drill {i + 1}: failed "
+                      f"{d.failed}/{d.requests} p99 {d.p99_before * 1000:.1f} -> "
+                      f"{d.p99_during * 1000:.1f} ms, executed twice {d.executed_twice} "
+                      f"{d.statuses}", flush=True)  # fmt: skip
+            before = percentile([d.p99_before for d in runs], 50) * 1000
+            during = percentile([d.p99_during for d in runs], 50) * 1000
+            twice = sum(d.executed_twice for d in runs) if method == "POST" else None
+            lines.append(
+                f"| {label} | {method} | {len(runs)} | {sum(d.requests for d in runs)} | "
+                f"{sum(d.failed for d in runs)} | {before:.1f} ms | {during:.1f} ms | "
+                f"{during - before:.1f} ms | {'-' if twice is None else twice} |"
+            )
+    print()
+    print("one endpoint blackholed (SIGSTOP), default settings; p99 columns: median of drills")
+    print("\n".join(lines))
+
+
 async def main_async(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
+    faults = args.faults.split(",")
+    endpoint = [f for f in faults if f.startswith("endpoint-")]
+    if endpoint:
+        await endpoint_rows(args, endpoint)
+        args.faults = ",".join(f for f in faults if not f.startswith("endpoint-"))
+        if not args.faults:
+            return 0
     makers: dict[str, Callable[[], System]] = {
         "fedgate": Fedgate,
         "nginx": lambda: Peer("nginx"),
@@ -431,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--systems", default="fedgate,nginx,haproxy")
     p.add_argument("--faults", default="kill,blackhole")
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
+    p.add_argument("--base", type=Path, default=None,
+                   help="endpoint drills: also run them against this other checkout")  # fmt: skip
     args = p.parse_args(argv)
     if args.drills < 1 or args.rate <= 0 or args.window <= 0:
         print("--drills, --rate and --window must be positive", file=sys.stderr)

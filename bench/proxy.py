@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/proxy.py [--duration 10] [--connections 50]
         [--targets direct,fedgate,nginx,haproxy,caddy] [--profile]
+        [--base /path/to/other/checkout [--ab-rounds 10]]
+
+``--base TREE`` makes every fedgate variant also available as ``<variant>@base``: the same
+process, but importing ``gateway``/``federation`` from another checkout (the code before a
+change); ``--ab-rounds N`` then alternates ``fedgate-log`` and ``fedgate-log@base`` in N
+pairs of 3 s max-rate runs (the interleaved A/B) and prints the medians.
 
 Set-up (one run, same machine, same backend, same load):
 
@@ -60,7 +66,10 @@ TELEMETRY = {
     "fedgate": "{accessLog: false, metrics: true, tracing: {enabled: false}}",
     "fedgate-full": "{accessLog: true, metrics: true, tracing: {enabled: true}}",
     "fedgate-off": "{accessLog: false, metrics: false, tracing: {enabled: false}}",
+    # what issue 12 holds the data plane to: metrics and the access log on
+    "fedgate-log": "{accessLog: true, metrics: true, tracing: {enabled: false}}",
 }
+BASE_TREE: Path | None = None  # --base
 BACKEND_HOST = "127.0.0.9"
 BODY = "hello from the backend\n"
 TOOLS = {"nginx": "nginx", "haproxy": "haproxy", "caddy": "caddy", "wrk": "wrk"}
@@ -297,7 +306,8 @@ http://:{port} {{
             cpu=PROXY_CPU, log=log,
             env={"GOMAXPROCS": "1", "XDG_DATA_HOME": str(tmp), "XDG_CONFIG_HOME": str(tmp)},
         )  # fmt: skip
-    elif name in TELEMETRY:
+    elif name.partition("@")[0] in TELEMETRY:
+        variant, _, where = name.partition("@")
         manifest = tmp / "manifest.yaml"
         manifest.write_text(f"""
 apiVersion: fedgate/v1
@@ -318,10 +328,19 @@ services:
 cluster: c1
 listen: {{public: "{HOST}:{port}", eastWest: null, admin: "{HOST}:{free_port(HOST)}"}}
 manifest: {manifest}
-telemetry: {TELEMETRY[name]}
+telemetry: {TELEMETRY[variant]}
 """)
-        fedgate = str(Path(sys.executable).parent / "fedgate")
-        p = procs.start([fedgate, "serve", "--config", str(config)], cpu=PROXY_CPU, log=log)
+        if where == "base":
+            if BASE_TREE is None:
+                raise SystemExit(f"{name}: needs --base")
+            # the base tree's packages first (``-c`` puts the working directory on sys.path)
+            cli = f"import sys; sys.path.insert(0, {str(BASE_TREE)!r}); "
+            cli += "from federation.cli import main; sys.exit(main())"
+            p = procs.start([sys.executable, "-c", cli, "serve", "--config", str(config)],
+                            cpu=PROXY_CPU, log=log)  # fmt: skip
+        else:
+            fedgate = str(Path(sys.executable).parent / "fedgate")
+            p = procs.start([fedgate, "serve", "--config", str(config)], cpu=PROXY_CPU, log=log)
     else:
         raise SystemExit(f"unknown target {name}")
     try:
@@ -354,16 +373,54 @@ def profile(pid: int, seconds: int, tmp: Path) -> str:
     return "\n".join(f"  {n * 100 / total:5.1f}%  {f}" for f, n in top)
 
 
+def ab(procs: Procs, tmp: Path, backend: str, rounds: int, connections: int) -> None:
+    """Interleaved A/B: fedgate-log (this tree) and fedgate-log@base, alternating."""
+    import statistics
+
+    per: dict[str, list[float]] = {"fedgate-log": [], "fedgate-log@base": []}
+    for i in range(rounds):
+        order = list(per) if i % 2 == 0 else list(reversed(per))
+        for name in order:
+            with target(name, procs, tmp, backend) as (url, pgid):
+                wrk(url, duration=1, connections=connections)  # warm up
+                cpu0 = group_cpu(pgid)
+                wrk(url, duration=3, connections=connections)
+                cpu = group_cpu(pgid) - cpu0
+                if cpu > 0:
+                    per[name].append(wrk.last_requests / cpu)  # type: ignore[attr-defined]
+        print(f"A/B round {i + 1}: " + ", ".join(
+            f"{n} {v[-1]:.0f}" for n, v in per.items() if v), flush=True)  # fmt: skip
+    new, old = per["fedgate-log"], per["fedgate-log@base"]
+    if new and old:
+        mn, mo = statistics.median(new), statistics.median(old)
+        print(f"A/B medians (req/CPU-s, metrics + access log on): this tree {mn:.0f}, "
+              f"base {mo:.0f}: {mn / mo:.2f}x", flush=True)  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--targets", default="direct,fedgate,nginx,haproxy,caddy")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="another checkout: fedgate variants as <variant>@base",
+    )
+    ap.add_argument(
+        "--ab-rounds",
+        type=int,
+        default=0,
+        help="with --base: interleaved fedgate-log / fedgate-log@base rounds",
+    )
     ap.add_argument("--pacing", choices=("fixed", "jitter"), default="fixed",
                     help="half-load waits: fixed (connections in step, bursts) or jittered "
                          "0.5-1.5x (same mean rate, spread arrivals)")  # fmt: skip
     args = ap.parse_args()
+    global BASE_TREE
+    BASE_TREE = args.base.resolve() if args.base is not None else None
     ensure_tools()
     names = [t.strip() for t in args.targets.split(",") if t.strip()]
     tmp = Path(tempfile.mkdtemp(prefix="fedgate-bench-"))
@@ -381,6 +438,8 @@ def main() -> int:
         )
         procs.start(["nginx", "-c", str(conf)], cpu=LOAD_CPU, log=tmp / "backend.log")
         wait_http(f"http://{backend}/", "bench.test")
+        if args.ab_rounds:
+            ab(procs, tmp, backend, args.ab_rounds, args.connections)
         for name in names:
             res = Result(name)
             with target(name, procs, tmp, backend) as (url, pgid):
@@ -471,6 +530,18 @@ def main() -> int:
         print("goals: " + "; ".join(goals))
         for note in f.notes:
             print(note)
+    logged = results.get("fedgate-log")
+    if logged and logged.per_cpu:
+        caddy, nginx = results.get("caddy"), results.get("nginx")
+        goals = []
+        if caddy and caddy.per_cpu:
+            q = logged.per_cpu / caddy.per_cpu
+            goals.append(f"fedgate-log / caddy {q:.2f}x (>= 1.2x: {q >= 1.2})")
+        if nginx and nginx.per_cpu:
+            q = logged.per_cpu / nginx.per_cpu
+            goals.append(f"fedgate-log / nginx {q:.2f}x (>= 0.45x: {q >= 0.45})")
+        if goals:
+            print("metrics + access log on, requests per CPU second: " + "; ".join(goals))
     full, off = results.get("fedgate-full"), results.get("fedgate-off")
     if full and off and full.per_cpu and off.per_cpu:
         cost = 1 - full.per_cpu / off.per_cpu

@@ -25,10 +25,18 @@ class CodecError(ValueError):
     """A value that does not decode into the model; the message names the field path."""
 
 
+@cache
+def _field_names(tp: Any) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(tp))
+
+
 def to_plain(obj: Any) -> Any:
     """Model object -> JSON-compatible value."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if obj is None or isinstance(obj, str | int | float):  # the leaves: most calls
+        return obj.value if isinstance(obj, enum.Enum) else obj
+    cls: Any = type(obj)
+    if hasattr(cls, "__dataclass_fields__") and not isinstance(obj, type):
+        return {name: to_plain(getattr(obj, name)) for name in _field_names(cls)}
     if isinstance(obj, enum.Enum):
         return obj.value
     if isinstance(obj, ipaddress.IPv4Network | ipaddress.IPv6Network):

@@ -376,7 +376,8 @@ class EtcdClient:
                     else:
                         code = _code(exc)
                         last = f"{endpoint}: {_one_line(exc)}"
-                        if code not in _RETRIABLE:
+                        if code not in _RETRIABLE or "larger than max" in last:
+                            # a request over the server's size limit fails everywhere
                             raise EtcdError(f"etcd {what} failed: {_one_line(exc)}") from None
                         if code == "DEADLINE_EXCEEDED" and not idempotent:
                             raise EtcdUnavailable(

@@ -6,6 +6,13 @@ gateway answers for the whole federation. The JSON shape is stable (documented i
 ``docs/observability.md`` and in the admin API's OpenAPI document); fields are added,
 never renamed or removed.
 
+At 1,000 clusters the whole answer would be megabytes, so it is bounded: the
+``summary`` (and ``convergence``) cover the whole federation, the ``clusters`` and
+``services`` lists are filtered and paged by a :class:`~federation.healthquery.HealthQuery`
+(``?cluster=``, ``?service=``, ``?state=``, ``?q=``, ``?limit=``, ``?offset=``), at most
+100 of each by default, worst first; ``page`` says how many matched. The per-cluster and
+per-service states are computed once per routing view and reused by every request.
+
 Cluster state, from the aggregated :class:`ServiceHealth` of the services it runs:
 
 - ``unknown``: no service has an opinion yet and no gateway is live there;
@@ -24,8 +31,10 @@ within :data:`CERT_WARN_SECONDS`.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from federation.healthquery import HealthQuery
 from federation.model import (
     Cluster,
     GatewayRecord,
@@ -40,6 +49,8 @@ CERT_WARN_SECONDS = 24 * 3600.0
 RENEWAL_GRACE_SECONDS = 60.0
 
 STATES: tuple[str, ...] = tuple(s.value for s in HealthState)
+# the order lists are shown in: what needs attention first
+_ATTENTION = {"unhealthy": 0, "degraded": 1, "unknown": 2, "healthy": 3}
 _RANK = {
     HealthState.HEALTHY: 0,
     HealthState.DEGRADED: 1,
@@ -48,21 +59,39 @@ _RANK = {
 }
 
 
-def global_health(view: RoutingView, *, now: float) -> dict[str, object]:
-    """The body of ``GET /v1/health/global`` (see the module docstring)."""
+def global_health(
+    view: RoutingView,
+    *,
+    now: float,
+    query: HealthQuery | None = None,
+    dns: dict[str, object] | None = None,
+) -> dict[str, object]:
+    """The body of ``GET /v1/health/global`` (see the module docstring).
+
+    ``query`` filters and pages the cluster and service lists (see
+    :mod:`federation.healthquery`); by default each holds at most 100 items, worst first.
+    The summary and convergence figures always cover the whole federation. ``dns`` is the
+    section the gateway's DNS listener reports (``gateway/dns/report.py``), if it runs.
+    """
+    q = query or HealthQuery()
+    index = _index(view)
     newest = max(
         [view.config_revision, *(g.applied_revision for g in view.gateways.values())],
     )
-    clusters = [
-        _cluster(view, c, newest=newest, now=now)
-        for c in sorted(view.clusters.values(), key=_cluster_order)
+    all_gateways = [
+        _gateway(g, newest=newest, now=now)
+        for c in index.clusters
+        for g in index.gateways_in.get(c["name"], ())
     ]
-    services = [_service(view, s) for s in sorted(view.services.values(), key=lambda s: s.name)]
-    gateways = [g for c in clusters for g in c["gateways"]]
-    on_newest = sum(1 for g in gateways if g["applied_revision"] == newest)
+    on_newest = sum(1 for g in all_gateways if g["applied_revision"] == newest)
     counts = dict.fromkeys(STATES, 0)
-    for c in clusters:
+    for c in index.clusters:
         counts[c["state"]] += 1
+    lagging = [
+        {"gateway": g["id"], "cluster": g["cluster"], "applied_revision": g["applied_revision"]}
+        for g in all_gateways
+        if g["applied_revision"] != newest
+    ]
     expiring = [
         {
             "gateway": g["id"],
@@ -72,9 +101,12 @@ def global_health(view: RoutingView, *, now: float) -> dict[str, object]:
             "renewal_failing": g["renewal_failing"],
             "vault_ok": g["vault_ok"],
         }
-        for g in gateways
+        for g in all_gateways
         if g["cert_warning"]
     ]
+    clusters, services = _select(index, q)
+    page_clusters = _page_of(clusters, q)
+    page_services = _page_of(services, q)
     return {
         "schema": SCHEMA_VERSION,
         "federation": view.federation,
@@ -84,53 +116,155 @@ def global_health(view: RoutingView, *, now: float) -> dict[str, object]:
         "source": view.source,
         "stale": view.stale,
         "summary": {
-            "clusters": len(clusters),
+            "clusters": len(index.clusters),
             **counts,
-            "gateways": len(gateways),
-            "services": len(services),
-            "services_serving": sum(1 for s in services if s["serving"]),
+            "gateways": len(all_gateways),
+            "services": len(index.services),
+            "services_serving": sum(1 for s in index.services if s["serving"]),
+            "services_by_state": dict(index.service_counts),
         },
         "convergence": {
             "config_revision": newest,
-            "gateways": len(gateways),
+            "gateways": len(all_gateways),
             "on_newest": on_newest,
-            "share": (on_newest / len(gateways)) if gateways else None,
-            "lagging": [
-                {
-                    "gateway": g["id"],
-                    "cluster": g["cluster"],
-                    "applied_revision": g["applied_revision"],
-                }
-                for g in gateways
-                if g["applied_revision"] != newest
-            ],
+            "share": (on_newest / len(all_gateways)) if all_gateways else None,
+            "lagging": lagging[: q.limit],
+            "lagging_total": len(lagging),
         },
-        "certificates": {"warn_before_seconds": CERT_WARN_SECONDS, "expiring": expiring},
-        "clusters": clusters,
-        "services": services,
-        "rejected": [
-            {"key": r.key, "error": r.error, "revision": r.revision} for r in view.rejected
+        "certificates": {
+            "warn_before_seconds": CERT_WARN_SECONDS,
+            "expiring": expiring[: q.limit],
+            "expiring_total": len(expiring),
+        },
+        "filter": q.echo(),
+        "page": {
+            "limit": q.limit,
+            "offset": q.offset,
+            "clusters": _page(len(clusters), len(page_clusters), q),
+            "services": _page(len(services), len(page_services), q),
+        },
+        "clusters": [
+            {
+                **c,
+                "gateways": [
+                    _gateway(g, newest=newest, now=now)
+                    for g in index.gateways_in.get(c["name"], ())
+                ],
+            }
+            for c in page_clusters
         ],
+        "services": [_rows_in(s, q.clusters) for s in page_services],
+        "rejected": [
+            {"key": r.key, "error": r.error, "revision": r.revision}
+            for r in view.rejected[: q.limit]
+        ],
+        "rejected_total": len(view.rejected),
+        "dns": dns if dns is not None else {"enabled": False},
     }
+
+
+def _page(total: int, returned: int, q: HealthQuery) -> dict[str, object]:
+    after = q.offset + returned
+    return {"total": total, "returned": returned, "next_offset": after if after < total else None}
+
+
+@dataclass(frozen=True, slots=True)
+class _Index:
+    """What a view's health looks like, computed once per view (not per request)."""
+
+    view: RoutingView
+    clusters: list[dict[str, Any]]  # without "gateways" (those depend on the time)
+    services: list[dict[str, Any]]
+    gateways_in: dict[str, list[GatewayRecord]]
+    services_in: dict[str, set[str]]
+    service_counts: dict[str, int]
+
+
+_cache: list[_Index] = []  # one slot: the view of the last request
+
+
+def _index(view: RoutingView) -> _Index:
+    if _cache and _cache[0].view is view:
+        return _cache[0]
+    gateways_in: dict[str, list[GatewayRecord]] = {}
+    for g in sorted(view.gateways.values(), key=lambda g: g.id):
+        gateways_in.setdefault(g.cluster, []).append(g)
+    services_in: dict[str, set[str]] = {}
+    for s in view.services.values():
+        for c in s.clusters:
+            services_in.setdefault(c, set()).add(s.name)
+    clusters = [
+        _cluster(view, c, sorted(services_in.get(c.name, ())), gateways_in.get(c.name, []))
+        for c in sorted(view.clusters.values(), key=_cluster_order)
+    ]
+    services = [_service(view, s) for s in sorted(view.services.values(), key=lambda s: s.name)]
+    service_counts = dict.fromkeys(STATES, 0)
+    for svc in services:
+        service_counts[svc["state"]] += 1
+    index = _Index(view, clusters, services, gateways_in, services_in, service_counts)
+    _cache[:] = [index]
+    return index
+
+
+def _page_of(items: list[dict[str, Any]], q: HealthQuery) -> list[dict[str, Any]]:
+    """One page of ``items``, chosen worst first, shown in the items' own order.
+
+    Ranked by state (unhealthy, degraded, unknown, healthy; stable), so the first page
+    holds what needs attention; within the page the grouped order of ``items`` stays
+    (clusters by cloud, environment, tier, name; services by name).
+    """
+    ranked = sorted(range(len(items)), key=lambda i: _ATTENTION[items[i]["state"]])
+    return [items[i] for i in sorted(ranked[q.offset : q.offset + q.limit])]
+
+
+def _select(index: _Index, q: HealthQuery) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The clusters and services the query asks for, in their grouped order."""
+    clusters = index.clusters
+    services = index.services
+    if q.clusters is not None:
+        clusters = [c for c in clusters if c["name"] in q.clusters]
+        running: set[str] = set()
+        for name in q.clusters:
+            running |= index.services_in.get(name, set())
+        services = [s for s in services if s["name"] in running]
+    if q.services is not None:
+        services = [s for s in services if s["name"] in q.services]
+        hosting = {row["cluster"] for s in services for row in s["clusters"]}
+        clusters = [c for c in clusters if c["name"] in hosting]
+    if q.states is not None:
+        clusters = [c for c in clusters if c["state"] in q.states]
+        services = [s for s in services if s["state"] in q.states]
+    if q.search:
+        text = q.search
+        clusters = [
+            c
+            for c in clusters
+            if text in c["name"].lower()
+            or text in str(c["region"]).lower()
+            or text in str(c["cloud"]).lower()
+        ]
+        services = [
+            s
+            for s in services
+            if text in s["name"].lower() or any(text in r["host"].lower() for r in s["routes"])
+        ]
+    return clusters, services
+
+
+def _rows_in(service: dict[str, Any], clusters: frozenset[str] | None) -> dict[str, Any]:
+    if clusters is None:
+        return service
+    return {**service, "clusters": [r for r in service["clusters"] if r["cluster"] in clusters]}
 
 
 def _cluster_order(c: Cluster) -> tuple[str, str, int, str]:
     return (c.cloud, c.environment, c.tier, c.name)
 
 
-def _services_in(view: RoutingView, cluster: str) -> list[Service]:
-    return sorted(
-        (s for s in view.services.values() if cluster in s.clusters), key=lambda s: s.name
-    )
-
-
-def _cluster(view: RoutingView, c: Cluster, *, newest: int, now: float) -> dict[str, Any]:
-    services = _services_in(view, c.name)
-    healths = [view.health.get((s.name, c.name)) for s in services]
-    gateways = [
-        _gateway(g, newest=newest, now=now)
-        for g in sorted(view.gateways_in(c.name), key=lambda g: g.id)
-    ]
+def _cluster(
+    view: RoutingView, c: Cluster, services: list[str], gateways: list[GatewayRecord]
+) -> dict[str, Any]:
+    healths = [view.health.get((name, c.name)) for name in services]
     state, reasons = cluster_state(healths, live_gateways=len(gateways))
     known = [h for h in healths if h is not None and h.state is not HealthState.UNKNOWN]
     if known:
@@ -155,7 +289,6 @@ def _cluster(view: RoutingView, c: Cluster, *, newest: int, now: float) -> dict[
         "reasons": reasons,
         "services": {"total": len(services), **per_state},
         "live_gateways": len(gateways),
-        "gateways": gateways,
     }
 
 
@@ -288,4 +421,11 @@ def worst(states: Iterable[str]) -> str:
     ).value
 
 
-__all__ = ["CERT_WARN_SECONDS", "SCHEMA_VERSION", "cluster_state", "global_health", "worst"]
+__all__ = [
+    "CERT_WARN_SECONDS",
+    "SCHEMA_VERSION",
+    "HealthQuery",
+    "cluster_state",
+    "global_health",
+    "worst",
+]

@@ -13,8 +13,8 @@ key                                         value                       written 
 ``{p}endpoints/{service}/{cluster}/{src}``  [Endpoint, ...]             discovery, lease
 ``{p}health/{observer}``                    [Observation, ...]          gateway, lease
 ``{p}ratelimit/{service}``                  (reserved)                  -
-``{p}applying``                             apply barrier (generation)  fedgate apply
-``{p}generation``                           last applied generation     fedgate apply
+``{p}generation``                           {"generation", "applied"}   fedgate apply
+``{p}applying``                             the apply barrier           fedgate apply
 ==========================================  ==========================  =============
 
 ``fedgate apply`` owns ``federation``, ``clusters/`` and ``services/`` (the *config*
@@ -37,14 +37,14 @@ class Kind(StrEnum):
     GATEWAY = "gateways"
     ENDPOINTS = "endpoints"
     HEALTH = "health"
-    APPLYING = "applying"  # the apply barrier: a multi-transaction apply is in progress
-    GENERATION = "generation"  # the generation of the last completed apply
+    GENERATION = "generation"
+    APPLYING = "applying"
 
 
-CONFIG_KINDS = frozenset({Kind.FEDERATION, Kind.CLUSTER, Kind.SERVICE})
+CONFIG_KINDS = frozenset({Kind.FEDERATION, Kind.CLUSTER, Kind.SERVICE, Kind.GENERATION})
 # config kinds a watcher holds back while an apply barrier (``applying``) stands: the
 # manifest's keys and the generation written by the apply's last transaction
-HELD_KINDS = CONFIG_KINDS | {Kind.GENERATION}
+HELD_KINDS = CONFIG_KINDS
 
 # how many path parts follow the kind's folder
 _ARITY = {
@@ -54,8 +54,8 @@ _ARITY = {
     Kind.GATEWAY: 2,
     Kind.ENDPOINTS: 3,
     Kind.HEALTH: 1,
-    Kind.APPLYING: 0,
     Kind.GENERATION: 0,
+    Kind.APPLYING: 0,
 }
 
 
@@ -108,11 +108,11 @@ class KeyLayout:
     def health(self, observer: str) -> str:
         return f"{self.prefix}{Kind.HEALTH}/{observer}"
 
-    def applying(self) -> str:
-        return f"{self.prefix}{Kind.APPLYING}"
-
     def generation(self) -> str:
         return f"{self.prefix}{Kind.GENERATION}"
+
+    def applying(self) -> str:
+        return f"{self.prefix}{Kind.APPLYING}"
 
     def folder(self, kind: Kind) -> str:
         """The prefix of every key of one kind (``{p}clusters/``)."""

@@ -36,4 +36,5 @@ def view_from_federation(fed: Federation, *, now: float, revision: int = 0) -> R
         services=MappingProxyType({s.name: s for s in fed.services}),
         endpoints=MappingProxyType(endpoints),
         source="manifest",
+        zones=fed.zones,
     )

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -22,6 +24,8 @@ CLOUDS: tuple[Cloud, ...] = ("aws", "gcp", "azure", "onprem", "other")
 
 FailoverPolicy = Literal["healthiest", "ordered"]
 RateLimitScope = Literal["gateway", "federation"]
+DnsStrategy = Literal["healthiest", "ordered", "weighted", "nearest"]
+DNS_STRATEGIES: tuple[DnsStrategy, ...] = ("healthiest", "ordered", "weighted", "nearest")
 RETRY_CONDITIONS: frozenset[str] = frozenset(
     {"connect-failure", "reset", "timeout", "502", "503", "504", "5xx"}
 )
@@ -55,6 +59,17 @@ class KubernetesDiscovery:
 
 
 @dataclass(frozen=True, slots=True)
+class PublicEntry:
+    """Where clients reach a cluster's gateways from outside: what DNS answers for it.
+
+    Either IP addresses (A/AAAA records) or one hostname (a CNAME, e.g. a cloud load
+    balancer's name); never both."""
+
+    addresses: tuple[str, ...] = ()
+    hostname: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     name: str
     region: str
@@ -64,12 +79,150 @@ class Cluster:
     east_west: str = ""  # URL where other gateways reach this one, e.g. https://host:15443
     kubernetes: KubernetesDiscovery | None = None
     labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_MAP)
+    public_entry: PublicEntry | None = None  # None: DNS never answers with this cluster
+
+
+ValueMatchKind = Literal["exact", "prefix", "present", "absent"]
+REDIRECT_CODES: frozenset[int] = frozenset({301, 302, 303, 307, 308})
+# hop-by-hop headers (RFC 9110 7.6.1 and the HTTP/1.1-only ones): the gateway owns them,
+# so no route rule may set them; gateway.hygiene strips them
+HOP_BY_HOP_HEADERS: frozenset[bytes] = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"http2-settings",
+    }
+)
+
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+# what routing rules may put into a request or response head (the manifest checks the
+# same; these guard values that come from etcd, which is not trusted to be well formed)
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+_PATH = re.compile(r"/[\x21-\x7e]*")
+_HOST = re.compile(r"[a-z0-9_.-]+")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _check_header_name(name: str) -> None:
+    _require(HEADER_NAME.fullmatch(name) is not None and name == name.lower(),
+             f"invalid header name {name!r}")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ValueMatch:
+    """One condition on a request header (name lower case) or query parameter."""
+
+    name: str
+    kind: ValueMatchKind = "exact"
+    value: str = ""  # with exact and prefix
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "a condition needs a name")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConditions:
+    """What a request must also carry to take a route (all must hold)."""
+
+    methods: frozenset[str] = frozenset()  # empty: any method
+    headers: tuple[ValueMatch, ...] = ()
+    query: tuple[ValueMatch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedBackend:
+    service: str
+    weight: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.weight >= 0, f"a weight is >= 0, got {self.weight}")
+
+
+@dataclass(frozen=True, slots=True)
+class Sticky:
+    """Keep a client on one backend of a split: hash of a header's or a cookie's value."""
+
+    header: str = ""  # lower case
+    cookie: str = ""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.header) != bool(self.cookie), "sticky: one of header or cookie")
+        if self.header:
+            _check_header_name(self.header)
+        _require(not self.cookie or HEADER_NAME.fullmatch(self.cookie) is not None,
+                 f"invalid cookie name {self.cookie!r}")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRules:
+    add: tuple[tuple[str, str], ...] = ()  # appended (names lower case)
+    set: tuple[tuple[str, str], ...] = ()  # replaces every value of the name
+    remove: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, value in (*self.add, *self.set):
+            _check_header_name(name)
+            _require(_HEADER_VALUE.fullmatch(value) is not None, f"invalid value of {name}")
+        for name in self.remove:
+            _check_header_name(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    scheme: str | None = None  # None: keep the request's
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None  # replaces the whole path
+    path_prefix: str | None = None  # replaces the matched route prefix
+    status: int = 302
+
+    def __post_init__(self) -> None:
+        _require(self.status in REDIRECT_CODES, f"not a redirect status: {self.status}")
+        _require(self.scheme in (None, "http", "https"), f"invalid scheme {self.scheme!r}")
+        _require(self.host is None or _HOST.fullmatch(self.host) is not None,
+                 f"invalid host {self.host!r}")  # fmt: skip
+        _require(self.port is None or 1 <= self.port <= 65535, f"invalid port {self.port}")
+        for path in (self.path, self.path_prefix):
+            _require(path is None or _PATH.fullmatch(path) is not None, f"invalid path {path!r}")
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     host: str  # exact host, or "*.example.com" (one or more labels in front)
     path_prefix: str = "/"
+    # routing rules (docs/manifest.md, "Routing rules"); all optional
+    match: RouteConditions | None = None
+    backends: tuple[WeightedBackend, ...] = ()  # weighted split; empty: the owning service
+    sticky: Sticky | None = None
+    request_headers: HeaderRules | None = None
+    response_headers: HeaderRules | None = None
+    rewrite_path_prefix: str | None = None  # replaces the matched prefix ("/" strips it)
+    rewrite_host: str | None = None
+    redirect: Redirect | None = None
+    timeout: float | None = None  # replaces the service's timeouts.request on this route
+
+    def __post_init__(self) -> None:
+        if self.rewrite_path_prefix is not None:
+            _require(_PATH.fullmatch(self.rewrite_path_prefix) is not None,
+                     f"invalid rewrite path prefix {self.rewrite_path_prefix!r}")  # fmt: skip
+        if self.rewrite_host is not None:
+            _require(_HOST.fullmatch(self.rewrite_host) is not None,
+                     f"invalid rewrite host {self.rewrite_host!r}")  # fmt: skip
+        if self.timeout is not None:
+            _require(math.isfinite(self.timeout) and self.timeout > 0,
+                     f"invalid timeout {self.timeout}")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +246,7 @@ class Retries:
     attempts: int = 2  # retries after the first try
     per_try_timeout: float = 2.0
     budget_percent: float = 20.0  # retries may add at most this share of requests
-    on: frozenset[str] = frozenset({"connect-failure", "reset", "502", "503", "504"})
+    on: frozenset[str] = frozenset({"connect-failure", "reset", "timeout", "502", "503", "504"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +280,34 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class NearestRule:
+    """DNS ``nearest``: clients in ``network`` prefer ``clusters``, in this order."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    clusters: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceDns:
+    """How the federation's authoritative DNS answers for a service's route hosts."""
+
+    strategy: DnsStrategy = "healthiest"
+    ttl: float = 5.0
+    order: tuple[str, ...] = ()  # with strategy "ordered"; empty: failover.order, else clusters
+    nearest: tuple[NearestRule, ...] = ()  # with strategy "nearest"
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """A DNS zone the gateways serve authoritatively (SOA and NS at its apex)."""
+
+    name: str  # lowercase, no trailing dot
+    hostmaster: str = ""  # the SOA RNAME as a hostname; empty: hostmaster.<zone>
+    ttl: float = 60.0  # of SOA and NS records
+    negative_ttl: float = 5.0  # SOA minimum: how long resolvers cache NXDOMAIN / NODATA
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
     name: str
     routes: tuple[Route, ...]
@@ -141,6 +322,7 @@ class Service:
     access: Access | None = None  # None: public
     timeouts: Timeouts = Timeouts()
     max_body_bytes: int | None = None  # None: unlimited (streamed)
+    dns: ServiceDns = ServiceDns()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +332,7 @@ class Federation:
     name: str
     clusters: tuple[Cluster, ...]
     services: tuple[Service, ...]
+    zones: tuple[Zone, ...] = ()
 
 
 # ------------------------------------------------------------------ runtime facts (etcd)
@@ -189,6 +372,7 @@ class GatewayRecord:
     vault_ok: bool | None = None  # None: no Vault configured
     renewal_failing: bool = False
     stale: bool = False  # serving from a snapshot while etcd is unreachable
+    dns: str = ""  # host:port of its authoritative DNS listener ("" when off)
 
 
 ANY = "*"  # Observation.service / .cluster: every service of a cluster, every cluster
@@ -262,6 +446,7 @@ class RoutingView:
     rejected: tuple[Rejection, ...] = ()
     source: Literal["empty", "etcd", "snapshot", "manifest"] = "empty"
     stale: bool = False  # True while served from a snapshot / etcd unreachable
+    zones: tuple[Zone, ...] = ()  # the DNS zones the gateways serve
 
     def gateways_in(self, cluster: str) -> tuple[GatewayRecord, ...]:
         return tuple(g for g in self.gateways.values() if g.cluster == cluster)

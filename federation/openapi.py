@@ -18,6 +18,7 @@ STATES = ["healthy", "degraded", "unhealthy", "unknown"]
 HOST_PATTERN = r"^[A-Za-z0-9*._:\[\]-]{1,253}$"
 PATH_PATTERN = r"^/"
 METHOD_PATTERN = r"^[A-Za-z]{1,16}$"
+HEADER_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}:[ -~]{0,1024}$"  # NAME:VALUE
 
 
 def _nullable(type_: str) -> dict[str, Any]:
@@ -124,6 +125,7 @@ GLOBAL_HEALTH = _obj(
                 "gateways": _INT,
                 "services": _INT,
                 "services_serving": _INT,
+                "services_by_state": _obj({s: _INT for s in STATES}),
             }
         ),
         "convergence": _obj(
@@ -134,8 +136,10 @@ GLOBAL_HEALTH = _obj(
                 "share": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
                 "lagging": {
                     "type": "array",
+                    "description": "At most `limit` of them; `lagging_total` counts all.",
                     "items": _obj({"gateway": _STR, "cluster": _STR, "applied_revision": _INT}),
                 },
+                "lagging_total": _INT,
             }
         ),
         "certificates": _obj(
@@ -154,6 +158,23 @@ GLOBAL_HEALTH = _obj(
                         }
                     ),
                 },
+                "expiring_total": _INT,
+            }
+        ),
+        "filter": _obj(
+            {
+                "cluster": {"type": ["array", "null"], "items": _STR},
+                "service": {"type": ["array", "null"], "items": _STR},
+                "state": {"type": ["array", "null"], "items": _STATE},
+                "q": _nullable("string"),
+            }
+        ),
+        "page": _obj(
+            {
+                "limit": _INT,
+                "offset": _INT,
+                "clusters": {"$ref": "#/components/schemas/Page"},
+                "services": {"$ref": "#/components/schemas/Page"},
             }
         ),
         "clusters": {"type": "array", "items": {"$ref": "#/components/schemas/Cluster"}},
@@ -162,8 +183,95 @@ GLOBAL_HEALTH = _obj(
             "type": "array",
             "items": _obj({"key": _STR, "error": _STR, "revision": _INT}),
         },
+        "rejected_total": _INT,
+        "dns": {
+            "type": "object",
+            "description": "What the gateway's authoritative DNS answers (docs/dns.md): "
+            "zones with their NS set, each service's answer now, the listener's counters; "
+            "{enabled: false} when listen.dns is off.",
+            "required": ["enabled"],
+            "properties": {"enabled": _BOOL},
+            "additionalProperties": True,
+        },
     }
 )
+
+PAGE = _obj(
+    {
+        "total": {**_INT, "description": "Items matching the filters."},
+        "returned": _INT,
+        "next_offset": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "description": "The `offset` of the next page; null on the last one.",
+        },
+    }
+)
+
+_STATE_LIST = (
+    "^ *(healthy|degraded|unhealthy|unknown) *(, *(healthy|degraded|unhealthy|unknown) *)*$"
+)
+
+HEALTH_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "cluster",
+        "in": "query",
+        "description": "Only these clusters (comma-separated names), the services that run "
+        "there, and those services' rows for these clusters.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 4096},
+    },
+    {
+        "name": "service",
+        "in": "query",
+        "description": "Only these services (comma-separated names) and the clusters that "
+        "run them.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 4096},
+    },
+    {
+        "name": "state",
+        "in": "query",
+        "description": "Only clusters and services in one of these states (comma-separated).",
+        "schema": {"type": "string", "pattern": _STATE_LIST},
+    },
+    {
+        "name": "q",
+        "in": "query",
+        "description": "Search: clusters whose name, region or cloud, services whose name or a "
+        "route host contains this text (case-insensitive).",
+        "schema": {"type": "string", "maxLength": 253},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "description": "At most this many clusters and this many services (default 100).",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    },
+    {
+        "name": "offset",
+        "in": "query",
+        "description": "Skip this many of each list (paging: see `page.*.next_offset`).",
+        "schema": {"type": "integer", "minimum": 0, "maximum": 1000000000, "default": 0},
+    },
+]
+
+DNS_EXPLAIN = {
+    "type": "object",
+    "description": (
+        "The DNS answer to a name (A and AAAA) for a client, and why: zone, service, "
+        "strategy, records, every candidate cluster with its public entry."
+    ),
+    "required": ["name", "A", "AAAA"],
+    "properties": {
+        "name": _STR,
+        "client": _nullable("string"),
+        "zone": _nullable("string"),
+        "A": {"type": "object"},
+        "AAAA": {"type": "object"},
+        "selection": {"type": ["object", "null"]},
+        "candidates": {"type": "array", "items": {"type": "object"}},
+    },
+    "additionalProperties": True,
+}
 
 EXPLAIN = {
     "type": "object",
@@ -204,6 +312,27 @@ STATUS = _obj(
             }
         ),
         "details": {"type": "object"},
+    }
+)
+
+TRENDS = _obj(
+    {
+        "gateway": _STR,
+        "cluster": _STR,
+        "interval_seconds": _NUM,
+        "window_seconds": _NUM,
+        "points": {
+            "type": "array",
+            "items": _obj(
+                {
+                    "at": _NUM,
+                    "seconds": _NUM,
+                    "requests_per_second": {"type": "number", "minimum": 0},
+                    "error_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                    "failovers": {"type": "number", "minimum": 0},
+                }
+            ),
+        },
     }
 )
 
@@ -296,11 +425,31 @@ def openapi_document(*, clusters: Sequence[str] = ()) -> dict[str, Any]:
                 "get": {
                     "operationId": "globalHealth",
                     "summary": "The global health of the federation, from the shared view.",
+                    "description": "The summary covers the whole federation; the cluster and "
+                    "service lists are filtered and paged (at most 100 of each by default). A "
+                    "page is chosen worst first (unhealthy, degraded, unknown, healthy), and "
+                    "keeps the grouped order within it.",
+                    "parameters": HEALTH_PARAMETERS,
                     "responses": {
                         "200": {
-                            "description": "Every cluster, gateway and service.",
+                            "description": "The summary, and the clusters and services asked for.",
                             "content": _json_content("GlobalHealth"),
                         },
+                        "400": {
+                            "description": "An unknown or invalid query parameter.",
+                            "content": _json_content("Error"),
+                        },
+                        "401": _unauthorized(),
+                    },
+                }
+            },
+            "/v1/trends": {
+                "get": {
+                    "operationId": "trends",
+                    "summary": "This gateway's requests/s, error rate and failovers over the "
+                    "last 15 minutes (sampled from its own counters at most every 10 s).",
+                    "responses": {
+                        "200": {"description": "The series.", "content": _json_content("Trends")},
                         "401": _unauthorized(),
                     },
                 }
@@ -339,6 +488,17 @@ def openapi_document(*, clusters: Sequence[str] = ()) -> dict[str, Any]:
                             "schema": {"type": "string", "pattern": METHOD_PATTERN},
                         },
                         {
+                            "name": "header",
+                            "in": "query",
+                            "description": "A request header the route conditions look at, "
+                            "NAME:VALUE (repeatable). Put the query string in path.",
+                            "schema": {
+                                "type": "array",
+                                "maxItems": 32,
+                                "items": {"type": "string", "pattern": HEADER_PATTERN},
+                            },
+                        },
+                        {
                             "name": "from",
                             "in": "query",
                             "description": "The cluster the request enters (default: this "
@@ -369,6 +529,42 @@ def openapi_document(*, clusters: Sequence[str] = ()) -> dict[str, Any]:
                             "description": "No registered route for this host and path "
                             "(the trace, with route null and an error).",
                             "content": _json_content("Explain"),
+                        },
+                    },
+                }
+            },
+            "/v1/dns/explain": {
+                "get": {
+                    "operationId": "explainDns",
+                    "summary": "What the federation's DNS answers for a name, and why.",
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": HOST_PATTERN},
+                        },
+                        {
+                            "name": "client",
+                            "in": "query",
+                            "description": "The client's address or network (default: "
+                            "none, as a resolver that sends no Client Subnet).",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The answer and why.",
+                            "content": _json_content("DnsExplain"),
+                        },
+                        "400": {
+                            "description": "Missing or invalid parameter.",
+                            "content": _json_content("Error"),
+                        },
+                        "401": _unauthorized(),
+                        "404": {
+                            "description": "DNS is not enabled on this gateway.",
+                            "content": _json_content("Error"),
                         },
                     },
                 }
@@ -445,7 +641,10 @@ def openapi_document(*, clusters: Sequence[str] = ()) -> dict[str, Any]:
                 "Probe": PROBE,
                 "Status": STATUS,
                 "Explain": EXPLAIN,
+                "DnsExplain": DNS_EXPLAIN,
                 "GlobalHealth": GLOBAL_HEALTH,
+                "Page": PAGE,
+                "Trends": TRENDS,
                 "Cluster": CLUSTER,
                 "Gateway": GATEWAY,
                 "Service": SERVICE,

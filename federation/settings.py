@@ -1,7 +1,13 @@
 """Gateway settings (``gateway.yaml``): file, then ``FEDGATE_*`` environment, then flags.
 
-Every field has a default; unknown keys are errors. :func:`load_settings` is the one
-entry point; it raises :class:`SettingsError` with a one-line message on bad input.
+Every field has a default except ``cluster``; unknown keys are errors. The file is read by
+the manifest's reader (YAML 1.2: ``yes`` and ``on`` are strings, not booleans) and every
+problem is reported with its position, as ``fedgate validate`` reports the manifest's:
+``gateway.yaml:LINE:COLUMN: field.path: message`` (with a hint for a misspelt key).
+Durations in the file need a unit (``"5s"``, ``"500ms"``), as in the manifest; Python
+callers may give seconds as numbers. :func:`load_settings` is the one entry point; it
+raises :class:`SettingsError` (``.lines``: one printable line per problem).
+The reference of every field and variable is ``docs/gateway.md``.
 """
 
 from __future__ import annotations
@@ -11,16 +17,60 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from federation.keys import DEFAULT_PREFIX
+from federation.manifest.loader import issues_from_validation
+from federation.manifest.source import Document, SourceError, read_yaml
+from federation.manifest.values import parse_duration
+
+MAX_BYTES = 1024 * 1024
 
 
 class SettingsError(Exception):
-    """Bad gateway settings: the message is one line, fit for stderr."""
+    """Bad gateway settings. ``lines``: one printable line per problem (at least one);
+    the message is the first line (and how many more), fit for one line on stderr."""
+
+    def __init__(self, message: str | None = None, *, lines: tuple[str, ...] = ()) -> None:
+        self.lines: tuple[str, ...] = lines or (str(message),)
+        more = f" (and {len(self.lines) - 1} more)" if len(self.lines) > 1 else ""
+        super().__init__(self.lines[0] + more)
+
+
+def _duration(value: Any, info: ValidationInfo, *, allow_zero: bool) -> float:
+    """A duration with a unit ("5s", "500ms"); a bare number only from Python code."""
+    from_file = bool(info.context and info.context.get("file"))
+    if not from_file and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return parse_duration(value, allow_zero=allow_zero)
+    except ValueError as exc:
+        raise PydanticCustomError("fedgate", "{message}", {"message": str(exc)}) from None
+
+
+def _positive_duration(value: Any, info: ValidationInfo) -> float:
+    return _duration(value, info, allow_zero=False)
+
+
+def _duration_or_zero(value: Any, info: ValidationInfo) -> float:
+    return _duration(value, info, allow_zero=True)
+
+
+Duration = Annotated[float, BeforeValidator(_positive_duration)]
+DurationOrZero = Annotated[float, BeforeValidator(_duration_or_zero)]
+Bool = Annotated[bool, Strict()]  # `yes` is a string in YAML 1.2, not true
 
 
 class _Model(BaseModel):
@@ -41,15 +91,32 @@ class Listen(_Model):
     public_tls: str | None = Field(default=None, alias="publicTls")
     east_west: str | None = Field(default="0.0.0.0:15443", alias="eastWest")
     admin: str = "127.0.0.1:9901"
+    dns: str | None = None  # authoritative DNS, UDP and TCP on the same port; None: off
 
-    _hp = field_validator("public", "public_tls", "east_west", "admin")(_check_hostport)
+    _hp = field_validator("public", "public_tls", "east_west", "admin", "dns")(_check_hostport)
+
+
+class DnsSettings(_Model):
+    """The authoritative DNS listener (``listen.dns``); see docs/dns.md."""
+
+    # host:port published in the gateway record: the NS glue other gateways answer with;
+    # default: the bound address of listen.dns (when it is not a wildcard address)
+    advertise: str | None = None
+    # response-rate limiting per client network (/24, /56): responses per second, 0: off
+    responses_per_second: float = Field(default=100.0, alias="responsesPerSecond", ge=0)
+    burst: int = Field(default=200, ge=1)
+    # of the responses over the limit, every slip-th goes out truncated (TC: ask over
+    # TCP) instead of being dropped, so a real client behind a spoofed flood still gets in
+    slip: int = Field(default=2, ge=0)
+
+    _hp = field_validator("advertise")(_check_hostport)
 
 
 class EtcdSettings(_Model):
     endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
     prefix: str = DEFAULT_PREFIX
-    lease_ttl: float = Field(default=5.0, alias="leaseTtl", gt=0)
-    dial_timeout: float = Field(default=2.0, alias="dialTimeout", gt=0)
+    lease_ttl: Duration = Field(default=5.0, alias="leaseTtl")
+    dial_timeout: Duration = Field(default=2.0, alias="dialTimeout")
 
     @field_validator("prefix")
     @classmethod
@@ -66,6 +133,9 @@ class EtcdSettings(_Model):
         for e in v:
             if not e.startswith(("http://", "https://")):
                 raise ValueError(f"endpoint must be http(s)://host:port, got {e!r}")
+        from federation.etcd import EtcdClient
+
+        EtcdClient(v)  # refuses here what the client would refuse at start (no connection)
         return v
 
 
@@ -113,13 +183,13 @@ class AdminSettings(_Model):
 
 class Limits(_Model):
     max_header_bytes: int = Field(default=65536, alias="maxHeaderBytes", gt=0)
-    header_timeout: float = Field(default=10.0, alias="headerTimeout", gt=0)
-    drain_timeout: float = Field(default=15.0, alias="drainTimeout", ge=0)
+    header_timeout: Duration = Field(default=10.0, alias="headerTimeout")
+    drain_timeout: DurationOrZero = Field(default=15.0, alias="drainTimeout")
     max_connections: int | None = Field(default=None, alias="maxConnections")
 
 
 class Tracing(_Model):
-    enabled: bool = True
+    enabled: Bool = True
     otlp_endpoint: str | None = Field(default=None, alias="otlpEndpoint")
     sample_ratio: float = Field(default=1.0, alias="sampleRatio", ge=0, le=1)
 
@@ -127,8 +197,8 @@ class Tracing(_Model):
 class Telemetry(_Model):
     log_format: Literal["json", "console", "auto"] = Field(default="auto", alias="logFormat")
     log_level: str = Field(default="info", alias="logLevel")
-    access_log: bool = Field(default=True, alias="accessLog")
-    metrics: bool = True
+    access_log: Bool = Field(default=True, alias="accessLog")
+    metrics: Bool = True
     tracing: Tracing = Tracing()
 
 
@@ -143,8 +213,9 @@ class GatewaySettings(_Model):
     trusted_proxies: tuple[str, ...] = Field(default=(), alias="trustedProxies")
     limits: Limits = Limits()
     telemetry: Telemetry = Telemetry()
+    dns: DnsSettings = DnsSettings()
     # development only: east-west in plain HTTP, no mutual TLS (demo and tests without Vault)
-    insecure_east_west: bool = Field(default=False, alias="insecureEastWest")
+    insecure_east_west: Bool = Field(default=False, alias="insecureEastWest")
     # development only: a manifest file as the view source instead of etcd
     manifest: str | None = None
 
@@ -185,8 +256,16 @@ ENVIRONMENT: Mapping[str, str] = {
     "FEDGATE_LISTEN_PUBLIC": "listen.public",
     "FEDGATE_LISTEN_ADMIN": "listen.admin",
     "FEDGATE_LISTEN_EAST_WEST": "listen.eastWest",
+    "FEDGATE_LISTEN_DNS": "listen.dns",
 }
 _LISTS = {"etcd.endpoints", "trustedProxies"}
+# the `fedgate serve` flag behind each override (for error lines)
+_FLAGS = {
+    "cluster": "--cluster",
+    "etcd.endpoints": "--etcd",
+    "etcd.prefix": "--prefix",
+    "vault.addr": "--vault-addr",
+}
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -207,33 +286,61 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> GatewaySettings:
-    """File, then FEDGATE_* environment, then ``overrides`` (dotted path -> value, from flags)."""
-    data: dict[str, Any] = {}
+    """File, then FEDGATE_* environment, then ``overrides`` (dotted path -> value, from flags).
+
+    Raises :class:`SettingsError` with every problem: in the file at its line and column,
+    in a variable or flag under its name."""
+    name = str(path) if path is not None else "<settings>"
+    doc = Document({}, name)
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise SettingsError(f"{path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise SettingsError(f"{path}: expected a mapping at the top level")
-        data = loaded
+        doc = _read(path)
+        if doc.data is None:
+            doc.data = {}
+        if not isinstance(doc.data, dict):
+            raise SettingsError(f"{name}:1:1: (top): expected a mapping of settings")
+    data: dict[str, Any] = doc.data
+    origin: dict[str, str] = {}  # dotted path -> the variable or flag that set it
     env = os.environ if environ is None else environ
     for var, dotted in ENVIRONMENT.items():
         if var in env and env[var] != "":
             raw = env[var]
             _set_path(data, dotted, raw.split(",") if dotted in _LISTS else raw)
+            origin[dotted] = var
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_path(data, dotted, value)
+            origin[dotted] = _FLAGS.get(dotted, "a flag")
     try:
-        return GatewaySettings.model_validate(data)
+        return GatewaySettings.model_validate(data, context={"file": path is not None})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top)"
-        where = f"{path}: " if path else ""
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise SettingsError(f"{where}{loc}: {err['msg']}{more}") from None
+        issues_from_validation(doc, exc, GatewaySettings)
+    lines = ["invalid settings"] if not doc.issues else []
+    for issue in sorted(doc.issues):
+        setter = next((o for d, o in origin.items() if issue.path.startswith(d)), None)
+        lines.append(
+            f"{setter}: {issue.path}: {issue.message}" if setter or path is None else str(issue)
+        )
+    raise SettingsError(lines=tuple(lines))
+
+
+def _read(path: str | Path) -> Document:
+    name = str(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_BYTES:
+        raise SettingsError(f"{name}: larger than {MAX_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{name}: not a text file (expected UTF-8 YAML)") from None
+    if not text.strip() or all(
+        line.lstrip().startswith("#") or not line.strip() for line in text.splitlines()
+    ):
+        return Document({}, name)
+    try:
+        return read_yaml(text, filename=name)
+    except SourceError as exc:
+        raise SettingsError(str(exc.issue)) from None

@@ -34,6 +34,7 @@ from federation.model import (
     RoutingView,
     Service,
     ServiceHealth,
+    Zone,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def view_to_plain(view: RoutingView, *, written_at: float | None = None) -> dict
         "observations": [codec.to_plain(o) for o in view.observations],
         "health": [codec.to_plain(h) for h in view.health.values()],
         "rejected": [codec.to_plain(r) for r in view.rejected],
+        "zones": [codec.to_plain(z) for z in view.zones],
     }
 
 
@@ -89,6 +91,7 @@ def decode_view(data: bytes) -> RoutingView:
         rejected = [codec.from_plain(Rejection, r, "rejected") for r in raw["rejected"]]
         revision, config_revision = int(raw["revision"]), int(raw["config_revision"])
         federation = str(raw["federation"])
+        zones = [codec.from_plain(Zone, z, "zones") for z in raw.get("zones", [])]
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"bad snapshot: {str(exc).splitlines()[0]}") from None
     return RoutingView(
@@ -104,6 +107,7 @@ def decode_view(data: bytes) -> RoutingView:
         rejected=tuple(rejected),
         source="snapshot",
         stale=True,
+        zones=tuple(zones),
     )
 
 

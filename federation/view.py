@@ -35,6 +35,7 @@ from federation.model import (
     Observation,
     RoutingView,
     Service,
+    Zone,
 )
 
 log = logging.getLogger(__name__)
@@ -58,15 +59,21 @@ class Item:
     error: str | None = None
 
 
-def _decode_federation(data: bytes) -> str:
+def _decode_federation(data: bytes) -> tuple[str, tuple[Zone, ...]]:
+    """The federation key: its name and the DNS zones the gateways serve."""
     try:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ItemError(f"not valid JSON: {exc}") from None
-    if not isinstance(raw, dict) or set(raw) != {"name"} or not isinstance(raw["name"], str):
-        raise ItemError('expected {"name": "..."}')
+    if (
+        not isinstance(raw, dict)
+        or not {"name"} <= set(raw) <= {"name", "zones"}
+        or not isinstance(raw["name"], str)
+    ):
+        raise ItemError('expected {"name": "...", "zones": [...]}')
     name: str = raw["name"]
-    return name
+    zones: tuple[Zone, ...] = codec.from_plain(tuple[Zone, ...], raw.get("zones", []), "zones")
+    return name, zones
 
 
 def decode_item(layout: KeyLayout, kv: KV) -> Item:
@@ -186,6 +193,7 @@ def same_content(a: RoutingView, b: RoutingView) -> bool:
             v.observations,
             {k: dataclasses.replace(h, since=0.0) for k, h in v.health.items()},
             v.rejected,
+            v.zones,
         )
 
     return strip(a) == strip(b)

@@ -52,6 +52,7 @@ from federation.model import (
     RoutingView,
     Service,
     ServiceHealth,
+    Zone,
 )
 from federation.view import IGNORED_FOLDERS, DecodeCache, Item, decode_item
 
@@ -114,6 +115,7 @@ class ViewState:
         self._rejected: dict[str, Rejection] = {}
         # config
         self.federation = ""
+        self.zones: tuple[Zone, ...] = ()  # the DNS zones, carried by the federation key
         self._service_items: dict[str, Item] = {}
         self.clusters: dict[str, Cluster] = {}
         self.services: dict[str, Service] = {}
@@ -261,16 +263,16 @@ class ViewState:
         self._rejected[item.key] = Rejection(key=item.key, error=error, revision=item.mod_revision)
 
     def _apply_federation(self, keys: list[str]) -> bool:
-        before = self.federation
+        before = (self.federation, self.zones)
         for key in keys:
             item = self._decode(key)
             if item is None:
-                self.federation = ""
+                self.federation, self.zones = "", ()
             elif item.error is None:
-                self.federation = item.value
-            else:
-                self.federation = self.federation or self._fallback.federation
-        return self.federation != before
+                self.federation, self.zones = item.value
+            elif not self.federation:
+                self.federation, self.zones = self._fallback.federation, self._fallback.zones
+        return (self.federation, self.zones) != before
 
     def _apply_clusters(self, keys: list[str]) -> bool:
         changed = False
@@ -539,6 +541,7 @@ class ViewState:
             rejected=rejected if rejected != before.rejected else before.rejected,
             source="etcd",
             stale=False,
+            zones=self.zones if self.zones != before.zones else before.zones,
         )
         return self._view
 

@@ -152,14 +152,17 @@ class Balancer:
             host = self._hosts[address] = _Host(address)
         host.active += 1
 
-    def finished(self, address: str, *, ok: bool) -> None:
-        """A request to ``address`` is over; ``ok=False``: connect failure, reset or 5xx."""
+    def finished(self, address: str, *, ok: bool | None) -> None:
+        """A request to ``address`` is over; ``ok=False``: connect failure, reset, timeout
+        or 5xx; ``ok=None``: the client's doing (hung up, too slow), not counted."""
         host = self._hosts.get(address)
         if host is None:
             return
         if host.active > 0:
             host.active -= 1
-        if ok:
+        if ok is None:
+            pass
+        elif ok:
             host.failures = 0
         elif self._consecutive_failures > 0:
             self._failed(host)

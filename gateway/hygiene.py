@@ -16,27 +16,18 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 
+from federation.model import HOP_BY_HOP_HEADERS
+
 Headers = Sequence[tuple[bytes, bytes]]
 
-HOP_BY_HOP: frozenset[bytes] = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authorization",
-        b"proxy-authenticate",
-        b"http2-settings",
-    }
-)
+# hop-by-hop headers (RFC 9110 7.6.1): defined with the model, where route rules are
+# checked against them too
+HOP_BY_HOP: frozenset[bytes] = HOP_BY_HOP_HEADERS
 
 FORWARDED_HEADER = b"x-fedgate-forwarded"  # origin cluster of a cross-cluster hop
 HOPS_HEADER = b"x-fedgate-hops"  # how many gateways the request went through
 PEER_HEADER = b"x-fedgate-peer"  # the origin gateway's verified client identity
+BACKEND_HEADER = b"x-fedgate-backend"  # the service a weighted split picked at the first hop
 MAX_HOPS = 4
 
 # request headers the gateway always drops (it sets its own): framing, hop-by-hop, internal
@@ -46,6 +37,7 @@ _REQUEST_DROP: frozenset[bytes] = HOP_BY_HOP | {
     FORWARDED_HEADER,
     HOPS_HEADER,
     PEER_HEADER,
+    BACKEND_HEADER,
 }
 _CLIENT_FORWARDED: frozenset[bytes] = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}

@@ -99,6 +99,10 @@ class _Group:
     accept: float  # probability the group takes the request (1.0 for the last group)
     label: str
 
+    def members(self) -> tuple[tuple[str, float], ...]:
+        """(cluster, weight) of every member, in the group's order."""
+        return tuple(zip(self.clusters, _weights(self.cumulative), strict=True))
+
     def pick(self, rng: random.Random) -> str:
         if len(self.clusters) == 1:
             return self.clusters[0]
@@ -169,6 +173,12 @@ class Placement:
         if first is None:
             return tuple(order)
         return (first, *[c for c in order if c != first])
+
+    def groups(self, view: RoutingView, service: Service) -> tuple[_Group, ...]:
+        """The plan's groups, preferred first, as :meth:`plan` draws from them; the same
+        tuple object while the plan holds, so a caller may cache what it derives from it.
+        The authoritative DNS (``gateway/dns``) answers from them."""
+        return self._plan_for(view, service).groups
 
     def _first(self, groups: tuple[_Group, ...] | list[_Group]) -> str | None:
         last = len(groups) - 1

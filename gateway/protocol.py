@@ -26,12 +26,10 @@ from typing import Any, ClassVar, cast
 
 import httptools
 from uvicorn.protocols.http.flow_control import service_unavailable
-from uvicorn.protocols.http.httptools_impl import (
-    STATUS_LINE,
-    HttpToolsProtocol,
-    RequestResponseCycle,
-)
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from gateway.cycles import _ASGI, FastCycle, _Cycle
 
 REASONS = {
     400: b"Bad Request",
@@ -59,124 +57,6 @@ def _peer_identity(transport: asyncio.BaseTransport) -> str | None:
     return peer_identity(ssl_object)
 
 
-class _Cycle(RequestResponseCycle):
-    """uvicorn's request/response cycle with a leaner ``send``.
-
-    The response head is held back and written together with the first piece of the
-    body (one write, one segment for a small answer instead of two). Header names and
-    values are not re-validated with regular expressions: they come from llhttp-parsed
-    upstream responses (tokens; no CR, LF or NUL) or from the gateway itself.
-    """
-
-    _head: bytes | None = None
-
-    async def send(self, message: Any) -> None:
-        if self.flow.write_paused and not self.disconnected:
-            await self.flow.drain()
-        if self.disconnected:
-            return
-        if not self.response_started:
-            if message["type"] != "http.response.start":
-                raise RuntimeError(f"Expected http.response.start, got {message['type']!r}")
-            self.response_started = True
-            self.waiting_for_100_continue = False
-            status = message["status"]
-            content = [STATUS_LINE[status]]
-            close = False
-            for name, value in message.get("headers", ()):
-                if name == b"content-length" and self.chunked_encoding is None:
-                    self.expected_content_length = int(value)
-                    self.chunked_encoding = False
-                elif name == b"transfer-encoding":
-                    continue  # the server frames the body itself
-                elif name == b"connection":
-                    if b"close" in value.lower():
-                        self.keep_alive = False
-                        close = True
-                    continue
-                content += (name, b": ", value, b"\r\n")
-            if not self.keep_alive or close:
-                content.append(b"connection: close\r\n")
-            if (
-                self.chunked_encoding is None
-                and self.scope["method"] != "HEAD"
-                and status not in (204, 304)
-            ):
-                self.chunked_encoding = True
-                content.append(b"transfer-encoding: chunked\r\n")
-            content.append(b"\r\n")
-            self._head = b"".join(content)
-            return
-        if self.response_complete:
-            raise RuntimeError(f"Unexpected {message['type']!r} after the response completed")
-        if message["type"] != "http.response.body":
-            raise RuntimeError(f"Expected http.response.body, got {message['type']!r}")
-        body = message.get("body", b"")
-        more_body = message.get("more_body", False)
-        head = self._head
-        if head is not None:
-            self._head = None
-        if self.scope["method"] == "HEAD":
-            self.expected_content_length = 0
-            out = head or b""
-        elif self.chunked_encoding:
-            out = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
-            if not more_body:
-                out += b"0\r\n\r\n"
-            if head is not None:
-                out = head + out
-        else:
-            if len(body) > self.expected_content_length:
-                raise RuntimeError("Response content longer than Content-Length")
-            self.expected_content_length -= len(body)
-            out = head + body if head is not None else body
-        if out:
-            self.transport.write(out)
-        if not more_body:
-            if self.expected_content_length != 0:
-                raise RuntimeError("Response content shorter than Content-Length")
-            self.response_complete = True
-            self.message_event.set()
-            if not self.keep_alive:
-                self.transport.close()
-            self.on_response()
-
-
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
-
-
-class _NoEvent:
-    """The message event of a callback exchange: nobody waits on it."""
-
-    __slots__ = ()
-
-    def set(self) -> None:
-        pass
-
-    def clear(self) -> None:
-        pass
-
-
-_NO_EVENT = _NoEvent()
-
-
-class FastCycle:
-    """The cycle of a request served by callbacks, without an ASGI task (the app's
-    ``try_fast``). It has the attributes uvicorn's protocol code touches; their initial
-    values are class attributes, so making one per request sets a single attribute (a
-    body, which such a request never has, would be ``body += data``: a new bytes)."""
-
-    response_complete = False
-    response_started = False
-    disconnected = False
-    more_body = True
-    body = b""
-    message_event = _NO_EVENT
-
-    def __init__(self, keep_alive: bool) -> None:
-        self.keep_alive = keep_alive
-
-
 class GatewayProtocol(HttpToolsProtocol):
     """Per-listener settings are class attributes (see :func:`protocol_class`).
 
@@ -189,7 +69,10 @@ class GatewayProtocol(HttpToolsProtocol):
     header_timeout: float = 10.0
     keep_alive_timeout: float = 60.0
     drain_grace: float = 1.0
+    max_connections: int | None = None  # per listener; past it idle connections are shed
     _sweeper: ClassVar[asyncio.TimerHandle | None] = None
+    # the listener's connections without a request in progress, oldest first
+    _idle: ClassVar[dict[GatewayProtocol, None]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -205,6 +88,7 @@ class GatewayProtocol(HttpToolsProtocol):
         self._rejected = False
         self.draining = False
         self._drain_at: float | None = None
+        self._fast: FastCycle | None = None  # the callback exchange in flight
 
     # ------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -214,8 +98,35 @@ class GatewayProtocol(HttpToolsProtocol):
         self._since = self.loop.time()
         cls = type(self)
         _LIVE.setdefault(cls, set()).add(self)
+        cap = cls.max_connections
+        if cap is not None and len(self.connections) > cap and not self._shed_idle():
+            self._refuse_over_cap()
+            return
+        cls._idle[self] = None
         if cls._sweeper is None:
             cls._sweeper = self.loop.call_later(self._sweep_interval(), cls._sweep, self.loop)
+
+    def _shed_idle(self) -> bool:
+        """Over the connection cap: close the listener's longest-idle connection (one
+        with no request in progress) to make room; False when every one is busy."""
+        idle = type(self)._idle
+        while idle:
+            oldest = next(iter(idle))
+            del idle[oldest]
+            transport = oldest.transport
+            if oldest is not self and not transport.is_closing():
+                transport.close()
+                return True
+        return False
+
+    def _refuse_over_cap(self) -> None:
+        """Every connection has a request in progress: refuse this new one (503, closed)."""
+        self._rejected = True
+        self.transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: 20\r\nconnection: close\r\n\r\ntoo many connections\n"
+        )
+        self.transport.close()
 
     @classmethod
     def _sweep_interval(cls) -> float:
@@ -251,9 +162,15 @@ class GatewayProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        live = _LIVE.get(type(self))
+        cls = type(self)
+        live = _LIVE.get(cls)
         if live is not None:
             live.discard(self)
+        cls._idle.pop(self, None)
+        fast = self._fast
+        if fast is not None:
+            fast.disconnected = True
+            self._fast = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -313,6 +230,7 @@ class GatewayProtocol(HttpToolsProtocol):
             "fedgate.peer": self.peer,
         }
         self.scope = scope
+        type(self)._idle.pop(self, None)  # a request is in progress
         self._in_head = True
         self._since = self.loop.time()
         self._head_size = 0
@@ -385,7 +303,7 @@ class GatewayProtocol(HttpToolsProtocol):
             app = service_unavailable
         keep_alive = http_version != "1.0" and self.parser.should_keep_alive() and not self.draining
         existing = self.cycle
-        idle = existing is None or existing.response_complete
+        idle = (existing is None or existing.response_complete) and self._fast is None
         if (
             idle
             and app is self.app
@@ -396,20 +314,24 @@ class GatewayProtocol(HttpToolsProtocol):
         ):
             try_fast = getattr(app, "try_fast", None)
             if try_fast is not None:
-                fast = FastCycle(keep_alive)
+                fast = FastCycle(keep_alive, scope)
                 self.cycle = fast  # type: ignore[assignment]
+                self._fast = fast
                 if try_fast(self, scope, fast):
                     return
-        cycle = self._new_cycle(keep_alive)
+                self._fast = None
+        # the newest request's cycle receives its body (uvicorn's model); one queued
+        # behind a request in flight starts when that one's answer is complete
+        self.cycle = cycle = self._new_cycle(keep_alive, scope)
         if idle:
             self._start_asgi_task(cycle, app)
         else:
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, app))
 
-    def _new_cycle(self, keep_alive: bool) -> _Cycle:
-        self.cycle = cycle = _Cycle(
-            scope=self.scope,
+    def _new_cycle(self, keep_alive: bool, scope: Any) -> _Cycle:
+        return _Cycle(
+            scope=scope,
             transport=self.transport,
             flow=self.flow,
             logger=self.logger,
@@ -421,13 +343,13 @@ class GatewayProtocol(HttpToolsProtocol):
             keep_alive=keep_alive,
             on_response=self.on_response_complete,
         )
-        return cycle
 
     # ------------------------------------------------------------ callback exchanges
     def fast_respond(self, data: bytes, fast: FastCycle, *, close: bool = False) -> None:
         """Write a whole answer of a callback exchange."""
-        if fast is not cast(object, self.cycle) or fast.disconnected or self.transport.is_closing():
+        if fast is not self._fast or fast.disconnected or self.transport.is_closing():
             return
+        self._fast = None
         fast.response_started = fast.response_complete = True
         self.transport.write(data)
         if close or not fast.keep_alive:
@@ -439,9 +361,12 @@ class GatewayProtocol(HttpToolsProtocol):
         """Hand a callback exchange over to an ASGI app in a task (by default the
         listener's app, as if the request had gone there from the start). False if the
         client is gone."""
-        if fast is not cast(object, self.cycle) or fast.disconnected or self.transport.is_closing():
+        if fast is not self._fast or fast.disconnected or self.transport.is_closing():
             return False
-        cycle = self._new_cycle(fast.keep_alive)
+        self._fast = None
+        cycle = self._new_cycle(fast.keep_alive, fast.scope)
+        if self.cycle is cast(object, fast):
+            self.cycle = cycle  # nothing pipelined behind it
         cycle.more_body = fast.more_body
         if not fast.more_body:
             cycle.message_event.set()
@@ -499,6 +424,8 @@ class GatewayProtocol(HttpToolsProtocol):
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
+        elif not self._in_head:
+            type(self)._idle[self] = None  # between requests: may be shed first
 
     # ------------------------------------------------------------ drain
     def shutdown(self) -> None:
@@ -552,6 +479,7 @@ def protocol_class(
     header_timeout: float,
     keep_alive_timeout: float = 60.0,
     drain_grace: float = 1.0,
+    max_connections: int | None = None,
 ) -> type[GatewayProtocol]:
     """A protocol class with these limits (uvicorn instantiates the class it is given)."""
     return type(
@@ -562,7 +490,9 @@ def protocol_class(
             "header_timeout": header_timeout,
             "keep_alive_timeout": keep_alive_timeout,
             "drain_grace": drain_grace,
+            "max_connections": max_connections,
             "_sweeper": None,
+            "_idle": {},
         },
     )
 

@@ -28,20 +28,29 @@ from typing import Any, cast
 
 import httptools
 
+from gateway.failures import FailureKind
+
 HIGH_WATER = 256 * 1024  # queued response bytes above which upstream reads pause
 LOW_WATER = 64 * 1024
 
-# failure kinds (the app maps them to gateway.resilience.FailureKind)
-CONNECT = "connect"
-RESET = "reset"
-TIMEOUT = "timeout"
-PROTOCOL = "protocol"
+# the failure kinds, by their short names
+CONNECT = FailureKind.CONNECT
+RESET = FailureKind.RESET
+TIMEOUT = FailureKind.TIMEOUT
+PROTOCOL = FailureKind.PROTOCOL
+
+MAX_SWEEP_LAG = 0.1  # a deadline sweep later than this: the loop stalled, deadlines move
+MAX_RESPONSE_HEAD_BYTES = 65536  # an upstream's response head (names + values)
+MAX_RESPONSE_HEADERS = 200  # and its header count; past either: 502, memory bounded
+MAX_RAW_HEAD_BYTES = MAX_RESPONSE_HEAD_BYTES + 4096  # raw bytes still in a head: 502
 
 
 class UpstreamError(Exception):
     """An upstream attempt failed. ``sent``: whether any request byte went out."""
 
-    def __init__(self, kind: str, message: str, *, sent: bool, received: bool = False) -> None:
+    def __init__(
+        self, kind: FailureKind, message: str, *, sent: bool, received: bool = False
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.sent = sent
@@ -63,6 +72,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_buffered",
         "_drain_waiter",
         "_has_length",
+        "_head_bytes",
         "_head_waiter",
         "_idle_limit",
         "_informational",
@@ -128,6 +138,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._informational = False
         self._idle_limit = 0.0
         self._has_length = False
+        self._head_bytes = 0  # raw bytes received until the head was complete
         self.chunked = False
         self.complete = False
         self.keep_alive = True
@@ -146,6 +157,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        if not self.status:
+            self._head_bytes += len(data)  # bytes of this answer so far (>= its head)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -154,6 +167,10 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             reason = exc.__context__ if isinstance(exc.__context__, _BadFraming) else exc
             self._fail(PROTOCOL, f"bad upstream response: {reason}")
+            return
+        if not self.status and not self.complete and self._head_bytes > MAX_RAW_HEAD_BYTES:
+            # still in the head: bound what it may cost (one endless header line included)
+            self._fail(PROTOCOL, "upstream response head too large")
             return
         listener = self.listener
         if listener is not None and self.status:
@@ -207,6 +224,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        headers = self.headers
+        if len(headers) > MAX_RESPONSE_HEADERS:
+            raise _BadFraming("too many response headers")
+        if self._head_bytes > MAX_RESPONSE_HEAD_BYTES and (
+            sum(len(n) + len(v) for n, v in headers) > MAX_RESPONSE_HEAD_BYTES
+        ):  # only an answer this large so far can have a head this large
+            raise _BadFraming("response head too large")
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             # 100 Continue and friends: swallowed (the gateway sends the body anyway)
@@ -262,7 +286,7 @@ class UpstreamConnection(asyncio.Protocol):
             if not w.done():
                 w.set_result(None)
 
-    def _fail(self, kind: str, message: str) -> None:
+    def _fail(self, kind: FailureKind, message: str) -> None:
         if self.error is None and not self.complete:
             self.error = UpstreamError(kind, message, sent=self.sent, received=self.received)
         self.keep_alive = False
@@ -375,18 +399,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._buffered = 0
         return body
 
-    @property
-    def reusable(self) -> bool:
-        return (
-            self.complete
-            and self.keep_alive
-            and self.error is None
-            and not self.closed
-            and not self.chunks
-            and self.transport is not None
-            and not self.transport.is_closing()
-        )
-
     def close(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.close()
@@ -412,6 +424,7 @@ class UpstreamPool:
         self._live: set[UpstreamConnection] = set()
         self._deadlines: asyncio.TimerHandle | None = None
         self.sweep_interval = 0.05  # resolution of per-try and idle timeouts
+        self._last_sweep = 0.0
         self.connects = 0  # new connections opened (for tests and stats)
         self.reuses = 0
 
@@ -463,7 +476,7 @@ class UpstreamPool:
     def release(self, conn: UpstreamConnection) -> None:
         """Give a connection back after its response was read to the end."""
         transport = conn.transport
-        if (  # conn.reusable, inlined
+        if (  # reusable?
             self._closed
             or not conn.complete
             or not conn.keep_alive
@@ -485,13 +498,6 @@ class UpstreamPool:
         idle.append(conn)
         if self._sweeper is None:
             self._sweeper = conn.loop.call_later(self.idle_timeout / 2 + 0.1, self._sweep)
-
-    def has_idle(self, key: PoolKey) -> bool:
-        idle = self._idle.get(key)
-        if not idle:
-            return False
-        conn = idle[-1]
-        return not conn.closed and conn.transport is not None and not conn.transport.is_closing()
 
     def take_idle(self, key: PoolKey) -> UpstreamConnection | None:
         """An idle keep-alive connection to ``key`` right now, or None (no waiting)."""
@@ -515,11 +521,23 @@ class UpstreamPool:
 
     def _check_deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
-        for conn in list(self._live):
+        # time the process did not run (a stalled or starved event loop) is nobody's
+        # failure: an answer may be waiting unread in the socket. Deadlines move by it.
+        lag = now - self._last_sweep - self.sweep_interval if self._last_sweep else 0.0
+        self._last_sweep = now
+        live = list(self._live)
+        if lag > MAX_SWEEP_LAG:
+            for conn in live:
+                if conn.deadline:
+                    conn.deadline += lag
+                if conn._idle_limit:
+                    conn._last_rx += lag
+        for conn in live:
             if conn.deadline:
                 conn.check_deadline(now)
         if self._closed and not self._live:
             self._deadlines = None
+            self._last_sweep = 0.0
             return
         self._deadlines = loop.call_later(self.sweep_interval, self._check_deadlines, loop)
 

@@ -11,7 +11,6 @@
 * :class:`RetryBudget`: retries per service are at most ``budget_percent`` of the
   requests of the last 10 s (sliding, in 1 s buckets), with at least 3 retries per
   window so a quiet service can still retry (Envoy's retry budget, by window).
-* :class:`Backoff`: jittered exponential spacing between tries (25 ms base, 250 ms cap).
 
 Everything here is synchronous, takes an injected clock and allocates nothing per call
 on the common path.
@@ -19,17 +18,15 @@ on the common path.
 
 from __future__ import annotations
 
-import enum
-import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Literal
 
 from federation.model import CircuitBreaker
+from gateway.failures import FailureKind
 
 __all__ = [
     "IDEMPOTENT_METHODS",
-    "Backoff",
     "Breaker",
     "BreakerState",
     "CircuitBreakers",
@@ -119,11 +116,17 @@ class Breaker:
         self._pending += 1
         return True
 
-    def release(self, *, ok: bool) -> None:
-        """The try granted by :meth:`try_acquire` is over."""
+    def release(self, *, ok: bool | None) -> None:
+        """The try granted by :meth:`try_acquire` is over. ``ok=None``: it says nothing
+        about the upstream (the client hung up, was too slow or sent too much): only the
+        acquisition is given back (a half-open probe may be sent again)."""
         if self._pending > 0:
             self._pending -= 1
         state = self._state
+        if ok is None:
+            if state == "half-open":
+                self._probing = False
+            return
         if state == "closed":
             if ok:
                 self._failures = 0
@@ -201,15 +204,6 @@ class CircuitBreakers:
 # --------------------------------------------------------------------------- retries
 
 
-class FailureKind(enum.Enum):
-    """How a try failed."""
-
-    CONNECT = "connect-failure"  # no connection: nothing reached the upstream
-    RESET = "reset"  # the connection broke before a complete response
-    TIMEOUT = "timeout"  # the per-try timeout passed
-    STATUS = "status"  # a complete response with a retryable status
-
-
 IDEMPOTENT_METHODS: frozenset[bytes] = frozenset(
     {b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"}
 )
@@ -217,6 +211,7 @@ IDEMPOTENT_METHODS: frozenset[bytes] = frozenset(
 _STATUS_CONDITIONS: dict[int, str] = {s: str(s) for s in range(500, 600)}
 _STATUS = FailureKind.STATUS
 _CONNECT = FailureKind.CONNECT
+_PROTOCOL = FailureKind.PROTOCOL
 
 
 def retryable(
@@ -235,6 +230,8 @@ def retryable(
     method is not idempotent is retried only when nothing reached the upstream: a connect
     failure, or ``request_sent=False``.
     """
+    if kind is _PROTOCOL:
+        return False  # a bad answer is not the network: never tried again
     if kind is _STATUS:
         if status is None:
             return False
@@ -350,21 +347,3 @@ class RetryBudget:
             w.starts = now_bucket * size
             w.ends = (now_bucket + 1) * size
         return w
-
-
-class Backoff:
-    """Jittered exponential backoff between tries ("full jitter")."""
-
-    __slots__ = ("_base", "_cap", "_random")
-
-    def __init__(
-        self, *, base: float = 0.025, cap: float = 0.25, rng: random.Random | None = None
-    ) -> None:
-        self._base = base
-        self._cap = cap
-        self._random = (rng or random.Random()).random
-
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (1 = the first retry)."""
-        ceiling = min(self._cap, self._base * (1 << min(max(retry, 1) - 1, 30)))
-        return ceiling * self._random()

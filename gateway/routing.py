@@ -1,99 +1,154 @@
-"""Host and path to a route, over one routing view.
+"""Host, path and request conditions to a route, over one routing view.
 
-A :class:`RouteTable` is compiled once per view (in a :class:`~gateway.types.ViewHolder`
-listener) and then only read. Matching is: an exact host before a wildcard host
-(``*.example.com`` matches one or more labels in front, the longest suffix wins), then
-the longest path prefix among that host's routes. A prefix matches on a segment
-boundary or as a plain string prefix ending in ``/`` (``/api`` matches ``/api`` and
-``/api/x`` but not ``/apix``).
+A :class:`RouteTable` is made per view (in a :class:`~gateway.types.ViewHolder`
+listener, from the previous one) and then only read. Matching costs O(length of host
++ path) whatever the number of routes:
+
+* the host: a dict lookup for an exact host, then a walk of a trie of labels from the
+  right for wildcard hosts (``*.example.com`` matches one or more labels in front, the
+  longest suffix first);
+* the path: a walk of that host's trie of path segments; a prefix matches on a segment
+  boundary (``/api`` and ``/api/`` match ``/api`` and ``/api/x``, not ``/apix``);
+* the candidates of one (host, prefix), longest prefix first, each in precedence order:
+  a route with a method condition before one without, then more header conditions,
+  then more query conditions, then services by name and routes in manifest order. The
+  first whose conditions hold wins; if none at a prefix, the next shorter one is tried,
+  then the wildcard hosts. Conditions are only evaluated for routes that have some.
+
+A :class:`RouteMatch` is precomputed per route (``gateway.route_index``): the owning
+service (with the route's timeout applied), the resolved weighted split, and what the
+request path must apply (``gateway.rules``). A new view rebuilds only the (host,
+prefix) groups that a changed service touches.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from federation.model import RoutingView
+from gateway.conditions import RequestView, describe_conditions, why_not
+from gateway.hygiene import Headers
+from gateway.route_index import EMPTY, Index, Node, RouteMatch, build_index
 
-from federation.model import Route, RoutingView, Service
-
-
-@dataclass(frozen=True, slots=True)
-class RouteMatch:
-    service: Service
-    route: Route
-
-
-# one host's routes, longest prefix first: (prefix, prefix without trailing slash, match)
-_Entries = tuple[tuple[str, str, RouteMatch], ...]
-
-
-def _match_prefix(entries: _Entries, path: str) -> RouteMatch | None:
-    for prefix, bare, match in entries:
-        if path.startswith(prefix):
-            if prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] in "/?":
-                return match
-        elif path == bare:  # "/api/" also matches "/api"
-            return match
-    return None
+__all__ = ["RouteMatch", "RouteTable", "split_host"]
 
 
 class RouteTable:
-    """Routes of one view, indexed for matching a request's host and path."""
+    """Routes of one view, indexed for matching a request's host, path and conditions."""
 
-    __slots__ = ("_exact", "_wild")
+    __slots__ = ("_exact", "_index", "_labels", "_wild")
 
-    def __init__(self, exact: dict[str, _Entries], wild: dict[str, _Entries]) -> None:
-        self._exact = exact
-        self._wild = wild  # suffix without the "*", e.g. ".example.com"
+    def __init__(self, index: Index) -> None:
+        self._index = index
+        self._exact = index.exact
+        self._wild = index.wild
+        self._labels = index.labels
 
     @classmethod
-    def build(cls, view: RoutingView) -> RouteTable:
-        exact: dict[str, list[tuple[str, str, RouteMatch]]] = {}
-        wild: dict[str, list[tuple[str, str, RouteMatch]]] = {}
-        for name in sorted(view.services):  # deterministic when two services claim a route
-            service = view.services[name]
-            for route in service.routes:
-                host = route.host.lower().rstrip(".")
-                prefix = route.path_prefix or "/"
-                bare = prefix.rstrip("/") or "/"
-                entry = (prefix, bare, RouteMatch(service=service, route=route))
-                if host.startswith("*."):
-                    wild.setdefault(host[1:], []).append(entry)
-                else:
-                    exact.setdefault(host, []).append(entry)
+    def build(cls, view: RoutingView, previous: RouteTable | None = None) -> RouteTable:
+        """The table of ``view``. With ``previous`` (the table of the view before), only
+        the (host, prefix) groups a changed service touches are rebuilt, and
+        ``previous`` itself is returned when no service changed (an endpoint, gateway or
+        health write)."""
+        index = build_index(view, previous._index if previous is not None else EMPTY)
+        if previous is not None and index is previous._index:
+            return previous
+        return cls(index)
 
-        def order(d: dict[str, list[tuple[str, str, RouteMatch]]]) -> dict[str, _Entries]:
-            out: dict[str, _Entries] = {}
-            for host, entries in d.items():
-                seen: set[str] = set()
-                kept = []
-                for e in sorted(entries, key=lambda e: -len(e[0])):  # stable: first name wins
-                    if e[0] not in seen:
-                        seen.add(e[0])
-                        kept.append(e)
-                out[host] = tuple(kept)
-            return out
+    def _roots(self, host: str) -> list[Node]:
+        """The route tries that may serve ``host``: exact first, then wildcards by the
+        longest suffix; the label in front of a wildcard must not be empty."""
+        roots: list[Node] = []
+        node = self._exact.get(host)
+        if node is not None:
+            roots.append(node)
+        if self._labels.children:
+            labels = host.split(".")
+            hnode = self._labels
+            wilds: list[Node] = []
+            for i in range(len(labels) - 1, 0, -1):
+                next_node = hnode.children.get(labels[i])
+                if next_node is None:
+                    break
+                hnode = next_node
+                if hnode.suffix is not None and labels[i - 1]:
+                    wilds.append(self._wild[hnode.suffix])
+            roots.extend(reversed(wilds))
+        return roots
 
-        return cls(order(exact), order(wild))
+    @staticmethod
+    def _chain(root: Node, path: str) -> list[Node]:
+        """The nodes with routes along ``path``, shortest prefix first (none for a path
+        that is not absolute, such as ``OPTIONS *``)."""
+        if path[:1] != "/":
+            return []
+        found = [root] if root.entries else []
+        if root.children:
+            node = root
+            for seg in path.split("/")[1:]:
+                child = node.children.get(seg)
+                if child is None:
+                    break
+                node = child
+                if node.entries:
+                    found.append(node)
+        return found
 
-    def match(self, host: str, path: str) -> RouteMatch | None:
-        """``host`` lower case without port; exact host > wildcard; longest prefix."""
-        entries = self._exact.get(host)
-        if entries is not None:
-            found = _match_prefix(entries, path)
-            if found is not None:
+    def match(
+        self, host: str, path: str, method: str = "GET", headers: Headers = (), query: bytes = b""
+    ) -> RouteMatch | None:
+        """``host`` lower case without port; exact host > wildcard; longest prefix; then
+        the first route of that prefix whose conditions hold."""
+        node = self._exact.get(host)
+        if node is not None and not node.children and node.entries and path[:1] == "/":
+            cond, found = node.entries[0]
+            if cond is None:  # the common case: one host, one route for every path
                 return found
-        if self._wild:
-            dot = host.find(".")
-            while dot > 0:  # the label in front must not be empty
-                entries = self._wild.get(host[dot:])
-                if entries is not None:
-                    found = _match_prefix(entries, path)
-                    if found is not None:
-                        return found
-                dot = host.find(".", dot + 1)
+        request: RequestView | None = None
+        for root in self._roots(host):
+            for node in reversed(self._chain(root, path)):
+                for cond, match in node.entries:
+                    if cond is None:
+                        return match
+                    if request is None:
+                        request = RequestView(method, headers, query)
+                    if match is None:
+                        hit = cond.pick(request)  # type: ignore[union-attr]
+                        if hit is not None:
+                            return hit
+                    elif request.failing(cond) is None:  # type: ignore[arg-type]
+                        return match
         return None
 
+    def explain(
+        self, host: str, path: str, method: str = "GET", headers: Headers = (), query: bytes = b""
+    ) -> tuple[RouteMatch | None, list[dict[str, object]]]:
+        """Like :meth:`match`, with every route considered and why it did or did not match
+        (for ``fedgate explain``)."""
+        request = RequestView(method, headers, query)
+        considered: list[dict[str, object]] = []
+        for root in self._roots(host):
+            for node in reversed(self._chain(root, path)):
+                for cond, match in node.listed:
+                    route = match.route
+                    row: dict[str, object] = {
+                        "service": match.service.name,
+                        "host": route.host,
+                        "pathPrefix": route.path_prefix,
+                        "conditions": describe_conditions(route.match),
+                    }
+                    failing = request.failing(cond) if cond is not None else None
+                    row["matched"] = failing is None
+                    row["reason"] = (
+                        "longest prefix, " + ("every condition holds" if cond else "no conditions")
+                        if failing is None
+                        else why_not(failing, request)
+                    )
+                    considered.append(row)
+                    if failing is None:
+                        return match, considered
+        return None, considered
+
     def __len__(self) -> int:
-        return sum(len(e) for e in self._exact.values()) + sum(len(e) for e in self._wild.values())
+        return sum(self._index.per_host.values())
 
 
 def split_host(value: bytes) -> str | None:

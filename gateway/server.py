@@ -26,11 +26,13 @@ from typing import Any
 
 import uvicorn
 
-from federation.settings import GatewaySettings
-from gateway.app import DataPlane
+from gateway.addresses import split_host_port
+from gateway.app import listener_app
 from gateway.balancer import Balancer
+from gateway.config import DataPlaneSettings, raise_fd_limit
 from gateway.passive import PassiveStats
 from gateway.placement import Placement
+from gateway.plane import DataPlane
 from gateway.protocol import GatewayWebSocketProtocol, protocol_class
 from gateway.proxy import UpstreamPool
 from gateway.ratelimit import RateLimiter
@@ -41,17 +43,17 @@ from gateway.types import ASGIApp, ViewHolder
 
 log = logging.getLogger("fedgate.server")
 
-KEEP_ALIVE = 60.0  # seconds an idle client keep-alive connection stays open
-
 
 def _bind(hostport: str) -> socket.socket:
-    host, _, port = hostport.rpartition(":")
-    host = host.strip("[]")
+    try:
+        host, port = split_host_port(hostport)
+    except ValueError as exc:
+        raise OSError(str(exc)) from None
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, int(port)))
+        sock.bind((host, port))
         sock.listen(2048)
         sock.setblocking(False)
     except OSError:
@@ -66,7 +68,7 @@ class Gateway:
     def __init__(
         self,
         *,
-        settings: GatewaySettings,
+        settings: DataPlaneSettings | Any,
         holder: ViewHolder,
         placement: Placement,
         balancer: Balancer,
@@ -78,6 +80,9 @@ class Gateway:
         tls: TlsContexts | None,
         admin_app: ASGIApp | None,
     ) -> None:
+        """``settings``: a :class:`DataPlaneSettings` (or the process settings, converted
+        by :meth:`DataPlaneSettings.from_settings`)."""
+        settings = DataPlaneSettings.from_settings(settings)
         self.settings = settings
         self.tls = tls
         self.admin_app = admin_app
@@ -108,13 +113,18 @@ class Gateway:
         s = self.settings
         tls = self.tls
         out: list[tuple[str, str, ssl.SSLContext | None, Any]] = [
-            ("public", s.listen.public, None, self.plane.app("public"))
+            ("public", s.listen.public, None, listener_app(self.plane, "public"))
         ]
         if s.listen.public_tls:
             if tls is None or tls.public_server is None:
                 raise OSError(f"listen.publicTls {s.listen.public_tls}: no TLS certificate")
             out.append(
-                ("public_tls", s.listen.public_tls, tls.public_server, self.plane.app("public_tls"))
+                (
+                    "public_tls",
+                    s.listen.public_tls,
+                    tls.public_server,
+                    listener_app(self.plane, "public_tls"),
+                )
             )
         if s.listen.east_west:
             if tls is not None and tls.east_west_server is not None:
@@ -126,13 +136,16 @@ class Gateway:
                     f"listen.eastWest {s.listen.east_west}: needs mutual TLS (Vault) or "
                     "insecureEastWest: true"
                 )
-            out.append(("east_west", s.listen.east_west, ctx, self.plane.app("east_west")))
+            out.append(
+                ("east_west", s.listen.east_west, ctx, listener_app(self.plane, "east_west"))
+            )
         if self.admin_app is not None:
             out.append(("admin", s.listen.admin, None, self.admin_app))
         return out
 
     async def start(self) -> None:
         """Bind and serve every configured listener (raises OSError if one cannot bind)."""
+        raise_fd_limit()
         limits = self.settings.limits
         try:
             for name, hostport, ctx, app in self._listeners():
@@ -158,7 +171,8 @@ class Gateway:
             name,
             max_header_bytes=limits.max_header_bytes,
             header_timeout=limits.header_timeout,
-            keep_alive_timeout=KEEP_ALIVE,
+            keep_alive_timeout=limits.keep_alive_timeout,
+            max_connections=limits.max_connections if name != "admin" else None,
         )
         kwargs: dict[str, Any] = {}
         if ctx is not None:
@@ -174,8 +188,8 @@ class Gateway:
             date_header=False,
             access_log=False,
             log_config=None,
-            timeout_keep_alive=int(KEEP_ALIVE),
-            limit_concurrency=limits.max_connections,
+            timeout_keep_alive=int(limits.keep_alive_timeout),
+            limit_concurrency=None,  # the protocol caps connections, shedding idle ones first
             ws_ping_interval=None,
             ws_max_size=64 * 1024 * 1024,
             **kwargs,

@@ -19,261 +19,44 @@ span). Both run on every request, so they are written for speed:
 
 from __future__ import annotations
 
-import asyncio
-import json
 import random
-import re
-import sys
 import time
-from bisect import bisect_left
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from federation.model import HealthState, RoutingView
+from gateway.accesslog import AccessLog
+from gateway.accesslog import escape as _escape
+from gateway.metrics import (
+    BREAKER_VALUE,
+    BUCKETS,
+    CONTENT_TYPE,
+    HEALTH_VALUE,
+    NO_CLUSTER,
+    NO_SERVICE,
+    RequestMetrics,
+)
+from gateway.tracecontext import (
+    NO_TRACE,
+    RequestTrace,
+    format_traceparent,
+    new_span_id,
+    new_trace_id,
+    parse_traceparent,
+)
+from gateway.tracecontext import traces_url as _traces_url
 
 __all__ = [
     "BUCKETS",
     "CONTENT_TYPE",
+    "NO_TRACE",
     "RequestTrace",
     "Telemetry",
     "format_traceparent",
     "parse_traceparent",
 ]
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-# latency buckets (seconds) for a proxy: sub-millisecond to the request timeout
-BUCKETS: tuple[float, ...] = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
-
-# the value of fedgate_upstream_health per state
-HEALTH_VALUE: Mapping[str, float] = {
-    HealthState.HEALTHY: 1.0,
-    HealthState.DEGRADED: 0.5,
-    HealthState.UNHEALTHY: 0.0,
-    HealthState.UNKNOWN: -1.0,
-}
-BREAKER_VALUE: Mapping[str, float] = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
-
-NO_SERVICE = "unmatched"  # label of requests that matched no route
-NO_CLUSTER = "none"  # label of requests answered before a cluster was chosen
-
-_FLUSH_INTERVAL = 0.2
-_FLUSH_LINES = 256
-
-_TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_ZERO_TRACE = b"0" * 32
-_ZERO_SPAN = b"0" * 16
-
-_escape = json.encoder.encode_basestring_ascii
-
-
-# ------------------------------------------------------------------------ trace context
-
-
-def parse_traceparent(value: bytes) -> tuple[str, str, int] | None:
-    """``(trace_id, parent_id, flags)`` of a valid version-00 W3C traceparent, else None.
-
-    Strict: exactly ``00-<32 lower hex>-<16 lower hex>-<2 lower hex>``, trace id and
-    parent id not all zeros. Anything else means "no usable parent": start a new trace.
-    """
-    m = _TRACEPARENT.fullmatch(value.strip(b" \t"))
-    if m is None:
-        return None
-    trace_id, parent_id, flags = m.groups()
-    if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
-        return None
-    return trace_id.decode(), parent_id.decode(), int(flags, 16)
-
-
-def format_traceparent(trace_id: str, span_id: str, sampled: bool) -> bytes:
-    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}".encode()
-
-
-def _new_trace_id() -> str:
-    while True:
-        v = random.getrandbits(128)
-        if v:
-            return f"{v:032x}"
-
-
-def _new_span_id() -> str:
-    while True:
-        v = random.getrandbits(64)
-        if v:
-            return f"{v:016x}"
-
-
-class RequestTrace:
-    """The trace context of one request.
-
-    ``trace_id`` / ``span_id`` are this gateway's server span (lower hex; empty when tracing
-    is off); ``parent_id`` is the client's span, if it sent a valid traceparent;
-    ``traceparent`` is the header value to send upstream (same trace id, this gateway's
-    span as parent), ``b""`` when tracing is off (then forward the client's header as is).
-    """
-
-    __slots__ = ("parent_id", "sampled", "span", "span_id", "start", "trace_id", "traceparent")
-
-    def __init__(
-        self,
-        trace_id: str,
-        span_id: str,
-        parent_id: str | None,
-        sampled: bool,
-        traceparent: bytes,
-        span: Any = None,
-        start: int = 0,
-    ) -> None:
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.parent_id = parent_id
-        self.sampled = sampled
-        self.traceparent = traceparent
-        self.span = span  # an OpenTelemetry SDK span when exporting, else None
-        self.start = start  # time.time_ns() at begin, when exporting
-
-    def __repr__(self) -> str:
-        return f"RequestTrace(trace_id={self.trace_id!r}, span_id={self.span_id!r})"
-
-
-NO_TRACE = RequestTrace("", "", None, False, b"")
-
-
-# ------------------------------------------------------------------------------ metrics
-
-
-class _RequestMetrics:
-    """fedgate_requests_total and fedgate_request_duration_seconds as plain numbers.
-
-    A custom collector: ``observe`` costs a dict lookup and a bisect; the Prometheus
-    families are built only at scrape time.
-    """
-
-    def __init__(self, const: Mapping[str, str]) -> None:
-        self._const = dict(const)
-        self.counts: dict[tuple[str, str, int], list[int]] = {}
-        # (service, cluster) -> [bucket counts..., +Inf count, sum]
-        self.hists: dict[tuple[str, str], list[float]] = {}
-        self._nb = len(BUCKETS)
-
-    def observe(self, service: str, cluster: str, status: int, duration: float) -> None:
-        key = (service, cluster, status)
-        c = self.counts.get(key)
-        if c is None:
-            c = self.counts[key] = [0]
-        c[0] += 1
-        hkey = (service, cluster)
-        h = self.hists.get(hkey)
-        if h is None:
-            h = self.hists[hkey] = [0.0] * (self._nb + 2)
-        h[bisect_left(BUCKETS, duration)] += 1
-        h[-1] += duration
-
-    def describe(self) -> Iterator[Metric]:
-        return iter(())
-
-    def collect(self) -> Iterator[Metric]:
-        names = ["service", "cluster", "code"]
-        counter = CounterMetricFamily(
-            "fedgate_requests_total",
-            "Requests answered, by service, upstream cluster and status code.",
-            labels=names,
-        )
-        for (service, cluster, status), c in list(self.counts.items()):
-            counter.add_metric([service, cluster, str(status)], c[0])
-        yield counter
-        hist = HistogramMetricFamily(
-            "fedgate_request_duration_seconds",
-            "Time from request arrival to the end of the answer, by service and cluster.",
-            labels=["service", "cluster"],
-        )
-        for (service, cluster), h in list(self.hists.items()):
-            cumulative = 0.0
-            buckets: list[tuple[str, float]] = []
-            for bound, n in zip(BUCKETS, h, strict=False):
-                cumulative += n
-                buckets.append((_float_label(bound), cumulative))
-            cumulative += h[self._nb]
-            buckets.append(("+Inf", cumulative))
-            hist.add_metric([service, cluster], buckets, h[-1])
-        yield hist
-
-
-def _float_label(v: float) -> str:
-    return repr(float(v))
-
-
-# --------------------------------------------------------------------------- access log
-
-
-class _AccessLog:
-    """Writes access-log lines in batches to a text stream."""
-
-    __slots__ = ("_flush_handle", "_pending", "_second", "_stamp", "stream")
-
-    def __init__(self, stream: TextIO | None) -> None:
-        self.stream = stream
-        self._pending: list[str] = []
-        self._flush_handle: asyncio.TimerHandle | None = None
-        self._second = -1
-        self._stamp = ""
-
-    def timestamp(self, now: float) -> str:
-        sec = int(now)
-        if sec != self._second:
-            self._second = sec
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._stamp}.{int((now - sec) * 1000):03d}Z"
-
-    def write(self, line: str) -> None:
-        pending = self._pending
-        pending.append(line)
-        if len(pending) >= _FLUSH_LINES:
-            self.flush()
-        elif self._flush_handle is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
-            self._flush_handle = loop.call_later(_FLUSH_INTERVAL, self.flush)
-
-    def flush(self) -> None:
-        handle, self._flush_handle = self._flush_handle, None
-        if handle is not None:
-            handle.cancel()
-        if not self._pending:
-            return
-        data = "".join(self._pending)
-        self._pending.clear()
-        stream = self.stream if self.stream is not None else sys.stdout
-        try:
-            stream.write(data)
-            stream.flush()
-        except (OSError, ValueError):  # closed or broken stream: logging never fails a request
-            pass
-
-
-# ---------------------------------------------------------------------------- telemetry
 
 
 class Telemetry:
@@ -306,12 +89,11 @@ class Telemetry:
         self.sample_ratio = sample_ratio
         self.log_format = log_format
         self.registry = CollectorRegistry(auto_describe=False)
-        self._log = _AccessLog(log_stream)
-        self._json_prefix = (
-            f',"gateway":{_escape(gateway_id)},"cluster":{_escape(cluster)},"method":'
+        self._log = AccessLog(
+            log_stream, f',"gateway":{_escape(gateway_id)},"cluster":{_escape(cluster)},"method":'
         )
         self._last_revision = 0
-        self._requests = _RequestMetrics({})
+        self._requests = RequestMetrics({})
         self._provider: Any = None
         self._tracer: Any = None
         self._otel: Any = None
@@ -469,10 +251,10 @@ class Telemetry:
             trace_id, parent_id, flags = parent
             sampled = bool(flags & 1)
         else:
-            trace_id, parent_id = _new_trace_id(), None
+            trace_id, parent_id = new_trace_id(), None
             ratio = self.sample_ratio
             sampled = ratio >= 1.0 or (ratio > 0.0 and random.random() < ratio)
-        span_id = _new_span_id()
+        span_id = new_span_id()
         return RequestTrace(
             trace_id,
             span_id,
@@ -537,14 +319,14 @@ class Telemetry:
         if self.access_log:
             if self.log_format == "json":
                 self._log.write(
-                    self._json_line(
+                    self._log.json_line(
                         trace, method, host, path, service, cluster, upstream, status, duration,
                         client, retries, forwarded,
                     )
                 )  # fmt: skip
             else:
                 self._log.write(
-                    self._console_line(
+                    self._log.console_line(
                         trace, method, host, path, service, cluster, upstream, status, duration,
                         client, retries,
                     )
@@ -555,61 +337,6 @@ class Telemetry:
                 span, trace, method, host, path, service, cluster, upstream, status, client,
                 retries, forwarded,
             )  # fmt: skip
-
-    def _json_line(
-        self,
-        trace: RequestTrace,
-        method: str,
-        host: str,
-        path: str,
-        service: str | None,
-        cluster: str | None,
-        upstream: str | None,
-        status: int,
-        duration: float,
-        client: str,
-        retries: int,
-        forwarded: bool,
-    ) -> str:
-        e = _escape
-        tail = (
-            f',"trace_id":"{trace.trace_id}","span_id":"{trace.span_id}"}}\n'
-            if trace.trace_id
-            else "}\n"
-        )
-        return (
-            f'{{"timestamp":"{self._log.timestamp(time.time())}","level":"info",'
-            f'"event":"access"{self._json_prefix}{e(method)},"host":{e(host)},'
-            f'"path":{e(path)},"status":{status},"duration_ms":{duration * 1000.0:.3f},'
-            f'"service":{"null" if service is None else e(service)},'
-            f'"upstream_cluster":{"null" if cluster is None else e(cluster)},'
-            f'"upstream":{"null" if upstream is None else e(upstream)},'
-            f'"client":{e(client)},"retries":{retries},'
-            f'"forwarded":{"true" if forwarded else "false"}{tail}'
-        )
-
-    def _console_line(
-        self,
-        trace: RequestTrace,
-        method: str,
-        host: str,
-        path: str,
-        service: str | None,
-        cluster: str | None,
-        upstream: str | None,
-        status: int,
-        duration: float,
-        client: str,
-        retries: int,
-    ) -> str:
-        now = time.time()
-        stamp = time.strftime("%H:%M:%S", time.localtime(now))
-        trace_part = f" trace={trace.trace_id}" if trace.trace_id else ""
-        return (
-            f"{stamp} access {client} {method} {host}{path} -> {status} "
-            f"{duration * 1000.0:.1f}ms service={service or '-'} cluster={cluster or '-'} "
-            f"upstream={upstream or '-'} retries={retries}{trace_part}\n"
-        )
 
     def _end_span(
         self,
@@ -707,17 +434,22 @@ class Telemetry:
 
     # ------------------------------------------------------------ exposition
 
+    def totals(self) -> tuple[float, float, float]:
+        """(requests, 5xx answers, failovers) so far: what the status page's trends sample."""
+        requests = errors = 0.0
+        for (_, _, status), count in list(self._requests.counts.items()):
+            requests += count[0]
+            if status >= 500:
+                errors += count[0]
+        failovers = sum(
+            s.value
+            for family in self._failovers.collect()
+            for s in family.samples
+            if s.name.endswith("_total")
+        )
+        return requests, errors, failovers
+
     def metrics_text(self) -> bytes:
         """The registry in the Prometheus text format (``CONTENT_TYPE``)."""
         data: bytes = generate_latest(self.registry)
         return data
-
-
-def _traces_url(endpoint: str) -> str:
-    """An OTLP/HTTP base URL (``http://host:4318``) gets ``/v1/traces`` appended."""
-    stripped = endpoint.rstrip("/")
-    scheme_sep = stripped.find("://")
-    rest = stripped[scheme_sep + 3 :] if scheme_sep >= 0 else stripped
-    if "/" not in rest:
-        return stripped + "/v1/traces"
-    return stripped

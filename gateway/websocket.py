@@ -5,28 +5,30 @@ closes (the close code travels across).
 The upstream gets the same header hygiene as an HTTP request (hop-by-hop headers
 removed, X-Forwarded-* set, hop counter, the cross-cluster hop headers) and the
 client's subprotocols; the one the upstream chooses is accepted towards the client.
-Routing, access policy and rate limiting are those of HTTP requests. A try that cannot
-connect moves to the next endpoint or cluster (at most ``retries.attempts`` more).
+Admission (route, access policy, rate limit) and the try loop (placement, balancer,
+breaker, passive statistics, retry decision) are those of HTTP requests
+(``gateway/admission.py``, ``gateway/pipeline.py``): a handshake that cannot connect
+moves to another endpoint or the next cluster, never the same remote gateway twice.
+Route rules: the route's conditions and a weighted split choose the service as for HTTP;
+a redirect route refuses the upgrade (404); the route's request rewrites apply to the
+upgrade sent to a local endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from gateway import hygiene
-from gateway.hygiene import FORWARDED_HEADER, HOPS_HEADER, MAX_HOPS, PEER_HEADER
-from gateway.policy import allowed
-from gateway.ratelimit import limit_key
-from gateway.routing import split_host
+from gateway.admission import RequestHead, admit, local_request, route, upstream_headers
+from gateway.failures import FailureKind, Reply, status_for
+from gateway.hygiene import BACKEND_HEADER, FORWARDED_HEADER, PEER_HEADER
+from gateway.pipeline import Exchange
+from gateway.plane import DataPlane
 from gateway.types import Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from gateway.app import ListenerApp
 
 _WS_OWN = frozenset(
     {
@@ -47,138 +49,109 @@ async def _refuse(send: Send, receive: Receive, status: int) -> None:
         await send({"type": "websocket.close", "code": 1008 if status in (403, 429) else 1011})
 
 
-async def proxy_websocket(app: ListenerApp, scope: Scope, receive: Receive, send: Send) -> None:
-    plane = app.plane
+async def proxy_websocket(
+    plane: DataPlane, east_west: bool, scheme: str, scope: Scope, receive: Receive, send: Send
+) -> None:
     view, table = plane.current
     headers = scope["headers"]
-    client = scope.get("client")
-    client_ip = client[0] if client else "0.0.0.0"
-    host_raw = b""
-    hops = 0
-    forwarded: bytes | None = None
-    peer_hdr: bytes | None = None
-    hop_ok = app.east_west and plane.hop_trusted(scope)
-    for name, value in headers:
-        if name == b"host":
-            host_raw = value
-        elif name == HOPS_HEADER:
-            hops = int(value) if value.isdigit() and len(value) < 4 else MAX_HOPS
-        elif hop_ok and name == FORWARDED_HEADER:
-            forwarded = value
-        elif hop_ok and name == PEER_HEADER:
-            peer_hdr = value
-    host = split_host(host_raw)
+    head = RequestHead(plane, scope, east_west)
     path: str = scope["path"]
-    if "/." in path and any(seg in (".", "..") for seg in path.split("/")):
-        host = None  # dot segments: refused like an unknown route
-    match = table.match(host, path) if host else None
-    if match is None or hops >= MAX_HOPS:
+    match = route(table, head, scope)
+    if match is None or match.route.redirect is not None:
         await _refuse(send, receive, 404)
         return
-    service = match.service
-    direct_ip = client_ip
-    if forwarded is not None:
-        client_ip = hygiene.last_forwarded_for(headers) or client_ip
-        peer_id = peer_hdr.decode("latin-1") if peer_hdr else None
-    else:
-        peer_id = scope.get("fedgate.peer")
-    if service.access is not None and not allowed(
-        service.access, client_ip=client_ip, peer_id=peer_id
-    ):
-        plane.telemetry.denied(service.name)
-        await _refuse(send, receive, 403)
+    try:
+        admitted = admit(plane, scope, head, view, match, scheme=scheme)
+    except Reply as r:
+        await _refuse(send, receive, r.status)
         return
-    if service.rate_limit is not None and forwarded is None:
-        key = limit_key(service.rate_limit, client_ip=client_ip, headers=headers, peer_id=peer_id)
-        if plane.limiter.check(service, key) > 0.0:
-            plane.telemetry.rate_limited(service.name)
-            await _refuse(send, receive, 429)
-            return
-
+    service = admitted.service  # the owner or a weighted split's pick
     msg = await receive()
     if msg["type"] != "websocket.connect":
         return
+    loop = asyncio.get_running_loop()
+    start = plane.clock()
     trace = plane.telemetry.begin(headers)
-    trust = (app.east_west and forwarded is not None) or client_ip in plane.trusted
-    base = [
-        (n, v)
-        for n, v in hygiene.request_headers(
-            headers,
-            client_ip=direct_ip if forwarded is not None else client_ip,
-            scheme="https" if app.scheme == "https" else "http",
-            host=host_raw,
-            trust_forwarded=trust,
-            traceparent=trace.traceparent or None,
-            hops=hops + 1,
-        )
-        if n not in _WS_OWN
-    ]
+    sent = upstream_headers(plane, admitted, scope, scheme, trace.traceparent, east_west=east_west)
+    base = [(n, v) for n, v in sent if n not in _WS_OWN]
     target = scope["raw_path"] or path.encode()
     if scope.get("query_string"):
         target += b"?" + scope["query_string"]
     subprotocols = scope.get("subprotocols") or None
-    plan = (plane.cluster,) if forwarded is not None else plane.placement.plan(view, service)
-    tried: set[str] = set()
+    forwarded = head.forwarded is not None
+    ex = Exchange(
+        plane, view, service, b"GET", trace, start, loop.time() + service.timeouts.request,
+        forwarded=forwarded, peer_id=admitted.peer_id,
+    )  # fmt: skip
     upstream: ClientConnection | None = None
     status = 502
-    tries = 0
-    for cluster in plan:
-        while upstream is None and tries <= service.retries.attempts:
-            remote = cluster != plane.cluster
-            t = plane._remote_target(view, cluster) if remote else None
-            if not remote:
-                t = plane._local_target(service, cluster, tried)
-            if t is None:
-                break
-            tries += 1
-            tried.add(t.address)
-            extra = list(base)
-            if remote:
-                extra.append((FORWARDED_HEADER, plane.cluster_bytes))
-                if peer_id:
-                    extra.append((PEER_HEADER, peer_id.encode("latin-1")))
-            scheme = "wss" if t.ssl is not None else "ws"
-            uri = f"{scheme}://{host_raw.decode('latin-1')}{target.decode('latin-1')}"
-            kwargs: dict[str, Any] = {"host": t.host, "port": t.port}
-            if t.ssl is not None:
-                kwargs["ssl"] = t.ssl
-                kwargs["server_hostname"] = t.server_hostname
-            try:
-                upstream = await connect(
-                    uri,
-                    additional_headers=[
-                        (n.decode("latin-1"), v.decode("latin-1")) for n, v in extra
-                    ],
-                    subprotocols=subprotocols,
-                    open_timeout=service.timeouts.connect + service.retries.per_try_timeout,
-                    ping_interval=None,
-                    max_size=None,
-                    compression=None,
-                    user_agent_header=None,
-                    proxy=None,
-                    **kwargs,
-                )
-            except InvalidStatus as exc:
-                status = exc.response.status_code
-                break
-            except (OSError, TimeoutError, WebSocketException):
-                if not remote:
-                    plane.balancer.finished(t.address, ok=False)
-                plane.placement.local_failure(service.name, cluster)
-                continue
-        if upstream is not None or tries > service.retries.attempts:
+    host_raw = head.host_raw
+    local = local_request(admitted, target, path, base)  # the route's rewrites, if any
+    while ex.next_try():
+        t = ex.target
+        assert t is not None
+        to, to_host, extra = target, host_raw, list(base)
+        if t.remote:
+            extra.append((FORWARDED_HEADER, plane.cluster_bytes))
+            extra.append((BACKEND_HEADER, service.name.encode()))  # a split's pick
+            if admitted.peer_id:
+                extra.append((PEER_HEADER, admitted.peer_id.encode("latin-1")))
+        elif local is not None:  # rewrites apply where the endpoint is
+            to, to_host, extra = local[0], local[1], list(local[2])
+        uri = f"{'wss' if t.ssl is not None else 'ws'}://{to_host.decode('latin-1')}"
+        uri += to.decode("latin-1")
+        kwargs: dict[str, Any] = {"host": t.host, "port": t.port}
+        if t.ssl is not None:
+            kwargs["ssl"] = t.ssl
+            kwargs["server_hostname"] = t.server_hostname
+        remaining = ex.deadline - loop.time()
+        kind = FailureKind.CONNECT
+        try:
+            upstream = await connect(
+                uri,
+                additional_headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in extra],
+                subprotocols=subprotocols,
+                open_timeout=max(0.0, min(service.timeouts.connect + ex.per_try, remaining)),
+                ping_interval=None,
+                max_size=None,
+                compression=None,
+                user_agent_header=None,
+                proxy=None,
+                **kwargs,
+            )
+        except InvalidStatus as exc:  # an answer, not a tunnel: relayed as a close
+            status = exc.response.status_code
+            ex.record(status < 500)
             break
+        except TimeoutError:
+            kind = FailureKind.TIMEOUT
+        except OSError:
+            kind = FailureKind.CONNECT
+        except WebSocketException:
+            kind = FailureKind.RESET
+        except BaseException:
+            ex.record(None)
+            raise
+        if upstream is not None:
+            ex.record(True)
+            break
+        ex.record(False)
+        ex.last = (status_for(kind), f"websocket to {t.address} failed ({kind.value})")
+        if not ex.retry(kind, status=None, sent=kind is not FailureKind.CONNECT,
+                        replayable=True, now=loop.time()):  # fmt: skip
+            break
+    last = ex.tried_last
     if upstream is None:
         await send({"type": "websocket.close", "code": 1011})
         plane.telemetry.end(
-            trace, method="GET", host=host or "", path=path, service=service.name,
-            cluster=None, upstream=None, status=status, duration=0.0, client=client_ip,
-            retries=max(tries - 1, 0), forwarded=forwarded is not None,
+            trace, method="GET", host=head.host or "", path=path, service=service.name,
+            cluster=last.cluster if last is not None else None,
+            upstream=last.address if last is not None else None, status=status,
+            duration=plane.clock() - start, client=admitted.client_ip,
+            retries=ex.retries, forwarded=forwarded,
         )  # fmt: skip
         return
     await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
-    loop = asyncio.get_running_loop()
-    start = loop.time()
 
     async def client_to_upstream() -> None:
         assert upstream is not None
@@ -232,9 +205,11 @@ async def proxy_websocket(app: ListenerApp, scope: Scope, receive: Receive, send
         with contextlib.suppress(Exception):
             await upstream.close()
         plane.telemetry.end(
-            trace, method="GET", host=host or "", path=path, service=service.name,
-            cluster=None, upstream=None, status=101, duration=loop.time() - start,
-            client=client_ip, retries=max(tries - 1, 0), forwarded=forwarded is not None,
+            trace, method="GET", host=head.host or "", path=path, service=service.name,
+            cluster=last.cluster if last is not None else None,
+            upstream=last.address if last is not None else None, status=101,
+            duration=plane.clock() - start, client=admitted.client_ip, retries=ex.retries,
+            forwarded=forwarded,
         )  # fmt: skip
 
 

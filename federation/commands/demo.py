@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from federation.cli import CommandError
+from federation.clikit import use_colour
 
 DRILL_SECONDS = 30.0
 MIN_DRILL_SECONDS = 15.0
@@ -103,10 +104,10 @@ def run(args: argparse.Namespace) -> int:
             ) from None
     if args.duration is not None and args.duration < MIN_DRILL_SECONDS:
         raise CommandError(f"--duration must be at least {MIN_DRILL_SECONDS:.0f} seconds", 2)
-    palette = Palette(on=not args.no_color and sys.stdout.isatty())
+    palette = Palette(on=use_colour(sys.stdout, no_color=args.no_color))
     from federation.devstack.localfed import LocalFederation
 
-    fed = LocalFederation()
+    fed = LocalFederation(dns=True)
     print(
         palette.bold("fedgate demo: starting etcd, OpenBao, 3 clusters with gateways and backends")
     )
@@ -120,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"could not start the federation: {exc}") from None
         _print_urls(fed, palette, time.monotonic() - started)
         report = asyncio.run(_drill(fed, args, palette))
+        from federation.commands.demo_dns import dns_drill, print_dns_report
+
+        dns_report = dns_drill(fed, palette)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything")
         return 130
@@ -127,10 +131,12 @@ def run(args: argparse.Namespace) -> int:
         fed.close()
         print(palette.dim("stopped every process and removed " + str(fed.base_dir)))
     _print_report(report, palette)
+    print_dns_report(dns_report, palette)
     if args.report:
         with open(args.report, "w") as f:
-            json.dump(report.as_dict(), f, indent=2)
+            json.dump({**report.as_dict(), "dns": dns_report}, f, indent=2)
     ok = report.failed == 0 and report.left_after is not None and report.returned_after is not None
+    ok = ok and dns_report["failed"] == 0 and dns_report["left_answers_after_s"] is not None
     return 0 if ok else 1
 
 
@@ -149,6 +155,8 @@ def _print_urls(fed: Any, p: Palette, took: float) -> None:
     first = next(iter(fed.gateways.values()))
     print(f"  status page  {first.admin_url}/  (admin token: {fed.admin_token})")
     print(f"  try: curl -H 'Host: shop.demo.local' {first.public_url}/")
+    if first.dns:
+        print(f"       dig @{first.cluster.address} -p {first.dns} shop.demo.local")
     print(f"       fedgate health --admin {first.admin_url} --token {fed.admin_token}")
 
 

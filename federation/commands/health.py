@@ -5,9 +5,16 @@ With ``--admin URL`` (and ``--token``) it asks a gateway's admin API
 and builds the same document from a one-shot routing view. Either way the answer is the
 same: any gateway, and etcd, know the whole federation.
 
-The table groups the clusters by cloud and environment (state coloured on a terminal;
-``NO_COLOR`` and ``--json`` turn colour off), then prints the service x cluster matrix.
-``--watch`` redraws every ``--interval`` seconds until Ctrl-C.
+The text summarises first (counts, convergence), then lists what is not healthy: the
+clusters grouped by cloud and environment and the service x cluster matrix, restricted to
+the clusters that are not healthy once the federation has more than
+:data:`FULL_TABLE_CLUSTERS` clusters (``--all`` lists every one). State is coloured on a
+terminal only (``NO_COLOR``, ``--no-color`` and ``--output json`` turn colour off).
+``--output json`` prints the document in camelCase.
+
+Exit 0 when every cluster is healthy or degraded and every service is served somewhere,
+1 otherwise (and on any failure to ask). ``--watch`` redraws every ``--interval`` seconds
+until Ctrl-C or SIGTERM, then exits 0; a closed pipe (``| head``) ends it quietly.
 """
 
 from __future__ import annotations
@@ -15,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 import urllib.error
@@ -24,7 +30,22 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
-from federation.cli import CommandError
+from federation.clikit import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    camelize,
+    isatty,
+    resolve_token,
+    use_colour,
+    wants_json,
+)
+from federation.healthquery import MAX_LIMIT, HealthQuery
+
+__all__ = ["Painter", "fetch_admin_json", "render", "run", "use_colour", "watch"]
+
+FULL_TABLE_CLUSTERS = 12  # above this, the tables list only what is not healthy
 
 Fetch = Callable[[], dict[str, Any]]
 
@@ -54,7 +75,13 @@ def admin_url(admin: str) -> str:
         admin = "http://" + admin
     parsed = urllib.parse.urlsplit(admin)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise CommandError(f"--admin must be http(s)://host:port, got {admin!r}", 2)
+        raise CommandError(f"--admin must be http(s)://host:port, got {admin!r}", EXIT_USAGE)
+    try:
+        parsed.port  # noqa: B018 - a bad port raises here, not in urlopen
+    except ValueError:
+        raise CommandError(
+            f"--admin must be http(s)://host:port, got {admin!r}", EXIT_USAGE
+        ) from None
     return admin.rstrip("/")
 
 
@@ -63,7 +90,7 @@ def fetch_admin_json(
     path: str,
     *,
     token: str | None,
-    params: Mapping[str, str] | None = None,
+    params: Mapping[str, str | list[str]] | None = None,
     timeout: float = 5.0,
     accept: Sequence[int] = (200,),
 ) -> tuple[int, dict[str, Any]]:
@@ -74,7 +101,7 @@ def fetch_admin_json(
     base = admin_url(admin)
     url = base + path
     if params:
-        url += "?" + urllib.parse.urlencode(params)
+        url += "?" + urllib.parse.urlencode(params, doseq=True)
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -84,13 +111,13 @@ def fetch_admin_json(
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
         if status == 401:
-            hint = "" if token else " (give --token or FEDGATE_ADMIN_TOKEN)"
+            hint = "" if token else " (give --token-file or FEDGATE_TOKEN)"
             raise CommandError(f"the admin API at {base} refused the token (401){hint}") from None
         if status not in accept:
             raise CommandError(
                 f"the admin API at {base} answered {status}{_error_of(raw)}"
             ) from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise CommandError(f"cannot reach the admin API at {base}: {reason}") from None
     try:
@@ -113,8 +140,12 @@ def _error_of(raw: bytes) -> str:
 
 
 def from_admin(args: argparse.Namespace) -> Fetch:
+    token = resolve_token(args)
+
     def fetch() -> dict[str, Any]:
-        return fetch_admin_json(args.admin, "/v1/health/global", token=args.token)[1]
+        # the API pages its lists (worst first); a person's view wants as much as it gives
+        params = {"limit": str(MAX_LIMIT)}
+        return fetch_admin_json(args.admin, "/v1/health/global", token=token, params=params)[1]
 
     return fetch
 
@@ -126,7 +157,7 @@ def from_etcd(args: argparse.Namespace) -> Fetch:
     try:
         layout = KeyLayout(args.prefix or DEFAULT_PREFIX)
     except ValueError as exc:
-        raise CommandError(str(exc), 2) from None
+        raise CommandError(f"--prefix: {exc}", EXIT_USAGE) from None
 
     async def load() -> dict[str, Any]:
         from federation.etcd import EtcdClient, EtcdError
@@ -136,7 +167,7 @@ def from_etcd(args: argparse.Namespace) -> Fetch:
         try:
             client = EtcdClient(endpoints, timeout=2.0)
         except ValueError as exc:
-            raise CommandError(f"--etcd: {exc}", 2) from None
+            raise CommandError(f"--etcd: {exc}", EXIT_USAGE) from None
         try:
             await client.connect()
             view = await load_view(client, layout)
@@ -144,7 +175,9 @@ def from_etcd(args: argparse.Namespace) -> Fetch:
             raise CommandError(f"etcd: {exc}") from None
         finally:
             await client.close()
-        return global_health(view, now=time.time())
+        # in process there is no answer size to bound: every cluster and service
+        whole = HealthQuery(limit=max(1, len(view.clusters), len(view.services)))
+        return global_health(view, now=time.time(), query=whole)
 
     def fetch() -> dict[str, Any]:
         return asyncio.run(load())
@@ -163,15 +196,6 @@ class Painter:
         if not self.enabled or not style or style not in _COLOURS:
             return text
         return f"{_COLOURS[style]}{text}{_RESET}"
-
-
-def use_colour(stream: TextIO) -> bool:
-    if os.environ.get("NO_COLOR"):
-        return False
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _table(rows: list[list[tuple[str, str | None]]], paint: Painter, indent: str = "") -> list[str]:
@@ -206,8 +230,18 @@ def human_duration(seconds: float | None) -> str:
     return f"{seconds / 86400:.0f}d"
 
 
-def render(body: Mapping[str, Any], *, colour: bool = False) -> str:
-    """The global health document as the terminal table."""
+def healthy(body: Mapping[str, Any]) -> bool:
+    """No cluster unhealthy and every service served somewhere: the exit status 0."""
+    if any(c["state"] == "unhealthy" for c in body["clusters"]):
+        return False
+    return all(s.get("serving", True) for s in body["services"])
+
+
+def render(body: Mapping[str, Any], *, colour: bool = False, every: bool = False) -> str:
+    """The global health document as text: the summary, then what is not healthy.
+
+    Up to FULL_TABLE_CLUSTERS clusters (or with ``every``) the tables list every cluster;
+    above, only the clusters that are not healthy, so 1,000 clusters stay readable."""
     paint = Painter(colour)
     s = body["summary"]
     conv = body["convergence"]
@@ -231,9 +265,61 @@ def render(body: Mapping[str, Any], *, colour: bool = False) -> str:
         f"services serving {s['services_serving']}/{s['services']}; "
         + paint(f"convergence {share} on config revision {conv['config_revision']}", conv_style)
     )
+    unserved = [svc["name"] for svc in body["services"] if not svc.get("serving", True)]
+    if unserved:
+        lines.append(paint(f"not served anywhere: {', '.join(unserved)}", "bad"))
+    _warnings(body, paint, lines)
     lines.append("")
 
-    # -- clusters, grouped by cloud / environment
+    everything = every or int(s["clusters"]) <= FULL_TABLE_CLUSTERS
+    shown = [c for c in body["clusters"] if everything or c["state"] != "healthy"]
+    if not everything:
+        hidden = int(s["clusters"]) - len(shown)
+        lines.append(
+            paint(
+                f"{len(shown)} clusters not healthy "
+                f"({hidden} healthy not listed; --all lists them)",
+                "dim",
+            )
+            if shown
+            else f"every cluster is healthy ({hidden}; --all lists them)"
+        )
+    lines.extend(_cluster_table(shown, paint))
+    if not body["clusters"]:
+        lines.append("no cluster is registered (fedgate apply)")
+
+    # -- services x clusters (the shown clusters; above the limit, only services not healthy)
+    lines.append("")
+    names = [c["name"] for c in shown]
+    mrows: list[list[tuple[str, str | None]]] = [[("SERVICE", "dim"), *((n, "dim") for n in names)]]
+    for svc in body["services"]:
+        by_cluster = {r["cluster"]: r for r in svc["clusters"]}
+        if not everything and all(
+            by_cluster.get(n, {}).get("state", "healthy") == "healthy" for n in names
+        ):
+            continue
+        row: list[tuple[str, str | None]] = [(svc["name"], "bold")]
+        for n in names:
+            r = by_cluster.get(n)
+            if r is None:
+                row.append(("-", "dim"))
+            else:
+                cell = f"{r['state']} {r['healthy_endpoints']}/{r['total_endpoints']}"
+                if r["error_rate"] >= 0.005:
+                    cell += f" err {r['error_rate'] * 100:.0f}%"
+                row.append((cell, r["state"]))
+        mrows.append(row)
+    if not body["services"]:
+        lines.append("no service is registered")
+    elif len(mrows) > 1 and names:
+        lines.extend(_table(mrows, paint))
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _cluster_table(clusters: list[Mapping[str, Any]], paint: Painter) -> list[str]:
+    """The clusters, grouped by cloud / environment."""
+    if not clusters:
+        return []
     header: list[tuple[str, str | None]] = [
         (h, "dim")
         for h in ("CLUSTER", "REGION", "TIER", "STATE", "SCORE", "GATEWAYS", "REVISION", "CERT")
@@ -241,7 +327,7 @@ def render(body: Mapping[str, Any], *, colour: bool = False) -> str:
     rows: list[list[tuple[str, str | None]]] = [header]
     group: tuple[str, str] | None = None
     group_rows: list[int] = []
-    for c in body["clusters"]:
+    for c in clusters:
         key = (c["cloud"], c["environment"])
         if key != group:
             group = key
@@ -270,47 +356,21 @@ def render(body: Mapping[str, Any], *, colour: bool = False) -> str:
                 (cert, "bad" if warn else None),
             ]
         )
-    lines.extend(_table_with_groups(rows, set(group_rows), paint))
-    if not body["clusters"]:
-        lines.append("no cluster is registered (fedgate apply)")
+    return _table_with_groups(rows, set(group_rows), paint)
 
-    # -- services x clusters
-    lines.append("")
-    clusters = [c["name"] for c in body["clusters"]]
-    mrows: list[list[tuple[str, str | None]]] = [
-        [("SERVICE", "dim"), *((n, "dim") for n in clusters)]
-    ]
-    for svc in body["services"]:
-        by_cluster = {r["cluster"]: r for r in svc["clusters"]}
-        row: list[tuple[str, str | None]] = [(svc["name"], "bold")]
-        for n in clusters:
-            r = by_cluster.get(n)
-            if r is None:
-                row.append(("-", "dim"))
-            else:
-                cell = f"{r['state']} {r['healthy_endpoints']}/{r['total_endpoints']}"
-                if r["error_rate"] >= 0.005:
-                    cell += f" err {r['error_rate'] * 100:.0f}%"
-                row.append((cell, r["state"]))
-        mrows.append(row)
-    if body["services"]:
-        lines.extend(_table(mrows, paint))
-    else:
-        lines.append("no service is registered")
 
-    # -- warnings
-    expiring = body["certificates"]["expiring"]
-    if expiring:
-        lines.append("")
-        for e in expiring:
-            what = "renewal failing" if e["renewal_failing"] else "expires soon"
-            lines.append(
-                paint(
-                    f"certificate of {e['gateway']} ({e['cluster']}): {what}, "
-                    f"expires in {human_duration(e['expires_in'])}",
-                    "bad",
-                )
+def _warnings(body: Mapping[str, Any], paint: Painter, lines: list[str]) -> None:
+    """Expiring certificates, lagging gateways, rejected etcd values: right under the summary."""
+    conv = body["convergence"]
+    for e in body["certificates"]["expiring"]:
+        what = "renewal failing" if e["renewal_failing"] else "expires soon"
+        lines.append(
+            paint(
+                f"certificate of {e['gateway']} ({e['cluster']}): {what}, "
+                f"expires in {human_duration(e['expires_in'])}",
+                "bad",
             )
+        )
     for lag in conv["lagging"]:
         lines.append(
             paint(
@@ -321,7 +381,6 @@ def render(body: Mapping[str, Any], *, colour: bool = False) -> str:
         )
     for r in body["rejected"]:
         lines.append(paint(f"rejected {r['key']} (revision {r['revision']}): {r['error']}", "bad"))
-    return "\n".join(lines) + "\n"
 
 
 def _table_with_groups(
@@ -342,35 +401,52 @@ def _table_with_groups(
 def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     stream = out if out is not None else sys.stdout
     fetch = from_admin(args) if args.admin else from_etcd(args)
-    colour = not args.json and use_colour(stream)
+    as_json = wants_json(args)
+    colour = not as_json and use_colour(stream, no_color=getattr(args, "no_color", False))
+    every = bool(getattr(args, "all", False))
     if not args.watch:
         body = fetch()
-        stream.write(_format(body, args.json, colour))
+        stream.write(_format(body, as_json, colour, every))
         stream.flush()
-        return 0
-    return watch(fetch, stream=stream, as_json=args.json, colour=colour, interval=args.interval)
+        return EXIT_OK if healthy(body) else EXIT_FAILURE
+    return watch(
+        fetch, stream=stream, as_json=as_json, colour=colour, interval=args.interval, every=every
+    )
 
 
-def _format(body: Mapping[str, Any], as_json: bool, colour: bool) -> str:
+def _format(body: Mapping[str, Any], as_json: bool, colour: bool, every: bool = False) -> str:
     if as_json:
-        return json.dumps(body, indent=2) + "\n"
-    return render(body, colour=colour)
+        return json.dumps(camelize(body), indent=2) + "\n"
+    return render(body, colour=colour, every=every)
 
 
-def watch(fetch: Fetch, *, stream: TextIO, as_json: bool, colour: bool, interval: float) -> int:
-    """Redraw every ``interval`` seconds until Ctrl-C (exit 0). With --json: one compact
-    document per line. A failed fetch is shown and retried (the federation is watched
-    through outages); the first one is fatal."""
-    if interval <= 0:
-        raise CommandError("--interval must be positive", 2)
-    clear = "\x1b[H\x1b[2J" if _isatty(stream) and not as_json else ""
+def watch(
+    fetch: Fetch,
+    *,
+    stream: TextIO,
+    as_json: bool,
+    colour: bool,
+    interval: float,
+    every: bool = False,
+) -> int:
+    """Redraw every ``interval`` seconds until Ctrl-C or SIGTERM (exit 0). With --output
+    json: one compact document per line. A failed fetch is shown and retried (the
+    federation is watched through outages); the first one is fatal. A closed pipe
+    propagates as BrokenPipeError (the caller ends quietly)."""
+    if not interval > 0 or interval != interval or interval == float("inf"):
+        raise CommandError("--interval must be a positive number of seconds", EXIT_USAGE)
+    clear = "\x1b[H\x1b[2J" if isatty(stream) and not as_json else ""
     first = True
     try:
         while True:
             started = time.monotonic()
             try:
                 body = fetch()
-                text = (json.dumps(body) + "\n") if as_json else render(body, colour=colour)
+                text = (
+                    json.dumps(camelize(body), separators=(",", ":")) + "\n"
+                    if as_json
+                    else render(body, colour=colour, every=every)
+                )
             except CommandError as exc:
                 if first:
                     raise
@@ -381,11 +457,4 @@ def watch(fetch: Fetch, *, stream: TextIO, as_json: bool, colour: bool, interval
             stream.flush()
             time.sleep(max(0.0, interval - (time.monotonic() - started)))  # the watch period
     except KeyboardInterrupt:
-        return 0
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
+        return EXIT_OK

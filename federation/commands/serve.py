@@ -14,7 +14,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from federation.cli import CommandError
@@ -36,13 +36,17 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
     try:
         return load_settings(args.config, overrides=overrides)
     except SettingsError as exc:
-        raise CommandError(str(exc), EXIT_CONFIG) from None
+        # one line per problem, as `fedgate validate` prints the manifest's (the last
+        # one goes through CommandError: "fedgate serve: ...")
+        for line in exc.lines[:-1]:
+            print(f"fedgate serve: {line}", file=sys.stderr)
+        raise CommandError(exc.lines[-1], EXIT_CONFIG) from None
 
 
 def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    _check(settings)  # serve refuses at start what --check refuses
     if args.check:
-        _check(settings)
         print(f"{args.config}: ok: gateway for cluster {settings.cluster}")
         return 0
     try:
@@ -61,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(settings: GatewaySettings) -> None:
-    """What can be checked without starting anything."""
+    """What can be checked without starting anything: everything ``serve`` would refuse
+    at start before it opens a connection (so ``--check`` passing means ``serve`` gets
+    as far as reaching etcd and Vault)."""
+    # (the etcd endpoints are checked by the settings themselves, as the client reads them)
     if settings.vault is None and settings.listen.east_west and not settings.insecure_east_west:
         raise CommandError(
             "listen.eastWest needs mutual TLS: configure vault, or set insecureEastWest: true "
@@ -121,6 +128,7 @@ class GatewayProcess:
         from federation.model import GatewayRecord, RoutingView
         from federation.ratelimit_share import live_gateway_count
         from gateway.balancer import Balancer
+        from gateway.config import DataPlaneSettings
         from gateway.passive import PassiveStats
         from gateway.placement import Placement
         from gateway.ratelimit import RateLimiter
@@ -192,7 +200,10 @@ class GatewayProcess:
             from federation.liveness import GatewayLease, GatewayRegistration
             from federation.watch import ViewWatcher
 
-            client = EtcdClient(s.etcd.endpoints, timeout=s.etcd.dial_timeout)
+            try:
+                client = EtcdClient(s.etcd.endpoints, timeout=s.etcd.dial_timeout)
+            except ValueError as exc:
+                raise StartupError(f"etcd.endpoints: {exc}") from None
             watcher = ViewWatcher(
                 client,
                 layout,
@@ -203,7 +214,7 @@ class GatewayProcess:
             lease = GatewayLease(client, ttl=s.etcd.lease_ttl)
 
         from federation.view_gauges import ViewGauges
-        from gateway.telemetry import HEALTH_VALUE
+        from gateway.metrics import HEALTH_VALUE
 
         view_gauges = ViewGauges(telemetry, health_value=HEALTH_VALUE)
 
@@ -238,12 +249,20 @@ class GatewayProcess:
                 and not gateway.draining
             )
 
-        def explain(host: str, path: str, method: str, from_cluster: str | None) -> dict[str, Any]:
+        def explain(
+            host: str,
+            path: str,
+            method: str,
+            from_cluster: str | None,
+            headers: list[tuple[str, str]] | None = None,
+        ) -> dict[str, Any]:
             origin = from_cluster or s.cluster
             planner = placement if origin == s.cluster else Placement(origin)
+            view, table = gateway.plane.current if gateway is not None else (holder.view, None)
             return explain_request(
-                holder.view, planner, host=host, path=path, method=method, origin=origin
-            )
+                view, planner, host=host, path=path, method=method, origin=origin,
+                headers=headers or (), table=table,
+            )  # fmt: skip
 
         def status() -> dict[str, Any]:
             out: dict[str, Any] = {"gateway": gateway_id, "cluster": s.cluster}
@@ -255,6 +274,7 @@ class GatewayProcess:
                 out["discovery"] = self.discovery.status()
             return out
 
+        dns_server, dns_report = _dns_parts(s, holder, telemetry)
         admin_app = create_admin_app(
             holder=holder,
             token=token,
@@ -264,9 +284,10 @@ class GatewayProcess:
             explain=explain,
             ready=ready,
             status=status,
+            dns=dns_report,
         )
         gateway = Gateway(
-            settings=s,
+            settings=DataPlaneSettings.from_settings(s),
             holder=holder,
             placement=placement,
             balancer=balancer,
@@ -280,6 +301,7 @@ class GatewayProcess:
         )
         try:
             await gateway.start()
+            dns_address = await _start_dns(s, dns_server)
         except OSError as exc:
             raise StartupError(f"cannot bind a listener: {exc.strerror or exc}") from None
 
@@ -294,6 +316,7 @@ class GatewayProcess:
                 east_west=_east_west_url(s, bound.get("east_west")),
                 admin=_addr(bound.get("admin")),
                 started_at=time.time(),
+                dns=dns_address,
             )
             registration = GatewayRegistration(lease, layout, record)
             on_view(holder.view)
@@ -325,6 +348,8 @@ class GatewayProcess:
 
         log.info("draining", timeout=s.limits.drain_timeout)
         await gateway.drain(s.limits.drain_timeout)
+        if dns_server is not None:
+            await dns_server.close()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -369,17 +394,23 @@ class GatewayProcess:
         def services() -> list[Any]:
             return [svc for svc in holder.view.services.values() if cluster.name in svc.clusters]
 
-        discovery = EndpointDiscovery(
-            client=client,
-            layout=layout,
-            lease=lease,
-            cluster=cluster,
-            services=services,
-            api_client=kubernetes_api_client(context=cluster.kubernetes.context),
-            source=gateway_id,
-        )
-        self.discovery = discovery
-        self._spawn("discovery", discovery.run)
+        async def run() -> None:
+            # the Kubernetes client is made in the background task: no kubeconfig, or an
+            # unreadable one, is logged and retried with the others' backoff; it used to
+            # be raised in a view listener and end the whole gateway
+            if self.discovery is None:
+                self.discovery = EndpointDiscovery(
+                    client=client,
+                    layout=layout,
+                    lease=lease,
+                    cluster=cluster,
+                    services=services,
+                    api_client=kubernetes_api_client(context=cluster.kubernetes.context),
+                    source=gateway_id,
+                )
+            await self.discovery.run()
+
+        self._spawn("discovery", run)
 
     async def _report_certificates(self, vault: Any, registration: Any, telemetry: Any) -> None:
         while not self._stop.is_set():
@@ -397,11 +428,54 @@ class GatewayProcess:
                 await asyncio.wait_for(self._stop.wait(), timeout=2.0)
 
 
+def _dns_parts(s: GatewaySettings, holder: Any, telemetry: Any) -> tuple[Any, Any]:
+    """The DNS listener and its admin side when ``listen.dns`` is set, else (None, None)."""
+    if not s.listen.dns:
+        return None, None
+    from gateway.dns import DnsAnswers, DnsServer, Responder
+    from gateway.dns.metrics import DnsCollector
+    from gateway.dns.report import DnsReport
+
+    answers = DnsAnswers()
+    server = DnsServer(
+        holder,
+        Responder(answers),
+        responses_per_second=s.dns.responses_per_second,
+        burst=s.dns.burst,
+        slip=s.dns.slip,
+    )
+    if s.telemetry.metrics:
+        telemetry.registry.register(DnsCollector(server.stats))
+    return server, DnsReport(answers, holder, server)
+
+
+async def _start_dns(s: GatewaySettings, server: Any) -> str:
+    """Bind the DNS listener; the address to advertise in the gateway record ("" if none)."""
+    if server is None or not s.listen.dns:
+        return ""
+    host, port = await server.start(s.listen.dns)
+    advertise = s.dns.advertise or ("" if host in ("0.0.0.0", "::", "") else _addr((host, port)))
+    server.responder.answers.set_own(s.cluster, advertise)
+    return advertise
+
+
 def explain_request(
-    view: Any, placement: Any, *, host: str, path: str, method: str, origin: str
+    view: Any,
+    placement: Any,
+    *,
+    host: str,
+    path: str,
+    method: str,
+    origin: str,
+    headers: Sequence[tuple[str, str]] = (),
+    table: Any = None,
 ) -> dict[str, Any]:
-    """The decision trace of one request: route, candidates with scores and reasons, revision."""
+    """The decision trace of one request: the routes considered and why, the route taken
+    and its rules, candidates with scores and reasons, revision. ``path`` may carry a
+    query string (route conditions may look at it); ``table`` is the route table of
+    ``view`` when the caller has it."""
     from gateway.routing import RouteTable
+    from gateway.rules import describe_route
 
     out: dict[str, Any] = {
         "request": {"host": host, "path": path, "method": method, "from": origin},
@@ -413,17 +487,30 @@ def explain_request(
     if origin not in view.clusters:
         out["error"] = f"unknown cluster {origin!r}"
         return out
-    match = RouteTable.build(view).match(host.lower(), path)
+    only_path, _, query = path.partition("?")
+    raw_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+    if table is None:  # the serving gateway's own table when it has one (built per view)
+        table = RouteTable.build(view)
+    match, considered = table.explain(
+        host.lower(), only_path, method, raw_headers, query.encode("latin-1")
+    )
+    out["considered"] = considered
     if match is None:
         out["route"] = None
         out["decision"] = "404: no registered route for this host and path"
         return out
-    service = match.service
+    service = match.pick(raw_headers)
     out["route"] = {
-        "service": service.name,
+        "service": match.service.name,
         "host": match.route.host,
         "pathPrefix": match.route.path_prefix,
+        "rules": describe_route(match),
     }
+    if match.route.redirect is not None:
+        out["decision"] = "answered by the gateway with a redirect (no backend)"
+        return out
+    if service.name != match.service.name:
+        out["route"]["backend"] = service.name
     out["candidates"] = placement.explain(view, service)
     plan = placement.plan(view, service)
     out["plan"] = list(plan)

@@ -67,6 +67,7 @@ class EtcdCluster:
     base_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedgate-etcd-")))
     members: list[EtcdMember] = field(default_factory=list)
     token: str = "fedgate-test"
+    extra_args: list[str] = field(default_factory=list)  # e.g. ["--max-txn-ops", "8"]
 
     def __post_init__(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -130,6 +131,7 @@ class EtcdCluster:
             "500",
             "--log-level",
             "warn",
+            *self.extra_args,
         ]
         log = open(m.log_path, "ab")  # noqa: SIM115 - handed to the child
         m.proc = subprocess.Popen(

@@ -31,6 +31,7 @@ from federation.devstack.poll import stop_process, wait_for
 from federation.devstack.ports import free_port
 
 DEMO_HOST = "shop.demo.local"
+DEMO_ZONE = "demo.local"
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class GatewayInfo:
     admin: int
     config: Path
     proc: Proc
+    dns: int = 0  # the DNS listener's port (UDP and TCP), 0 when off
 
     @property
     def public_url(self) -> str:
@@ -118,6 +120,10 @@ class LocalFederation:
     backend_ports: dict[str, list[int]] = field(default_factory=dict)
     gateways: dict[str, GatewayInfo] = field(default_factory=dict)
     manifest_path: Path | None = None
+    # the federation's authoritative DNS: zone demo.local, each cluster's loopback address
+    # as its public entry, a DNS listener in every gateway (`dns:` settings from dns_settings)
+    dns: bool = False
+    dns_settings: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ start
     def start(self) -> LocalFederation:
@@ -170,6 +176,7 @@ class LocalFederation:
 
     def _gateway(self, spec: ClusterSpec) -> GatewayInfo:
         public, east_west, admin = (free_port(spec.address) for _ in range(3))
+        dns_port = free_port(spec.address) if self.dns else 0
         config = self.base_dir / f"gateway-{spec.name}.yaml"
         assert self.etcd is not None
         settings: dict[str, Any] = {
@@ -180,11 +187,14 @@ class LocalFederation:
                 "eastWest": f"{spec.address}:{east_west}",
                 "admin": f"{spec.address}:{admin}",
             },
-            "etcd": {"endpoints": [self.etcd.endpoint], "leaseTtl": self.lease_ttl},
+            "etcd": {"endpoints": [self.etcd.endpoint], "leaseTtl": f"{self.lease_ttl:g}s"},
             "snapshot": str(self.base_dir / f"view-{spec.name}.json"),
             "telemetry": self.telemetry,
-            "limits": {"drainTimeout": 2},
+            "limits": {"drainTimeout": "2s"},
         }
+        if dns_port:
+            settings["listen"]["dns"] = f"{spec.address}:{dns_port}"
+            settings["dns"] = self.dns_settings
         if self.pki is not None and self.vault is not None:
             settings["vault"] = {
                 "addr": self.vault.addr,
@@ -205,7 +215,7 @@ class LocalFederation:
             [sys.executable, "-m", "federation.cli", "serve", "--config", str(config)],
             self.base_dir / f"gateway-{spec.name}.log",
         )
-        return GatewayInfo(spec, public, east_west, admin, config, proc)
+        return GatewayInfo(spec, public, east_west, admin, config, proc, dns_port)
 
     def manifest(self) -> dict[str, Any]:
         scheme = "https" if self.use_vault else "http"
@@ -223,7 +233,10 @@ class LocalFederation:
             }
             for spec in self.topology
         ]
-        return {
+        if self.dns:
+            for c, spec in zip(clusters, self.topology, strict=True):
+                c["publicEntry"] = {"addresses": [spec.address]}
+        doc: dict[str, Any] = {
             "apiVersion": "fedgate/v1",
             "kind": "Federation",
             "metadata": {"name": "fedgate-demo"},
@@ -260,6 +273,10 @@ class LocalFederation:
                 }
             ],
         }
+        if self.dns:
+            doc["zones"] = [{"name": DEMO_ZONE, "negativeTtl": "1s"}]
+            doc["services"][0]["dns"] = {"strategy": "healthiest", "ttl": "1s"}
+        return doc
 
     # ------------------------------------------------------------------ control
     def fedgate(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

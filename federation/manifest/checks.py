@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from federation.manifest import values
+from federation.manifest import route_rules, values
+from federation.manifest.dns_checks import check_dns
 from federation.manifest.source import Document, Path
 
 _DEFAULTS = {
@@ -59,8 +60,12 @@ def check(doc: Document) -> None:
     if not isinstance(data, dict):
         return
     clusters = _check_clusters(doc, data.get("clusters"))
-    routes: dict[tuple[str, str], tuple[str, int]] = {}
+    routes: dict[tuple[str, str, str], tuple[str, int]] = {}
     names: dict[str, int] = {}
+    services = {
+        s["name"] for _, s in _items(data.get("services"))
+        if isinstance(s, dict) and isinstance(s.get("name"), str)
+    }  # fmt: skip
     for i, service in _items(data.get("services")):
         if not isinstance(service, dict):
             continue
@@ -74,7 +79,8 @@ def check(doc: Document) -> None:
                 )
             else:
                 names[name] = doc.mark((*base, "name"))[0]
-        _check_service(doc, base, service, clusters, routes)
+        _check_service(doc, base, service, clusters, routes, services)
+    check_dns(doc, data)
 
 
 def _check_clusters(doc: Document, clusters: Any) -> dict[str, dict[Any, Any]]:
@@ -118,7 +124,8 @@ def _check_service(
     base: Path,
     service: dict[Any, Any],
     clusters: dict[str, dict[Any, Any]],
-    routes: dict[tuple[str, str], tuple[str, int]],
+    routes: dict[tuple[str, str, str], tuple[str, int]],
+    services: set[str],
 ) -> None:
     known = set(clusters)
     raw_name = service.get("name")
@@ -197,21 +204,27 @@ def _check_service(
     for j, route in _items(service.get("routes")):
         if not isinstance(route, dict):
             continue
+        path = (*base, "routes", j)
+        route_rules.check_route(doc, path, route, services)
         host = route.get("host")
         prefix = route.get("pathPrefix", "/")
         if not isinstance(host, str) or not isinstance(prefix, str):
             continue
         try:
             # "/api" and "/api/" match the same requests but "/api" itself: one route
-            key = (values.check_route_host(host), prefix.rstrip("/") or "/")
+            key = (
+                values.check_route_host(host),
+                prefix.rstrip("/") or "/",
+                route_rules.conditions_key(route.get("match")),
+            )
         except ValueError:
             continue
-        path = (*base, "routes", j)
         if key in routes:
             other, line = routes[key]
             doc.add(
                 path,
-                f"route {key[0]}{prefix} is already served by service {other!r} (line {line})",
+                f"route {key[0]}{prefix} is already served by service {other!r} (line {line})"
+                + (" with the same match conditions" if key[2] else ""),
             )
         else:
             routes[key] = (name, doc.mark(path)[0])

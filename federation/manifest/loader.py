@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from federation.manifest import checks, convert, schema
+from federation.manifest.compose import gc_paused
 from federation.manifest.errors import Issue, ManifestError
 from federation.manifest.source import Document, Path, SourceError, format_path, read_yaml
 from federation.manifest.values import show_value
@@ -22,9 +23,11 @@ from federation.model import Federation
 MAX_BYTES = 16 * 1024 * 1024
 
 
-def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+def _model_at(
+    loc: Sequence[str | int], root: type[BaseModel] = schema.ManifestDoc
+) -> type[BaseModel] | None:
     """The wire model that validates the mapping at ``loc`` (for unknown-key hints)."""
-    tp: Any = schema.ManifestDoc
+    tp: Any = root
     for part in loc:
         tp = _unwrap(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
@@ -73,7 +76,7 @@ _TYPE_NAMES = {
 }
 
 
-def _message(err: ErrorDetails) -> str:
+def _message(err: ErrorDetails, root: type[BaseModel] = schema.ManifestDoc) -> str:
     kind = err["type"]
     ctx: dict[str, Any] = dict(err.get("ctx") or {})
     value = err.get("input")
@@ -84,7 +87,7 @@ def _message(err: ErrorDetails) -> str:
         return "required field is missing"
     if kind == "extra_forbidden":
         name = str(loc[-1]) if loc else "?"
-        model = _model_at(loc[:-1])
+        model = _model_at(loc[:-1], root)
         if model is None:
             return f"unknown field {name!r}"
         allowed = _aliases(model)
@@ -116,20 +119,29 @@ def _message(err: ErrorDetails) -> str:
         return "must not be empty"
     if kind in ("finite_number",):
         return f"must be a finite number, got {show_value(value)}"
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")  # a validator's own ValueError
     return msg[:1].lower() + msg[1:]
 
 
-def _issues_from(doc: Document, exc: ValidationError) -> None:
+def _issues_from(
+    doc: Document, exc: ValidationError, root: type[BaseModel] = schema.ManifestDoc
+) -> None:
+    """Every validation error of ``root`` as an issue at its line and column in ``doc``
+    (also used for gateway.yaml, whose root is ``federation.settings.GatewaySettings``)."""
     for err in exc.errors(include_url=False):
         loc: Path = tuple(p for p in err["loc"] if p != "[key]")
         kind = err["type"]
         key = kind == "extra_forbidden" or "[key]" in err["loc"]
         if kind == "missing":
             line, column = doc.mark(loc[:-1])
-            doc.issues.append(Issue(line, column, format_path(loc), _message(err), doc.filename))
+            doc.issues.append(
+                Issue(line, column, format_path(loc), _message(err, root), doc.filename)
+            )
         else:
-            doc.add(loc, _message(err), key=key)
+            doc.add(loc, _message(err, root), key=key)
+
+
+issues_from_validation = _issues_from
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +160,11 @@ def parse(text: str, *, filename: str = "<manifest>") -> Federation:
 
 def check(text: str, *, filename: str = "<manifest>") -> Checked:
     """:func:`parse`, and keep the warnings."""
+    with gc_paused():  # one large acyclic tree: the collector's passes cost more than it
+        return _check(text, filename=filename)
+
+
+def _check(text: str, *, filename: str) -> Checked:
     try:
         doc = read_yaml(text, filename=filename)
     except SourceError as exc:

@@ -76,6 +76,19 @@ AllowEntry = Annotated[str, Strict(), AfterValidator(_checked(values.check_allow
 LimitKey = Annotated[str, Strict(), AfterValidator(_checked(values.check_limit_key))]
 RetryCondition = Annotated[str, BeforeValidator(_checked(_retry_condition))]
 NonEmptyStr = Annotated[str, Strict(), Field(min_length=1)]
+HeaderName = Annotated[str, Strict(), AfterValidator(_checked(values.check_header_name))]
+HeaderValue = Annotated[str, Strict(), AfterValidator(_checked(values.check_header_value))]
+CookieName = Annotated[str, Strict(), AfterValidator(_checked(values.check_cookie_name))]
+Method = Annotated[str, Strict(), AfterValidator(_checked(values.check_method))]
+RedirectHost = Annotated[str, Strict(), AfterValidator(_checked(values.check_exact_host))]
+Hostname = Annotated[str, Strict(), AfterValidator(_checked(values.check_hostname))]
+IpAddress = Annotated[str, Strict(), AfterValidator(_checked(values.check_ip_address))]
+Cidr = Annotated[str, Strict(), AfterValidator(_checked(values.check_network))]
+DnsTtl = Annotated[
+    float,
+    BeforeValidator(_checked(_duration_or_zero)),
+    AfterValidator(_checked(values.check_dns_ttl)),
+]
 
 
 class Doc(BaseModel):
@@ -108,6 +121,21 @@ class KubernetesDoc(Doc):
     )
 
 
+class PublicEntryDoc(Doc):
+    addresses: list[IpAddress] | None = Field(
+        default=None,
+        min_length=1,
+        description="IP addresses where clients reach this cluster's gateways (its load "
+        "balancer): DNS answers A/AAAA records with them. Exactly one of addresses, "
+        "hostname. Default: none.",
+    )
+    hostname: Hostname | None = Field(
+        default=None,
+        description="A hostname for the same (e.g. a cloud load balancer's name): DNS answers "
+        "a CNAME to it. Exactly one of addresses, hostname. Default: none.",
+    )
+
+
 class ClusterDoc(Doc):
     name: DnsLabel = Field(description="Required. Unique name, DNS-label syntax.")
     region: NonEmptyStr = Field(description="Required. The provider's region or the site name.")
@@ -128,9 +156,94 @@ class ClusterDoc(Doc):
         "(no discovery: static endpoints only).",
     )
     labels: dict[Str, Str] = Field(default={}, description="Free-form labels. Default: {}.")
+    public_entry: PublicEntryDoc | None = Field(
+        default=None,
+        alias="publicEntry",
+        description="Where clients reach this cluster from outside, for the federation's "
+        "DNS. Default: null (DNS never answers with this cluster).",
+    )
 
 
 # ------------------------------------------------------------------------------ services
+
+
+class ValueMatchDoc(Doc):
+    name: HeaderName = Field(description="Required. Header name (any case) or query parameter.")
+    exact: Str | None = Field(default=None, description="The value equals this. Default: none.")
+    prefix: Str | None = Field(
+        default=None, description="The value starts with this. Default: none."
+    )
+    present: Annotated[bool, Strict()] | None = Field(
+        default=None, description="true: carried (any value); false: not carried. Default: none."
+    )
+
+
+class QueryMatchDoc(ValueMatchDoc):
+    name: NonEmptyStr = Field(description="Required. Query parameter name (case-sensitive).")
+
+
+class RouteMatchDoc(Doc):
+    methods: list[Method] = Field(
+        default=[], description="Any of these methods (upper case). Default: any method."
+    )
+    headers: list[ValueMatchDoc] = Field(
+        default=[], description="Every one must hold. Default: none."
+    )
+    query: list[QueryMatchDoc] = Field(
+        default=[], description="Every one must hold. Default: none."
+    )
+
+
+class BackendDoc(Doc):
+    service: DnsLabel = Field(description="Required. A service of this manifest.")
+    weight: Int = Field(default=1, ge=0, le=10000, description="0..10000. Default: 1.")
+
+
+class StickyDoc(Doc):
+    header: HeaderName | None = Field(
+        default=None, description="Hash this header's value. Default: none."
+    )
+    cookie: CookieName | None = Field(
+        default=None, description="Hash this cookie's value. Default: none."
+    )
+
+
+class HeaderRulesDoc(Doc):
+    add: dict[HeaderName, HeaderValue] = Field(default={}, description="Appended. Default: {}.")
+    set_: dict[HeaderName, HeaderValue] = Field(
+        default={}, alias="set", description="Replaces every value. Default: {}."
+    )
+    remove: list[HeaderName] = Field(default=[], description="Removed. Default: [].")
+
+
+class RewriteDoc(Doc):
+    path_prefix: PathPrefix | None = Field(
+        default=None,
+        alias="pathPrefix",
+        description="Replaces the matched route prefix ('/' strips it). Default: unchanged.",
+    )
+    host: RedirectHost | None = Field(
+        default=None, description="The Host header sent upstream. Default: unchanged."
+    )
+
+
+class RedirectDoc(Doc):
+    scheme: Literal["http", "https"] | None = Field(
+        default=None, description="http | https. Default: the request's."
+    )
+    host: RedirectHost | None = Field(default=None, description="Default: the request's.")
+    port: Port | None = Field(default=None, description="Default: the scheme's default.")
+    path: HttpPath | None = Field(
+        default=None, description="Replaces the whole path. Default: none."
+    )
+    path_prefix: PathPrefix | None = Field(
+        default=None,
+        alias="pathPrefix",
+        description="Replaces the matched route prefix. Default: none.",
+    )
+    status: Literal[301, 302, 303, 307, 308] = Field(
+        default=302, description="301 | 302 | 303 | 307 | 308. Default: 302."
+    )
 
 
 class RouteDoc(Doc):
@@ -140,6 +253,28 @@ class RouteDoc(Doc):
     )
     path_prefix: PathPrefix = Field(
         default="/", alias="pathPrefix", description="Starts with '/'. Default: /."
+    )
+    match: RouteMatchDoc | None = Field(
+        default=None, description="Methods, headers, query parameters. Default: any request."
+    )
+    backends: list[BackendDoc] = Field(
+        default=[], description="Weighted split between services. Default: this service."
+    )
+    sticky: StickyDoc | None = Field(
+        default=None, description="Keep a client on one backend of the split. Default: null."
+    )
+    request_headers: HeaderRulesDoc | None = Field(
+        default=None, alias="requestHeaders", description="Default: null."
+    )
+    response_headers: HeaderRulesDoc | None = Field(
+        default=None, alias="responseHeaders", description="Default: null."
+    )
+    rewrite: RewriteDoc | None = Field(default=None, description="Default: null.")
+    redirect: RedirectDoc | None = Field(
+        default=None, description="Answer with a redirect instead. Default: null."
+    )
+    timeout: Duration | None = Field(
+        default=None, description="Replaces timeouts.request on this route. Default: null."
     )
 
 
@@ -192,9 +327,9 @@ class RetriesDoc(Doc):
         description="Retries add at most this percentage of requests, 0..100. Default: 20.",
     )
     on: list[RetryCondition] = Field(
-        default=["connect-failure", "reset", "502", "503", "504"],
+        default=["connect-failure", "reset", "timeout", "502", "503", "504"],
         description="connect-failure | reset | timeout | 502 | 503 | 504 | 5xx. "
-        "Default: [connect-failure, reset, 502, 503, 504].",
+        "Default: [connect-failure, reset, timeout, 502, 503, 504].",
     )
 
 
@@ -236,6 +371,34 @@ class TimeoutsDoc(Doc):
     idle: Duration = Field(default=60.0, description="Idle upstream connection. Default: 60s.")
 
 
+class NearestDoc(Doc):
+    cidr: Cidr = Field(description="Required. Client network (CIDR or one address).")
+    clusters: list[DnsLabel] = Field(
+        min_length=1,
+        description="Required, non-empty. This service's clusters these clients prefer, in order.",
+    )
+
+
+class ServiceDnsDoc(Doc):
+    strategy: Literal["healthiest", "ordered", "weighted", "nearest"] = Field(
+        default="healthiest",
+        description="healthiest | ordered | weighted | nearest (docs/dns.md). Default: healthiest.",
+    )
+    ttl: DnsTtl = Field(
+        default=5.0, description="TTL of the answers, whole seconds, 0s..24h. Default: 5s."
+    )
+    order: list[DnsLabel] | None = Field(
+        default=None,
+        description="With strategy ordered: clusters in order of preference. Default: "
+        "failover.order, else the service's clusters in order.",
+    )
+    nearest: list[NearestDoc] | None = Field(
+        default=None,
+        description="With strategy nearest (required there): client networks and the "
+        "clusters they prefer; the longest matching network wins. Default: none.",
+    )
+
+
 class ServiceDoc(Doc):
     name: DnsLabel = Field(description="Required. Unique name, DNS-label syntax.")
     routes: list[RouteDoc] = Field(min_length=1, description="Required, non-empty.")
@@ -266,6 +429,11 @@ class ServiceDoc(Doc):
         alias="maxBodyBytes",
         description="Request body limit (413 above). Default: null (unlimited, streamed).",
     )
+    dns: ServiceDnsDoc = Field(
+        default=ServiceDnsDoc(),
+        description="How the federation's DNS answers for the route hosts. Default: "
+        "healthiest, ttl 5s.",
+    )
 
 
 # ------------------------------------------------------------------------------ document
@@ -275,9 +443,29 @@ class MetadataDoc(Doc):
     name: DnsLabel = Field(description="Required. The federation's name, DNS-label syntax.")
 
 
+class ZoneDoc(Doc):
+    name: Hostname = Field(description="Required. The zone's apex, e.g. acme.com.")
+    hostmaster: Hostname | None = Field(
+        default=None,
+        description="The SOA contact as a hostname (hostmaster.acme.com). "
+        "Default: hostmaster.<zone>.",
+    )
+    ttl: DnsTtl = Field(default=60.0, description="TTL of SOA and NS records. Default: 60s.")
+    negative_ttl: DnsTtl = Field(
+        default=5.0,
+        alias="negativeTtl",
+        description="How long resolvers cache NXDOMAIN and no-data answers (the SOA "
+        "minimum). Default: 5s.",
+    )
+
+
 class ManifestDoc(Doc):
     api_version: Literal["fedgate/v1"] = Field(alias="apiVersion", description="Required.")
     kind: Literal["Federation"] = Field(description="Required.")
     metadata: MetadataDoc = Field(description="Required.")
     clusters: list[ClusterDoc] = Field(min_length=1, description="Required, non-empty.")
     services: list[ServiceDoc] = Field(default=[], description="Default: [].")
+    zones: list[ZoneDoc] = Field(
+        default=[],
+        description="DNS zones the gateways serve authoritatively (docs/dns.md). Default: [].",
+    )

@@ -1,9 +1,15 @@
 """YAML text -> plain Python data plus the line and column of every key and value.
 
-The text is composed into a node tree with ruamel.yaml (YAML 1.2: ``on``/``yes`` are
-strings, not booleans) and built into dicts, lists and scalars by hand, so that
-duplicate keys are all reported (not only the first), merge keys (``<<``) and anchors
-work, and every path in the result maps back to where it was written.
+The text is composed into a node tree by :mod:`federation.manifest.compose` (libyaml
+events, YAML 1.2 core schema: ``on``/``yes`` are strings, not booleans) and built into
+dicts, lists and scalars by hand, so that duplicate keys are all reported (not only
+the first), merge keys (``<<``) and anchors work, and every path in the result maps
+back to where it was written.
+
+Size is bounded twice: the loader caps the bytes of the text, and the builder caps
+*expansion* — the nodes built again because an alias or a merge key (``<<: *x``)
+refers to them (``MAX_EXPANDED``; "billion laughs"). An honest document of any size
+under the byte limit is never refused for its number of nodes.
 """
 
 from __future__ import annotations
@@ -15,19 +21,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-
+from federation.manifest.compose import (
+    MAX_DEPTH,
+    TAG,
+    ComposeError,
+    Map,
+    Node,
+    Scalar,
+    Seq,
+    compose,
+)
 from federation.manifest.errors import Issue
 
 Path = tuple[str | int, ...]
 Mark = tuple[int, int]  # 1-based line, column
 
-MAX_NODES = 200_000  # alias expansion bound ("billion laughs")
-MAX_DEPTH = 64
-
-_TAG = "tag:yaml.org,2002:"
+MAX_EXPANDED = 200_000  # nodes built again through aliases and merge keys
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -91,17 +100,6 @@ class SourceError(Exception):
         self.issue = issue
 
 
-def _tag(node: Node) -> str:
-    tag = node.tag
-    text = tag if isinstance(tag, str) else getattr(tag, "value", None) or str(tag)
-    return text
-
-
-def _mark(node: Node) -> Mark:
-    m = node.start_mark
-    return (m.line + 1, m.column + 1)
-
-
 def _int(text: str) -> int:
     t = text.replace("_", "")
     sign = -1 if t.startswith("-") else 1
@@ -127,52 +125,68 @@ def _float(text: str) -> float:
 
 
 _SCALARS: dict[str, Callable[[str], Any]] = {
-    _TAG + "str": str,
-    _TAG + "int": _int,
-    _TAG + "float": _float,
-    _TAG + "bool": lambda t: t.lower() == "true",
-    _TAG + "null": lambda t: None,
-    _TAG + "timestamp": str,  # kept as written: no field of the manifest is a timestamp
+    TAG + "str": str,
+    TAG + "int": _int,
+    TAG + "float": _float,
+    TAG + "bool": lambda t: t.lower() == "true",
+    TAG + "null": lambda t: None,
+    TAG + "merge": str,  # "<<" written as a value: just the text
+    TAG + "timestamp": str,  # kept as written: no field of the manifest is a timestamp
 }
 
 
 class _Builder:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
-        self.count = 0
+        self.built: set[int] = set()  # collections built once: building one again expands
+        self.expanding = 0  # > 0 while building a collection again (an alias or a merge)
+        self.expanded = 0
         self.open: set[int] = set()  # collections being built: an alias back to one recurses
 
+    def _count(self, node: Node, path: Path) -> None:
+        self.expanded += 1
+        if self.expanded > MAX_EXPANDED:
+            raise SourceError(
+                Issue(
+                    node.line,
+                    node.column,
+                    format_path(path),
+                    f"YAML aliases expand to more than {MAX_EXPANDED} nodes (document too large)",
+                    self.doc.filename,
+                )
+            )
+
     def build(self, node: Node, path: Path, depth: int = 0) -> Any:
-        self.count += 1
-        if self.count > MAX_NODES:
+        if self.expanding:
+            self._count(node, path)
+        if depth > MAX_DEPTH:  # the tree is bounded by compose; merge chains are not
             raise SourceError(
-                Issue(*_mark(node), format_path(path), "document too large", self.doc.filename)
+                Issue(
+                    node.line, node.column, format_path(path), "nesting too deep", self.doc.filename
+                )
             )
-        if depth > MAX_DEPTH:
-            raise SourceError(
-                Issue(*_mark(node), format_path(path), "nesting too deep", self.doc.filename)
-            )
-        self.doc.values.setdefault(path, _mark(node))
-        if isinstance(node, ScalarNode):
+        self.doc.values.setdefault(path, (node.line, node.column))
+        if isinstance(node, Scalar):
             return self.scalar(node, path)
         if id(node) in self.open:
             self.doc.add(path, "recursive YAML alias (a node that contains itself)")
             return None
+        again = id(node) in self.built
+        self.built.add(id(node))
         self.open.add(id(node))
+        self.expanding += again
         try:
-            if isinstance(node, SequenceNode):
+            if isinstance(node, Seq):
                 return [
-                    self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)
+                    self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.items)
                 ]
-            if isinstance(node, MappingNode):
-                return self.mapping(node, path, depth)
+            return self.mapping(node, path, depth)
         finally:
+            self.expanding -= again
             self.open.discard(id(node))
-        self.doc.add(path, "unsupported YAML node")  # pragma: no cover
-        return None
 
-    def scalar(self, node: ScalarNode, path: Path) -> Any:
-        tag = _tag(node)
+    def scalar(self, node: Scalar, path: Path) -> Any:
+        tag = node.tag
         make = _SCALARS.get(tag)
         if make is None:
             self.doc.add(path, f"unsupported YAML tag {tag!r}")
@@ -180,25 +194,31 @@ class _Builder:
         try:
             return make(node.value)
         except ValueError:
-            self.doc.add(path, f"{node.value!r} is not a valid {tag.removeprefix(_TAG)}")
+            self.doc.add(path, f"{node.value!r} is not a valid {tag.removeprefix(TAG)}")
             return node.value
 
     def key(self, node: Node, path: Path) -> str | None:
-        if not isinstance(node, ScalarNode):
+        if not isinstance(node, Scalar):
             self.doc.issues.append(
-                Issue(*_mark(node), format_path(path), "a key must be a scalar", self.doc.filename)
+                Issue(
+                    node.line,
+                    node.column,
+                    format_path(path),
+                    "a key must be a scalar",
+                    self.doc.filename,
+                )
             )
             return None
         # keys are kept as written: `1:` or `true:` is the key "1" or "true", so that an
         # unknown key is reported by its name and paths stay readable
-        return str(node.value)
+        return node.value
 
-    def mapping(self, node: MappingNode, path: Path, depth: int) -> dict[Any, Any]:
+    def mapping(self, node: Map, path: Path, depth: int) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
         first_seen: dict[Any, int] = {}
         merges: list[Node] = []
-        for key_node, value_node in node.value:
-            if isinstance(key_node, ScalarNode) and _tag(key_node) == _TAG + "merge":
+        for key_node, value_node in node.pairs:
+            if isinstance(key_node, Scalar) and key_node.tag == TAG + "merge":
                 merges.append(value_node)
                 continue
             key = self.key(key_node, path)
@@ -206,76 +226,75 @@ class _Builder:
                 continue
             child: Path = (*path, key)
             if key in first_seen:
-                line = first_seen[key]
                 self.doc.issues.append(
                     Issue(
-                        *_mark(key_node),
+                        key_node.line,
+                        key_node.column,
                         format_path(child),
-                        f"duplicate key {key!r} (first at line {line})",
+                        f"duplicate key {key!r} (first at line {first_seen[key]})",
                         self.doc.filename,
                     )
                 )
                 continue
-            first_seen[key] = _mark(key_node)[0]
-            self.doc.keys[child] = _mark(key_node)
-            if (
-                isinstance(value_node, ScalarNode)
-                and value_node.value == ""
-                and not getattr(value_node, "style", None)
-            ):
+            first_seen[key] = key_node.line
+            self.doc.keys.setdefault(child, (key_node.line, key_node.column))
+            if isinstance(value_node, Scalar) and value_node.value == "" and value_node.plain:
                 # an empty value (`key:` then nothing) is marked at the end of the line or
                 # on the next one: point at the key instead
-                self.doc.values[child] = _mark(key_node)
+                self.doc.values.setdefault(child, (key_node.line, key_node.column))
             result[key] = self.build(value_node, child, depth + 1)
         for merge in merges:
-            sources = merge.value if isinstance(merge, SequenceNode) else [merge]
-            for source in sources:
-                if not isinstance(source, MappingNode):
-                    self.doc.add(path, "a merge key ('<<') needs a mapping or a list of mappings")
-                    continue
-                if id(source) in self.open:
-                    self.doc.add(path, "recursive YAML alias (a node that contains itself)")
-                    continue
-                merged = _Builder(Document(None, self.doc.filename))
-                merged.count = self.count
-                merged.open = self.open
-                self.open.add(id(source))
-                try:
-                    values = merged.mapping(source, path, depth + 1)
-                finally:
-                    self.open.discard(id(source))
-                self.count = merged.count
-                for k, v in values.items():
-                    if k not in result:
-                        result[k] = v
-                        for p, m in merged.doc.values.items():
-                            if p[: len(path) + 1] == (*path, k):
-                                self.doc.values.setdefault(p, m)
-                        for p, m in merged.doc.keys.items():
-                            if p[: len(path) + 1] == (*path, k):
-                                self.doc.keys.setdefault(p, m)
-                self.doc.issues.extend(merged.doc.issues)
+            self._merge(merge, path, result, depth + 1)
         return result
+
+    def _merge(self, merge: Node, path: Path, result: dict[Any, Any], depth: int) -> None:
+        """``<<: *a`` or ``<<: [*a, *b]``: the keys of each source not already set.
+
+        A source is built in place (its positions recorded only where nothing explicit
+        was), once per merge: every node of it counts as an expansion when it was built
+        before, so merge chains are bounded like aliases, in linear time.
+        """
+        if depth > MAX_DEPTH:
+            raise SourceError(
+                Issue(
+                    merge.line,
+                    merge.column,
+                    format_path(path),
+                    "merge keys nested too deep",
+                    self.doc.filename,
+                )
+            )
+        sources = merge.items if isinstance(merge, Seq) else [merge]
+        for source in sources:
+            if not isinstance(source, Map):
+                self.doc.add(path, "a merge key ('<<') needs a mapping or a list of mappings")
+                continue
+            if id(source) in self.open:
+                self.doc.add(path, "recursive YAML alias (a node that contains itself)")
+                continue
+            again = id(source) in self.built
+            self.built.add(id(source))
+            self.open.add(id(source))
+            self.expanding += again
+            try:
+                values = self.mapping(source, path, depth)
+            finally:
+                self.expanding -= again
+                self.open.discard(id(source))
+            for k, v in values.items():
+                result.setdefault(k, v)
 
 
 def read_yaml(text: str, *, filename: str) -> Document:
     """Compose and build ``text``; raises :class:`SourceError` if it is not one YAML document."""
     try:
-        node = YAML(typ="rt").compose(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-        problem = exc.problem or exc.context or "syntax error"
-        if exc.context and exc.problem and "single document" in exc.context:
-            problem = "expected a single YAML document, found another one"
-        raise SourceError(
-            Issue(line, column, "(top)", f"not valid YAML: {problem}", filename)
-        ) from None
-    except YAMLError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(Issue(0, 0, "", f"not valid YAML: {first}", filename)) from None
-    except RecursionError:
-        raise SourceError(Issue(0, 0, "", "not valid YAML: nested too deeply", filename)) from None
+        node = compose(text)
+    except ComposeError as exc:
+        if exc.line:
+            issue = Issue(exc.line, exc.column, "(top)", f"not valid YAML: {exc.problem}", filename)
+        else:
+            issue = Issue(0, 0, "", f"not valid YAML: {exc.problem}", filename)
+        raise SourceError(issue) from None
     doc = Document(None, filename)
     if node is None:
         raise SourceError(Issue(1, 1, "(top)", "the manifest is empty", filename))

@@ -12,13 +12,15 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
+from federation.model import HEADER_NAME
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _HOST_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 _SPIFFE_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]+")
 _SPIFFE_SEGMENT = re.compile(r"[a-zA-Z0-9._-]+")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+_HEADER_NAME = HEADER_NAME  # an RFC 9110 token
 
 
 def parse_duration(value: object, *, allow_zero: bool = False) -> float:
@@ -93,6 +95,36 @@ def check_route_host(value: str) -> str:
         if not _HOST_LABEL.fullmatch(label):
             raise ValueError(f"{value!r}: {label!r} is not a valid hostname label")
     return host
+
+
+def check_hostname(value: str) -> str:
+    """An exact hostname (no wildcard, no trailing dot); lowercased."""
+    if value.strip().startswith("*"):
+        raise ValueError(f"{value!r}: a wildcard is not allowed here")
+    return check_route_host(value)
+
+
+def check_ip_address(value: str) -> str:
+    """An IPv4 or IPv6 address (no port, no brackets); returned in its canonical form."""
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+def check_dns_ttl(seconds: float) -> float:
+    """A DNS TTL: whole seconds, 0s..1d (RFC 2181 TTLs are integers)."""
+    if seconds != int(seconds):
+        raise ValueError(f"a DNS TTL is whole seconds, got {seconds:g}s")
+    if not 0 <= seconds <= 86400:
+        raise ValueError(f"a DNS TTL is 0s..24h, got {seconds:g}s")
+    return seconds
+
+
+def check_network(value: str) -> str:
+    """A CIDR (or a single address) as :func:`parse_network` reads it."""
+    parse_network(value)
+    return value
 
 
 def check_path_prefix(value: str) -> str:
@@ -237,6 +269,43 @@ def check_limit_key(value: str) -> str:
             raise ValueError(f"{value!r}: expected header:<Header-Name> with a valid header name")
         return value
     raise ValueError(f"expected client-ip, peer-identity or header:<Header-Name>, got {value!r}")
+
+
+def check_header_name(value: str) -> str:
+    """An RFC 9110 field name; returned lower case (header names are case-insensitive)."""
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid header name")
+    return value.lower()
+
+
+def check_header_value(value: str) -> str:
+    """A header value a rule may send: visible ASCII, spaces and tabs (no CR, LF or NUL)."""
+    bad = next((c for c in value if not (c == "\t" or " " <= c <= "~")), None)
+    if bad is not None:
+        raise ValueError(f"{value!r}: a header value holds visible ASCII only, got {bad!r}")
+    return value
+
+
+def check_cookie_name(value: str) -> str:
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid cookie name")
+    return value
+
+
+def check_method(value: str) -> str:
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not an HTTP method")
+    if value != value.upper():
+        raise ValueError(f"methods are case-sensitive: did you mean {value.upper()!r}?")
+    return value
+
+
+def check_exact_host(value: str) -> str:
+    """A hostname without wildcard or port (a redirect or rewrite target); lowercased."""
+    host = check_route_host(value)
+    if host.startswith("*"):
+        raise ValueError(f"{value!r}: a wildcard is only allowed in a route's host")
+    return host
 
 
 def _show(value: object) -> str:

@@ -1,12 +1,20 @@
-// fedgate status page: polls GET /v1/health/global with the admin token as a bearer
-// header and draws the federation. Plain JS, no build step, no third-party code.
+// fedgate status page: polls GET /v1/health/global (one filtered, bounded page of it)
+// and GET /v1/trends with the admin token as a bearer header, and draws the federation:
+// the summary and what needs attention first, then the clusters and services of the
+// page, searchable and filtered by state. Plain JS, no build step, no third-party code.
 // The token comes from the login form (or "#token=..." in the address, which is never
 // sent to the server) and is kept in sessionStorage: this tab only.
 "use strict";
 
 (function () {
   const REFRESH_MS = 1500;
+  const PAGE_SIZE = 50; // clusters and services per page
+  const MATRIX_MAX = 24; // more clusters on a page: one compact row per service
+  const GATEWAYS_MAX = 40; // more gateways on a page: only those with an issue
+  const ATTENTION_MAX = 12;
   const KEY = "fedgate.adminToken";
+  const SVG = "http://www.w3.org/2000/svg";
+  const view = { q: "", state: "", offset: 0 };
   const SYMBOL = { healthy: "●", degraded: "▲", unhealthy: "✖", unknown: "?" };
   let timer = null;
   let inflight = false;
@@ -75,13 +83,105 @@
       ["services", `${s.services_serving}/${s.services}`, "services serving", s.services_serving < s.services ? "bad" : null],
       ["gateways", s.gateways, "live gateways", s.gateways ? null : "bad"],
       ["convergence", c.share === null ? "–" : pct(c.share), `gateways on config revision ${c.config_revision}`, c.share !== null && c.share < 1 ? "warn" : null],
-      ["certificates", h.certificates.expiring.length, "certificates expiring or failing", h.certificates.expiring.length ? "bad" : null],
+      ["certificates", expiringTotal(h), "certificates expiring or failing", expiringTotal(h) ? "bad" : null],
     ];
     $("summary").replaceChildren(
       ...tiles.map(([id, value, label, cls]) =>
         el("li", { class: cls, "data-tile": id },
           el("span", { class: "value" }, value), el("span", { class: "label" }, label)))
     );
+  }
+
+  function expiringTotal(h) {
+    const c = h.certificates;
+    return c.expiring_total === undefined ? c.expiring.length : c.expiring_total;
+  }
+
+  function notHealthy(counts) {
+    return (counts.degraded || 0) + (counts.unhealthy || 0) + (counts.unknown || 0);
+  }
+
+  function renderAttention(h) {
+    const items = [];
+    const rank = { unhealthy: 0, degraded: 1, unknown: 2, healthy: 3 };
+    const clusters = h.clusters.filter((c) => c.state !== "healthy")
+      .sort((a, b) => rank[a.state] - rank[b.state]);
+    for (const c of clusters) {
+      items.push(el("li", { "data-attention": "cluster", "data-state": c.state }, badge(c.state),
+        el("span", { class: "what" }, `cluster ${c.name}`),
+        el("span", { class: "why" }, `${c.cloud} ${c.region} · ${c.reasons.join("; ") || c.state}`)));
+    }
+    const services = h.services.filter((x) => x.state !== "healthy")
+      .sort((a, b) => rank[a.state] - rank[b.state]);
+    for (const x of services) {
+      const bad = x.clusters.filter((r) => r.state !== "healthy").map((r) => `${r.cluster} ${r.state}`);
+      items.push(el("li", { "data-attention": "service", "data-state": x.state }, badge(x.state),
+        el("span", { class: "what" }, `service ${x.name}`),
+        el("span", { class: "why" }, bad.length ? bad.slice(0, 4).join(", ") + (bad.length > 4 ? ` +${bad.length - 4}` : "") : x.state)));
+    }
+    const lagging = h.convergence.lagging_total === undefined ? h.convergence.lagging.length : h.convergence.lagging_total;
+    if (lagging) items.push(el("li", { "data-attention": "convergence" }, el("span", { class: "badge warn" }, "▲ behind"),
+      el("span", { class: "what" }, `${lagging} gateway${lagging === 1 ? "" : "s"}`),
+      el("span", { class: "why" }, `not on config revision ${h.convergence.config_revision}`)));
+    if (expiringTotal(h)) items.push(el("li", { "data-attention": "certificates" }, el("span", { class: "badge bad" }, "✖ certs"),
+      el("span", { class: "what" }, `${expiringTotal(h)} certificate${expiringTotal(h) === 1 ? "" : "s"}`),
+      el("span", { class: "why" }, "expiring, expired or failing renewal")));
+    const shown = items.slice(0, ATTENTION_MAX);
+    const s = h.summary;
+    const sick = notHealthy(s) + (s.services_by_state ? notHealthy(s.services_by_state) : 0);
+    const more = Math.max(items.length - shown.length, sick - clusters.length - services.length);
+    if (more > 0) shown.push(el("li", { class: "more" }, `and ${more} more: choose “not healthy” below`));
+    if (!shown.length) shown.push(el("li", { class: "ok" }, "● Everything is healthy."));
+    $("attention").replaceChildren(...shown);
+  }
+
+  function sparkline(values, max) {
+    const w = 300, hgt = 40;
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", `0 0 ${w} ${hgt}`);
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("aria-hidden", "true");
+    if (values.length) {
+      const top = Math.max(max, ...values) || 1;
+      const step = values.length > 1 ? w / (values.length - 1) : w;
+      const pts = values.map((v, i) => `${(i * step).toFixed(1)},${(hgt - 2 - (v / top) * (hgt - 4)).toFixed(1)}`);
+      if (values.length === 1) pts.push(`${w},${pts[0].split(",")[1]}`);
+      const line = document.createElementNS(SVG, "polyline");
+      line.setAttribute("points", pts.join(" "));
+      const area = document.createElementNS(SVG, "polygon");
+      area.setAttribute("points", `0,${hgt} ${pts.join(" ")} ${w},${hgt}`);
+      svg.append(area, line);
+    }
+    return svg;
+  }
+
+  function renderTrends(t) {
+    const box = $("trends");
+    if (!t) { box.replaceChildren(el("p", { class: "empty" }, "trends unavailable")); return; }
+    const pts = t.points;
+    if (pts.length < 1) {
+      box.replaceChildren(el("p", { class: "empty" }, `collecting: one point every ${t.interval_seconds} s`));
+      return;
+    }
+    const last = pts[pts.length - 1];
+    const rows = [
+      ["requests/s", pts.map((p) => p.requests_per_second), 1, last.requests_per_second.toFixed(1), false],
+      ["error rate", pts.map((p) => p.error_rate), 0.05, pct(last.error_rate), last.error_rate > 0.01],
+      ["failovers", pts.map((p) => p.failovers), 1, String(pts.reduce((a, p) => a + p.failovers, 0)), pts.some((p) => p.failovers > 0)],
+    ];
+    box.replaceChildren(...rows.map(([label, values, max, now, bad]) =>
+      el("div", { class: bad ? "plot bad" : "plot", "data-trend": label },
+        el("span", { class: "label" }, label), sparkline(values, max), el("span", { class: "now" }, now))));
+  }
+
+  function renderPaging(h) {
+    const p = h.page;
+    if (!p) { $("paging").textContent = ""; return; }
+    const c = p.clusters, s = p.services;
+    const range = (x) => x.returned ? `${p.offset + 1}–${p.offset + x.returned} of ${x.total}` : `0 of ${x.total}`;
+    $("paging").textContent = `clusters ${range(c)} · services ${range(s)}`;
+    $("prev").disabled = p.offset === 0;
+    $("next").disabled = c.next_offset === null && s.next_offset === null;
   }
 
   function renderClusters(h) {
@@ -103,7 +203,10 @@
       groups.push(el("section", { class: "cloud", "data-cloud": cloud, "aria-label": `cloud ${cloud}` },
         el("h3", {}, cloud), el("div", { class: "envs" }, ...envNodes)));
     }
-    if (!groups.length) groups.push(el("p", {}, "No cluster is registered yet (fedgate apply)."));
+    if (!groups.length) {
+      const filtered = view.q || view.state || view.offset;
+      groups.push(el("p", {}, filtered ? "No cluster matches." : "No cluster is registered yet (fedgate apply)."));
+    }
     $("clusters").replaceChildren(...groups);
   }
 
@@ -124,6 +227,8 @@
   }
 
   function renderMatrix(h) {
+    if (h.clusters.length > MATRIX_MAX) { renderServiceList(h); return; }
+    $("matrix-note").hidden = true;
     const clusters = h.clusters.map((c) => c.name);
     const head = el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "service"),
       ...clusters.map((n) => el("th", { scope: "col" }, n))));
@@ -144,12 +249,43 @@
     $("matrix").replaceChildren(el("caption", { class: "visually-hidden" }, "state of every service in every cluster"), head, el("tbody", {}, ...body));
   }
 
+  function renderServiceList(h) {
+    // at scale: one row per service, the clusters where it is not healthy as chips
+    const note = $("matrix-note");
+    note.hidden = false;
+    note.textContent = `${h.clusters.length} clusters on this page: one row per service, with the clusters where it is not healthy.`;
+    const head = el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "service"),
+      el("th", { scope: "col" }, "healthy in"), el("th", { scope: "col" }, "not healthy in")));
+    const rows = h.services.map((s) => {
+      const bad = s.clusters.filter((x) => x.state !== "healthy");
+      const good = s.clusters.length - bad.length;
+      return el("tr", { "data-service": s.name },
+        el("th", { scope: "row" }, s.name, " ", badge(s.state)),
+        el("td", {}, `${good} of ${s.clusters.length} clusters`),
+        el("td", {}, el("div", { class: "chips" }, ...bad.map((x) =>
+          el("span", { class: `badge ${x.state}`, "data-cluster": x.cluster, "data-state": x.state },
+            `${SYMBOL[x.state] || "?"} ${x.cluster} ${x.healthy_endpoints}/${x.total_endpoints}`)))));
+    });
+    const body = rows.length ? rows : [el("tr", {}, el("td", { colspan: 3 }, "No service matches."))];
+    $("matrix").replaceChildren(el("caption", { class: "visually-hidden" }, "services and where they are not healthy"), head, el("tbody", {}, ...body));
+  }
+
+  function gatewayIssue(g) {
+    return !g.converged || g.cert_warning || g.vault_ok === false || g.stale;
+  }
+
   function renderGateways(h) {
     const head = el("thead", {}, el("tr", {},
       ...["gateway", "cluster", "applied revision", "certificate expires in", "vault", "state"].map((t) => el("th", { scope: "col" }, t))));
     const rows = [];
+    const all = h.clusters.reduce((n, c) => n + c.gateways.length, 0);
+    const onlyIssues = all > GATEWAYS_MAX;
+    const note = $("gateways-note");
+    note.hidden = !onlyIssues;
+    if (onlyIssues) note.textContent = `${all} gateways in the clusters of this page: only those behind, with a certificate or Vault problem, or serving a snapshot are listed.`;
     for (const c of h.clusters) {
       for (const g of c.gateways) {
+        if (onlyIssues && !gatewayIssue(g)) continue;
         const vault = g.vault_ok === null ? el("span", {}, "not used") : g.vault_ok ? el("span", { class: "badge ok" }, "reachable") : el("span", { class: "badge bad" }, "unreachable");
         const cert = el("span", { class: g.cert_warning ? "badge bad" : "" },
           g.cert_not_after === null ? "no certificate" : duration(g.cert_expires_in),
@@ -162,26 +298,51 @@
           el("td", {}, g.stale ? el("span", { class: "badge warn" }, "serving a snapshot") : "live")));
       }
     }
-    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 6 }, "No live gateway.")));
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 6 }, onlyIssues ? "No gateway with an issue on this page." : "No live gateway.")));
     $("gateways").replaceChildren(el("caption", { class: "visually-hidden" }, "live gateways"), head, el("tbody", {}, ...rows));
   }
 
   function renderRejected(h) {
     $("rejected-section").hidden = h.rejected.length === 0;
+    // (h.rejected holds at most one page; rejected_total counts them all)
     $("rejected").replaceChildren(...h.rejected.map((r) => el("li", {}, `${r.key} (revision ${r.revision}): ${r.error}`)));
   }
 
-  function render(h) {
+  // the federation's authoritative DNS (docs/dns.md): what each service's hosts resolve to now
+  function renderDns(h) {
+    const dns = h.dns || { enabled: false };
+    $("dns-section").hidden = !dns.enabled;
+    if (!dns.enabled) return;
+    const zones = dns.zones.map((z) => `${z.zone} (NS ${z.ns.map((n) => n.name).join(", ") || "none"})`);
+    $("dns-zones").textContent = zones.length ? `zones: ${zones.join("; ")}` : "no zone";
+    const head = el("thead", {}, el("tr", {},
+      ...["service", "hosts", "strategy", "answer", "clusters", "ttl", "why"].map((t) => el("th", { scope: "col" }, t))));
+    const rows = dns.services.map((s) => {
+      const answer = s.cname ? `CNAME ${s.cname}` : [...s.ipv4, ...s.ipv6].join(" ") || "no address";
+      return el("tr", { "data-dns-service": s.service },
+        el("th", { scope: "row" }, s.service), el("td", {}, s.hosts.join(" ")), el("td", {}, s.strategy),
+        el("td", {}, el("span", { class: s.clusters.length ? "badge ok" : "badge bad" }, answer)),
+        el("td", {}, s.clusters.join(", ")), el("td", {}, `${s.ttl} s`), el("td", { class: "small" }, s.reason));
+    });
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 7 }, "No route host lies in a zone.")));
+    $("dns").replaceChildren(el("caption", { class: "visually-hidden" }, "DNS answers"), head, el("tbody", {}, ...rows));
+  }
+
+  function render(h, trends) {
     $("federation-name").textContent = h.federation ? `federation ${h.federation}` : "federation status";
     $("revision").textContent = `revision ${h.revision} · config ${h.config_revision}`;
     const src = $("source");
     src.textContent = h.stale ? `view from ${h.source} (stale)` : `view from ${h.source}`;
     src.className = h.stale ? "stale" : "";
     renderSummary(h);
+    renderAttention(h);
+    renderTrends(trends);
+    renderPaging(h);
     renderClusters(h);
     renderMatrix(h);
     renderGateways(h);
     renderRejected(h);
+    renderDns(h);
     const upd = $("updated");
     upd.textContent = `updated ${new Date(h.generated_at * 1000).toLocaleTimeString()}`;
     upd.className = "";
@@ -211,10 +372,14 @@
     if (!t) { showLogin(""); return; }
     inflight = true;
     try {
-      const resp = await fetch("/v1/health/global", {
-        headers: { Authorization: `Bearer ${t}`, Accept: "application/json" },
-        cache: "no-store",
-      });
+      const headers = { Authorization: `Bearer ${t}`, Accept: "application/json" };
+      const params = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(view.offset) });
+      if (view.q) params.set("q", view.q);
+      if (view.state) params.set("state", view.state);
+      const [resp, trendsResp] = await Promise.all([
+        fetch(`/v1/health/global?${params}`, { headers, cache: "no-store" }),
+        fetch("/v1/trends", { headers, cache: "no-store" }).catch(() => null),
+      ]);
       if (resp.status === 401) {
         sessionStorage.removeItem(KEY);
         showLogin("The gateway refused this token.");
@@ -222,8 +387,9 @@
       }
       if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
       const body = await resp.json();
+      const trends = trendsResp && trendsResp.ok ? await trendsResp.json() : null;
       showDashboard();
-      render(body);
+      render(body, trends);
     } catch (err) {
       const upd = $("updated");
       upd.textContent = `gateway unreachable (${err.message}); retrying`;
@@ -255,6 +421,15 @@
       $("token-input").value = "";
       start();
     });
+    let typing = null;
+    $("filters").addEventListener("submit", (ev) => ev.preventDefault());
+    $("search").addEventListener("input", () => {
+      if (typing !== null) window.clearTimeout(typing);
+      typing = window.setTimeout(() => { view.q = $("search").value.trim(); view.offset = 0; refresh(); }, 250);
+    });
+    $("state-filter").addEventListener("change", () => { view.state = $("state-filter").value; view.offset = 0; refresh(); });
+    $("prev").addEventListener("click", () => { view.offset = Math.max(0, view.offset - PAGE_SIZE); refresh(); });
+    $("next").addEventListener("click", () => { view.offset += PAGE_SIZE; refresh(); });
     $("logout").addEventListener("click", () => {
       sessionStorage.removeItem(KEY);
       showLogin("");

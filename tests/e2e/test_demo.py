@@ -58,6 +58,9 @@ def test_demo_runs_a_drill_with_zero_failed_requests_and_cleans_up(tmp_path: Pat
     assert report["traffic_left_region_after_s"] <= 1.0
     assert report["traffic_returned"], out[-3000:]
     assert report["flaps"] == 0
+    # a client resolving through the federation's DNS kept working through a region's loss
+    assert report["dns"]["failed"] == 0, report["dns"]["errors"]
+    assert report["dns"]["left_answers_after_s"] is not None
     # the output shows the URLs, the live display, the health tables and the report
     for text in ("status page", "req/s", "fedgate demo report", "traffic left the region after"):
         assert text in result.stdout

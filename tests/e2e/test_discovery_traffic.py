@@ -167,11 +167,11 @@ async def test_traffic_follows_the_pods(etcd: EtcdCluster, tmp_path: Path) -> No
                         "eastWest": f"{GATEWAY}:{east_west}",
                         "admin": f"{GATEWAY}:{admin}",
                     },
-                    "etcd": {"endpoints": etcd.endpoints, "leaseTtl": 2},
+                    "etcd": {"endpoints": etcd.endpoints, "leaseTtl": "2s"},
                     "snapshot": str(tmp_path / "view.json"),
                     "insecureEastWest": True,
                     "telemetry": {"logFormat": "json", "accessLog": False},
-                    "limits": {"drainTimeout": 1},
+                    "limits": {"drainTimeout": "1s"},
                 }
             )
         )

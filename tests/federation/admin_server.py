@@ -20,7 +20,13 @@ class AdminServer:
     """``with AdminServer(holder, token) as s: s.url`` -- stops the server on exit."""
 
     def __init__(
-        self, holder: ViewHolder, token: str, *, host: str = "127.0.0.1", explain: Any = None
+        self,
+        holder: ViewHolder,
+        token: str,
+        *,
+        host: str = "127.0.0.1",
+        explain: Any = None,
+        trends: Any = None,
     ) -> None:
         self.holder = holder
         self.token = token
@@ -35,6 +41,7 @@ class AdminServer:
             explain=explain or (lambda host, path, method, origin: {"revision": 0, "route": None}),
             ready=lambda: True,
             status=dict,
+            trends=trends,
         )
         config = uvicorn.Config(
             self.app, host=host, port=self.port, log_level="warning", lifespan="off",

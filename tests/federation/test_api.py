@@ -20,6 +20,7 @@ TOKEN = "s3cret-token"
 PROTECTED = [
     "/v1/health/global",
     "/v1/status",
+    "/v1/trends",
     "/v1/routes/explain?host=shop.acme.com&path=/checkout",
     "/openapi.json",
     "/",
@@ -254,7 +255,8 @@ async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {
         "/healthz", "/readyz", "/metrics", "/v1/health/global", "/v1/status",
-        "/v1/routes/explain", "/openapi.json", "/", "/static/{file}",
+        "/v1/trends", "/v1/routes/explain", "/v1/dns/explain", "/openapi.json", "/",
+        "/static/{file}",
     }  # fmt: skip
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http", "scheme": "bearer",
@@ -265,3 +267,38 @@ async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
     for path in ("/v1/health/global", "/v1/routes/explain", "/openapi.json", "/"):
         assert "security" not in doc["paths"][path]["get"]  # the global bearerAuth applies
         assert "401" in doc["paths"][path]["get"]["responses"]
+
+
+async def test_global_health_filters_and_refuses_a_bad_query(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/health/global?state=healthy&limit=1", headers=AUTH)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["filter"]["state"] == ["healthy"] and len(body["clusters"]) == 1
+    assert body["page"]["clusters"]["next_offset"] == 1
+    for query in ("state=sick", "limit=0", "bogus=1", "offset=x"):
+        r = await client.get(f"/v1/health/global?{query}", headers=AUTH)
+        assert r.status_code == 400 and set(r.json()) == {"error"}, query
+
+
+async def test_trends_sample_this_gateways_counters() -> None:
+    from federation.trends import Totals, Trends
+
+    now = [0.0]
+    totals = [Totals(0, 0, 0)]
+    trends = Trends(lambda: totals[0], interval=10, window=900, clock=lambda: now[0])
+    trends.maybe_sample()
+    now[0], totals[0] = 10.0, Totals(500, 50, 3)
+    trends.maybe_sample()
+    now[0], totals[0] = 15.0, Totals(900, 50, 3)
+    trends.maybe_sample()  # too soon: no sample
+    now[0] = 30.0
+    (p1, p2) = trends.series()["points"]  # type: ignore[misc]
+    assert p1["requests_per_second"] == 50.0 and p1["error_rate"] == 0.1
+    assert p1["failovers"] == 3
+    assert p2["seconds"] == 20.0 and p2["requests_per_second"] == 20.0
+    now[0], totals[0] = 40.0, Totals(5, 0, 0)  # the counters restarted
+    assert trends.series()["points"] == []
+    for i in range(200):  # the window is bounded
+        now[0], totals[0] = 50.0 + 10 * i, Totals(10 + i, 0, 0)
+        trends.maybe_sample()
+    assert len(trends.series()["points"]) <= 91

@@ -34,6 +34,7 @@ def test_every_cluster_with_identity_state_and_score() -> None:
     assert body["summary"] == {
         "clusters": 4, "healthy": 4, "degraded": 0, "unhealthy": 0, "unknown": 0,
         "gateways": 4, "services": 2, "services_serving": 2,
+        "services_by_state": {"healthy": 2, "degraded": 0, "unhealthy": 0, "unknown": 0},
     }  # fmt: skip
     # grouped order: cloud, environment, tier, name
     assert [c["name"] for c in body["clusters"]] == [

@@ -17,9 +17,11 @@ import pytest
 
 from federation import codec
 from federation.cli import main
+from federation.clikit import camelize
 from federation.commands.health import render, use_colour
 from federation.etcd import EtcdClient
 from federation.globalhealth import global_health
+from federation.healthquery import MAX_LIMIT, HealthQuery
 from federation.keys import KeyLayout
 from federation.model import GatewayRecord, HealthState, Observation
 from gateway.types import ViewHolder
@@ -75,12 +77,19 @@ def fedgate(
     )  # fmt: skip
 
 
+def default_sigint() -> None:
+    """In the child before exec: Ctrl-C as in a foreground terminal. A suite started in the
+    background of a non-interactive shell (`nohup make test &`) inherits SIGINT ignored,
+    and an ignored disposition survives exec: the watcher would never see the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # ------------------------------------------------------------------ admin API
 
 
 def test_health_table_from_the_admin_api(admin: AdminServer) -> None:
     r = fedgate("health", "--admin", admin.url, "--token", TOKEN)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # onprem-fra1 is unhealthy
     out = r.stdout
     assert "federation acme-prod" in out and "\x1b[" not in out  # no colour into a pipe
     for c in CLUSTERS:
@@ -96,22 +105,37 @@ def test_health_table_from_the_admin_api(admin: AdminServer) -> None:
 
 
 def test_health_json_from_the_admin_api(admin: AdminServer) -> None:
-    r = fedgate("health", "--json", "--admin", admin.url, "--token", TOKEN)
-    assert r.returncode == 0, r.stderr
+    r = fedgate("health", "--output", "json", "--admin", admin.url, "--token", TOKEN)
+    assert r.returncode == 1, r.stderr
     body = json.loads(r.stdout)
-    expected = global_health(admin.holder.view, now=body["generated_at"])
+    # the CLI asks for the largest page the API gives (MAX_LIMIT)
+    page = HealthQuery(limit=MAX_LIMIT)
+    expected = camelize(global_health(admin.holder.view, now=body["generatedAt"], query=page))
     assert body == expected
+    assert body["services"][0]["routes"][0]["pathPrefix"] == "/checkout"
+    assert body["clusters"][0]["labels"] == {"zone": "eu"}  # data keys kept as written
 
 
 def test_token_from_the_environment(admin: AdminServer) -> None:
     r = fedgate("health", "--json", env={"FEDGATE_ADMIN": admin.url, "FEDGATE_ADMIN_TOKEN": TOKEN})
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1 and not r.stderr, r.stderr
+    r = fedgate("health", "--json", env={"FEDGATE_ADMIN": admin.url, "FEDGATE_TOKEN": TOKEN})
+    assert r.returncode == 1 and not r.stderr, r.stderr
+
+
+def test_token_from_a_file(admin: AdminServer, tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    r = fedgate("health", "--json", "--admin", admin.url, "--token-file", str(path))
+    assert r.returncode == 1 and json.loads(r.stdout)["federation"] == "acme-prod", r.stderr
+    r = fedgate("health", "--admin", admin.url, "--token-file", str(tmp_path / "missing"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--token-file" in r.stderr
 
 
 @pytest.mark.parametrize("token", [None, "wrong"])
 def test_refused_token_is_one_line(admin: AdminServer, token: str | None) -> None:
     argv = ["health", "--admin", admin.url] + (["--token", token] if token else [])
-    r = fedgate(*argv, env={"FEDGATE_ADMIN_TOKEN": ""})
+    r = fedgate(*argv, env={"FEDGATE_ADMIN_TOKEN": "", "FEDGATE_TOKEN": ""})
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "refused the token (401)" in r.stderr
     assert "Traceback" not in r.stderr
@@ -129,7 +153,7 @@ def test_watch_redraws_until_ctrl_c(admin: AdminServer) -> None:
     proc = subprocess.Popen(
         [FEDGATE, "health", "--watch", "--json", "--interval", "0.2",
          "--admin", admin.url, "--token", TOKEN],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -152,10 +176,34 @@ def test_watch_redraws_until_ctrl_c(admin: AdminServer) -> None:
         wait_for(shows_change, timeout=10, interval=0, what="watch shows the change")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
+        assert proc.stderr is not None and proc.stderr.read() == ""
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_watch_stops_cleanly_on_sigterm_and_a_closed_pipe(admin: AdminServer) -> None:
+    """SIGTERM (what supervisors send) ends --watch with 0; `| head` ends it quietly."""
+    argv = [FEDGATE, "health", "--watch", "--interval", "0.1", "--admin", admin.url,
+            "--token", TOKEN]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert "every 0.1s" in proc.stdout.readline()
+        assert "federation acme-prod" in proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr.read() == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    shell = f"{' '.join(argv)} | head -n 2"
+    r = subprocess.run(["bash", "-c", "set -o pipefail; " + shell], capture_output=True,
+                       text=True, timeout=30)  # fmt: skip
+    assert r.stdout.count("\n") == 2 and r.stderr == "", r.stderr
+    assert r.returncode == 141  # the writer ends as a Unix tool killed by SIGPIPE would
 
 
 def test_watch_table_in_process(admin: AdminServer, capsys: pytest.CaptureFixture[str]) -> None:
@@ -245,19 +293,19 @@ def test_health_from_etcd(etcd: EtcdCluster) -> None:
     layout = KeyLayout("/fg-test/")
     asyncio.run(_register(etcd, layout))
     r = fedgate("health", "--json", "--etcd", ",".join(etcd.endpoints), "--prefix", "/fg-test/")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # gcp-europe-west4 is unhealthy
     body = json.loads(r.stdout)
     assert body["federation"] == "acme-prod" and body["source"] == "etcd"
     clusters = {c["name"]: c for c in body["clusters"]}
     assert set(clusters) == {c.name for c in CLUSTERS}
     assert clusters["gcp-europe-west4"]["state"] == "unhealthy"
     assert clusters["aws-eu-west-1"]["state"] == "healthy"
-    assert clusters["onprem-fra1"]["live_gateways"] == 0
+    assert clusters["onprem-fra1"]["liveGateways"] == 0
     assert "no live gateway" in clusters["onprem-fra1"]["reasons"]
     assert body["convergence"]["share"] == 1.0 and body["convergence"]["gateways"] == 3
     assert body["certificates"]["expiring"] and len(body["certificates"]["expiring"]) == 3
     table = fedgate("health", "--etcd", etcd.endpoints[0], "--prefix", "/fg-test/")
-    assert table.returncode == 0 and "gcp-europe-west4" in table.stdout
+    assert table.returncode == 1 and "gcp-europe-west4" in table.stdout
 
 
 def test_etcd_down_is_one_line() -> None:
@@ -297,8 +345,9 @@ def test_explain_json_and_no_route(admin: AdminServer) -> None:
     assert r.returncode == 0, r.stderr
     body = json.loads(r.stdout)
     assert body["request"]["from"] == "onprem-fra1" and body["plan"][0] == "gcp-europe-west4"
+    assert body["configRevision"] == 40 and body["viewSource"] == "etcd"  # camelCase
     r = fedgate("explain", "--host", "other.example", "--admin", admin.url, "--token", TOKEN)
-    assert r.returncode == 0 and "route      none" in r.stdout
+    assert r.returncode == 1 and "route      none" in r.stdout  # unmatched: exit 1
 
 
 def test_explain_errors(admin: AdminServer) -> None:
@@ -309,3 +358,55 @@ def test_explain_errors(admin: AdminServer) -> None:
     assert r.returncode == 2 and "--admin" in r.stderr
     r = fedgate("explain", "--host", "x", "--admin", admin.url, "--token", "bad")
     assert r.returncode == 1 and "401" in r.stderr
+
+
+# ------------------------------------------------------------- 1,000 clusters
+
+
+def _big_view(n: int, down: set[str]) -> Any:
+    from dataclasses import replace as dc_replace
+    from types import MappingProxyType
+
+    from federation.model import Cluster, Endpoint, Route, Service
+    from tests.federation.views import gateway, health
+
+    clusters = [
+        Cluster(f"c{i:04d}", f"r{i % 7}", ("aws", "gcp", "onprem")[i % 3], "prod", i % 2,
+                f"https://c{i}:15443")
+        for i in range(n)
+    ]  # fmt: skip
+    names = tuple(c.name for c in clusters)
+    services = [Service(f"svc{j}", (Route(f"s{j}.acme.com"),), 8080, names) for j in range(3)]
+    hs = {
+        (s.name, c): health(s.name, c, DOWN if c in down else UP) for s in services for c in names
+    }
+    eps = {(s.name, c): (Endpoint("10.0.0.1:80", c, s.name),) for s in services for c in names}
+    gws = tuple(gateway(c) for c in names)
+    base = sample_view()
+    return dc_replace(
+        base,
+        clusters=MappingProxyType({c.name: c for c in clusters}),
+        services=MappingProxyType({s.name: s for s in services}),
+        endpoints=MappingProxyType(eps),
+        gateways=MappingProxyType({g.id: g for g in gws}),
+        health=MappingProxyType(hs),
+    )
+
+
+def test_a_thousand_clusters_summarise_first_and_list_what_is_not_healthy() -> None:
+    """#11: `fedgate health` at 1,000 clusters reads in one screen (was one row per
+    cluster and a 1,000-column matrix)."""
+    body = global_health(
+        _big_view(1000, {"c0042", "c0777"}), now=NOW, query=HealthQuery(limit=MAX_LIMIT)
+    )
+    text = render(body)
+    lines = text.splitlines()
+    assert lines[0].startswith("federation acme-prod")
+    assert lines[1].startswith("clusters 1000: 998 healthy") and "2 unhealthy" in lines[1]
+    assert len(lines) < 30, text
+    assert "c0042" in text and "c0777" in text and "c0001" not in text
+    assert "2 clusters not healthy (998 healthy not listed; --all lists them)" in text
+    matrix = next(line for line in lines if line.startswith("SERVICE"))
+    assert matrix.split() == ["SERVICE", "c0042", "c0777"]
+    everything = render(body, every=True)
+    assert "c0001" in everything and len(everything.splitlines()) > 1000

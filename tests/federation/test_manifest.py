@@ -169,7 +169,7 @@ def test_model_defaults_match_the_documented_ones() -> None:
     assert HealthCheck() == HealthCheck(
         path="/healthz", interval=1.0, timeout=0.5, healthy_after=2, unhealthy_after=3
     )
-    assert Retries().on == frozenset({"connect-failure", "reset", "502", "503", "504"})
+    assert Retries().on == frozenset({"connect-failure", "reset", "timeout", "502", "503", "504"})
     assert Failover().failback_window == 10.0
     assert Timeouts() == Timeouts(connect=1.0, request=30.0, idle=60.0)
 
@@ -557,3 +557,53 @@ def test_any_text_gives_a_model_or_error_lines(text: str) -> None:
         for line in exc.lines:
             assert line.startswith("m.yaml")
             assert "\n" not in line
+
+
+# ------------------------------------------------------------------ size and speed
+
+
+def test_honest_size_is_not_capped_but_expansion_is() -> None:
+    """80,000 static endpoint addresses validate (no node cap on what is written); a
+    document whose aliases expand past the cap is refused with a position."""
+    from bench.genmanifest import generate
+
+    fed = parse_manifest(generate(1000, endpoints=2), filename="big.yaml")
+    assert sum(len(v) for s in fed.services for v in s.endpoints.values()) == 80_000
+    lines = ["x-a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"x-a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)]
+    err = _errors("\n".join(lines) + "\n" + MINIMAL)
+    assert len(err.lines) == 1 and "aliases expand to more than" in err.lines[0]
+    assert re.match(r"m\.yaml:\d+:\d+: x-a\d", err.lines[0])
+
+
+def test_merge_keys_are_linear_and_bounded() -> None:
+    """A 458 kB chain of merge keys is refused at once with a position (it was quadratic:
+    49 s for 138 kB); merges multiplying a source are capped like aliases; honest merges
+    over thousands of services stay cheap."""
+    import time
+
+    chain = ["x-a0: &a0 {k0: 0}"]
+    chain += [f"x-a{i}: &a{i} {{<<: *a{i - 1}, k{i}: {i}}}" for i in range(1, 11_000)]
+    text = "\n".join(chain) + "\n"
+    assert len(text) > 458_000
+    started = time.process_time()
+    err = _errors(text)
+    assert time.process_time() - started < 1.0
+    assert len(err.lines) == 1 and "nesting too deep" in err.lines[0]
+
+    doubling = ["x-b0: &b0 {k: 0, j: 1, l: 2}"]
+    doubling += [f"x-b{i}: &b{i} {{<<: [*b{i - 1}, *b{i - 1}], k{i}: 1}}" for i in range(1, 40)]
+    started = time.process_time()
+    err = _errors("\n".join(doubling) + "\n")
+    assert time.process_time() - started < 2.0
+    assert "aliases expand to more than" in err.lines[0]
+
+    shared = "x-svc: &svc\n  port: 8080\n  retries: {attempts: 2, on: [reset, timeout, 503]}\n"
+    services = "".join(
+        f"  - <<: *svc\n    name: s{j}\n    routes: [{{host: s{j}.example.com}}]\n"
+        f"    clusters: [aws-eu-west-1]\n"
+        for j in range(3000)
+    )
+    head, _, _ = MINIMAL.partition("services:\n")
+    fed = parse_manifest(shared + head + "services:\n" + services, filename="m.yaml")
+    assert len(fed.services) == 3000 and fed.services[-1].retries.attempts == 2

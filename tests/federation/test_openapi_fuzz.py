@@ -24,7 +24,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WRONG = [{}, {"Authorization": "Bearer not-the-token"}, {"Authorization": f"Basic {TOKEN}"}]
 
 
-def _explain(host: str, path: str, method: str, origin: str | None) -> dict[str, Any]:
+def _explain(
+    host: str, path: str, method: str, origin: str | None, headers: object = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "request": {"host": host, "path": path, "method": method, "from": origin},
         "revision": 57,
@@ -113,7 +115,9 @@ def test_every_operation_is_fuzzed() -> None:
     assert secured == {
         "/v1/health/global",
         "/v1/status",
+        "/v1/trends",
         "/v1/routes/explain",
+        "/v1/dns/explain",
         "/openapi.json",
         "/",
     }

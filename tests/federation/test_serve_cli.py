@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -58,7 +59,12 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles
     [
         ("cluster: aws\nlisten: {public: '127.0.0.1:notaport'}\n", ["listen.public", "HOST:PORT"]),
         ("listen: {public: '127.0.0.1:8080'}\n", ["cluster", "required"]),
-        ("cluster: aws\nunknown: 1\n", ["unknown", "Extra inputs"]),
+        ("cluster: aws\nunknown: 1\n", [":2:1: unknown: unknown field 'unknown'"]),
+        ("cluster: aws\netcd: {leaseTtl: 5}\n", [":2:18: etcd.leaseTtl", "unit", "'5s'"]),
+        ("cluster: aws\nlimits:\n  drainTimeout: 1\n", [":3:17: limits.drainTimeout"]),
+        ("cluster: aws\ntelemetry: {accessLog: yes}\n", ["telemetry.accessLog", "'yes'"]),
+        ("cluster: aws\ntelemetry: {acessLog: false}\n", ["did you mean 'accessLog'"]),
+        ("cluster: aws\netcd: {endpoints: ['http://127.0.0.1:abc']}\n", ["etcd.endpoints"]),
         ("cluster: aws\netcd: {endpoints: ['127.0.0.1:2379']}\n", ["etcd.endpoints", "http"]),
         ("cluster: aws\netcd: {prefix: 'fedgate'}\n", ["etcd.prefix"]),
         ("cluster: [aws\n", ["not valid YAML"]),
@@ -72,6 +78,39 @@ def test_bad_settings_are_one_line_and_exit_2(
     config = tmp_path / "gateway.yaml"
     config.write_text(text)
     one_line_error(serve(config), 2, str(config), *needles)
+
+
+def test_every_problem_has_its_own_line_with_its_position(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("cluster: aws\netcd:\n  leaseTtl: 5\n  dialTimeout: soon\nlimits: {x: 1}\n")
+    r = serve(config)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert [line.split(": ")[1].rsplit(":", 2)[1:] for line in lines] == [
+        ["3", "13"], ["4", "16"], ["5", "10"]
+    ], r.stderr  # fmt: skip
+    assert all(line.startswith(f"fedgate serve: {config}:") for line in lines)
+
+
+def test_check_refuses_what_serve_would_die_on(tmp_path: Path) -> None:
+    """An etcd endpoint the client cannot use passed --check, then serve died with a
+    traceback; now both refuse it in one line (exit 2)."""
+    config = tmp_path / "gateway.yaml"
+    settings = gateway_settings(public=free_port(), admin=free_port(), etcd="http://127.0.0.1:abc")
+    config.write_text(yaml.safe_dump(settings))
+    for extra in (["--check"], []):
+        r = subprocess.run([*FEDGATE, "serve", "--config", str(config), *extra],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        one_line_error(r, 2, "etcd.endpoints")
+
+
+def test_the_example_settings_pass_check() -> None:
+    example = Path(__file__).resolve().parents[2] / "gateway.example.yaml"
+    env = {**os.environ, "FEDGATE_ADMIN_TOKEN": ""}
+    r = subprocess.run([*FEDGATE, "serve", "--config", str(example), "--check"],
+                       capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "ok: gateway for cluster" in r.stdout
 
 
 def test_a_missing_settings_file_is_one_line(tmp_path: Path) -> None:
@@ -114,7 +153,7 @@ def test_sigterm_stops_a_running_gateway_cleanly(tmp_path: Path, etcd: EtcdClust
     admin = free_port()
     config = tmp_path / "gateway.yaml"
     settings = gateway_settings(public=free_port(), admin=admin, etcd=etcd.endpoint)
-    settings["limits"] = {"drainTimeout": 1}
+    settings["limits"] = {"drainTimeout": "1s"}
     config.write_text(yaml.safe_dump(settings))
     proc = subprocess.Popen(
         [*FEDGATE, "serve", "--config", str(config)],
@@ -137,3 +176,15 @@ def test_sigterm_stops_a_running_gateway_cleanly(tmp_path: Path, etcd: EtcdClust
             proc.wait()
     assert proc.returncode == 0, err
     assert "Traceback" not in out + err
+
+
+def test_the_error_example_of_docs_gateway_md_is_what_serve_prints(tmp_path: Path) -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "gateway.md").read_text()
+    example = page.split("```yaml\n", 1)[1].split("```", 1)[0]
+    shown = page.split("gives\n\n  ```\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "gateway.yaml"
+    config.write_text("\n".join(line.removeprefix("  ") for line in example.splitlines()) + "\n")
+    r = subprocess.run([*FEDGATE, "serve", "--config", "gateway.yaml", "--check"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [line.strip() for line in shown.splitlines() if line.strip()]

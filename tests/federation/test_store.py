@@ -110,6 +110,7 @@ def test_apply_prints_the_diff_and_writes_in_one_transaction(
         LAYOUT.cluster("gcp-b"),
         LAYOUT.service("shop"),
         LAYOUT.service("pay"),
+        LAYOUT.generation(),
     }
     assert revision == 2  # a fresh etcd is at 1: one write
 

@@ -3,11 +3,17 @@
 ``view_of(...)`` makes a RoutingView from model objects; ``running_gateway(view)`` starts a
 real :class:`gateway.server.Gateway` (public + east-west listeners on free loopback ports)
 on the test's event loop and always drains it at the end.
+
+``FEDGATE_DATAPLANE_PATH=asgi`` runs every gateway of these tests without the callback
+fast path (every request the ASGI way); the default, ``fast``, is what production runs.
+``make test`` style: ``FEDGATE_DATAPLANE_PATH=asgi pytest tests/gateway``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -16,6 +22,7 @@ from typing import Any
 from federation.model import Cluster, Endpoint, Route, RoutingView, Service
 from federation.settings import GatewaySettings
 from gateway.balancer import Balancer
+from gateway.config import DataPlaneSettings
 from gateway.passive import PassiveStats
 from gateway.placement import Placement
 from gateway.ratelimit import RateLimiter
@@ -71,6 +78,9 @@ def settings_for(
     return GatewaySettings.model_validate(data)
 
 
+FAST_PATH = os.environ.get("FEDGATE_DATAPLANE_PATH", "fast") != "asgi"
+
+
 @dataclass
 class RunningGateway:
     gateway: Gateway
@@ -94,8 +104,16 @@ async def running_gateway(
     telemetry: Telemetry | None = None,
     drain_timeout: float = 2.0,
     tls: TlsContexts | None = None,
+    fast_path: bool | None = None,
+    max_connections: int | None = None,
 ) -> AsyncIterator[RunningGateway]:
-    s = settings or settings_for()
+    """``fast_path`` None: as ``FEDGATE_DATAPLANE_PATH`` says."""
+    s = DataPlaneSettings.from_settings(settings or settings_for())
+    s = dataclasses.replace(s, fast_path=FAST_PATH if fast_path is None else fast_path)
+    if max_connections is not None:
+        s = dataclasses.replace(
+            s, limits=dataclasses.replace(s.limits, max_connections=max_connections)
+        )
     holder = ViewHolder(view)
     balancer = Balancer()
     placement = Placement(s.cluster)

@@ -39,7 +39,7 @@ async def test_sigterm_under_load_fails_no_request(backend: BackendProcess) -> N
         "cluster": "c1",
         "insecureEastWest": True,
         "telemetry": {"accessLog": False},
-        "limits": {"drainTimeout": 10},
+        "limits": {"drainTimeout": "10s"},
     }
     gw = GatewayProcess(settings=settings, manifest=manifest).start()
     ok = 0

@@ -324,7 +324,10 @@ async def test_callback_fast_path_keeps_every_rule(two: tuple[Backend, Backend])
         [service("shop", "shop.test", retries=GENEROUS)],
         endpoints={("shop", "c1"): [b1.address, b2.address]},
     )
-    async with running_gateway(v) as gw, httpx.AsyncClient(base_url=gw.url(), timeout=5) as c:
+    async with (
+        running_gateway(v, fast_path=True) as gw,
+        httpx.AsyncClient(base_url=gw.url(), timeout=5) as c,
+    ):
         rs = [
             await c.get("/f", headers={**H, "connection": "x-a", "x-a": "1", "x-b": "2"})
             for _ in range(20)

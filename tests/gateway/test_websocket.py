@@ -11,7 +11,9 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.gateway.harness import RunningGateway, running_gateway, service, view_of
+from federation.model import Retries
+from tests.gateway.harness import RunningGateway, cluster, running_gateway, service, view_of
+from tests.gateway.rawhttp import HostileUpstream
 from tests.support.backend import Backend
 from tests.support.ports import free_port
 
@@ -26,7 +28,11 @@ async def gw() -> AsyncIterator[tuple[RunningGateway, Backend]]:
     async with Backend("b1", host="127.0.0.2") as b1:
         dead = f"127.0.0.4:{free_port('127.0.0.4')}"
         v = view_of(
-            [service("shop", "shop.test"), service("retry", "retry.test")],
+            [
+                service("shop", "shop.test"),
+                # the budget is not what these tests test (WebSocket tries spend it too)
+                service("retry", "retry.test", retries=Retries(attempts=2, budget_percent=100)),
+            ],
             endpoints={("shop", "c1"): [b1.address], ("retry", "c1"): [dead, b1.address]},
         )
         async with running_gateway(v) as g:
@@ -100,3 +106,35 @@ async def test_connect_failure_moves_to_another_endpoint(
         async with ws(g, host="retry.test") as conn:
             await conn.send("ping")
             assert await asyncio.wait_for(conn.recv(), 5) == "b1:ping"
+
+
+async def test_websocket_tries_go_through_breakers_and_passive_stats(
+    gw: tuple[RunningGateway, Backend],
+) -> None:
+    g, b1 = gw
+    for _ in range(6):
+        async with ws(g, host="retry.test") as conn:
+            await conn.send("ping")
+            assert await asyncio.wait_for(conn.recv(), 5) == "b1:ping"
+    plane = g.gateway.plane
+    assert ("retry", "c1") in plane.breakers.states()
+    assert plane.passive.snapshot()[("retry", "c1")][2] >= 6  # every try recorded
+    assert g.balancer.active(b1.address) == 0  # started and finished in pairs
+
+
+async def test_websocket_never_tries_the_same_remote_gateway_twice() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # a remote gateway that fails every handshake
+
+    async with HostileUpstream(hang_up) as remote:
+        v = view_of(
+            [service("shop", "shop.test", clusters=("c1", "c2"),
+                     retries=Retries(attempts=2, budget_percent=100))],
+            clusters=[cluster("c1"), cluster("c2", east_west=f"http://{remote.address}")],
+            endpoints={("shop", "c2"): ["127.0.0.9:1"]},
+        )  # fmt: skip
+        async with running_gateway(v) as g:
+            with pytest.raises(InvalidStatus):
+                async with ws(g):
+                    pass
+    assert remote.connections == 1

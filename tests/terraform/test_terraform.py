@@ -1,6 +1,7 @@
 """Terraform, offline: fmt, `terraform test` of the provider-less settings module, the
 rendered gateway.yaml of every cluster loaded by fedgate itself, and `terraform validate`
-of the modules that need providers (skipped when the providers cannot be downloaded)."""
+of the modules that need providers (skipped when the providers cannot be downloaded).
+The checks of the HCL itself (python-hcl2) run without the terraform binary."""
 
 from __future__ import annotations
 
@@ -25,13 +26,13 @@ from tests.terraform.tf import (
     block,
     copy_tree,
     hcl,
+    render_json,
     resources,
     terraform_binary,
 )
 
-pytestmark = pytest.mark.skipif(
-    terraform_binary() is None, reason="the terraform CLI is not installed on this machine"
-)
+# the tests that run terraform take the `tf` fixture (skipped without the binary); the
+# ones that read the HCL with python-hcl2 run everywhere
 
 SETTINGS_MODULE = TERRAFORM_DIR / "modules" / "fedgate-settings"
 CLUSTER_MODULE = TERRAFORM_DIR / "modules" / "fedgate-cluster"
@@ -42,6 +43,8 @@ ETCD = ["http://etcd-0.fedgate.acme.net:2379", "http://etcd-1.fedgate.acme.net:2
 
 @pytest.fixture
 def tf(tmp_path: Path) -> Terraform:
+    if terraform_binary() is None:
+        pytest.skip("the terraform CLI is not installed on this machine")
     return Terraform(tmp_path / "tf")
 
 
@@ -77,8 +80,29 @@ def test_settings_module_terraform_test(tf: Terraform, tmp_path: Path) -> None:
     assert init.returncode == 0, init.output
     result = tf.run("test", "-no-color", cwd=SETTINGS_MODULE, data_dir=data, timeout=300)
     assert result.returncode == 0, result.output
-    assert "4 passed, 0 failed" in result.output, result.output
+    assert "5 passed, 0 failed" in result.output, result.output
     assert not (SETTINGS_MODULE / "terraform.tfstate").exists()
+
+
+def test_settings_fixtures_are_what_fedgate_renders() -> None:
+    """The module's test fixtures are `fedgate render` of the YAML they come from."""
+    fixtures = SETTINGS_MODULE / "tests" / "fixtures"
+    pairs = [(EXAMPLE_MANIFEST, fixtures / "clusters.example.json")] + [
+        (y, y.with_suffix(".json")) for y in sorted(fixtures.glob("*.yaml"))
+    ]
+    for source, rendered_file in pairs:
+        assert rendered_file.read_text() == render_json(source), (
+            f"{rendered_file.name} is stale: fedgate render {source.name} > {rendered_file.name}"
+        )
+
+
+def test_the_settings_module_does_not_parse_yaml() -> None:
+    """Terraform reads what fedgate rendered; it has no manifest rules of its own (no YAML
+    parsing, no try() defaults for manifest fields)."""
+    text = (SETTINGS_MODULE / "main.tf").read_text() + (SETTINGS_MODULE / "outputs.tf").read_text()
+    assert "yamldecode" not in text
+    for guess in ("try(c.", "try(s.", "try(r.", "try(local.manifest"):
+        assert guess not in text, guess
 
 
 @pytest.fixture
@@ -86,11 +110,12 @@ def rendered(tf: Terraform, tmp_path: Path) -> dict[str, str]:
     """Apply the provider-less module (local state in tmp) and read its `settings` output."""
     root = tmp_path / "root"
     root.mkdir()
+    (root / "federation.json").write_text(render_json(EXAMPLE_MANIFEST))
     (root / "main.tf").write_text(
         f"""
 module "settings" {{
-  source         = "{SETTINGS_MODULE}"
-  manifest_path  = "{EXAMPLE_MANIFEST}"
+  source             = "{SETTINGS_MODULE}"
+  manifest_json_path = "{root / "federation.json"}"
   etcd_endpoints = {json.dumps(ETCD)}
   vault = {{
     addr         = "https://vault.acme.net:8200"
@@ -311,7 +336,7 @@ def test_example_deploys_two_clouds_and_an_onprem_site_from_one_manifest() -> No
     variables = {
         k: v for item in hcl(EXAMPLE / "variables.tf")["variable"] for k, v in item.items()
     }
-    assert variables["manifest_path"]["default"] == "../../../clusters.example.yaml"
+    assert variables["manifest_json_path"]["default"] == "federation.json"
     clouds = {c["name"]: c.get("cloud") for c in manifest()["clusters"]}
     for alias, cloud in (("aws_eu", "aws"), ("gcp_eu", "gcp"), ("onprem", "onprem")):
         type_text = variables[alias]["type"]

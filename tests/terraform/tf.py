@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,20 @@ def copy_tree(dest: Path) -> Path:
     )
     if EXAMPLE_MANIFEST.exists():
         shutil.copy(EXAMPLE_MANIFEST, dest / "clusters.example.yaml")
+        # what the operator runs first: `fedgate render clusters.yaml > federation.json`
+        example = dest / "terraform" / "examples" / "multi-cluster"
+        (example / "federation.json").write_text(render_json(EXAMPLE_MANIFEST))
     return dest / "terraform"
+
+
+def render_json(manifest: Path) -> str:
+    """``fedgate render MANIFEST``: the JSON the settings module reads."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "federation.cli", "render", str(manifest)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def hcl(path: Path) -> Any:

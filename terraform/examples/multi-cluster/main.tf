@@ -5,8 +5,8 @@
 module "settings" {
   source = "../../modules/fedgate-settings"
 
-  manifest_path  = var.manifest_path
-  etcd_endpoints = var.etcd_endpoints
+  manifest_json_path = var.manifest_json_path
+  etcd_endpoints     = var.etcd_endpoints
   vault = {
     addr         = var.vault_addr
     pki_mount    = var.pki_mount

@@ -1,7 +1,7 @@
-variable "manifest_path" {
-  description = "The federation manifest (default: the repository's worked example)."
+variable "manifest_json_path" {
+  description = "The federation manifest as fedgate renders it: `fedgate render ../../../clusters.example.yaml > federation.json` (fedgate parses and validates it; Terraform only reads the result)."
   type        = string
-  default     = "../../../clusters.example.yaml"
+  default     = "federation.json"
 }
 
 variable "image" {

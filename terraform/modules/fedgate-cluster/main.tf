@@ -12,6 +12,7 @@ locals {
   }
 
   token_file = try(local.settings.admin.tokenFile, "/run/secrets/fedgate/admin-token")
+  vault_ca   = try(local.settings.vault.caCert, null) # where the gateway reads Vault's CA
   token_dir  = dirname(local.token_file)
   snapshot   = try(local.settings.snapshot, "/var/lib/fedgate/view.json")
 
@@ -135,6 +136,30 @@ resource "kubernetes_secret_v1" "admin_token" {
   type = "Opaque"
 }
 
+# Vault's CA, mounted where the settings' vault.caCert says
+resource "kubernetes_secret_v1" "vault_ca" {
+  count = local.vault_ca == null ? 0 : 1
+
+  metadata {
+    name      = "${var.name}-vault-ca"
+    namespace = local.namespace
+    labels    = local.labels
+  }
+
+  data = {
+    (basename(local.vault_ca)) = coalesce(var.vault_ca_cert_pem, "-")
+  }
+
+  type = "Opaque"
+
+  lifecycle {
+    precondition {
+      condition     = var.vault_ca_cert_pem != null
+      error_message = "The settings name vault.caCert: give vault_ca_cert_pem (the PEM mounted at that path)."
+    }
+  }
+}
+
 # --------------------------------------------------------------------------- the fleet
 
 resource "kubernetes_deployment_v1" "gateway" {
@@ -147,6 +172,16 @@ resource "kubernetes_deployment_v1" "gateway" {
   # the HPA owns the replica count after the first apply
   lifecycle {
     ignore_changes = [spec[0].replicas]
+
+    precondition {
+      condition     = local.vault_ca == null || var.vault_ca_cert_pem != null
+      error_message = "The settings name vault.caCert: give vault_ca_cert_pem (the PEM mounted at that path)."
+    }
+
+    precondition {
+      condition     = var.max_replicas >= var.min_replicas
+      error_message = "max_replicas must be at least min_replicas."
+    }
   }
 
   spec {
@@ -167,16 +202,30 @@ resource "kubernetes_deployment_v1" "gateway" {
     template {
       metadata {
         labels = local.labels
-        annotations = {
-          # a new gateway.yaml rolls the pods
-          "checksum/settings" = sha256(var.settings_yaml)
-        }
+        annotations = merge(
+          {
+            # a new gateway.yaml rolls the pods
+            "checksum/settings" = sha256(var.settings_yaml)
+          },
+          var.prometheus_scrape ? {
+            "prometheus.io/scrape" = "true"
+            "prometheus.io/port"   = tostring(local.port.admin)
+            "prometheus.io/path"   = "/metrics"
+          } : {},
+        )
       }
 
       spec {
         service_account_name             = kubernetes_service_account_v1.gateway.metadata[0].name
         automount_service_account_token  = true
         termination_grace_period_seconds = var.termination_grace_period_seconds
+
+        dynamic "image_pull_secrets" {
+          for_each = var.image_pull_secrets
+          content {
+            name = image_pull_secrets.value
+          }
+        }
 
         security_context {
           run_as_non_root = true
@@ -309,6 +358,15 @@ resource "kubernetes_deployment_v1" "gateway" {
             name       = "tmp"
             mount_path = "/tmp"
           }
+
+          dynamic "volume_mount" {
+            for_each = local.vault_ca == null ? [] : [local.vault_ca]
+            content {
+              name       = "vault-ca"
+              mount_path = dirname(volume_mount.value)
+              read_only  = true
+            }
+          }
         }
 
         volume {
@@ -333,6 +391,16 @@ resource "kubernetes_deployment_v1" "gateway" {
         volume {
           name = "tmp"
           empty_dir {}
+        }
+
+        dynamic "volume" {
+          for_each = local.vault_ca == null ? [] : [local.vault_ca]
+          content {
+            name = "vault-ca"
+            secret {
+              secret_name = kubernetes_secret_v1.vault_ca[0].metadata[0].name
+            }
+          }
         }
       }
     }

@@ -1,9 +1,11 @@
 output "namespace" {
-  value = local.namespace
+  description = "The namespace the gateways run in."
+  value       = local.namespace
 }
 
 output "service_account" {
-  value = kubernetes_service_account_v1.gateway.metadata[0].name
+  description = "The gateways' service account (bound to Vault's Kubernetes auth role)."
+  value       = kubernetes_service_account_v1.gateway.metadata[0].name
 }
 
 output "public_service" {
@@ -12,7 +14,8 @@ output "public_service" {
 }
 
 output "east_west_service" {
-  value = "${local.namespace}/${kubernetes_service_v1.east_west.metadata[0].name}"
+  description = "The east-west Service, namespace/name."
+  value       = "${local.namespace}/${kubernetes_service_v1.east_west.metadata[0].name}"
 }
 
 output "east_west_ingress" {
@@ -21,9 +24,11 @@ output "east_west_ingress" {
 }
 
 output "vault_auth_mount" {
-  value = vault_auth_backend.kubernetes.path
+  description = "This cluster's Kubernetes auth mount in Vault."
+  value       = vault_auth_backend.kubernetes.path
 }
 
 output "vault_pki_role" {
-  value = vault_pki_secret_backend_role.gateway.name
+  description = "The PKI role this cluster's gateways issue their certificates from."
+  value       = vault_pki_secret_backend_role.gateway.name
 }

@@ -50,29 +50,47 @@ variable "image" {
 }
 
 variable "image_pull_policy" {
-  type    = string
-  default = "IfNotPresent"
+  description = "The container's image pull policy: Always, IfNotPresent or Never."
+  type        = string
+  default     = "IfNotPresent"
+
+  validation {
+    condition     = contains(["Always", "IfNotPresent", "Never"], var.image_pull_policy)
+    error_message = "image_pull_policy must be Always, IfNotPresent or Never."
+  }
 }
 
 variable "replicas" {
   description = "Initial replicas; the HPA moves them between min_replicas and max_replicas."
   type        = number
   default     = 2
+
+  validation {
+    condition     = var.replicas >= 1 && floor(var.replicas) == var.replicas
+    error_message = "replicas must be a whole number, at least 1."
+  }
 }
 
 variable "min_replicas" {
-  type    = number
-  default = 2
+  description = "The HPA's lower bound (and the PodDisruptionBudget keeps all but one of them)."
+  type        = number
+  default     = 2
 
   validation {
-    condition     = var.min_replicas >= 1
-    error_message = "min_replicas must be at least 1."
+    condition     = var.min_replicas >= 1 && floor(var.min_replicas) == var.min_replicas
+    error_message = "min_replicas must be a whole number, at least 1."
   }
 }
 
 variable "max_replicas" {
-  type    = number
-  default = 10
+  description = "The HPA's upper bound; at least min_replicas."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.max_replicas >= 1 && floor(var.max_replicas) == var.max_replicas
+    error_message = "max_replicas must be a whole number, at least 1 (and at least min_replicas)."
+  }
 }
 
 variable "cpu_target_utilization" {
@@ -105,8 +123,14 @@ variable "admin_token" {
 }
 
 variable "public_service_type" {
-  type    = string
-  default = "LoadBalancer"
+  description = "The public Service's type: LoadBalancer (a cloud load balancer), NodePort or ClusterIP (behind your own ingress)."
+  type        = string
+  default     = "LoadBalancer"
+
+  validation {
+    condition     = contains(["ClusterIP", "NodePort", "LoadBalancer"], var.public_service_type)
+    error_message = "public_service_type must be ClusterIP, NodePort or LoadBalancer."
+  }
 }
 
 variable "public_service_annotations" {
@@ -119,11 +143,17 @@ variable "east_west_service_type" {
   description = "The east-west Service: other clusters' gateways must reach it (LoadBalancer, or NodePort behind your own)."
   type        = string
   default     = "LoadBalancer"
+
+  validation {
+    condition     = contains(["NodePort", "LoadBalancer"], var.east_west_service_type)
+    error_message = "east_west_service_type must be LoadBalancer or NodePort: other clusters' gateways must reach it."
+  }
 }
 
 variable "east_west_service_annotations" {
-  type    = map(string)
-  default = {}
+  description = "Annotations of the east-west Service (cloud load balancer settings)."
+  type        = map(string)
+  default     = {}
 }
 
 variable "termination_grace_period_seconds" {
@@ -159,4 +189,24 @@ variable "labels" {
   description = "Extra labels on every Kubernetes object."
   type        = map(string)
   default     = {}
+}
+
+# ------------------------------------------------ image pull, Vault CA, Prometheus
+
+variable "image_pull_secrets" {
+  description = "Names of Secrets (type kubernetes.io/dockerconfigjson, in the namespace) to pull the image from a private registry."
+  type        = list(string)
+  default     = []
+}
+
+variable "vault_ca_cert_pem" {
+  description = "PEM of the CA that signed Vault's own certificate. Needed when the settings set vault.caCert: it is mounted at that path."
+  type        = string
+  default     = null
+}
+
+variable "prometheus_scrape" {
+  description = "Annotate the pods for Prometheus (prometheus.io/scrape, port, path: /metrics on the admin port, which needs no token)."
+  type        = bool
+  default     = true
 }

@@ -1,21 +1,24 @@
-# Reads the federation manifest and renders, for every cluster, the gateway settings
-# (gateway.yaml, as federation/settings.py GatewaySettings reads them) and the facts a
-# deployment needs: tier, peers' east-west addresses, namespaces, Vault names.
+# Reads the federation manifest as fedgate itself parsed and validated it
+# (`fedgate render clusters.yaml > federation.json`: every default filled in, camelCase)
+# and renders, for every cluster, the gateway settings (gateway.yaml, as
+# federation/settings.py GatewaySettings reads them) and the facts a deployment needs:
+# tier, peers' east-west addresses, namespaces, Vault names. No rule of the manifest is
+# re-implemented here: a manifest that fedgate refuses never reaches Terraform.
 
 locals {
-  manifest = yamldecode(file(var.manifest_path))
+  manifest = jsondecode(file(var.manifest_json_path))
 
   all_clusters = {
     for c in local.manifest.clusters : c.name => {
       name        = c.name
-      region      = try(c.region, "")
-      cloud       = try(c.cloud, "other")
-      environment = try(c.environment, "prod")
-      tier        = try(c.tier, 0)
-      east_west   = try(c.gateway.eastWest, "")
-      namespaces  = try(c.kubernetes.namespaces, [])
-      context     = try(c.kubernetes.context, null)
-      labels      = try(c.labels, {})
+      region      = c.region
+      cloud       = c.cloud
+      environment = c.environment
+      tier        = c.tier
+      east_west   = c.eastWest
+      namespaces  = c.kubernetes == null ? [] : c.kubernetes.namespaces
+      context     = c.kubernetes == null ? null : c.kubernetes.context
+      labels      = c.labels
     }
   }
 
@@ -23,7 +26,7 @@ locals {
 
   clusters = { for name in local.selected : name => local.all_clusters[name] }
 
-  services = try(local.manifest.services, [])
+  services = local.manifest.services
 
   # the host part of an east-west URL (https://host:port)
   east_west_host = {
@@ -35,7 +38,7 @@ locals {
   # public names per cluster: the route hosts of the services that run there
   route_hosts = {
     for name in local.selected : name => distinct(flatten([
-      for s in local.services : [for r in try(s.routes, []) : r.host] if contains(try(s.clusters, []), name)
+      for s in local.services : [for r in s.routes : r.host] if contains(s.clusters, name)
     ]))
   }
 
@@ -73,6 +76,7 @@ locals {
             admin    = var.listen.admin
           },
           try(length(var.listen.public_tls), 0) == 0 ? {} : { publicTls = var.listen.public_tls },
+          var.listen.dns == "" ? {} : { dns = var.listen.dns },
         )
         etcd = {
           endpoints = var.etcd_endpoints
@@ -101,6 +105,18 @@ locals {
         }
         snapshot = var.snapshot_path
       },
+      lookup(var.dns_advertise, name, "") == "" ? {} : { dns = { advertise = var.dns_advertise[name] } },
     )
+  }
+
+  # the federation's DNS zones and, per zone, the NS names a parent zone delegates to
+  # (one per cluster: ns-<cluster>.<zone>) with their glue (docs/dns.md)
+  zones = [for z in local.manifest.zones : lower(z.name)]
+  dns_delegation = {
+    for z in local.zones : z => {
+      for name in keys(local.all_clusters) : "ns-${name}.${z}" => (
+        lookup(var.dns_advertise, name, "") == "" ? null : regex("^\\[?([^]]*?)\\]?:[0-9]+$", var.dns_advertise[name])[0]
+      )
+    }
   }
 }

@@ -1,6 +1,6 @@
 output "federation" {
   description = "The federation's name (metadata.name of the manifest)."
-  value       = try(local.manifest.metadata.name, "")
+  value       = local.manifest.name
 }
 
 output "settings" {
@@ -31,4 +31,12 @@ output "peers" {
 output "tiers" {
   description = "Per cluster: its failover tier."
   value       = { for name, c in local.clusters : name => c.tier }
+}
+
+output "dns" {
+  description = "The manifest's DNS zones and, per zone, the NS names to delegate to from the parent zone (ns-<cluster>.<zone>) with their glue address from dns_advertise (null when not given)."
+  value = {
+    zones      = local.zones
+    delegation = local.dns_delegation
+  }
 }

@@ -1,20 +1,15 @@
-variable "manifest_path" {
-  description = "Path of the federation manifest (clusters.example.yaml is the worked example)."
+variable "manifest_json_path" {
+  description = "The federation manifest as `fedgate render clusters.yaml > federation.json` prints it: parsed and validated by fedgate itself, every default filled in."
   type        = string
 
   validation {
-    condition     = fileexists(var.manifest_path)
-    error_message = "The manifest file does not exist."
+    condition     = fileexists(var.manifest_json_path)
+    error_message = "The rendered manifest does not exist: run `fedgate render clusters.yaml > federation.json` first."
   }
 
   validation {
-    condition     = can(yamldecode(file(var.manifest_path)).clusters[0].name)
-    error_message = "The manifest is not YAML with a non-empty clusters list."
-  }
-
-  validation {
-    condition     = try(yamldecode(file(var.manifest_path)).kind, "") == "Federation" && try(yamldecode(file(var.manifest_path)).apiVersion, "") == "fedgate/v1"
-    error_message = "The manifest must have apiVersion fedgate/v1 and kind Federation."
+    condition     = try(jsondecode(file(var.manifest_json_path)).kind, "") == "Federation" && try(jsondecode(file(var.manifest_json_path)).apiVersion, "") == "fedgate/v1"
+    error_message = "The file is not the output of `fedgate render` (apiVersion fedgate/v1, kind Federation)."
   }
 }
 
@@ -75,14 +70,26 @@ variable "server_names" {
 }
 
 variable "listen" {
-  description = "Listen addresses inside the pod (the admin listener must be reachable by the kubelet probes); public_tls = \"\" turns the TLS listener off."
+  description = "Listen addresses inside the pod (the admin listener must be reachable by the kubelet probes); public_tls = \"\" turns the TLS listener off; dns = \"0.0.0.0:53\" turns the authoritative DNS listener on (UDP and TCP, docs/dns.md), \"\" (default) leaves it off."
   type = object({
     public     = optional(string, "0.0.0.0:8080")
     public_tls = optional(string, "0.0.0.0:8443")
     east_west  = optional(string, "0.0.0.0:15443")
     admin      = optional(string, "0.0.0.0:9901")
+    dns        = optional(string, "")
   })
   default = {}
+}
+
+variable "dns_advertise" {
+  description = "Per cluster: the public IP:port where resolvers reach its gateways' DNS listener (its load balancer, UDP and TCP 53). Published in the gateway record: the glue of the NS name ns-<cluster>.<zone>."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for c, a in var.dns_advertise : can(regex("^(\\[[0-9a-fA-F:.]+\\]|[0-9.]+):[0-9]+$", a))])
+    error_message = "dns_advertise values must be IP:port (IPv6 in brackets)."
+  }
 }
 
 variable "admin_token_file" {

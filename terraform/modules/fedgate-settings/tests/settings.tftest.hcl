@@ -1,9 +1,10 @@
 # terraform test: the settings rendered for every cluster of clusters.example.yaml.
-# Run from this module's directory (the paths below are relative to it).
+# Run from this module's directory (the paths below are relative to it). The fixtures
+# are `fedgate render` of the YAML beside them (tests/terraform checks they are current).
 
 variables {
-  manifest_path  = "../../../clusters.example.yaml"
-  etcd_endpoints = ["http://etcd-0.fedgate.acme.net:2379", "http://etcd-1.fedgate.acme.net:2379"]
+  manifest_json_path = "tests/fixtures/clusters.example.json"
+  etcd_endpoints     = ["http://etcd-0.fedgate.acme.net:2379", "http://etcd-1.fedgate.acme.net:2379"]
   vault = {
     addr         = "https://vault.acme.net:8200"
     trust_domain = "acme.net"
@@ -78,7 +79,7 @@ run "every_cluster_of_the_example" {
   }
 
   assert {
-    condition     = output.clusters["aws-eu-west-1"].namespaces == ["shop", "payments"] && output.clusters["onprem-fra1"].namespaces == [] && output.clusters["aws-us-east-1"].context == "aws-us-east-1"
+    condition     = output.clusters["aws-eu-west-1"].namespaces == tolist(["shop", "payments"]) && length(output.clusters["onprem-fra1"].namespaces) == 0 && output.clusters["aws-us-east-1"].context == "aws-us-east-1"
     error_message = "kubernetes discovery settings wrong"
   }
 
@@ -152,7 +153,7 @@ run "defaults_of_a_minimal_manifest" {
   command = apply
 
   variables {
-    manifest_path = "tests/fixtures/minimal.yaml"
+    manifest_json_path = "tests/fixtures/minimal.json"
   }
 
   assert {
@@ -161,13 +162,18 @@ run "defaults_of_a_minimal_manifest" {
   }
 
   assert {
-    condition     = output.peers == { "lab-a" = {}, "lab-b" = { "lab-a" = "https://10.1.2.3:15443" } }
-    error_message = "a cluster without gateway.eastWest is nobody's peer"
+    condition     = output.peers == { "lab-a" = { "lab-b" = "https://lab-b.example.net:15443" }, "lab-b" = { "lab-a" = "https://10.1.2.3:15443" } }
+    error_message = "each cluster has the other as its peer"
   }
 
   assert {
-    condition     = yamldecode(output.settings["lab-a"]).vault.pki.serverNames == ["10.1.2.3"] && yamldecode(output.settings["lab-b"]).vault.pki.serverNames == []
+    condition     = yamldecode(output.settings["lab-a"]).vault.pki.serverNames == ["10.1.2.3"] && yamldecode(output.settings["lab-b"]).vault.pki.serverNames == ["lab-b.example.net"]
     error_message = "server names of a manifest without services"
+  }
+
+  assert {
+    condition     = output.clusters["lab-a"].environment == "prod" && length(output.clusters["lab-a"].namespaces) == 0 && output.clusters["lab-a"].context == null
+    error_message = "the defaults fedgate filled in are used as they are"
   }
 }
 
@@ -175,8 +181,41 @@ run "refuses_a_file_that_is_not_a_federation" {
   command = plan
 
   variables {
-    manifest_path = "tests/fixtures/not-a-federation.yaml"
+    manifest_json_path = "tests/fixtures/not-a-federation.json"
   }
 
-  expect_failures = [var.manifest_path]
+  expect_failures = [var.manifest_json_path]
+}
+
+run "dns_listener_zones_and_delegation" {
+  command = apply
+
+  variables {
+    manifest_json_path = "tests/fixtures/dns.json"
+    listen             = { dns = "0.0.0.0:53" }
+    dns_advertise      = { "aws-1" = "203.0.113.53:53" }
+  }
+
+  assert {
+    condition     = alltrue([for name, text in output.settings : yamldecode(text).listen.dns == "0.0.0.0:53"])
+    error_message = "listen.dns not rendered"
+  }
+
+  assert {
+    condition     = yamldecode(output.settings["aws-1"]).dns.advertise == "203.0.113.53:53" && !can(yamldecode(output.settings["gcp-1"]).dns)
+    error_message = "dns.advertise rendered only where dns_advertise names the cluster"
+  }
+
+  assert {
+    condition = output.dns == {
+      zones = ["gslb.acme.com"]
+      delegation = {
+        "gslb.acme.com" = {
+          "ns-aws-1.gslb.acme.com" = "203.0.113.53"
+          "ns-gcp-1.gslb.acme.com" = null
+        }
+      }
+    }
+    error_message = "zones and NS delegation not rendered"
+  }
 }

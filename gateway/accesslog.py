@@ -1,0 +1,122 @@
+"""The access log of the data plane: one line per request, JSON (the shape structlog's
+``JSONRenderer`` gives: ``timestamp``, ``level``, ``event`` first) or console, written in
+batches (at most every 0.2 s or every 256 lines)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import TextIO
+
+from gateway.tracecontext import RequestTrace
+
+_FLUSH_INTERVAL = 0.2
+_FLUSH_LINES = 256
+
+escape = json.encoder.encode_basestring_ascii
+
+
+class AccessLog:
+    """Writes access-log lines in batches to a text stream."""
+
+    __slots__ = ("_flush_handle", "_pending", "_second", "_stamp", "prefix", "stream")
+
+    def __init__(self, stream: TextIO | None, prefix: str = ',"method":') -> None:
+        self.stream = stream
+        self.prefix = prefix  # the JSON fields between "event" and the method
+        self._pending: list[str] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._stamp = ""
+
+    def timestamp(self, now: float) -> str:
+        sec = int(now)
+        if sec != self._second:
+            self._second = sec
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._stamp}.{int((now - sec) * 1000):03d}Z"
+
+    def write(self, line: str) -> None:
+        pending = self._pending
+        pending.append(line)
+        if len(pending) >= _FLUSH_LINES:
+            self.flush()
+        elif self._flush_handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._flush_handle = loop.call_later(_FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        handle, self._flush_handle = self._flush_handle, None
+        if handle is not None:
+            handle.cancel()
+        if not self._pending:
+            return
+        data = "".join(self._pending)
+        self._pending.clear()
+        stream = self.stream if self.stream is not None else sys.stdout
+        try:
+            stream.write(data)
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken stream: logging never fails a request
+            pass
+
+    def json_line(
+        self,
+        trace: RequestTrace,
+        method: str,
+        host: str,
+        path: str,
+        service: str | None,
+        cluster: str | None,
+        upstream: str | None,
+        status: int,
+        duration: float,
+        client: str,
+        retries: int,
+        forwarded: bool,
+    ) -> str:
+        e = escape
+        tail = (
+            f',"trace_id":"{trace.trace_id}","span_id":"{trace.span_id}"}}\n'
+            if trace.trace_id
+            else "}\n"
+        )
+        return (
+            f'{{"timestamp":"{self.timestamp(time.time())}","level":"info",'
+            f'"event":"access"{self.prefix}{e(method)},"host":{e(host)},'
+            f'"path":{e(path)},"status":{status},"duration_ms":{duration * 1000.0:.3f},'
+            f'"service":{"null" if service is None else e(service)},'
+            f'"upstream_cluster":{"null" if cluster is None else e(cluster)},'
+            f'"upstream":{"null" if upstream is None else e(upstream)},'
+            f'"client":{e(client)},"retries":{retries},'
+            f'"forwarded":{"true" if forwarded else "false"}{tail}'
+        )
+
+    def console_line(
+        self,
+        trace: RequestTrace,
+        method: str,
+        host: str,
+        path: str,
+        service: str | None,
+        cluster: str | None,
+        upstream: str | None,
+        status: int,
+        duration: float,
+        client: str,
+        retries: int,
+    ) -> str:
+        now = time.time()
+        stamp = time.strftime("%H:%M:%S", time.localtime(now))
+        trace_part = f" trace={trace.trace_id}" if trace.trace_id else ""
+        return (
+            f"{stamp} access {client} {method} {host}{path} -> {status} "
+            f"{duration * 1000.0:.1f}ms service={service or '-'} cluster={cluster or '-'} "
+            f"upstream={upstream or '-'} retries={retries}{trace_part}\n"
+        )

@@ -1,0 +1,259 @@
+"""The callback fast path: a plain GET served without an ASGI task.
+
+It is an optimisation of the same state machine as the ASGI path, not a copy: it takes an
+:class:`~gateway.pipeline.Exchange` (the same placement, balancer, breaker, budget,
+recording and retry decision) and drives its first try by callbacks — the client
+protocol writes the upstream head straight onto an idle pooled connection, and the
+upstream connection's ``data_received`` writes the whole answer back. Only the common
+case qualifies (a known host, a plain route (no rules, no split) without access policy
+or rate limit, the local cluster first in the plan, an idle keep-alive connection to the
+picked endpoint); anything else declines before anything is counted. A try that fails
+in a retryable way hands its Exchange (trace, tries, tried endpoints, budget) to the ASGI
+path (:meth:`ListenerApp.resume`), and so does an answer whose body is still arriving.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
+from gateway import hygiene
+from gateway.cycles import FastCycle
+from gateway.failures import FailureKind, Reply, status_for
+from gateway.forward import relay
+from gateway.pipeline import Exchange
+from gateway.plane import Target
+from gateway.protocol import GatewayProtocol
+from gateway.proxy import UpstreamConnection
+from gateway.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from gateway.app import ListenerApp
+
+PING_PATH = "/__fedgate/ping"
+_NO_EXCLUDE: frozenset[str] = frozenset()
+_DROP = hygiene.RESPONSE_DROP
+_STATUS = FailureKind.STATUS
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+
+
+def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: FastCycle) -> bool:
+    """Start a callback exchange for this GET, or return False (nothing counted yet)."""
+    plane = app.plane
+    if not plane.fast_path:
+        return False
+    view, table = plane.current
+    headers = scope["headers"]
+    host_raw = None
+    for name, value in headers:
+        if name == b"host":
+            host_raw = value
+        elif name[:10] == b"x-fedgate-":
+            return False
+    if host_raw is None:
+        return False
+    host = plane.hosts.get(host_raw)
+    if host is None:
+        return False  # the ASGI path parses and caches it
+    path: str = scope["path"]
+    if "/." in path or (app.east_west and path == PING_PATH):
+        return False
+    match = table.match(host, path, "GET", headers, scope["query_string"])
+    if match is None or not match.plain:  # route rules and splits: the ASGI way applies them
+        return False
+    service = match.service
+    if service.access is not None or service.rate_limit is not None:
+        return False
+    plan = plane.placement.plan(view, service)
+    if not plan or plan[0] != plane.cluster:
+        return False
+    target = plane.local_target(service, plan[0], _NO_EXCLUDE)
+    if target is None:
+        return False
+    pool = plane.pool
+    conn = pool.take_idle(target.pool_key)
+    if conn is None:
+        return False
+    breaker = plane.breakers.get(service.name, plan[0], service.circuit_breaker)
+    if not breaker.try_acquire():
+        pool.put_back(conn)
+        return False
+    # committed: from here on this is the request's Exchange
+    client = scope.get("client")
+    client_ip = client[0] if client else "0.0.0.0"
+    trace = plane.telemetry.begin(headers)
+    now = conn.loop.time()
+    timeouts = service.timeouts
+    ex = Exchange(plane, view, service, b"GET", trace, plane.clock(), now + timeouts.request, plan)
+    ex.begin_try(target, breaker)
+    target_bytes: bytes = scope["raw_path"]
+    qs = scope["query_string"]
+    if qs:
+        target_bytes = target_bytes + b"?" + qs
+    head = hygiene.upstream_head(
+        b"GET",
+        target_bytes,
+        host_raw,
+        headers,
+        client_ip=client_ip,
+        scheme=app.scheme,
+        trust_forwarded=client_ip in plane.trusted,
+        traceparent=trace.traceparent or None,
+        hops=1,
+    )
+    plane.fast_served += 1
+    conn.listener = FastExchange(app, protocol, fast, ex, target, host, host_raw, path, client_ip)
+    # conn.write + conn.set_timeout inlined: an idle connection just taken from the pool
+    # has a transport, no error and no answer
+    conn.sent = True
+    transport = conn.transport
+    assert transport is not None
+    transport.write(head)
+    conn.deadline = now + min(ex.per_try, timeouts.request)
+    return True
+
+
+class FastExchange:
+    """One callback exchange: the upstream connection's listener (see :func:`try_fast`)."""
+
+    __slots__ = (
+        "app",
+        "client_ip",
+        "ex",
+        "fast",
+        "host",
+        "host_raw",
+        "path",
+        "protocol",
+        "target",
+    )
+
+    def __init__(
+        self,
+        app: ListenerApp,
+        protocol: GatewayProtocol,
+        fast: FastCycle,
+        ex: Exchange,
+        target: Target,
+        host: str,
+        host_raw: bytes,
+        path: str,
+        client_ip: str,
+    ) -> None:
+        self.app = app
+        self.protocol = protocol
+        self.fast = fast
+        self.ex = ex
+        self.target = target
+        self.host = host
+        self.host_raw = host_raw
+        self.path = path
+        self.client_ip = client_ip
+
+    def upstream_event(self, conn: UpstreamConnection) -> None:
+        conn.listener = None
+        ex = self.ex
+        plane = ex.plane
+        error = conn.error
+        if error is not None:
+            ex.record(False)
+            plane.pool.discard(conn)
+            ex.last = (status_for(error.kind), str(error))
+            if ex.retry(error.kind, status=None, sent=error.sent, replayable=True,
+                        now=conn.loop.time()):  # fmt: skip
+                self._fallback()  # tried again the ASGI way, as the same exchange
+                return
+            text = ex.last[1].encode() + b"\n"
+            self._answer(ex.last[0], [_TEXT], text, close=True)
+            return
+        status = conn.status
+        if status >= 500:
+            ex.record(False)
+            if ex.retry(_STATUS, status=status, sent=True, replayable=True, now=conn.loop.time()):
+                ex.last = (status, f"upstream answered {status}")
+                plane.http1.done(conn)
+                self._fallback()
+                return
+        else:
+            ex.record(True)
+        if not conn.complete:
+            # a body still on its way: relay it from a task, streaming
+            idle = ex.service.timeouts.request
+
+            async def relay_rest(scope: Scope, receive: Receive, send: Send) -> None:
+                code = conn.status
+                try:
+                    await relay(conn, plane.http1, send, receive, idle=idle, watch=True)
+                except Reply:
+                    code = 499
+                finally:
+                    self._end(code)
+
+            if not self.protocol.fast_fallback(self.fast, relay_rest):
+                plane.pool.discard(conn)
+                self._end(499)
+            return
+        whole = conn.take_all() or b""
+        plane.pool.release(conn)
+        # hygiene.response_headers and the serialization in one pass: hop-by-hop headers
+        # dropped; a Connection header naming other headers (rare) takes the long way
+        parts = [STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status]
+        has_length = False
+        drop = hygiene.RESPONSE_DROP_NO_BODY if status == 204 or status == 304 else _DROP
+        for name, value in conn.headers:
+            if name in drop:
+                if name == b"connection" and value != b"keep-alive" and value != b"close":
+                    self._answer(status, hygiene.response_headers(conn.headers, status), whole)
+                    return
+                continue
+            if name == b"content-length":
+                has_length = True
+            parts += (name, b": ", value, b"\r\n")
+        if not has_length and status != 204 and status != 304:
+            parts.append(b"content-length: %d\r\n" % len(whole))
+        fast = self.fast
+        if fast.keep_alive:
+            parts += (b"\r\n", whole)
+            self.protocol.fast_respond(b"".join(parts), fast)
+        else:
+            parts += (b"connection: close\r\n\r\n", whole)
+            self.protocol.fast_respond(b"".join(parts), fast, close=True)
+        self._end(status)
+
+    def _fallback(self) -> None:
+        resume = functools.partial(
+            self.app.resume, self.ex, self.host, self.host_raw, self.path, self.client_ip
+        )
+        if not self.protocol.fast_fallback(self.fast, resume):
+            self._end(499)  # the client is gone
+
+    def _answer(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, close: bool = False
+    ) -> None:
+        parts = [STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status]
+        has_length = False
+        for name, value in headers:
+            if name == b"content-length":
+                has_length = True
+            parts += (name, b": ", value, b"\r\n")
+        if not has_length and status != 204 and status != 304:
+            parts.append(b"content-length: %d\r\n" % len(body))
+        close = close or not self.fast.keep_alive
+        if close:
+            parts.append(b"connection: close\r\n")
+        parts += (b"\r\n", body)
+        self.protocol.fast_respond(b"".join(parts), self.fast, close=close)
+        self._end(status)
+
+    def _end(self, status: int) -> None:
+        ex = self.ex
+        plane = ex.plane
+        plane.telemetry.end(
+            ex.trace, method="GET", host=self.host, path=self.path,
+            service=ex.service.name, cluster=self.target.cluster,
+            upstream=self.target.address, status=status,
+            duration=plane.clock() - ex.start, client=self.client_ip, retries=ex.retries,
+            forwarded=False,
+        )  # fmt: skip

@@ -1,0 +1,204 @@
+"""The shared state of the request path (one :class:`DataPlane` per gateway process) and
+where a try goes (:class:`Target`: an endpoint of the local cluster or a remote cluster's
+east-west gateway)."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
+
+from federation.model import Endpoint, RoutingView, Service
+from gateway import hygiene
+from gateway.addresses import split_host_port
+from gateway.balancer import Balancer
+from gateway.config import DataPlaneSettings
+from gateway.latency import LatencyTracker
+from gateway.passive import PassiveStats
+from gateway.placement import Placement
+from gateway.proxy import UpstreamPool
+from gateway.ratelimit import RateLimiter
+from gateway.resilience import CircuitBreakers, RetryBudget
+from gateway.routing import RouteTable
+from gateway.telemetry import Telemetry
+from gateway.tls import TlsContexts, gateway_cluster, parse_spiffe_id
+from gateway.transport import Http1Transport
+from gateway.types import Scope, ViewHolder
+
+
+class Target:
+    """Where one try goes: an endpoint of the local cluster or a remote cluster's gateway.
+
+    ``protocol`` names the upstream transport (``http/1.1`` today); the data plane picks
+    the transport of a try by it (:meth:`DataPlane.transport`)."""
+
+    __slots__ = (
+        "address",
+        "cluster",
+        "host",
+        "pool_key",
+        "port",
+        "protocol",
+        "remote",
+        "server_hostname",
+        "ssl",
+    )
+
+    def __init__(
+        self,
+        cluster: str,
+        address: str,
+        host: str,
+        port: int,
+        *,
+        remote: bool,
+        ssl: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        protocol: str = "http/1.1",
+    ) -> None:
+        self.cluster = cluster
+        self.address = address
+        self.host = host
+        self.port = port
+        self.remote = remote
+        self.ssl = ssl
+        self.server_hostname = server_hostname
+        self.protocol = protocol
+        self.pool_key = (host, port, ssl is not None)  # UpstreamPool's key
+
+
+class DataPlane:
+    """The shared state of the request path (one per gateway process)."""
+
+    def __init__(
+        self,
+        *,
+        settings: DataPlaneSettings,
+        holder: ViewHolder,
+        placement: Placement,
+        balancer: Balancer,
+        breakers: CircuitBreakers,
+        budget: RetryBudget,
+        limiter: RateLimiter,
+        telemetry: Telemetry,
+        passive: PassiveStats,
+        tls: TlsContexts | None,
+        pool: UpstreamPool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.cluster = settings.cluster
+        self.cluster_bytes = settings.cluster.encode()
+        self.placement = placement
+        self.balancer = balancer
+        self.breakers = breakers
+        self.budget = budget
+        self.limiter = limiter
+        self.telemetry = telemetry
+        self.passive = passive
+        self.tls = tls
+        self.pool = pool or UpstreamPool()
+        self.http1 = Http1Transport(self.pool)
+        self.latency = LatencyTracker()
+        self.clock = clock
+        self.fast_path = settings.fast_path
+        self.trusted = hygiene.TrustedProxies(settings.trusted_proxies)
+        self.insecure_east_west = settings.insecure_east_west
+        self.trust_domain = settings.trust_domain
+        self._hop_peers: dict[str, bool] = {}  # peer identity -> may speak for a gateway
+        self.body_timeout = settings.limits.header_timeout  # idle limit while a body arrives
+        self._locals: dict[str, Target] = {}  # endpoint address -> target (immutable)
+        self.hosts: dict[bytes, str] = {}  # Host header -> host name (a parse cache)
+        self.fast_served = 0  # requests served by callbacks, without an ASGI task
+        self._remotes: dict[str, Target | None] = {}
+        self.route_builds = 0  # route tables (re)compiled: config changes only
+        self.current: tuple[RoutingView, RouteTable] = (holder.view, RouteTable.build(holder.view))
+        holder.subscribe(self._on_view)
+
+    def transport(self, target: Target) -> Http1Transport:
+        """The upstream transport of a try (one per protocol; HTTP/1.1 today)."""
+        return self.http1
+
+    def hop_trusted(self, scope: Scope) -> bool:
+        """May this east-west connection speak for another gateway (``x-fedgate-forwarded``
+        and ``x-fedgate-peer``)? Only when its verified client certificate is a gateway's
+        SPIFFE ID (``spiffe://<trust domain>/cluster/<name>/gateway``); any other peer
+        that merely chains to the CA is served as a direct client with its own identity.
+        In the development mode without TLS (``insecureEastWest``) there is no identity
+        to check."""
+        if self.insecure_east_west:
+            return True
+        peer = scope.get("fedgate.peer")
+        if not peer:
+            return False
+        ok = self._hop_peers.get(peer)
+        if ok is None:
+            domain = self.trust_domain
+            if domain is None:  # certificates from KV: the peer's own trust domain
+                parsed = parse_spiffe_id(peer)
+                domain = parsed[0] if parsed is not None else ""
+            ok = gateway_cluster(peer, domain) is not None
+            if len(self._hop_peers) > 1024:
+                self._hop_peers.clear()
+            self._hop_peers[peer] = ok
+        return ok
+
+    def _on_view(self, view: RoutingView) -> None:
+        before, table = self.current
+        if view is not before:
+            # the incremental view keeps ``services`` (the same object) on a runtime change:
+            # no route work at all; otherwise only the services that changed are rebuilt
+            if view.services is not before.services:
+                table = RouteTable.build(view, previous=table)
+                self.route_builds += 1
+            self.current = (view, table)  # one assignment: a consistent pair
+            self._remotes = {}
+            if len(self._locals) > 10000:
+                self._locals = {}
+
+    # ------------------------------------------------------------ targets
+    def local_target(
+        self, service: Service, cluster: str, exclude: AbstractSet[str]
+    ) -> Target | None:
+        view = self.current[0]
+        ep: Endpoint | None = self.balancer.pick(
+            service.name, cluster, view.endpoints_of(service.name, cluster), exclude=exclude
+        )
+        if ep is None:
+            return None
+        address = ep.address
+        target = self._locals.get(address)
+        if target is None or target.cluster != cluster:
+            try:
+                host, port = split_host_port(address)
+            except ValueError:
+                return None  # the view's validation keeps these out
+            target = self._locals[address] = Target(cluster, address, host, port, remote=False)
+        return target
+
+    def remote_target(self, view: RoutingView, cluster: str) -> Target | None:
+        if cluster in self._remotes:
+            return self._remotes[cluster]
+        target: Target | None = None
+        c = view.clusters.get(cluster)
+        url = c.east_west if c is not None else ""
+        scheme, sep, rest = url.partition("://")
+        hostport = rest.split("/", 1)[0] if sep else ""
+        if hostport and scheme in ("http", "https"):
+            try:
+                host, port = split_host_port(hostport, 443 if scheme == "https" else 80)
+            except ValueError:
+                host, port = "", 0
+            if not host:
+                pass
+            elif scheme == "https":
+                ctx = self.tls.east_west_client if self.tls is not None else None
+                if ctx is not None:
+                    target = Target(
+                        cluster, hostport, host, port, remote=True, ssl=ctx, server_hostname=host
+                    )
+            elif self.insecure_east_west:
+                target = Target(cluster, hostport, host, port, remote=True)
+        self._remotes[cluster] = target
+        return target

@@ -1,0 +1,141 @@
+"""Send one try to an upstream: the seam between the try loop and a wire protocol.
+
+The try loop (``gateway/forward.py``) hands a transport the target, the request (method,
+target, Host, the headers after hygiene, the body) and the deadlines, and gets back an
+:class:`UpstreamConnection` whose response head has arrived (``status``, ``headers``;
+``read_body()`` / ``take_all()`` for the body), or an
+:class:`~gateway.proxy.UpstreamError` whose ``kind`` is a
+:class:`~gateway.failures.FailureKind` and whose ``sent`` says whether any request byte
+left. After the answer: :meth:`Http1Transport.done` (reusable or not). A client-caused
+:class:`~gateway.failures.Reply` (body too slow, too large, client gone) passes through
+unchanged: the caller never records it against the upstream.
+
+One transport per upstream protocol; :class:`Http1Transport` is the pooled HTTP/1.1
+client of ``gateway/proxy.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Sequence
+from typing import Protocol
+
+from gateway.bodies import RequestBody
+from gateway.failures import FailureKind
+from gateway.proxy import UpstreamConnection, UpstreamError, UpstreamPool, request_head
+from gateway.types import Receive
+
+
+class TargetLike(Protocol):
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def ssl(self) -> ssl.SSLContext | None: ...
+    @property
+    def server_hostname(self) -> str | None: ...
+
+
+class Http1Transport:
+    """Tries over the pooled keep-alive HTTP/1.1 client."""
+
+    __slots__ = ("pool",)
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+
+    async def send(
+        self,
+        target: TargetLike,
+        *,
+        method: str,
+        path: bytes,
+        host: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: RequestBody,
+        receive: Receive,
+        connect_timeout: float,
+        per_try: float,
+        deadline: float,
+    ) -> UpstreamConnection:
+        """Send the request and wait for the response head (``per_try`` seconds from the
+        moment the request is sent; never past ``deadline``, a ``loop.time()``)."""
+        loop = asyncio.get_running_loop()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise UpstreamError(FailureKind.TIMEOUT, "request timeout", sent=False)
+        pool = self.pool
+        conn, _reused = await pool.acquire(
+            target.host,
+            target.port,
+            ssl_context=target.ssl,
+            server_hostname=target.server_hostname,
+            connect_timeout=min(connect_timeout, remaining),
+        )
+        conn.no_body = method == "HEAD"
+        head = request_head(method, path, host, headers, body.framing)
+        try:
+            if body.buffered:
+                conn.write(head + body.prefix if body.prefix else head)
+            else:
+                await _stream_body(conn, head, body, receive, deadline)
+            conn.set_timeout(max(0.0, min(per_try, deadline - loop.time())))
+            await conn.read_head()
+        except BaseException:
+            pool.discard(conn)
+            raise
+        return conn
+
+    def done(self, conn: UpstreamConnection, *, reuse: bool = True) -> None:
+        """The try's answer is over: keep the connection for another request if it can."""
+        if reuse:
+            if not conn.complete:
+                self.pool.discard(conn)
+                return
+            conn.take_all()
+            self.pool.release(conn)
+        else:
+            self.pool.discard(conn)
+
+
+async def _stream_body(
+    conn: UpstreamConnection, head: bytes, body: RequestBody, receive: Receive, deadline: float
+) -> None:
+    """Send the head, what was read ahead, then the rest of the body as it arrives; an
+    upstream that stops reading fails the try at the request's deadline."""
+    chunked = body.length is None
+    prefix = body.prefix
+    if prefix:
+        conn.write(head + (b"%x\r\n%b\r\n" % (len(prefix), prefix) if chunked else prefix))
+    else:
+        conn.write(head)
+    body.prefix = b""
+    loop = conn.loop
+    while True:
+        if conn.write_paused:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await conn.drain()
+            except TimeoutError:
+                raise UpstreamError(
+                    FailureKind.TIMEOUT, "upstream did not take the request body in time",
+                    sent=True,
+                ) from None  # fmt: skip
+        if conn.error is not None:
+            raise conn.error
+        if conn.status:  # the upstream answered early: stop sending
+            conn.keep_alive = False
+            return
+        if loop.time() >= deadline:
+            raise UpstreamError(FailureKind.TIMEOUT, "request timeout", sent=True)
+        msg = await body.next(receive)
+        chunk = msg.get("body", b"")
+        if chunk:
+            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+        if not msg.get("more_body", False):
+            if chunked:
+                conn.write(b"0\r\n\r\n")
+            body.done = True
+            return

@@ -165,8 +165,11 @@ async def http_probe(
         if writer is not None:
             writer.close()
             if ssl_context is None:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
+                # meets the inner's completion, and the probe loop would never stop
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.wait_closed(), 0.2)
+                    async with asyncio.timeout(0.2):
+                        await writer.wait_closed()
 
 
 # --------------------------------------------------------------------------- targets
@@ -245,10 +248,9 @@ class HealthReporter:
                         self._reconcile(view)
                         self._notify_local()
                 await self.publish()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._changed.wait(), timeout=min(0.5, self._stats_interval)
-                    )
+                with contextlib.suppress(TimeoutError):  # (asyncio.timeout: see above)
+                    async with asyncio.timeout(min(0.5, self._stats_interval)):
+                        await self._changed.wait()
                 self._changed.clear()
         finally:
             await self._stop_targets()

@@ -448,3 +448,25 @@ async def test_reporter_pings_east_west_over_tls(etcd: EtcdCluster, tmp_path: Pa
         await fed.stop()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_cancel_that_meets_a_change_stops_the_reporter(
+    fed: Federation, servers: list[TinyServer]
+) -> None:
+    """Cancelled while a probe's change wakes it: it stops (``asyncio.wait_for`` on 3.11
+    returned the wake-up and swallowed the cancel, and the reporter ran on forever)."""
+    b1 = await serve(servers, "127.0.0.15")
+    fed.holder.swap(make_view({"a": [b1.address]}, east_west={"a": "http://127.0.0.10:1", "b": ""}))
+    await fed.start()
+    await observation_matches(fed, ("web", "a"), state=HealthState.HEALTHY)
+    task = fed.task
+    assert task is not None
+    for _ in range(20):  # the reporter spends most of its time waiting for a change
+        await asyncio.sleep(0.05)
+        if not fed.reporter._changed.is_set():
+            break
+    fed.reporter._changed.set()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert done == {task}, "the reporter did not stop on cancel"
+    fed.task = None

@@ -8,7 +8,7 @@ import asyncio
 import json
 import sys
 import time
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from gateway.tracecontext import RequestTrace
 
@@ -16,6 +16,31 @@ _FLUSH_INTERVAL = 0.2
 _FLUSH_LINES = 256
 
 escape = json.encoder.encode_basestring_ascii
+
+
+class Extra(NamedTuple):
+    """The fields of a line beyond the routing decision."""
+
+    bytes_in: int = 0
+    bytes_out: int = 0
+    upstream_time: float | None = None
+    user_agent: str | None = None
+    protocol: str = "1.1"
+    request_id: str | None = None
+
+    def json(self) -> str:
+        e = escape
+        up = "null" if self.upstream_time is None else f"{self.upstream_time * 1000.0:.3f}"
+        return (
+            f',"bytes_in":{self.bytes_in},"bytes_out":{self.bytes_out},'
+            f'"upstream_ms":{up},'
+            f'"user_agent":{"null" if self.user_agent is None else e(self.user_agent)},'
+            f'"protocol":{e("HTTP/" + self.protocol)},'
+            f'"request_id":{"null" if self.request_id is None else e(self.request_id)}'
+        )
+
+
+NO_EXTRA = Extra()
 
 
 class AccessLog:
@@ -80,6 +105,7 @@ class AccessLog:
         client: str,
         retries: int,
         forwarded: bool,
+        extra: Extra = NO_EXTRA,
     ) -> str:
         e = escape
         tail = (
@@ -95,7 +121,7 @@ class AccessLog:
             f'"upstream_cluster":{"null" if cluster is None else e(cluster)},'
             f'"upstream":{"null" if upstream is None else e(upstream)},'
             f'"client":{e(client)},"retries":{retries},'
-            f'"forwarded":{"true" if forwarded else "false"}{tail}'
+            f'"forwarded":{"true" if forwarded else "false"}{extra.json()}{tail}'
         )
 
     def console_line(
@@ -111,6 +137,7 @@ class AccessLog:
         duration: float,
         client: str,
         retries: int,
+        extra: Extra = NO_EXTRA,
     ) -> str:
         now = time.time()
         stamp = time.strftime("%H:%M:%S", time.localtime(now))
@@ -118,5 +145,6 @@ class AccessLog:
         return (
             f"{stamp} access {client} {method} {host}{path} -> {status} "
             f"{duration * 1000.0:.1f}ms service={service or '-'} cluster={cluster or '-'} "
-            f"upstream={upstream or '-'} retries={retries}{trace_part}\n"
+            f"upstream={upstream or '-'} retries={retries} in={extra.bytes_in}B "
+            f"out={extra.bytes_out}B HTTP/{extra.protocol}{trace_part}\n"
         )

@@ -76,6 +76,9 @@ async def forward(
             )  # fmt: skip
         except UpstreamError as failure:
             ex.record(False)
+            ex.try_span(None, failure.kind)
+            if failure.kind is FailureKind.CONNECT:
+                plane.telemetry.connect_error(service.name, target.cluster)
             ex.last = (status_for(failure.kind), str(failure))
             if ex.retry(
                 failure.kind, status=None, sent=failure.sent, replayable=body.buffered,
@@ -90,6 +93,7 @@ async def forward(
             ex.record(None)  # cancelled: the client's connection is gone
             raise
         status = conn.status
+        ex.try_span(status, None)
         if status >= 500:
             ex.record(False)
             if ex.retry(
@@ -100,8 +104,8 @@ async def forward(
                 continue
         else:
             ex.record(True)
-        await relay(conn, transport, send, receive, idle=service.timeouts.request,
-                    watch=body.done, rules=response_rules)  # fmt: skip
+        ex.bytes_out = await relay(conn, transport, send, receive, idle=service.timeouts.request,
+                                   watch=body.done, rules=response_rules)  # fmt: skip
         return status
     raise Reply(*ex.last)
 
@@ -115,9 +119,10 @@ async def relay(
     idle: float,
     watch: bool,
     rules: HeaderRules | None = None,
-) -> None:
+) -> int:
     """Send the upstream's answer to the client, streaming its body; ``rules``: the
-    route's response header rules (at the gateway the client talks to)."""
+    route's response header rules (at the gateway the client talks to). Returns the
+    body bytes sent."""
     status = conn.status
     out = hygiene.response_headers(conn.headers, status)
     if rules is not None:
@@ -127,18 +132,20 @@ async def relay(
         transport.done(conn)
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": whole, "more_body": False})
-        return
+        return len(whole)
     conn.set_idle_timeout(idle)
     watcher: asyncio.Task[None] | None = None
     if watch:
         # a streamed answer: notice the client going away (receive() returns then)
         watcher = asyncio.ensure_future(_watch_disconnect(receive, conn))
+    sent = 0
     try:
         await send({"type": "http.response.start", "status": status, "headers": out})
         while True:
             chunk = await conn.read_body()
             if not chunk:
                 break
+            sent += len(chunk)
             try:
                 async with asyncio.timeout(idle):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -153,6 +160,7 @@ async def relay(
         if watcher is not None and not watcher.done():
             watcher.cancel()
     transport.done(conn)
+    return sent
 
 
 async def _watch_disconnect(receive: Receive, conn: UpstreamConnection) -> None:

@@ -154,6 +154,7 @@ class GatewayProcess:
             tracing=s.telemetry.tracing.enabled,
             otlp_endpoint=s.telemetry.tracing.otlp_endpoint,
             sample_ratio=s.telemetry.tracing.sample_ratio,
+            per_pair_limit=s.telemetry.metrics_per_pair,
         )
         placement = Placement(s.cluster)
         passive = PassiveStats()
@@ -398,7 +399,11 @@ class GatewayProcess:
     async def _report_certificates(self, vault: Any, registration: Any, telemetry: Any) -> None:
         while not self._stop.is_set():
             st = vault.status()
-            telemetry.set_certificate(st.get("cert_not_after"))
+            telemetry.set_certificate("public", st.get("public_not_after"))
+            east_west = getattr(vault, "east_west", None)
+            telemetry.set_certificate(
+                "east_west", east_west.not_after if east_west is not None else None
+            )
             if registration is not None:
                 registration.update(
                     cert_not_after=st.get("cert_not_after"),

@@ -93,12 +93,12 @@ def lint(families: Iterable[Metric]) -> list[str]:
                 problems.append(f"{where}: unit {unit!r} is not a base unit (seconds, bytes)")
         if "timestamp" in words and not name.endswith("_timestamp_seconds"):
             problems.append(f"{where}: a timestamp is named ..._timestamp_seconds")
-        if name.endswith("_expiry_seconds") or name.endswith("_time_seconds"):
-            if kind == "gauge" and "timestamp" not in words and name.startswith("fedgate_"):
-                problems.append(f"{where}: a point in time is named ..._timestamp_seconds")
-        if kind not in ("histogram", "summary", "gaugehistogram"):
-            if name.endswith(_RESERVED_SUFFIXES):
-                problems.append(f"{where}: suffix clashes with histogram/summary series")
+        point_in_time = name.endswith(("_expiry_seconds", "_time_seconds"))
+        if point_in_time and "timestamp" not in words and name.startswith("fedgate_"):
+            problems.append(f"{where}: a point in time is named ..._timestamp_seconds")
+        histogram = kind in ("histogram", "summary", "gaugehistogram")
+        if not histogram and name.endswith(_RESERVED_SUFFIXES):
+            problems.append(f"{where}: suffix clashes with histogram/summary series")
         if kind != "counter" and name.endswith("_total"):
             problems.append(f"{where}: _total is for counters only")
         if name.endswith("_info") and kind not in ("gauge", "info"):

@@ -55,11 +55,10 @@ class RequestMetrics:
 
     def __init__(self, const: Mapping[str, str]) -> None:
         self._const = dict(const)
+        # (service, cluster, status) -> [requests, retries, request bytes, response bytes]
         self.counts: dict[tuple[str, str, int], list[int]] = {}
         # (service, cluster) -> [bucket counts..., +Inf count, sum]
         self.hists: dict[tuple[str, str], list[float]] = {}
-        # service -> [retries, request bytes, response bytes]
-        self.per_service: dict[str, list[int]] = {}
         self.connect_errors: dict[tuple[str, str], list[int]] = {}
         self._nb = len(BUCKETS)
 
@@ -76,14 +75,11 @@ class RequestMetrics:
         key = (service, cluster, status)
         c = self.counts.get(key)
         if c is None:
-            c = self.counts[key] = [0]
+            c = self.counts[key] = [0, 0, 0, 0]
         c[0] += 1
-        s = self.per_service.get(service)
-        if s is None:
-            s = self.per_service[service] = [0, 0, 0]
-        s[0] += retries
-        s[1] += bytes_in
-        s[2] += bytes_out
+        c[1] += retries
+        c[2] += bytes_in
+        c[3] += bytes_out
         hkey = (service, cluster)
         h = self.hists.get(hkey)
         if h is None:
@@ -126,14 +122,22 @@ class RequestMetrics:
             buckets.append(("+Inf", cumulative))
             hist.add_metric([service, cluster], buckets, h[-1])
         yield hist
-        per_service = list(self.per_service.items())
+        per_service: dict[str, list[int]] = {}  # summed over clusters and codes at scrape
+        for (service, _, _), c in list(self.counts.items()):
+            s = per_service.get(service)
+            if s is None:
+                per_service[service] = c[1:]
+            else:
+                s[0] += c[1]
+                s[1] += c[2]
+                s[2] += c[3]
         for i, name, doc in (
             (0, "fedgate_upstream_retries", "Upstream tries after the first, by service."),
             (1, "fedgate_request_bytes", "Request body bytes received from clients, by service."),
             (2, "fedgate_response_bytes", "Response body bytes sent to clients, by service."),
         ):
             family = CounterMetricFamily(name, doc, labels=["service"])
-            for service, s in per_service:
+            for service, s in per_service.items():
                 family.add_metric([service], s[i])
             yield family
         errors = CounterMetricFamily(

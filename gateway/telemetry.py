@@ -35,7 +35,7 @@ from prometheus_client import (
 )
 
 from federation.model import RoutingView
-from gateway.accesslog import AccessLog, Extra
+from gateway.accesslog import AccessLog
 from gateway.accesslog import escape as _escape
 from gateway.metrics import BUCKETS, CONTENT_TYPE, NO_CLUSTER, NO_SERVICE, RequestMetrics
 from gateway.tracecontext import (
@@ -332,19 +332,19 @@ class Telemetry:
             elif name == b"x-request-id":
                 request_id = value.decode("latin-1")
         if self.access_log:
-            extra = Extra(bytes_in, bytes_out, upstream_time, agent, protocol, request_id)
             if self.log_format == "json":
                 self._log.write(
                     self._log.json_line(
                         trace, method, host, path, service, cluster, upstream, status, duration,
-                        client, retries, forwarded, extra,
+                        client, retries, forwarded, bytes_in, bytes_out, upstream_time, agent,
+                        protocol, request_id,
                     )
                 )  # fmt: skip
             else:
                 self._log.write(
                     self._log.console_line(
                         trace, method, host, path, service, cluster, upstream, status, duration,
-                        client, retries, extra,
+                        client, retries, bytes_in, bytes_out, protocol,
                     )
                 )  # fmt: skip
         if span is not None:

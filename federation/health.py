@@ -35,6 +35,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from federation import codec
+from federation.grpc_health import grpc_probe
 from federation.keys import KeyLayout
 from federation.model import HealthCheck, HealthState, Observation, RoutingView, Service
 
@@ -179,6 +180,7 @@ class _Target:
     path: str
     check: HealthCheck
     tls: bool = False
+    grpc: bool = False  # protocol: grpc -> grpc.health.v1.Health/Check (grpc_health.py)
     state: ProbeState = field(default_factory=ProbeState)
     task: asyncio.Task[None] | None = None
 
@@ -265,8 +267,9 @@ class HealthReporter:
                 if ep.routable:
                     key = ("endpoint", svc.name, ep.address)
                     wanted[key] = _Target(
-                        "endpoint", svc.name, ep.address, svc.health_check.path, svc.health_check
-                    )
+                        "endpoint", svc.name, ep.address, svc.health_check.path, svc.health_check,
+                        grpc=svc.protocol == "grpc",
+                    )  # fmt: skip
         for name, cluster in view.clusters.items():
             if name == self._cluster:
                 continue
@@ -301,6 +304,7 @@ class HealthReporter:
             current = self._targets.get(key)
             if current is not None:
                 current.check, current.path, current.tls = target.check, target.path, target.tls
+                current.grpc = target.grpc
                 current.state.healthy_after = target.check.healthy_after
                 current.state.unhealthy_after = target.check.unhealthy_after
                 continue
@@ -329,7 +333,7 @@ class HealthReporter:
             started = loop.time()
             try:
                 host, port = split_host_port(target.address)
-                ok = await http_probe(
+                ok = await (grpc_probe if target.grpc else http_probe)(
                     host,
                     port,
                     target.path,

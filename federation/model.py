@@ -24,6 +24,34 @@ CLOUDS: tuple[Cloud, ...] = ("aws", "gcp", "azure", "onprem", "other")
 
 FailoverPolicy = Literal["healthiest", "ordered"]
 RateLimitScope = Literal["gateway", "federation"]
+ServiceProtocol = Literal["http", "h2", "grpc"]  # what the backends speak
+# gRPC status names -> codes (retries.grpcStatus; gateway/h2/grpc.py)
+GRPC_STATUS_CODES: Mapping[str, int] = MappingProxyType(
+    {
+        name: code
+        for code, name in enumerate(
+            [
+                "OK",
+                "CANCELLED",
+                "UNKNOWN",
+                "INVALID_ARGUMENT",
+                "DEADLINE_EXCEEDED",
+                "NOT_FOUND",
+                "ALREADY_EXISTS",
+                "PERMISSION_DENIED",
+                "RESOURCE_EXHAUSTED",
+                "FAILED_PRECONDITION",
+                "ABORTED",
+                "OUT_OF_RANGE",
+                "UNIMPLEMENTED",
+                "INTERNAL",
+                "UNAVAILABLE",
+                "DATA_LOSS",
+                "UNAUTHENTICATED",
+            ]
+        )
+    }
+)
 DnsStrategy = Literal["healthiest", "ordered", "weighted", "nearest"]
 DNS_STRATEGIES: tuple[DnsStrategy, ...] = ("healthiest", "ordered", "weighted", "nearest")
 RETRY_CONDITIONS: frozenset[str] = frozenset(
@@ -247,6 +275,7 @@ class Retries:
     per_try_timeout: float = 2.0
     budget_percent: float = 20.0  # retries may add at most this share of requests
     on: frozenset[str] = frozenset({"connect-failure", "reset", "timeout", "502", "503", "504"})
+    grpc_status: frozenset[int] = frozenset({14})  # gRPC calls: retried on these (UNAVAILABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +351,7 @@ class Service:
     access: Access | None = None  # None: public
     timeouts: Timeouts = Timeouts()
     max_body_bytes: int | None = None  # None: unlimited (streamed)
+    protocol: ServiceProtocol = "http"  # h2 / grpc: HTTP/2 to the backends (gateway/h2)
     dns: ServiceDns = ServiceDns()
 
 

@@ -6,7 +6,8 @@ answer. The pieces live by concern:
   limit (429);
 * ``bodies.py``: the request body (buffered and replayable, or streamed; 408/413/499);
 * ``pipeline.py``: the try loop's state machine (:class:`Exchange`), shared by all paths;
-* ``transport.py``: sending one try to an upstream (HTTP/1.1 pool today);
+* ``transport.py``: sending one try to an upstream (HTTP/1.1 pool; HTTP/2 in
+  ``h2/transport.py``);
 * ``forward.py``: the ASGI try loop and the relay of the answer;
 * ``fastpath.py``: plain GETs served by callbacks, an optimisation of the same machine;
 * ``websocket.py``: WebSocket tunnels through the same admission and try loop.
@@ -150,7 +151,8 @@ class ListenerApp:
             body = RequestBody(
                 head.length, head.chunked, limit, plane.body_timeout, deadline, loop.time
             )
-            await body.read_ahead(receive)
+            if service.protocol == "http":  # h2/grpc stream it (gateway/h2/transport.py)
+                await body.read_ahead(receive)
             out_headers = upstream_headers(
                 plane, admitted, scope, self.scheme, trace.traceparent, east_west=self.east_west
             )
@@ -164,6 +166,7 @@ class ListenerApp:
                 headers=out_headers, body=body,
                 local=local_request(admitted, target, path, out_headers),
                 response_rules=answer_rules,
+                trailers="http.response.trailers" in (scope.get("extensions") or ()),
             )  # fmt: skip
         except Reply as r:
             status = r.status

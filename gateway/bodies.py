@@ -28,10 +28,13 @@ class RequestBody:
         "deadline",
         "done",
         "idle",
+        "keeping",
+        "kept",
         "length",
         "max",
         "prefix",
         "received",
+        "trailers",
     )
 
     def __init__(
@@ -53,6 +56,31 @@ class RequestBody:
         self.done = length is None and not chunked  # no body at all
         self.buffered = self.done
         self.received = 0
+        # a streamed body kept for replay as it goes out (the HTTP/2 transport:
+        # gateway/h2/transport.py): up to BUFFER_LIMIT bytes, past that not replayable
+        self.keeping = False
+        self.kept: list[bytes] | None = []
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # request trailers (HTTP/2)
+
+    @property
+    def replayable(self) -> bool:
+        """May a try that sent some of this body be followed by another?"""
+        return self.buffered or (self.keeping and self.kept is not None)
+
+    def keep(self, chunk: bytes) -> None:
+        """A streamed piece went out: keep it for a replay while under BUFFER_LIMIT."""
+        kept = self.kept
+        if kept is not None:
+            if self.received > BUFFER_LIMIT:
+                self.kept = None
+            else:
+                kept.append(chunk)
+
+    def count(self, n: int) -> None:
+        """``n`` more body bytes arrived (413 past the limit)."""
+        self.received += n
+        if self.max is not None and self.received > self.max:
+            raise Reply(413, "request body too large")
 
     @property
     def framing(self) -> bytes:
@@ -101,7 +129,5 @@ class RequestBody:
             raise Reply(499, "client disconnected")
         n = len(msg.get("body", b""))
         if n:
-            self.received += n
-            if self.max is not None and self.received > self.max:
-                raise Reply(413, "request body too large")
+            self.count(n)
         return msg

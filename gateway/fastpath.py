@@ -64,6 +64,8 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
     if match is None or not match.plain:  # route rules and splits: the ASGI way applies them
         return False
     service = match.service
+    if service.protocol != "http":
+        return False  # HTTP/2 upstreams (h2, grpc): the ASGI path's H2 transport
     if service.access is not None or service.rate_limit is not None:
         return False
     plan = plane.placement.plan(view, service)

@@ -20,7 +20,7 @@ import time
 
 from federation.model import RoutingView, Service
 from gateway.failures import FailureKind
-from gateway.plane import DataPlane, Target
+from gateway.plane import DataPlane, Target, upstream_protocol
 from gateway.resilience import IDEMPOTENT_METHODS, Breaker, retryable
 from gateway.telemetry import RequestTrace
 
@@ -121,7 +121,11 @@ class Exchange:
             target: Target | None
             tried = self.tried or _NOTHING
             if cluster != local:
-                target = None if self.forwarded else plane.remote_target(self.view, cluster)
+                target = (
+                    None
+                    if self.forwarded
+                    else plane.remote_target(self.view, cluster, upstream_protocol(service))
+                )
                 if target is not None and target.address in tried:
                     target = None
             else:
@@ -205,16 +209,25 @@ class Exchange:
             plane.placement.local_failure(self.service.name, target.cluster)
 
     def retry(
-        self, kind: FailureKind, *, status: int | None, sent: bool, replayable: bool, now: float
+        self,
+        kind: FailureKind,
+        *,
+        status: int | None,
+        sent: bool,
+        replayable: bool,
+        now: float,
+        judged: bool = False,
     ) -> bool:
         """After a failed try (recorded): may the request be tried again? If so the plan
-        advances (another endpoint of this cluster or the next cluster)."""
+        advances (another endpoint of this cluster or the next cluster). ``judged``: a
+        protocol's own rule found the answer retryable (a gRPC status in
+        ``retries.grpcStatus``), in place of ``retries.on`` and the method's idempotence."""
         cfg = self.service.retries
         if self.tries > cfg.attempts:
             return False
         if sent and not replayable:
             return False
-        if not retryable(
+        if not judged and not retryable(
             method=self.method, kind=kind, status=status, conditions=cfg.on, request_sent=sent
         ):
             return False

@@ -14,6 +14,8 @@ from gateway import hygiene
 from gateway.addresses import split_host_port
 from gateway.balancer import Balancer
 from gateway.config import DataPlaneSettings
+from gateway.h2.client import H2Pool
+from gateway.h2.transport import H2Transport
 from gateway.latency import LatencyTracker
 from gateway.passive import PassiveStats
 from gateway.placement import Placement
@@ -23,15 +25,16 @@ from gateway.resilience import CircuitBreakers, RetryBudget
 from gateway.routing import RouteTable
 from gateway.telemetry import Telemetry
 from gateway.tls import TlsContexts, gateway_cluster, parse_spiffe_id
-from gateway.transport import Http1Transport
+from gateway.transport import Http1Transport, Transport
 from gateway.types import Scope, ViewHolder
 
 
 class Target:
     """Where one try goes: an endpoint of the local cluster or a remote cluster's gateway.
 
-    ``protocol`` names the upstream transport (``http/1.1`` today); the data plane picks
-    the transport of a try by it (:meth:`DataPlane.transport`)."""
+    ``protocol`` names the upstream transport (``http/1.1``, or ``h2`` for the services
+    marked ``protocol: h2`` or ``grpc``); the data plane picks the transport of a try by
+    it (:meth:`DataPlane.transport`)."""
 
     __slots__ = (
         "address",
@@ -100,6 +103,8 @@ class DataPlane:
         self.tls = tls
         self.pool = pool or UpstreamPool()
         self.http1 = Http1Transport(self.pool)
+        self.h2_pool = H2Pool()  # protocol: h2 / grpc upstreams (gateway/h2)
+        self.h2 = H2Transport(self.h2_pool)
         self.latency = LatencyTracker()
         self.clock = clock
         self.fast_path = settings.fast_path
@@ -109,15 +114,17 @@ class DataPlane:
         self._hop_peers: dict[str, bool] = {}  # peer identity -> may speak for a gateway
         self.body_timeout = settings.limits.header_timeout  # idle limit while a body arrives
         self._locals: dict[str, Target] = {}  # endpoint address -> target (immutable)
+        self._locals_h2: dict[str, Target] = {}  # the same, for h2 / grpc services
         self.hosts: dict[bytes, str] = {}  # Host header -> host name (a parse cache)
         self.fast_served = 0  # requests served by callbacks, without an ASGI task
-        self._remotes: dict[str, Target | None] = {}
+        self._remotes: dict[tuple[str, str], Target | None] = {}
         self.current: tuple[RoutingView, RouteTable] = (holder.view, RouteTable.build(holder.view))
         holder.subscribe(self._on_view)
 
-    def transport(self, target: Target) -> Http1Transport:
-        """The upstream transport of a try (one per protocol; HTTP/1.1 today)."""
-        return self.http1
+    def transport(self, target: Target) -> Transport:
+        """The upstream transport of a try: by its target's protocol, which comes from the
+        service's (``http`` -> HTTP/1.1; ``h2`` and ``grpc`` -> HTTP/2)."""
+        return self.h2 if target.protocol == "h2" else self.http1
 
     def hop_trusted(self, scope: Scope) -> bool:
         """May this east-west connection speak for another gateway (``x-fedgate-forwarded``
@@ -150,6 +157,8 @@ class DataPlane:
             self._remotes = {}
             if len(self._locals) > 10000:
                 self._locals = {}
+            if len(self._locals_h2) > 10000:
+                self._locals_h2 = {}
 
     # ------------------------------------------------------------ targets
     def local_target(
@@ -162,18 +171,26 @@ class DataPlane:
         if ep is None:
             return None
         address = ep.address
-        target = self._locals.get(address)
+        cache = self._locals if service.protocol == "http" else self._locals_h2
+        target = cache.get(address)
         if target is None or target.cluster != cluster:
             try:
                 host, port = split_host_port(address)
             except ValueError:
                 return None  # the view's validation keeps these out
-            target = self._locals[address] = Target(cluster, address, host, port, remote=False)
+            target = cache[address] = Target(
+                cluster, address, host, port, remote=False, protocol=upstream_protocol(service)
+            )
         return target
 
-    def remote_target(self, view: RoutingView, cluster: str) -> Target | None:
-        if cluster in self._remotes:
-            return self._remotes[cluster]
+    def remote_target(
+        self, view: RoutingView, cluster: str, protocol: str = "http/1.1"
+    ) -> Target | None:
+        """The gateway of ``cluster``, spoken to in ``protocol`` (``h2`` for the services
+        whose own protocol is h2 or grpc: trailers cross east-west)."""
+        key = (cluster, protocol)
+        if key in self._remotes:
+            return self._remotes[key]
         target: Target | None = None
         c = view.clusters.get(cluster)
         url = c.east_west if c is not None else ""
@@ -190,9 +207,15 @@ class DataPlane:
                 ctx = self.tls.east_west_client if self.tls is not None else None
                 if ctx is not None:
                     target = Target(
-                        cluster, hostport, host, port, remote=True, ssl=ctx, server_hostname=host
-                    )
+                        cluster, hostport, host, port, remote=True, ssl=ctx,
+                        server_hostname=host, protocol=protocol,
+                    )  # fmt: skip
             elif self.insecure_east_west:
-                target = Target(cluster, hostport, host, port, remote=True)
-        self._remotes[cluster] = target
+                target = Target(cluster, hostport, host, port, remote=True, protocol=protocol)
+        self._remotes[key] = target
         return target
+
+
+def upstream_protocol(service: Service) -> str:
+    """The transport protocol of a service's tries (:attr:`Target.protocol`)."""
+    return "http/1.1" if service.protocol == "http" else "h2"

@@ -30,6 +30,7 @@ from gateway.addresses import split_host_port
 from gateway.app import listener_app
 from gateway.balancer import Balancer
 from gateway.config import DataPlaneSettings, raise_fd_limit
+from gateway.h2.listen import h2_limits, with_h2
 from gateway.passive import PassiveStats
 from gateway.placement import Placement
 from gateway.plane import DataPlane
@@ -174,6 +175,8 @@ class Gateway:
             keep_alive_timeout=limits.keep_alive_timeout,
             max_connections=limits.max_connections if name != "admin" else None,
         )
+        if name != "admin":  # HTTP/2: ALPN h2, or h2c with prior knowledge
+            http = with_h2(http, h2_limits(limits, limits.keep_alive_timeout))
         kwargs: dict[str, Any] = {}
         if ctx is not None:
             kwargs["ssl_context_factory"] = lambda _config, _default, c=ctx: c
@@ -225,6 +228,7 @@ class Gateway:
                 if transport is not None:
                     transport.close()
         self.pool.close()
+        self.plane.h2_pool.close()
         await self._close_all()
 
     async def _close_all(self) -> None:

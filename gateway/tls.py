@@ -57,6 +57,7 @@ def server_context(*, require_client_cert: bool = False) -> ssl.SSLContext:
     """A server context without material yet; ``require_client_cert`` for mutual TLS."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _harden(ctx)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])  # HTTP/2 (gateway/h2/listen.py)
     ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_NONE
     return ctx
 

@@ -10,8 +10,10 @@ left. After the answer: :meth:`Http1Transport.done` (reusable or not). A client-
 :class:`~gateway.failures.Reply` (body too slow, too large, client gone) passes through
 unchanged: the caller never records it against the upstream.
 
-One transport per upstream protocol; :class:`Http1Transport` is the pooled HTTP/1.1
-client of ``gateway/proxy.py``.
+One transport per upstream protocol (:class:`Transport`): :class:`Http1Transport` is the
+pooled HTTP/1.1 client of ``gateway/proxy.py``; ``gateway/h2/transport.py`` the
+multiplexed HTTP/2 one (``protocol: h2`` and ``grpc`` services). Both answer with an
+:class:`Answer`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.bodies import RequestBody
 from gateway.failures import FailureKind
@@ -38,10 +40,53 @@ class TargetLike(Protocol):
     def server_hostname(self) -> str | None: ...
 
 
+class Answer(Protocol):
+    """A try's answer whose head has arrived (what the relay reads)."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]: ...
+    @property
+    def complete(self) -> bool: ...
+    def take_all(self) -> bytes | None: ...
+    async def read_body(self) -> bytes: ...
+    def set_idle_timeout(self, seconds: float) -> None: ...
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    """Sends one try (see the module docstring)."""
+
+    @property
+    def watches_client(self) -> bool:
+        """Does the transport notice the client leaving by itself (no relay watcher)?"""
+        ...
+
+    async def send(
+        self,
+        target: TargetLike,
+        *,
+        method: str,
+        path: bytes,
+        host: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: RequestBody,
+        receive: Receive,
+        connect_timeout: float,
+        per_try: float,
+        deadline: float,
+    ) -> Answer: ...
+
+    def done(self, conn: Any, *, reuse: bool = True) -> None: ...
+
+
 class Http1Transport:
     """Tries over the pooled keep-alive HTTP/1.1 client."""
 
     __slots__ = ("pool",)
+
+    watches_client = False
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool

@@ -194,6 +194,12 @@ def _check_service(
             (*base, "retries", "perTryTimeout"),
             f"must not exceed timeouts.request ({_seconds(request)}), got {_seconds(per_try)}",
         )
+    retries = _section(service, "retries")
+    if "grpcStatus" in retries and service.get("protocol", "http") != "grpc":
+        doc.add(
+            (*base, "retries", "grpcStatus"),
+            "applies to gRPC calls only: set protocol: grpc on the service, or remove it",
+        )
     connect = _duration(service, "timeouts", "connect")
     if request is not None and connect is not None and connect > request:
         doc.add(

@@ -8,6 +8,7 @@ from types import MappingProxyType
 
 from federation.manifest import schema, values
 from federation.model import (
+    GRPC_STATUS_CODES,
     Access,
     CircuitBreaker,
     Cluster,
@@ -186,6 +187,7 @@ def service(doc: schema.ServiceDoc) -> Service:
             per_try_timeout=rt.per_try_timeout,
             budget_percent=rt.budget_percent,
             on=frozenset(rt.on),
+            grpc_status=frozenset(GRPC_STATUS_CODES[n] for n in rt.grpc_status),
         ),
         circuit_breaker=CircuitBreaker(
             max_pending=cb.max_pending,
@@ -196,6 +198,7 @@ def service(doc: schema.ServiceDoc) -> Service:
         access=access(doc.access) if doc.access is not None else None,
         timeouts=Timeouts(connect=to.connect, request=to.request, idle=to.idle),
         max_body_bytes=doc.max_body_bytes,
+        protocol=doc.protocol,
         dns=service_dns(doc.dns),
     )
 

@@ -23,7 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from federation.manifest import values
-from federation.model import RETRY_CONDITIONS
+from federation.model import GRPC_STATUS_CODES, RETRY_CONDITIONS
 
 T = TypeVar("T")
 
@@ -75,6 +75,17 @@ Url = Annotated[str, Strict(), AfterValidator(_checked(values.check_url))]
 AllowEntry = Annotated[str, Strict(), AfterValidator(_checked(values.check_allow_entry))]
 LimitKey = Annotated[str, Strict(), AfterValidator(_checked(values.check_limit_key))]
 RetryCondition = Annotated[str, BeforeValidator(_checked(_retry_condition))]
+
+
+def _grpc_status(value: object) -> str:
+    name = value.upper().replace("-", "_") if isinstance(value, str) else None
+    if name is None or name not in GRPC_STATUS_CODES or name == "OK":
+        known = ", ".join(n for n in GRPC_STATUS_CODES if n != "OK")
+        raise ValueError(f"unknown gRPC status {values.show_value(value)} (known: {known})")
+    return name
+
+
+GrpcStatus = Annotated[str, BeforeValidator(_checked(_grpc_status))]
 NonEmptyStr = Annotated[str, Strict(), Field(min_length=1)]
 HeaderName = Annotated[str, Strict(), AfterValidator(_checked(values.check_header_name))]
 HeaderValue = Annotated[str, Strict(), AfterValidator(_checked(values.check_header_value))]
@@ -331,6 +342,12 @@ class RetriesDoc(Doc):
         description="connect-failure | reset | timeout | 502 | 503 | 504 | 5xx. "
         "Default: [connect-failure, reset, timeout, 502, 503, 504].",
     )
+    grpc_status: list[GrpcStatus] = Field(
+        default=["UNAVAILABLE"],
+        alias="grpcStatus",
+        description="For protocol: grpc, a call answered with one of these gRPC statuses "
+        "(names, e.g. UNAVAILABLE, RESOURCE_EXHAUSTED) is tried again. Default: [UNAVAILABLE].",
+    )
 
 
 class CircuitBreakerDoc(Doc):
@@ -428,6 +445,12 @@ class ServiceDoc(Doc):
         ge=1,
         alias="maxBodyBytes",
         description="Request body limit (413 above). Default: null (unlimited, streamed).",
+    )
+    protocol: Literal["http", "h2", "grpc"] = Field(
+        default="http",
+        description="What the backends speak: http (HTTP/1.1), h2 (HTTP/2 with prior "
+        "knowledge) or grpc (HTTP/2; trailers, grpc-timeout, retries on grpc-status, "
+        "health checks through grpc.health.v1). Default: http.",
     )
     dns: ServiceDnsDoc = Field(
         default=ServiceDnsDoc(),

@@ -11,7 +11,8 @@ import dns.query
 import dns.rcode
 import pytest
 
-from federation.devstack.localfed import DEMO_ZONE, ClusterSpec, LocalFederation
+from federation.devstack.localfed import DEMO_HOST, DEMO_ZONE, ClusterSpec, LocalFederation
+from tests.support.wait import wait_for
 
 # a, b: tier 0; c: tier 1 (a CNAME entry); every cluster is a loopback address
 TOPOLOGY = (
@@ -77,10 +78,26 @@ def start(topology: tuple[ClusterSpec, ...] = TOPOLOGY, **kw: Any) -> DnsFederat
         raise
 
 
+def converged(fed: DnsFederation, timeout: float = 30.0) -> None:
+    """Every gateway's DNS names both tier-0 clusters for the demo host: each has seen
+    the other's health (a gateway that just started knows only its own cluster, so the
+    first answers may name fewer clusters; the tests assert the settled answer)."""
+    tier0 = sorted(["127.0.0.11", "127.0.0.12", *B_EXTRA])
+
+    def settled() -> bool:
+        return all(
+            addresses(ask(server(fed, name), DEMO_HOST, "A", use_edns=0, timeout=1.0)) == tier0
+            for name in fed.gateways
+        )
+
+    wait_for(settled, timeout=timeout, what="every gateway answers with both tier-0 clusters")
+
+
 @pytest.fixture(scope="module")
 def fed() -> Iterator[DnsFederation]:
     f = start()
     try:
+        converged(f)
         yield f
     finally:
         f.close()

@@ -9,7 +9,11 @@ watcher applied a view at or past its revision (CLOCK_MONOTONIC is shared by all
 processes on the machine). Prints p50 / p99 / max over all (write, watcher) pairs.
 
     .venv/bin/python bench/propagation.py [--watchers 10] [--writes 300] [--interval 0.02]
-                                          [--tmpfs]
+                                          [--tmpfs] [--tls]
+
+``--tls`` measures twice in the same run: plain etcd, then etcd over mutual TLS with
+``--client-cert-auth`` and authentication on (roles from ``fedgate etcd-bootstrap``):
+the watchers hold the gateway role's certificate, the writer discovery's.
 
 Goal on this machine: p99 <= 50 ms.
 """
@@ -29,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from federation import codec  # noqa: E402
-from federation.etcd import EtcdClient  # noqa: E402
+from federation.etcd import EtcdClient, EtcdTls  # noqa: E402
 from federation.keys import KeyLayout  # noqa: E402
 from federation.model import Endpoint, RoutingView  # noqa: E402
 
@@ -40,7 +44,14 @@ KEY = LAYOUT.endpoints("checkout", "aws-eu-west-1", "kubernetes")
 # ------------------------------------------------------------------ watcher process
 
 
-async def watcher_main(endpoints: str) -> None:
+def _tls_of(spec: str | None) -> EtcdTls | None:
+    if not spec:
+        return None
+    ca, cert, key = spec.split(",")
+    return EtcdTls(ca=ca, cert=cert, key=key)
+
+
+async def watcher_main(endpoints: str, tls: str | None = None) -> None:
     from federation.watch import ViewWatcher
 
     out = sys.stdout
@@ -49,7 +60,7 @@ async def watcher_main(endpoints: str) -> None:
         out.write(f"{view.revision} {time.monotonic():.6f}\n")
         out.flush()
 
-    client = EtcdClient(endpoints.split(","))
+    client = EtcdClient(endpoints.split(","), tls=_tls_of(tls))
     watcher = ViewWatcher(client, LAYOUT, on_view=on_view)
     task = asyncio.get_running_loop().create_task(watcher.run())
     await watcher.wait_ready(timeout=30)
@@ -88,14 +99,44 @@ async def read_reports(
 
 
 async def bench(args: argparse.Namespace) -> int:
+    modes = [False, True] if args.tls else [False]
+    results = {}
+    for tls in modes:
+        code, figures = await bench_once(args, tls=tls)
+        if code:
+            return code
+        results[tls] = figures
+    if args.tls:
+        (p50a, p99a), (p50b, p99b) = results[False], results[True]
+        print(
+            f"etcd TLS + auth on / plain: p50 {p50b:.1f} / {p50a:.1f} ms "
+            f"({p50b / p50a:.2f}x), p99 {p99b:.1f} / {p99a:.1f} ms ({p99b / p99a:.2f}x)"
+        )
+    return 0
+
+
+async def bench_once(args: argparse.Namespace, *, tls: bool) -> tuple[int, tuple[float, float]]:
+    from federation.etcd_roles import bootstrap
     from federation.manifest import load_manifest
     from federation.store import apply_federation
     from tests.support.etcd import EtcdCluster
 
-    base = args.base_dir
-    cluster = EtcdCluster(size=1, base_dir=base) if base else EtcdCluster(size=1)
+    base = Path(tempfile.mkdtemp(dir=args.base_dir)) if args.base_dir else None
+    cluster = EtcdCluster(size=1, base_dir=base, tls=tls) if base else EtcdCluster(size=1, tls=tls)
+    print(f"-- etcd {'over mutual TLS, auth on' if tls else 'plain'}")
     with cluster as etcd:
-        client = EtcdClient(etcd.endpoints)
+        watcher_tls = ""
+        writer: EtcdTls | None = None
+        if tls:
+            fed = load_manifest(ROOT / "clusters.example.yaml")
+            root = EtcdClient(etcd.endpoints, tls=etcd.client_tls("root"))
+            await apply_federation(root, LAYOUT, fed)
+            await bootstrap(root, LAYOUT, [c.name for c in fed.clusters])
+            await root.close()
+            gw = etcd.client_tls("fedgate-gateway-aws-eu-west-1")
+            watcher_tls = f"{gw.ca},{gw.cert},{gw.key}"
+            writer = etcd.client_tls("fedgate-discovery-aws-eu-west-1")
+        client = EtcdClient(etcd.endpoints, tls=writer)
         procs: list[asyncio.subprocess.Process] = []
         commits: list[float] = []
         reports: list[list[tuple[int, float]]] = []
@@ -108,6 +149,8 @@ async def bench(args: argparse.Namespace) -> int:
                     __file__,
                     "--watcher",
                     ",".join(etcd.endpoints),
+                    "--watcher-tls",
+                    watcher_tls,
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -119,7 +162,9 @@ async def bench(args: argparse.Namespace) -> int:
                 readies.append(ready)
                 readers.append(asyncio.create_task(read_reports(proc, applied, ready)))
             # the writer's gRPC channel is made after the children are forked
-            await apply_federation(client, LAYOUT, load_manifest(ROOT / "clusters.example.yaml"))
+            if not tls:
+                fed = load_manifest(ROOT / "clusters.example.yaml")
+                await apply_federation(client, LAYOUT, fed)
             await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
 
             sent: list[tuple[int, float]] = []  # (revision, time before the write)
@@ -171,7 +216,7 @@ async def bench(args: argparse.Namespace) -> int:
                 after_commit.append((at - started) * 1000 - commit)
     if not latencies:
         print("no latency measured")
-        return 1
+        return 1, (0.0, 0.0)
     p50 = statistics.median(latencies)
     p99 = percentile(latencies, 99)
     print(
@@ -192,7 +237,7 @@ async def bench(args: argparse.Namespace) -> int:
         f"etcd data on {'tmpfs (/dev/shm)' if args.base_dir else 'disk (/tmp)'}; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
-    return 0 if missing == 0 else 1
+    return (0 if missing == 0 else 1), (p50, p99)
 
 
 def main() -> int:
@@ -203,7 +248,11 @@ def main() -> int:
     parser.add_argument(
         "--tmpfs", action="store_true", help="etcd data in /dev/shm (no disk fsync cost)"
     )
+    parser.add_argument(
+        "--tls", action="store_true", help="also measure etcd over mutual TLS with auth on"
+    )
     parser.add_argument("--watcher", metavar="ENDPOINTS", help=argparse.SUPPRESS)
+    parser.add_argument("--watcher-tls", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     try:
         import uvloop
@@ -212,7 +261,7 @@ def main() -> int:
     except ImportError:  # pragma: no cover
         pass
     if args.watcher:
-        asyncio.run(watcher_main(args.watcher))
+        asyncio.run(watcher_main(args.watcher, args.watcher_tls or None))
         return 0
     args.base_dir = None
     if args.tmpfs and Path("/dev/shm").is_dir():

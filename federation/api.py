@@ -1,8 +1,10 @@
 """The admin API (Starlette): health probes, global health, route explanations, metrics,
 the status page and the API's OpenAPI document.
 
-Everything but ``/healthz``, ``/readyz``, ``/metrics`` (and the status page's static
-assets, which carry no data) needs ``Authorization: Bearer <token>``, compared in
+Everything but ``/healthz``, ``/readyz`` (and the status page's static assets, which
+carry no data) needs ``Authorization: Bearer <token>``; ``/metrics`` too, since it names
+services, clusters, health and certificate expiry, unless ``admin.publicMetrics: true``
+(a scraper that cannot send a bearer token). The token is compared in
 constant time; a refusal is ``401`` with ``WWW-Authenticate: Bearer``. ``GET /`` without
 a token answers ``401`` too, with the status page as body: the page asks for the token,
 keeps it in the browser's ``sessionStorage`` and sends it as a bearer header with every
@@ -175,6 +177,7 @@ def create_admin_app(
     ready: Callable[[], bool],
     status: Callable[[], dict[str, object]],
     clock: Callable[[], float] = time.time,
+    public_metrics: bool = False,
     trends: Trends | None = None,
     dns: DnsAdmin | None = None,
 ) -> Starlette:
@@ -326,7 +329,9 @@ def create_admin_app(
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"])
+        if public_metrics
+        else Route("/metrics", auth.protect(metrics)),
         Route("/v1/health/global", auth.protect(health_global)),
         Route("/v1/status", auth.protect(gateway_status)),
         Route("/v1/trends", auth.protect(trend_series)),

@@ -43,6 +43,15 @@ def version() -> str:
         return "unknown"
 
 
+_ETCD_CREDENTIALS = (
+    ("--etcd-cacert", "FEDGATE_ETCD_CACERT", "CA bundle that signed etcd's certificates"),
+    ("--etcd-cert", "FEDGATE_ETCD_CERT", "client certificate for etcd (its CN is the user)"),
+    ("--etcd-key", "FEDGATE_ETCD_KEY", "the client certificate's key"),
+    ("--etcd-user", "FEDGATE_ETCD_USER", "etcd user (with --etcd-password-file)"),
+    ("--etcd-password-file", "FEDGATE_ETCD_PASSWORD_FILE", "file holding the etcd password"),
+)
+
+
 def _etcd_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("etcd")
     g.add_argument(
@@ -56,6 +65,9 @@ def _etcd_flags(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("FEDGATE_ETCD_PREFIX"),
         help="etcd key prefix, starting and ending with / (FEDGATE_ETCD_PREFIX; default /fedgate/)",
     )
+    for flag, env, what in _ETCD_CREDENTIALS:
+        metavar = "USER" if flag == "--etcd-user" else "FILE"
+        g.add_argument(flag, default=os.environ.get(env), metavar=metavar, help=f"{what} ({env})")
 
 
 def _admin_flags(p: argparse.ArgumentParser) -> None:
@@ -186,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_colour_flag(p)
     _admin_flags(p)
 
+    p = sub.add_parser("etcd-bootstrap", help="create etcd's roles of least privilege")
+    p.add_argument("--manifest", help="take the cluster names from this manifest")
+    p.add_argument("--cluster", action="append", help="a cluster name (repeatable)")
+    p.add_argument("--passwords-dir", help="password users: DIR/<user>.password (0600)")
+    p.add_argument("--prune", action="store_true", help="delete roles of clusters not named")
+    _etcd_flags(p)
+
     p = sub.add_parser("demo", help="a whole federation on this machine, with a failover drill")
     p.add_argument(
         "--duration",
@@ -223,7 +242,7 @@ def check_etcd_flag(value: str | None) -> str | None:
 
 
 # commands that hold nothing to clean up: a signal ends them at once (see clikit)
-_IMMEDIATE = frozenset({"validate", "render", "apply", "health", "explain"})
+_IMMEDIATE = frozenset({"validate", "render", "apply", "health", "explain", "etcd-bootstrap"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,7 +267,7 @@ def _run(args: argparse.Namespace) -> int:
     def body() -> int:
         if hasattr(args, "etcd"):
             check_etcd_flag(args.etcd)
-        module = importlib.import_module(f"federation.commands.{args.command}")
+        module = importlib.import_module(f"federation.commands.{args.command.replace('-', '_')}")
         code: int = module.run(args)
         return code
 

@@ -4,6 +4,11 @@
 dataclass of ``federation.model`` (nested dataclasses, tuples, frozensets, mappings,
 enums, IP networks, optionals). Decoding is strict: an unknown or missing field, or a
 value of the wrong type, raises :class:`CodecError` with the field path.
+
+Every value is treated as hostile (``federation.limits``): size and nesting depth are
+checked before the JSON is parsed, NaN and Infinity are refused, lists are capped per
+key, and every decoded object is checked against the manifest schema's bounds. Any
+failure, whatever its cause, is a one-line :class:`CodecError`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import typing
 from collections.abc import Mapping
 from functools import cache
 from typing import Any, TypeVar, get_args, get_origin
+
+from federation import limits
 
 T = TypeVar("T")
 
@@ -54,23 +61,48 @@ def encode(obj: Any) -> bytes:
     return json.dumps(to_plain(obj), separators=(",", ":"), sort_keys=True).encode()
 
 
-def decode(cls: type[T], data: bytes | str) -> T:
+def _parse(data: bytes | str) -> Any:
     try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CodecError(f"not valid JSON: {exc}") from None
-    result: T = from_plain(cls, raw)
+        return limits.parse_json(data)
+    except ValueError as exc:
+        raise CodecError(str(exc)) from None
+
+
+def _guarded(fn: Any, *args: Any) -> Any:
+    """Run a decoding step; any failure (a bug, a RecursionError...) is a CodecError."""
+    try:
+        return fn(*args)
+    except CodecError:
+        raise
+    except limits.LimitError as exc:
+        raise CodecError(str(exc)) from None
+    except (RecursionError, MemoryError):
+        raise CodecError("value too complex to decode") from None
+    except Exception as exc:
+        raise CodecError(f"cannot decode: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+
+
+def _decode_one(cls: Any, raw: Any, path: str) -> Any:
+    obj = from_plain(cls, raw, path)
+    if dataclasses.is_dataclass(obj):
+        limits.check_model(obj, path)
+    return obj
+
+
+def decode(cls: type[T], data: bytes | str) -> T:
+    raw = _parse(data)
+    result: T = _guarded(_decode_one, cls, raw, "")
     return result
 
 
 def decode_list(cls: type[T], data: bytes | str) -> tuple[T, ...]:
-    try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CodecError(f"not valid JSON: {exc}") from None
+    raw = _parse(data)
     if not isinstance(raw, list):
         raise CodecError("expected a JSON list")
-    return tuple(from_plain(cls, item, f"[{i}]") for i, item in enumerate(raw))
+    limit, what = limits.list_limit(cls)
+    if len(raw) > limit:
+        raise CodecError(f"{len(raw)} {what} in one key (at most {limit})")
+    return tuple(_guarded(_decode_one, cls, item, f"[{i}]") for i, item in enumerate(raw))
 
 
 @cache

@@ -359,7 +359,7 @@ _ABSENT: tuple[Endpoint, ...] | None = None
 
 
 class EndpointDiscovery:
-    """Keeps ``endpoints/<service>/<cluster>/<source>`` in etcd equal to the EndpointSlices."""
+    """Keeps ``endpoints/<cluster>/<service>/<source>`` in etcd equal to the EndpointSlices."""
 
     def __init__(
         self,

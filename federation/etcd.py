@@ -20,28 +20,42 @@ transaction arrive in one batch (fragmentation is off).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-import aetcd
 import aetcd.rpc as rpc
 
+from federation.etcd_conn import Connection, EtcdAuth, EtcdTls, parse_target
+from federation.etcd_txn import Delete, Guard, Put, compare, request_op
+from federation.etcd_types import (
+    KV,
+    EtcdCompacted,
+    EtcdError,
+    EtcdUnavailable,
+    LeaseNotFound,
+    WatchBatch,
+    WatchEvent,
+)
+from federation.etcd_types import code_of as _code
+from federation.etcd_types import is_rpc_error as _is_rpc_error
+from federation.etcd_types import kv_of as _kv
+from federation.etcd_types import one_line as _one_line
 from federation.keys import range_end
 
 __all__ = [
     "KV",
     "Delete",
+    "EtcdAuth",
     "EtcdClient",
     "EtcdCompacted",
     "EtcdError",
+    "EtcdTls",
     "EtcdUnavailable",
     "Guard",
+    "LeaseNotFound",
     "Put",
     "WatchBatch",
     "WatchEvent",
@@ -67,113 +81,6 @@ _RETRIABLE = frozenset(
 _REQUIRE_LEADER = (("hasleader", "true"),)
 
 
-class EtcdError(Exception):
-    """An etcd call failed; the message is one line."""
-
-
-class EtcdUnavailable(EtcdError):
-    """Every endpoint failed (or the cluster has no leader); the message is one line."""
-
-
-class EtcdCompacted(EtcdError):
-    """The revision asked for was compacted away; reload from ``compact_revision``."""
-
-    def __init__(self, compact_revision: int) -> None:
-        super().__init__(f"etcd revision compacted (oldest kept: {compact_revision})")
-        self.compact_revision = compact_revision
-
-
-@dataclass(frozen=True, slots=True)
-class KV:
-    key: str
-    value: bytes
-    mod_revision: int
-    create_revision: int
-    lease: int
-
-
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
-    kind: Literal["put", "delete"]
-    kv: KV  # for a delete: key and mod_revision (the revision of the delete) only
-
-
-@dataclass(frozen=True, slots=True)
-class WatchBatch:
-    """One whole WatchResponse: every event of every transaction in it."""
-
-    revision: int  # header.revision: the store revision when the response was sent
-    events: tuple[WatchEvent, ...] = ()
-    created: bool = False
-    canceled: bool = False
-    compact_revision: int = 0
-    cancel_reason: str = ""
-
-    @property
-    def progress(self) -> bool:
-        """A progress notification (no events): the stream is alive."""
-        return not self.events and not self.created and not self.canceled
-
-    @property
-    def last_event_revision(self) -> int:
-        return max((e.kv.mod_revision for e in self.events), default=0)
-
-
-# ----------------------------------------------------------------------- transactions
-
-CompareTarget = Literal["mod", "create", "version"]
-CompareOp = Literal["==", "!=", "<", ">"]
-
-
-@dataclass(frozen=True, slots=True)
-class Guard:
-    """A transaction compare: ``target(key) op value``; with ``prefix`` every key under it."""
-
-    key: str
-    target: CompareTarget
-    op: CompareOp
-    value: int
-    prefix: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Put:
-    key: str
-    value: bytes
-    lease: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    key: str
-    prefix: bool = False
-
-
-_TARGETS = {"mod": "MOD", "create": "CREATE", "version": "VERSION"}
-_TARGET_FIELD = {"mod": "mod_revision", "create": "create_revision", "version": "version"}
-_RESULTS = {"==": "EQUAL", "!=": "NOT_EQUAL", "<": "LESS", ">": "GREATER"}
-
-
-def _compare(g: Guard) -> Any:
-    c = rpc.Compare()
-    c.key = g.key.encode()
-    if g.prefix:
-        c.range_end = range_end(c.key)
-    c.target = rpc.Compare.CompareTarget.Value(_TARGETS[g.target])
-    c.result = rpc.Compare.CompareResult.Value(_RESULTS[g.op])
-    setattr(c, _TARGET_FIELD[g.target], g.value)
-    return c
-
-
-def _request_op(op: Put | Delete) -> Any:
-    if isinstance(op, Put):
-        put = rpc.PutRequest(key=op.key.encode(), value=op.value, lease=op.lease or 0)
-        return rpc.RequestOp(request_put=put)
-    key = op.key.encode()
-    delete = rpc.DeleteRangeRequest(key=key, range_end=range_end(key) if op.prefix else b"")
-    return rpc.RequestOp(request_delete_range=delete)
-
-
 # -------------------------------------------------------------------------- helpers
 
 
@@ -189,70 +96,45 @@ def parse_endpoints(value: str | Sequence[str]) -> list[str]:
     return out
 
 
-def _host_port(endpoint: str) -> tuple[str, int]:
-    url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-    if url.scheme not in ("http", ""):
-        raise ValueError(f"unsupported etcd endpoint scheme (only http): {endpoint}")
-    if not url.hostname:
-        raise ValueError(f"not an etcd endpoint: {endpoint!r}")
-    try:
-        port = url.port or 2379
-    except ValueError:
-        raise ValueError(f"not an etcd endpoint: {endpoint!r}") from None
-    return url.hostname, port
-
-
-def _kv(kv: Any) -> KV:
-    return KV(
-        key=kv.key.decode("utf-8", "surrogateescape"),
-        value=bytes(kv.value),
-        mod_revision=int(kv.mod_revision),
-        create_revision=int(kv.create_revision),
-        lease=int(kv.lease),
-    )
-
-
-def _is_rpc_error(exc: BaseException) -> bool:
-    return isinstance(exc, rpc.AioRpcError)
-
-
-def _code(exc: Any) -> str:
-    try:
-        return str(exc.code().name)
-    except Exception:  # pragma: no cover - defensive
-        return "UNKNOWN"
-
-
-def _one_line(exc: BaseException) -> str:
-    if _is_rpc_error(exc):
-        e: Any = exc
-        details = (e.details() or "").strip().splitlines()
-        return f"{_code(e)}: {details[0] if details else 'no details'}"
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 # --------------------------------------------------------------------------- client
 
 
 class EtcdClient:
     """An etcd v3 client over several endpoints of one cluster."""
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = 2.0,
+        tls: EtcdTls | None = None,
+        auth: EtcdAuth | None = None,
+        tls_check_interval: float = 5.0,
+    ) -> None:
         eps = parse_endpoints(endpoints)
         if not eps:
             raise ValueError("no etcd endpoint given")
+        schemes = {parse_target(e)[0] for e in eps}
+        if len(schemes) > 1:
+            raise ValueError("etcd endpoints mix http:// and https://")
+        if tls is not None and schemes == {"http"}:
+            raise ValueError("etcd TLS settings given but the endpoints are http://")
         self._endpoints = eps
-        self._targets = [_host_port(e) for e in eps]
+        self._tls = tls
+        self._auth = auth
         self._timeout = timeout
         # one attempt on one member: shorter than the whole call, so a request stuck on a
         # member that lost its leader (a proposal dropped in an election) moves on in time
         self._attempt = max(0.5, timeout / 2)
-        self._clients: dict[int, Any] = {}
+        self._clients: dict[int, Connection] = {}
         self._index = 0
         self._connected: int | None = None  # index of the endpoint in use, once probed
         self._lock: asyncio.Lock | None = None
         self._closed = False
+        # rotated certificate files are picked up: their stamp is looked at every interval
+        self._tls_check_interval = tls_check_interval
+        self._tls_check_at = time.monotonic() + tls_check_interval
+        self._tls_stamp = tls.stamp() if tls is not None else None
 
     # -- endpoints
     @property
@@ -268,13 +150,26 @@ class EtcdClient:
     def timeout(self) -> float:
         return self._timeout
 
-    def _client_for(self, index: int) -> Any:
+    def _client_for(self, index: int) -> Connection:
         client = self._clients.get(index)
         if client is None:
-            host, port = self._targets[index]
-            client = aetcd.Client(host=host, port=port, options=dict(_CHANNEL_OPTIONS))
+            client = Connection(
+                self._endpoints[index],
+                options=dict(_CHANNEL_OPTIONS),
+                tls=self._tls,
+                auth=self._auth,
+                base_metadata=_REQUIRE_LEADER,
+                timeout=self._attempt,
+            )
             self._clients[index] = client
         return client
+
+    async def reload_tls(self) -> None:
+        """New client certificate files: close every channel; the next call reconnects."""
+        clients, self._clients = self._clients, {}
+        self._connected = None
+        for client in clients.values():
+            await client.close()
 
     def failed(self, index: int | None = None) -> None:
         """The current endpoint failed: the next call goes to the next one."""
@@ -332,8 +227,7 @@ class EtcdClient:
         self._connected = None
         clients, self._clients = self._clients, {}
         for client in clients.values():
-            with contextlib.suppress(Exception):  # closing a broken channel
-                await client.close()
+            await client.close()
 
     async def __aenter__(self) -> EtcdClient:
         await self.connect()
@@ -344,7 +238,13 @@ class EtcdClient:
     ) -> None:
         await self.close()
 
-    async def _current(self) -> tuple[int, Any]:
+    async def _current(self) -> tuple[int, Connection]:
+        if self._tls is not None and time.monotonic() >= self._tls_check_at:
+            self._tls_check_at = time.monotonic() + self._tls_check_interval
+            stamp = self._tls.stamp()
+            if stamp != self._tls_stamp:  # new certificate files: reconnect with them
+                self._tls_stamp = stamp
+                await self.reload_tls()
         await self.connect()
         index = self._index
         return index, self._client_for(index)
@@ -355,6 +255,7 @@ class EtcdClient:
         deadline = time.monotonic() + self._timeout
         attempts = 0  # endpoints tried
         rounds = 0  # backoff pauses taken
+        refreshed = False
         last = ""
         while True:
             try:
@@ -365,6 +266,7 @@ class EtcdClient:
             else:
                 endpoint = self._endpoints[index]
                 try:
+                    await client.authenticate()
                     return await fn(client)
                 except EtcdUnavailable as exc:  # raised by fn itself (a stream closed)
                     last = f"{endpoint}: {exc}"
@@ -376,6 +278,9 @@ class EtcdClient:
                     else:
                         code = _code(exc)
                         last = f"{endpoint}: {_one_line(exc)}"
+                        if code == "UNAUTHENTICATED" and client.refresh() and not refreshed:
+                            refreshed = True  # the token expired: authenticate, try again
+                            continue
                         if code not in _RETRIABLE or "larger than max" in last:
                             # a request over the server's size limit fails everywhere
                             raise EtcdError(f"etcd {what} failed: {_one_line(exc)}") from None
@@ -399,7 +304,7 @@ class EtcdClient:
     async def get(self, key: str) -> KV | None:
         async def fn(c: Any) -> Any:
             return await c.kvstub.Range(
-                rpc.RangeRequest(key=key.encode()), timeout=self._attempt, metadata=_REQUIRE_LEADER
+                rpc.RangeRequest(key=key.encode()), timeout=self._attempt, metadata=c.metadata
             )
 
         resp = await self._call("get", fn)
@@ -411,9 +316,7 @@ class EtcdClient:
         req = rpc.RangeRequest(key=key, range_end=range_end(key), revision=revision)
 
         async def fn(c: Any) -> Any:
-            return await c.kvstub.Range(
-                req, timeout=max(self._timeout, 10.0), metadata=_REQUIRE_LEADER
-            )
+            return await c.kvstub.Range(req, timeout=max(self._timeout, 10.0), metadata=c.metadata)
 
         try:
             resp = await self._call("range", fn)
@@ -427,7 +330,7 @@ class EtcdClient:
         req = rpc.PutRequest(key=key.encode(), value=value, lease=lease or 0)
 
         async def fn(c: Any) -> Any:
-            return await c.kvstub.Put(req, timeout=self._attempt, metadata=_REQUIRE_LEADER)
+            return await c.kvstub.Put(req, timeout=self._attempt, metadata=c.metadata)
 
         try:
             resp = await self._call("put", fn)
@@ -442,7 +345,7 @@ class EtcdClient:
         req = rpc.DeleteRangeRequest(key=k, range_end=range_end(k) if prefix else b"")
 
         async def fn(c: Any) -> Any:
-            return await c.kvstub.DeleteRange(req, timeout=self._attempt, metadata=_REQUIRE_LEADER)
+            return await c.kvstub.DeleteRange(req, timeout=self._attempt, metadata=c.metadata)
 
         resp = await self._call("delete", fn)
         return int(resp.header.revision)
@@ -455,13 +358,13 @@ class EtcdClient:
     ) -> tuple[bool, int]:
         """One transaction: (whether every guard held, revision after it)."""
         req = rpc.TxnRequest(
-            compare=[_compare(g) for g in guards],
-            success=[_request_op(op) for op in success],
-            failure=[_request_op(op) for op in failure],
+            compare=[compare(g) for g in guards],
+            success=[request_op(op) for op in success],
+            failure=[request_op(op) for op in failure],
         )
 
         async def fn(c: Any) -> Any:
-            return await c.kvstub.Txn(req, timeout=self._timeout, metadata=_REQUIRE_LEADER)
+            return await c.kvstub.Txn(req, timeout=self._timeout, metadata=c.metadata)
 
         resp = await self._call("txn", fn, idempotent=False)
         return bool(resp.succeeded), int(resp.header.revision)
@@ -470,18 +373,29 @@ class EtcdClient:
         req = rpc.CompactionRequest(revision=revision, physical=physical)
 
         async def fn(c: Any) -> Any:
-            return await c.kvstub.Compact(req, timeout=max(self._timeout, 10.0))
+            return await c.kvstub.Compact(
+                req, timeout=max(self._timeout, 10.0), metadata=c.metadata
+            )
 
         await self._call("compact", fn)
+
+    # -- authentication and roles (fedgate etcd-bootstrap)
+    async def auth_call(self, method: str, request: Any) -> Any:
+        """One call of etcd's Auth service (``RoleAdd``, ``UserGrantRole``...): its response."""
+
+        async def fn(c: Any) -> Any:
+            return await getattr(c.authstub, method)(
+                request, timeout=self._attempt, metadata=c.metadata
+            )
+
+        return await self._call(f"auth {method}", fn, idempotent=False)
 
     # -- leases
     async def grant_lease(self, ttl: float) -> int:
         req = rpc.LeaseGrantRequest(TTL=max(1, math.ceil(ttl)))
 
         async def fn(c: Any) -> Any:
-            return await c.leasestub.LeaseGrant(
-                req, timeout=self._attempt, metadata=_REQUIRE_LEADER
-            )
+            return await c.leasestub.LeaseGrant(req, timeout=self._attempt, metadata=c.metadata)
 
         resp = await self._call("lease grant", fn)
         if resp.error:
@@ -492,9 +406,7 @@ class EtcdClient:
         req = rpc.LeaseRevokeRequest(ID=lease_id)
 
         async def fn(c: Any) -> Any:
-            return await c.leasestub.LeaseRevoke(
-                req, timeout=self._attempt, metadata=_REQUIRE_LEADER
-            )
+            return await c.leasestub.LeaseRevoke(req, timeout=self._attempt, metadata=c.metadata)
 
         try:
             await self._call("lease revoke", fn)
@@ -506,7 +418,7 @@ class EtcdClient:
         """Refresh a lease once: its new TTL in seconds, or 0 when it has expired."""
 
         async def fn(c: Any) -> Any:
-            call = c.leasestub.LeaseKeepAlive(timeout=self._attempt, metadata=_REQUIRE_LEADER)
+            call = c.leasestub.LeaseKeepAlive(timeout=self._attempt, metadata=c.metadata)
             try:
                 await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
                 resp = await call.read()
@@ -525,7 +437,7 @@ class EtcdClient:
 
         async def fn(c: Any) -> Any:
             return await c.leasestub.LeaseTimeToLive(
-                req, timeout=self._attempt, metadata=_REQUIRE_LEADER
+                req, timeout=self._attempt, metadata=c.metadata
             )
 
         resp = await self._call("lease ttl", fn)
@@ -541,8 +453,6 @@ class EtcdClient:
         ``start_revision`` was compacted, :class:`EtcdUnavailable` when no endpoint
         takes the watch.
         """
-        index, client = await self._current()
-        stream = WatchStream(self, index, client, timeout=self._timeout)
         key = prefix.encode()
         create = rpc.WatchCreateRequest(
             key=key,
@@ -551,16 +461,30 @@ class EtcdClient:
             progress_notify=progress_notify,
             fragment=False,
         )
-        try:
-            await stream._open(create)
-        except BaseException:
-            await stream.aclose()
-            raise
-        return stream
-
-
-class LeaseNotFound(EtcdError):
-    """The lease named in a call does not exist (it expired or was revoked)."""
+        for attempt in range(2):
+            index, client = await self._current()
+            try:
+                await client.authenticate()
+            except Exception as exc:
+                if not _is_rpc_error(exc):
+                    raise
+                raise EtcdError(f"etcd watch failed: {_one_line(exc)}") from None
+            stream = WatchStream(self, index, client, timeout=self._timeout)
+            try:
+                await stream._open(create)
+            except EtcdUnavailable as exc:
+                await stream.aclose()
+                # an expired token: the watch is refused ("invalid auth token", or etcd
+                # 3.5's "permission denied" for a stream without a valid user): once more
+                stale = "invalid auth token" in str(exc) or "permission denied" in str(exc)
+                if attempt == 0 and stale and client.refresh():
+                    continue
+                raise
+            except BaseException:
+                await stream.aclose()
+                raise
+            return stream
+        raise EtcdUnavailable("etcd watch: unreachable")  # pragma: no cover - loop returns
 
 
 class WatchStream:
@@ -581,7 +505,7 @@ class WatchStream:
 
     async def _open(self, create: Any) -> None:
         stub = rpc.WatchStub(self._aclient.channel)
-        self._call = stub.Watch(metadata=_REQUIRE_LEADER)
+        self._call = stub.Watch(metadata=self._aclient.metadata)
 
         async def create_watch() -> WatchBatch:
             await self._call.write(rpc.WatchRequest(create_request=create))

@@ -10,7 +10,7 @@ key                                         value                       written 
 ``{p}clusters/{cluster}``                   Cluster                     fedgate apply
 ``{p}services/{service}``                   Service                     fedgate apply
 ``{p}gateways/{cluster}/{gateway}``         GatewayRecord               gateway, lease
-``{p}endpoints/{service}/{cluster}/{src}``  [Endpoint, ...]             discovery, lease
+``{p}endpoints/{cluster}/{service}/{src}``  [Endpoint, ...]             discovery, lease
 ``{p}health/{observer}``                    [Observation, ...]          gateway, lease
 ``{p}ratelimit/{service}``                  (reserved)                  -
 ``{p}generation``                           {"generation", "applied"}   fedgate apply
@@ -20,6 +20,15 @@ key                                         value                       written 
 ``fedgate apply`` owns ``federation``, ``clusters/`` and ``services/`` (the *config*
 keys); everything else is written under a lease by the process that knows the fact,
 so it vanishes with that process.
+
+Keys that one cluster's processes write start with the cluster's name right after the
+kind (``gateways/{cluster}/``, ``endpoints/{cluster}/``): etcd grants permissions on
+key *ranges*, so "this cluster's endpoints" must be one prefix. :data:`WRITERS` says who
+writes each kind and whether the grant is per cluster; ``fedgate etcd-bootstrap``
+turns it into etcd roles (``docs/security.md``). A new kind is one line there.
+
+Endpoint keys are written cluster first but parsed back to ``(service, cluster,
+source)``, the order every consumer uses.
 """
 
 from __future__ import annotations
@@ -42,6 +51,60 @@ class Kind(StrEnum):
 
 
 CONFIG_KINDS = frozenset({Kind.FEDERATION, Kind.CLUSTER, Kind.SERVICE, Kind.GENERATION})
+
+
+class Writer(StrEnum):
+    """Who holds write access to a kind of key (one etcd role each; see docs/security.md)."""
+
+    OPERATOR = "operator"  # fedgate apply
+    GATEWAY = "gateway"  # one cluster's gateways
+    DISCOVERY = "discovery"  # one cluster's endpoint discovery
+
+
+def role_name(writer: Writer, cluster: str | None = None) -> str:
+    """The etcd role (and user, and client certificate CN) of a writer: fedgate-gateway-a."""
+    return f"fedgate-{writer.value}" + (f"-{cluster}" if cluster else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Write access to one folder (or one key) under the prefix."""
+
+    folder: str  # "clusters", "gateways", ... (a Kind's value or a folder another part adds)
+    writers: frozenset[Writer]
+    per_cluster: bool = False  # the grant is ``{p}{folder}/{cluster}/``
+    single_key: bool = False  # ``{p}{folder}`` itself, not a folder
+
+    def key_range(self, prefix: str, cluster: str | None) -> tuple[str, bool]:
+        """(key, is_prefix) for this grant under ``prefix``, for ``cluster`` if per cluster."""
+        if self.single_key:
+            return f"{prefix}{self.folder}", False
+        if self.per_cluster:
+            if not cluster:
+                raise ValueError(f"the grant on {self.folder}/ needs a cluster")
+            return f"{prefix}{self.folder}/{cluster}/", True
+        return f"{prefix}{self.folder}/", True
+
+
+# Everything else under the prefix is read-only for every role but the operator's.
+_OP, _GW, _DISC = (frozenset({w}) for w in (Writer.OPERATOR, Writer.GATEWAY, Writer.DISCOVERY))
+
+WRITERS: tuple[Grant, ...] = (
+    Grant(Kind.FEDERATION.value, _OP, single_key=True),
+    Grant(Kind.CLUSTER.value, _OP),
+    Grant(Kind.SERVICE.value, _OP),
+    Grant(Kind.GENERATION.value, _OP, single_key=True),  # the applied generation
+    Grant(Kind.APPLYING.value, _OP, single_key=True),  # the apply barrier
+    Grant(Kind.GATEWAY.value, _GW, per_cluster=True),
+    Grant(Kind.HEALTH.value, _GW),  # health/{gateway id}: not per cluster (see security.md)
+    # discovery runs inside the gateway (``fedgate serve``) or on its own
+    Grant(Kind.ENDPOINTS.value, _GW | _DISC, per_cluster=True),
+)
+
+
+def grants_of(writer: Writer) -> tuple[Grant, ...]:
+    return tuple(g for g in WRITERS if writer in g.writers)
+
 
 # how many path parts follow the kind's folder
 _ARITY = {
@@ -100,7 +163,7 @@ class KeyLayout:
         return f"{self.prefix}{Kind.GATEWAY}/{cluster}/{gateway_id}"
 
     def endpoints(self, service: str, cluster: str, source: str) -> str:
-        return f"{self.prefix}{Kind.ENDPOINTS}/{service}/{cluster}/{source}"
+        return f"{self.prefix}{Kind.ENDPOINTS}/{cluster}/{service}/{source}"
 
     def health(self, observer: str) -> str:
         return f"{self.prefix}{Kind.HEALTH}/{observer}"
@@ -136,6 +199,8 @@ class KeyLayout:
         parts = tuple(tail.split("/")) if tail else ()
         if len(parts) != _ARITY[kind] or any(not p for p in parts):
             return None
+        if kind is Kind.ENDPOINTS:  # stored cluster first (a per-cluster prefix)
+            parts = (parts[1], parts[0], parts[2])
         return ParsedKey(kind, parts)
 
     @property

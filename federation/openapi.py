@@ -380,8 +380,9 @@ def openapi_document(*, clusters: Sequence[str] = ()) -> dict[str, Any]:
             "description": (
                 "Health probes, the global health of the federation, route explanations, "
                 "Prometheus metrics and the status page of a fedgate gateway. Everything "
-                "but /healthz, /readyz, /metrics and the status page's static assets needs "
-                "`Authorization: Bearer <token>`."
+                "but /healthz, /readyz and the status page's static assets needs "
+                "`Authorization: Bearer <token>` (/metrics too, unless the gateway sets "
+                "admin.publicMetrics: true)."
             ),
         },
         "security": [{"bearerAuth": []}],
@@ -412,12 +413,12 @@ def openapi_document(*, clusters: Sequence[str] = ()) -> dict[str, Any]:
                 "get": {
                     "operationId": "metrics",
                     "summary": "Prometheus text exposition format.",
-                    "security": public,
                     "responses": {
                         "200": {
                             "description": "The gateway's metrics.",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        "401": {"description": "Missing or invalid bearer token."},
                     },
                 }
             },

@@ -28,6 +28,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -112,11 +113,47 @@ class DnsSettings(_Model):
     _hp = field_validator("advertise")(_check_hostport)
 
 
+class EtcdTlsSettings(_Model):
+    """PEM files: etcd's CA, this gateway's client certificate (CN = its etcd user) and key."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    # issue the client certificate from Vault PKI with this role (CN = the gateway's etcd
+    # role, fedgate-gateway-<cluster>), written to cert/key and renewed with the others
+    vault_role: str | None = Field(default=None, alias="vaultRole")
+
+    @model_validator(mode="after")
+    def _vault_files(self) -> EtcdTlsSettings:
+        if self.vault_role and not (self.cert and self.key):
+            raise ValueError("vaultRole needs cert and key: where the issued files are written")
+        return self
+
+
 class EtcdSettings(_Model):
     endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
     prefix: str = DEFAULT_PREFIX
     lease_ttl: Duration = Field(default=5.0, alias="leaseTtl")
     dial_timeout: Duration = Field(default=2.0, alias="dialTimeout")
+    tls: EtcdTlsSettings | None = None  # with https:// endpoints
+    username: str | None = None  # password authentication (else the certificate's CN)
+    password_file: str | None = Field(default=None, alias="passwordFile")
+
+    def client_options(self) -> dict[str, Any]:
+        """``EtcdClient`` keyword arguments (``tls``, ``auth``); SettingsError when unusable."""
+        from federation.etcd_conn import credentials
+
+        tls = self.tls or EtcdTlsSettings()
+        try:
+            return credentials(
+                cacert=tls.ca,
+                cert=tls.cert,
+                key=tls.key,
+                user=self.username,
+                password_file=self.password_file,
+            )
+        except ValueError as exc:
+            raise SettingsError(f"etcd: {exc}") from None
 
     @field_validator("prefix")
     @classmethod
@@ -174,11 +211,51 @@ class VaultSettings(_Model):
     pki: VaultPki | None = VaultPki()
     kv: VaultKv | None = None
     ca_cert: str | None = Field(default=None, alias="caCert")  # to verify Vault itself
+    # development only: a remote http:// Vault (tokens and private keys in clear)
+    insecure: bool = False
+    # where the last issued material is kept for a start during a Vault outage
+    # (default: <snapshot>.tls next to the view snapshot; see docs/security.md)
+    material_cache: str | None = Field(default=None, alias="materialCache")
+
+    @field_validator("addr")
+    @classmethod
+    def _addr(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"expected http(s)://host:port, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _remote_http(self) -> VaultSettings:
+        if self.addr.startswith("http://") and not self.insecure and not _is_loopback(self.addr):
+            raise ValueError(
+                f"vault.addr {self.addr} is remote plain HTTP (tokens and keys in clear): "
+                "use https://, or set vault.insecure: true for development"
+            )
+        return self
+
+
+def _is_loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+MIN_ADMIN_TOKEN_BYTES = 16
 
 
 class AdminSettings(_Model):
     token_file: str | None = Field(default=None, alias="tokenFile")
     token: str | None = None  # for development; tokenFile or FEDGATE_ADMIN_TOKEN preferred
+    # /metrics without the token (it reveals services, clusters, health, certificate expiry)
+    public_metrics: bool = Field(default=False, alias="publicMetrics")
+    # serve the admin API over TLS with the gateway's Vault-issued public certificate
+    tls: bool = False
 
 
 class Limits(_Model):
@@ -235,16 +312,34 @@ class GatewaySettings(_Model):
     def admin_token(self) -> str | None:
         """The admin bearer token: FEDGATE_ADMIN_TOKEN, then tokenFile, then token."""
         env = os.environ.get("FEDGATE_ADMIN_TOKEN")
-        if env:
-            return env.strip()
+        if env is not None and env != "":
+            return _checked_token(env.strip(), "FEDGATE_ADMIN_TOKEN")
         if self.admin.token_file:
+            path = self.admin.token_file
             try:
-                return Path(self.admin.token_file).read_text().strip()
+                mode = os.stat(path).st_mode
+                text = Path(path).read_text().strip()
             except OSError as exc:
+                raise SettingsError(f"admin.tokenFile {path}: {exc.strerror}") from None
+            if mode & 0o004:
                 raise SettingsError(
-                    f"admin.tokenFile {self.admin.token_file}: {exc.strerror}"
-                ) from None
-        return self.admin.token
+                    f"admin.tokenFile {path}: readable by every user (chmod 600 or 640 it)"
+                )
+            return _checked_token(text, f"admin.tokenFile {path}")
+        if self.admin.token is not None:
+            return _checked_token(self.admin.token, "admin.token")
+        return None
+
+
+def _checked_token(token: str, where: str) -> str:
+    if not token:
+        raise SettingsError(f"{where}: the admin token is empty")
+    if len(token.encode()) < MIN_ADMIN_TOKEN_BYTES:
+        raise SettingsError(
+            f"{where}: the admin token is too short "
+            f"({len(token.encode())} bytes, at least {MIN_ADMIN_TOKEN_BYTES})"
+        )
+    return token
 
 
 # environment variable -> dotted settings path (values: strings; lists comma-separated)

@@ -26,7 +26,6 @@ endpoints, health) are never touched.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -35,6 +34,7 @@ from federation import codec
 from federation.barrier import Barrier, barrier_value, generation_value, read_generation
 from federation.etcd import KV, Delete, EtcdClient, EtcdCompacted, EtcdError, Guard, Put
 from federation.keys import KeyLayout, Kind
+from federation.limits import parse_json
 from federation.model import Federation
 from federation.txnsize import (
     Limits,
@@ -204,8 +204,8 @@ async def _read_config_once(client: EtcdClient, layout: KeyLayout) -> ConfigStat
 
 def _plain(data: bytes) -> Any:
     try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        return parse_json(data)  # a hostile value in etcd (deep, huge) is unreadable
+    except ValueError:
         return None
 
 

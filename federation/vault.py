@@ -20,19 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import os
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import hvac
-import hvac.exceptions
-import requests
 from cryptography import x509
 
-from federation.settings import VaultSettings
+from federation import tls_cache
+from federation.settings import GatewaySettings, VaultSettings
+from federation.vault_session import VaultError as VaultError
+from federation.vault_session import VaultSession as VaultSession
+from federation.vault_session import _one_line
 from gateway.tls import (
     CertificateMaterial,
     TlsContexts,
@@ -41,12 +42,33 @@ from gateway.tls import (
     install,
 )
 
-
-class VaultError(Exception):
-    """Vault could not give what was needed; the message is one line."""
-
+log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------ pure helpers
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdClientCert:
+    """An etcd client certificate to issue from Vault PKI with the other certificates."""
+
+    role: str  # the PKI role (its allowed_domains should be exactly the etcd role names)
+    common_name: str  # etcd's user: fedgate-gateway-<cluster>
+    cert: str  # files it is written to (0600), read by the etcd client
+    key: str
+
+
+def etcd_client_cert(settings: GatewaySettings) -> EtcdClientCert | None:
+    """What ``etcd.tls.vaultRole`` asks for, or None."""
+    tls = settings.etcd.tls
+    if tls is None or not tls.vault_role:
+        return None
+    if settings.vault is None or settings.vault.pki is None:
+        raise VaultError("etcd.tls.vaultRole needs vault.pki (the PKI mount that issues it)")
+    assert tls.cert is not None and tls.key is not None  # checked by the settings
+    from federation.keys import Writer, role_name
+
+    cn = role_name(Writer.GATEWAY, settings.cluster)
+    return EtcdClientCert(role=tls.vault_role, common_name=cn, cert=tls.cert, key=tls.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,161 +118,6 @@ def backoff_delay(attempt: int, *, initial: float, maximum: float, rng: random.R
     return base * rng.uniform(0.5, 1.0)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    name = type(exc).__name__
-    if isinstance(exc, requests.ConnectionError):
-        return "connection refused or unreachable"
-    if isinstance(exc, requests.Timeout):
-        return "timed out"
-    return f"{name}: {first}"[:300] if first else name
-
-
-# ------------------------------------------------------------------ auth
-
-
-class VaultSession:
-    """An hvac client with a live token: renews it at 2/3 of its TTL, logs in again when
-    it expired or Vault refuses it. Synchronous: call it from a worker thread."""
-
-    def __init__(
-        self,
-        settings: VaultSettings,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        timeout: float = 5.0,
-    ) -> None:
-        self._settings = settings
-        self._clock = clock
-        verify: bool | str = settings.ca_cert if settings.ca_cert else True
-        self.client = hvac.Client(url=settings.addr, timeout=timeout, verify=verify)
-        self._token_expires: float | None = None  # None: no expiry (or not logged in)
-        self._renew_at: float | None = None
-        self._renewable = False
-        self._margin = 0.0
-        self._logged_in = False
-        self.logins = 0  # how many logins so far (tests and status)
-        self.renewals = 0
-
-    # -- credentials
-    def _read(self, path: str, what: str) -> str:
-        try:
-            with open(path) as f:
-                return f.read().strip()
-        except OSError as exc:
-            raise VaultError(f"vault auth: {what} {path}: {exc.strerror}") from None
-
-    def _token(self) -> str:
-        auth = self._settings.auth
-        if auth.token_file:
-            return self._read(auth.token_file, "tokenFile")
-        token = os.environ.get("VAULT_TOKEN") or auth.token
-        if not token:
-            raise VaultError(
-                "vault auth: method token needs auth.token, auth.tokenFile or VAULT_TOKEN"
-            )
-        return token
-
-    def login(self) -> None:
-        auth = self._settings.auth
-        mount = auth.mount or auth.method
-        now = self._clock()
-        try:
-            if auth.method == "token":
-                self.client.token = self._token()
-                data = self.client.auth.token.lookup_self()["data"]
-                ttl = float(data.get("ttl") or 0)
-                renewable = bool(data.get("renewable"))
-            else:
-                if auth.method == "approle":
-                    if not auth.role_id:
-                        raise VaultError("vault auth: method approle needs auth.roleId")
-                    secret_id = auth.secret_id
-                    if auth.secret_id_file:
-                        secret_id = self._read(auth.secret_id_file, "secretIdFile")
-                    resp = self.client.auth.approle.login(
-                        role_id=auth.role_id, secret_id=secret_id, mount_point=mount
-                    )
-                else:  # kubernetes: Vault reviews the JWT with the cluster's TokenReview API
-                    if not auth.role:
-                        raise VaultError("vault auth: method kubernetes needs auth.role")
-                    jwt = self._read(auth.jwt_file, "jwtFile")
-                    resp = self.client.auth.kubernetes.login(
-                        role=auth.role, jwt=jwt, mount_point=mount
-                    )
-                info = resp["auth"]
-                self.client.token = info["client_token"]
-                ttl = float(info.get("lease_duration") or 0)
-                renewable = bool(info.get("renewable"))
-        except VaultError:
-            raise
-        except Exception as exc:
-            raise VaultError(
-                f"vault {self._settings.addr}: {auth.method} login failed: {_one_line(exc)}"
-            ) from None
-        self.logins += 1
-        self._logged_in = True
-        self._set_ttl(now, ttl, renewable)
-
-    def _set_ttl(self, now: float, ttl: float, renewable: bool) -> None:
-        self._renewable = renewable
-        self._margin = min(5.0, ttl * 0.05)  # this close to expiry, log in instead of renewing
-        if ttl <= 0:
-            self._token_expires = self._renew_at = None
-        else:
-            self._token_expires = now + ttl
-            self._renew_at = now + ttl * 2.0 / 3.0
-
-    def ensure(self) -> None:
-        """Make sure the token is live: log in, renew it, or log in again."""
-        now = self._clock()
-        if not self._logged_in:
-            self.login()
-            return
-        if self._token_expires is not None and now >= self._token_expires - self._margin:
-            self.login()  # expired (or about to): renewing is too late
-            return
-        if self._renew_at is not None and now >= self._renew_at:
-            if self._renewable:
-                try:
-                    info = self.client.auth.token.renew_self()["auth"]
-                    self.renewals += 1
-                    self._set_ttl(
-                        now, float(info.get("lease_duration") or 0), bool(info.get("renewable"))
-                    )
-                    # Vault caps renewals at the token's max TTL: when the renewal gave
-                    # (almost) nothing, the next call logs in again
-                    return
-                except Exception:
-                    pass
-            self.login()
-
-    def call(self, fn: Callable[[hvac.Client], Any]) -> Any:
-        """``fn(client)`` with a live token; on 403 (token expired or revoked) log in again
-        once and retry."""
-        self.ensure()
-        try:
-            return fn(self.client)
-        except hvac.exceptions.Forbidden:
-            if self._settings.auth.method == "token" and not self._settings.auth.token_file:
-                raise  # nothing to log in again with
-            self.login()
-            return fn(self.client)
-
-    @property
-    def token_expires(self) -> float | None:
-        return self._token_expires
-
-    @property
-    def renew_at(self) -> float | None:
-        """When the token should be renewed (None: it does not expire)."""
-        return self._renew_at if self._logged_in else None
-
-
-# ------------------------------------------------------------------ TLS material
-
-
 def _split_names(names: Sequence[str]) -> tuple[list[str], list[str]]:
     dns: list[str] = []
     ips: list[str] = []
@@ -293,6 +160,8 @@ class VaultTls:
         kv_refresh: float = 300.0,
         timeout: float = 5.0,
         on_status: Callable[[dict[str, object]], None] | None = None,
+        cache_path: str | None = None,
+        etcd_client: EtcdClientCert | None = None,
     ) -> None:
         if settings.pki is None and settings.kv is None:
             raise VaultError("vault: neither vault.pki nor vault.kv is set: no certificate source")
@@ -321,6 +190,10 @@ class VaultTls:
         self._next_kv: float | None = None
         self._lock = asyncio.Lock()
         self.rotations = 0
+        self._cache_path = cache_path  # last material on disk (federation.tls_cache)
+        self.etcd_client = etcd_client
+        self.etcd_cert: IssuedCert | None = None
+        self.served_from_cache = False
 
     # -- identity
     @property
@@ -329,12 +202,14 @@ class VaultTls:
         return gateway_spiffe_id(td, self.cluster)
 
     # -- Vault calls (worker thread)
-    def _issue_pki(self, common_name: str, params: dict[str, Any]) -> CertificateMaterial:
+    def _issue_pki(
+        self, common_name: str, params: dict[str, Any], role: str | None = None
+    ) -> CertificateMaterial:
         pki = self._settings.pki
         assert pki is not None
         resp = self.session.call(
             lambda c: c.secrets.pki.generate_certificate(
-                name=pki.role,
+                name=role or pki.role,
                 common_name=common_name,
                 extra_params={"ttl": pki.ttl, "format": "pem", **params},
                 mount_point=pki.mount,
@@ -387,30 +262,90 @@ class VaultTls:
                 {"uri_sans": self.spiffe_id, "exclude_cn_from_sans": True},
             )
             east_west = describe(ew, issued_at=now)
+            if self.etcd_client is not None:
+                self._issue_etcd_client(self.etcd_client, now)
         if kv and self._settings.kv is not None:
             public = describe(self._read_kv(), issued_at=now)
             if self._settings.pki is None:
                 east_west = public
         return public, east_west
 
+    def _issue_etcd_client(self, spec: EtcdClientCert, now: float) -> None:
+        """The etcd client certificate (CN = the etcd role), written to its files: the
+        etcd client reads rotated files at its next check (``EtcdClient``)."""
+        material = self._issue_pki(spec.common_name, {}, role=spec.role)
+        tls_cache.write_pem(spec.key, material.private_key)
+        tls_cache.write_pem(spec.cert, material.certificate)
+        self.etcd_cert = describe(material, issued_at=now)
+
     # -- life cycle
-    async def start(self) -> TlsContexts:
-        """Log in, issue, build the contexts and load the material; raises VaultError."""
-        try:
-            public, east_west = await asyncio.to_thread(self._fetch, pki=True, kv=True)
-        except VaultError:
-            self._vault_ok = False
-            raise
-        except Exception as exc:
-            self._vault_ok = False
-            raise VaultError(f"vault {self._settings.addr}: {_one_line(exc)}") from None
+    async def start(self, *, wait: bool = False) -> TlsContexts:
+        """Log in, issue, build the contexts and load the material.
+
+        When Vault does not answer: the last material kept on disk (``cache_path``) if it
+        has not expired, renewal retried by :meth:`run`; else raise :class:`VaultError`,
+        or with ``wait`` try again with backoff, logging why, until Vault answers."""
+        attempt = 0
+        while True:
+            try:
+                public, east_west = await asyncio.to_thread(self._fetch, pki=True, kv=True)
+                break
+            except Exception as exc:
+                self._vault_ok = False
+                err = exc if isinstance(exc, VaultError) else None
+                message = str(err) if err else f"vault {self._settings.addr}: {_one_line(exc)}"
+                self._last_error = message
+                cached, why = self._cached()
+                if cached is not None:
+                    log.warning("%s; serving the cached TLS material (%s)", message, why)
+                    self.served_from_cache = True
+                    self._failures = 1  # run() asks Vault again at once, then backs off
+                    self.contexts = build_contexts(
+                        public=cached[0] is not None, east_west=cached[1] is not None
+                    )
+                    self._install(*cached, save=False)
+                    self._schedule()
+                    return self.contexts
+                if not wait:
+                    raise VaultError(message) from None
+                delay = backoff_delay(
+                    attempt, initial=self._backoff_initial, maximum=self._backoff_max, rng=self._rng
+                )
+                log.warning("%s; %s; trying again in %.1fs", message, why, delay)
+                attempt += 1
+                await self._sleep(delay)
         self.contexts = build_contexts(public=public is not None, east_west=east_west is not None)
         self._install(public, east_west)
         self._vault_ok = True
         self._schedule()
         return self.contexts
 
-    def _install(self, public: IssuedCert | None, east_west: IssuedCert | None) -> None:
+    def _cached(self) -> tuple[tuple[IssuedCert | None, IssuedCert | None] | None, str]:
+        """The unexpired material on disk, or None and why not."""
+        if self._cache_path is None:
+            return None, "no TLS cache configured"
+        try:
+            public, east_west = tls_cache.load_material(self._cache_path)
+            now = self._clock()
+            pub = describe(public, issued_at=now) if public is not None else None
+            ew = describe(east_west, issued_at=now) if east_west is not None else None
+        except tls_cache.CacheError as exc:
+            return None, str(exc)
+        except Exception as exc:
+            return None, f"TLS cache {self._cache_path}: {_one_line(exc)}"
+        certs = [c for c in (pub, ew) if c is not None]
+        if not certs:
+            return None, f"TLS cache {self._cache_path}: empty"
+        if min(c.not_after for c in certs) <= now:
+            return None, f"TLS cache {self._cache_path}: the certificate has expired"
+        return (
+            pub,
+            ew,
+        ), f"from {self._cache_path}, valid {min(c.not_after for c in certs) - now:.0f}s more"
+
+    def _install(
+        self, public: IssuedCert | None, east_west: IssuedCert | None, *, save: bool = True
+    ) -> None:
         assert self.contexts is not None
         try:
             install(
@@ -428,6 +363,16 @@ class VaultTls:
             self.east_west = east_west
         self._last_renewal = self._clock()
         self.rotations += 1
+        if save and self._cache_path is not None:
+            try:
+                tls_cache.save_material(
+                    self._cache_path,
+                    self.public.material if self.public else None,
+                    self.east_west.material if self.east_west else None,
+                )
+                self.served_from_cache = False
+            except OSError as exc:
+                log.warning("TLS cache %s not written: %s", self._cache_path, exc.strerror)
 
     def _schedule(self) -> None:
         now = self._clock()

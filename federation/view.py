@@ -8,7 +8,7 @@ previous good value of that key (taken from ``previous``) keeps serving, and the
 rest is applied (as APISIX and Envoy do with a bad item).
 
 Endpoints of a (service, cluster) are the service's static endpoints from the manifest
-(source ``static``) followed by every ``endpoints/{service}/{cluster}/{source}`` key,
+(source ``static``) followed by every ``endpoints/{cluster}/{service}/{source}`` key,
 by source. Health is :func:`federation.aggregate.aggregate` over the live gateways'
 observations. ``config_revision`` is the highest mod revision among the config keys
 (federation, clusters, services): what a gateway reports as applied.
@@ -17,14 +17,13 @@ observations. ``config_revision`` is the highest mod revision among the config k
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from federation import codec
+from federation import codec, limits
 from federation.etcd import KV, EtcdClient
 from federation.keys import CONFIG_KINDS, KeyLayout, Kind, ParsedKey
 from federation.manifest_view import static_endpoints
@@ -66,9 +65,9 @@ class Item:
 def _decode_federation(data: bytes) -> tuple[str, tuple[Zone, ...]]:
     """The federation key: its name and the DNS zones the gateways serve."""
     try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ItemError(f"not valid JSON: {exc}") from None
+        raw = limits.parse_json(data)
+    except ValueError as exc:
+        raise ItemError(str(exc)) from None
     if (
         not isinstance(raw, dict)
         or not {"name"} <= set(raw) <= {"name", "zones"}

@@ -1,6 +1,7 @@
 """Admission, written once for HTTP and WebSockets: the request's headers read once
 (Host, framing, the gateway's own ``x-fedgate-*``), host and path to a route (404), the
-hop guard (508), the access policy (403) and the rate limit (429 + Retry-After).
+hop guard (508; a forwarded cluster that is not the client gateway's certificate's:
+403), the access policy (403) and the rate limit (429 + Retry-After).
 
 :func:`admit` returns an :class:`Admitted` or raises :class:`~gateway.failures.Reply`.
 Route rules (``gateway/rules.py``) hang off ``Admitted.match``, each applied at one place:
@@ -130,7 +131,8 @@ def admit(
     *,
     scheme: str = "http",
 ) -> Admitted:
-    """Hop guard, a redirect route's answer, access policy, rate limit (raises Reply 508 /
+    """Hop guard (with the forwarded cluster checked against the client gateway's
+    certificate), a redirect route's answer, access policy, rate limit (raises Reply 508 /
     3xx / 403 / 429). ``service``: the one :func:`backend` picked (default: picked here)."""
     if service is None:
         service = backend(match, head, scope)
@@ -144,6 +146,8 @@ def admit(
             raise Reply(redirect[0], "redirect", [(b"location", redirect[1])])
     client_ip = direct_ip
     if head.forwarded is not None:
+        if not plane.forwarded_ok(scope, head.forwarded):
+            raise Reply(403, "x-fedgate-forwarded does not name the peer's cluster")
         client_ip = hygiene.last_forwarded_for(scope["headers"]) or direct_ip
         peer_id = head.peer_hdr.decode("latin-1") if head.peer_hdr else None
     else:

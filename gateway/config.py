@@ -74,6 +74,7 @@ class DataPlaneSettings:
     trust_domain: str | None = None  # the SPIFFE trust domain of gateway certificates
     limits: DataPlaneLimits = DataPlaneLimits()
     fast_path: bool = True  # serve plain GETs by callbacks (False: always the ASGI path)
+    admin_tls: bool = False  # the admin listener with the Vault-issued public certificate
 
     @classmethod
     def from_settings(cls, s: Any) -> DataPlaneSettings:
@@ -94,6 +95,7 @@ class DataPlaneSettings:
             trusted_proxies=tuple(s.trusted_proxies),
             insecure_east_west=bool(s.insecure_east_west),
             trust_domain=pki.trust_domain if pki is not None else None,
+            admin_tls=bool(s.admin.tls),
             limits=DataPlaneLimits(
                 max_header_bytes=lim.max_header_bytes,
                 header_timeout=lim.header_timeout,

@@ -24,8 +24,13 @@ from gateway.ratelimit import RateLimiter
 from gateway.resilience import CircuitBreakers, RetryBudget
 from gateway.routing import RouteTable
 from gateway.telemetry import Telemetry
-from gateway.tls import TlsContexts, gateway_cluster, parse_spiffe_id
-from gateway.transport import Http1Transport, Transport
+from gateway.tls import (
+    TlsContexts,
+    forwarded_matches,
+    peer_gateway_cluster,
+    upstream_gateway_error,
+)
+from gateway.transport import Http1Transport, TargetLike, Transport
 from gateway.types import Scope, ViewHolder
 
 
@@ -102,16 +107,16 @@ class DataPlane:
         self.passive = passive
         self.tls = tls
         self.pool = pool or UpstreamPool()
-        self.http1 = Http1Transport(self.pool)
+        self.http1 = Http1Transport(self.pool, check_server=self.upstream_error)
         self.h2_pool = H2Pool()  # protocol: h2 / grpc upstreams (gateway/h2)
-        self.h2 = H2Transport(self.h2_pool)
+        self.h2 = H2Transport(self.h2_pool, check_server=self.upstream_error)
         self.latency = LatencyTracker()
         self.clock = clock
         self.fast_path = settings.fast_path
         self.trusted = hygiene.TrustedProxies(settings.trusted_proxies)
         self.insecure_east_west = settings.insecure_east_west
         self.trust_domain = settings.trust_domain
-        self._hop_peers: dict[str, bool] = {}  # peer identity -> may speak for a gateway
+        self._hop_peers: dict[str, str | None] = {}  # peer identity -> cluster it speaks for
         self.body_timeout = settings.limits.header_timeout  # idle limit while a body arrives
         self._locals: dict[str, Target] = {}  # endpoint address -> target (immutable)
         self._locals_h2: dict[str, Target] = {}  # the same, for h2 / grpc services
@@ -129,7 +134,8 @@ class DataPlane:
     def hop_trusted(self, scope: Scope) -> bool:
         """May this east-west connection speak for another gateway (``x-fedgate-forwarded``
         and ``x-fedgate-peer``)? Only when its verified client certificate is a gateway's
-        SPIFFE ID (``spiffe://<trust domain>/cluster/<name>/gateway``); any other peer
+        SPIFFE ID (``spiffe://<trust domain>/cluster/<name>/gateway``) of a cluster of the
+        view (cached per identity, cleared on a new view); any other peer
         that merely chains to the CA is served as a direct client with its own identity.
         In the development mode without TLS (``insecureEastWest``) there is no identity
         to check."""
@@ -138,23 +144,39 @@ class DataPlane:
         peer = scope.get("fedgate.peer")
         if not peer:
             return False
-        ok = self._hop_peers.get(peer)
-        if ok is None:
-            domain = self.trust_domain
-            if domain is None:  # certificates from KV: the peer's own trust domain
-                parsed = parse_spiffe_id(peer)
-                domain = parsed[0] if parsed is not None else ""
-            ok = gateway_cluster(peer, domain) is not None
+        if peer not in self._hop_peers:
             if len(self._hop_peers) > 1024:
                 self._hop_peers.clear()
-            self._hop_peers[peer] = ok
-        return ok
+            self._hop_peers[peer] = peer_gateway_cluster(
+                peer, self.trust_domain, self.current[0].clusters
+            )
+        return self._hop_peers[peer] is not None
+
+    def forwarded_ok(self, scope: Scope, forwarded: bytes) -> bool:
+        """``x-fedgate-forwarded`` names the cluster of the client gateway's certificate
+        (and that cluster exists): checked by admission for every path."""
+        if self.insecure_east_west:
+            return True
+        peer = scope.get("fedgate.peer") or ""
+        cluster = self._hop_peers.get(peer) if self.hop_trusted(scope) else None
+        return cluster is not None and forwarded_matches(forwarded, cluster)
+
+    def upstream_error(self, target: TargetLike, ssl_object: object) -> str | None:
+        """Why the server of a new east-west connection is not a live gateway of the
+        cluster dialled (``None``: it is, or the target is not a remote gateway over TLS)."""
+        if not target.remote or target.ssl is None:
+            return None
+        return upstream_gateway_error(
+            ssl_object if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket) else None,
+            trust_domain=self.trust_domain, cluster=target.cluster, view=self.current[0],
+        )  # fmt: skip
 
     def _on_view(self, view: RoutingView) -> None:
         if view is not self.current[0]:
             # one assignment: a consistent pair; the table is kept when the services are
             self.current = (view, RouteTable.build(view, previous=self.current[1]))
             self._remotes = {}
+            self._hop_peers = {}  # a cluster may have come or gone
             if len(self._locals) > 10000:
                 self._locals = {}
             if len(self._locals_h2) > 10000:

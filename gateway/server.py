@@ -141,7 +141,10 @@ class Gateway:
                 ("east_west", s.listen.east_west, ctx, listener_app(self.plane, "east_west"))
             )
         if self.admin_app is not None:
-            out.append(("admin", s.listen.admin, None, self.admin_app))
+            admin_ctx = tls.public_server if s.admin_tls and tls is not None else None
+            if s.admin_tls and admin_ctx is None:
+                raise OSError("admin.tls needs the public certificate from Vault")
+            out.append(("admin", s.listen.admin, admin_ctx, self.admin_app))
         return out
 
     async def start(self) -> None:
@@ -215,7 +218,9 @@ class Gateway:
                 srv.close()
         for server in data:
             for conn in list(server.server_state.connections):
-                conn.shutdown()
+                # a WebSocket already closing raises (uvicorn: InvalidState); closed below
+                with contextlib.suppress(Exception):
+                    conn.shutdown()
         while loop.time() < deadline and any(
             s.server_state.connections or s.server_state.tasks for s in data
         ):

@@ -12,6 +12,12 @@ context): after a CA rotation both the old and the new CA are trusted until rest
 which is what a CA roll-over needs anyway.
 
 Only TLS 1.2 and newer are accepted, on every context.
+
+East-west identity is checked both ways: a client gateway speaks for another cluster
+(``x-fedgate-forwarded``) only with a gateway SPIFFE ID of a cluster that exists and
+names that same cluster (:func:`peer_gateway_cluster`, :func:`forwarded_matches`); a
+server dialled as a cluster's gateway must present that cluster's gateway SPIFFE ID and
+the cluster must have a live gateway (:func:`upstream_gateway_error`).
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from federation.model import RoutingView
 
 SPIFFE_SCHEME = "spiffe://"
 
@@ -217,4 +225,55 @@ def gateway_cluster(identity: str | None, trust_domain: str) -> str | None:
     parts = parsed[1].split("/")
     if len(parts) == 4 and parts[1] == "cluster" and parts[3] == "gateway" and parts[2]:
         return parts[2]
+    return None
+
+
+# ------------------------------------------------------------------ east-west, both ways
+
+
+def _domain_of(identity: str, trust_domain: str | None) -> str:
+    """The trust domain to check ``identity`` against: ours, or (certificates from KV,
+    no PKI trust domain configured) the identity's own."""
+    if trust_domain is not None:
+        return trust_domain
+    parsed = parse_spiffe_id(identity)
+    return parsed[0] if parsed is not None else ""
+
+
+def peer_gateway_cluster(
+    identity: str | None, trust_domain: str | None, clusters: Mapping[str, object]
+) -> str | None:
+    """The cluster an east-west *client* speaks for: the cluster of its gateway SPIFFE ID,
+    when that cluster exists in the routing view; else ``None`` (not a gateway: a workload
+    ID, another trust domain, or a cluster nobody registered)."""
+    if identity is None:
+        return None
+    cluster = gateway_cluster(identity, _domain_of(identity, trust_domain))
+    return cluster if cluster is not None and cluster in clusters else None
+
+
+def forwarded_matches(forwarded: bytes, peer_cluster: str) -> bool:
+    """``x-fedgate-forwarded`` names the cluster the client gateway's certificate names."""
+    return forwarded == peer_cluster.encode()
+
+
+def upstream_gateway_error(
+    ssl_object: ssl.SSLObject | ssl.SSLSocket | None,
+    *,
+    trust_domain: str | None,
+    cluster: str,
+    view: RoutingView,
+) -> str | None:
+    """Why the *server* a gateway dialled for ``cluster`` is not one of its gateways, or
+    ``None`` when it is: its verified certificate carries exactly the SPIFFE ID
+    ``spiffe://<trust domain>/cluster/<cluster>/gateway`` and the view holds a live
+    gateway (a lease-bound record) of that cluster. Checked once per new connection."""
+    identity = peer_identity(ssl_object)
+    if identity is None:
+        return f"east-west {cluster}: the server certificate carries no SPIFFE ID"
+    expected = gateway_spiffe_id(_domain_of(identity, trust_domain), cluster)
+    if identity != expected:
+        return f"east-west {cluster}: server identity {identity} is not {expected}"
+    if not any(g.cluster == cluster for g in view.gateways.values()):
+        return f"east-west {cluster}: no live gateway of that cluster in the view"
     return None

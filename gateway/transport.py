@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from gateway.bodies import RequestBody
@@ -30,6 +30,10 @@ from gateway.types import Receive
 
 
 class TargetLike(Protocol):
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def remote(self) -> bool: ...
     @property
     def host(self) -> str: ...
     @property
@@ -81,15 +85,21 @@ class Transport(Protocol):
     def done(self, conn: Any, *, reuse: bool = True) -> None: ...
 
 
+ServerCheck = Callable[[TargetLike, object], str | None]
+"""Why the server of a new connection is not who the target needs (``None``: it is);
+given the target and the connection's ``ssl_object`` (see ``DataPlane.upstream_error``)."""
+
+
 class Http1Transport:
     """Tries over the pooled keep-alive HTTP/1.1 client."""
 
-    __slots__ = ("pool",)
+    __slots__ = ("check_server", "pool")
 
     watches_client = False
 
-    def __init__(self, pool: UpstreamPool) -> None:
+    def __init__(self, pool: UpstreamPool, *, check_server: ServerCheck | None = None) -> None:
         self.pool = pool
+        self.check_server = check_server  # run once per new connection, before any byte
 
     async def send(
         self,
@@ -112,13 +122,19 @@ class Http1Transport:
         if remaining <= 0:
             raise UpstreamError(FailureKind.TIMEOUT, "request timeout", sent=False)
         pool = self.pool
-        conn, _reused = await pool.acquire(
+        conn, reused = await pool.acquire(
             target.host,
             target.port,
             ssl_context=target.ssl,
             server_hostname=target.server_hostname,
             connect_timeout=min(connect_timeout, remaining),
         )
+        if not reused and self.check_server is not None:
+            tr = conn.transport
+            why = self.check_server(target, tr.get_extra_info("ssl_object") if tr else None)
+            if why is not None:
+                pool.discard(conn)
+                raise UpstreamError(FailureKind.CONNECT, why, sent=False)
         conn.no_body = method == "HEAD"
         head = request_head(method, path, host, headers, body.framing)
         try:

@@ -132,6 +132,17 @@ async def proxy_websocket(
         except BaseException:
             ex.record(None)
             raise
+        if upstream is not None and t.remote:
+            why = plane.upstream_error(t, upstream.transport.get_extra_info("ssl_object"))
+            if why is not None:  # not a live gateway of that cluster: a failed connect
+                await upstream.close()
+                upstream = None
+                ex.record(False)
+                ex.last = (status_for(kind), why)
+                if not ex.retry(kind, status=None, sent=False, replayable=True,
+                                now=loop.time()):  # fmt: skip
+                    break
+                continue
         if upstream is not None:
             ex.record(True)
             break

@@ -28,7 +28,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from federation.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError
 from federation.etcd import EtcdClient, EtcdError, parse_endpoints
@@ -60,9 +60,27 @@ def connection(args: argparse.Namespace) -> tuple[list[str], KeyLayout]:
     return endpoints, layout
 
 
-def client_for(args: argparse.Namespace, endpoints: list[str]) -> EtcdClient:
+def etcd_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``EtcdClient`` keyword arguments from the ``--etcd-*`` credential flags."""
+    from federation.etcd_conn import credentials
+
     try:
-        return EtcdClient(endpoints, timeout=float(getattr(args, "timeout", 2.0) or 2.0))
+        return credentials(
+            cacert=getattr(args, "etcd_cacert", None),
+            cert=getattr(args, "etcd_cert", None),
+            key=getattr(args, "etcd_key", None),
+            user=getattr(args, "etcd_user", None),
+            password_file=getattr(args, "etcd_password_file", None),
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+
+
+def client_for(args: argparse.Namespace, endpoints: list[str]) -> EtcdClient:
+    options = etcd_options(args)
+    try:
+        timeout = float(getattr(args, "timeout", 2.0) or 2.0)
+        return EtcdClient(endpoints, timeout=timeout, **options)
     except ValueError as exc:  # a scheme or port the client cannot use
         raise CommandError(f"--etcd: {exc}", EXIT_USAGE) from None
 

@@ -160,12 +160,13 @@ def from_etcd(args: argparse.Namespace) -> Fetch:
         raise CommandError(f"--prefix: {exc}", EXIT_USAGE) from None
 
     async def load() -> dict[str, Any]:
+        from federation.commands.apply import etcd_options
         from federation.etcd import EtcdClient, EtcdError
         from federation.globalhealth import global_health
         from federation.view import load_view
 
         try:
-            client = EtcdClient(endpoints, timeout=2.0)
+            client = EtcdClient(endpoints, timeout=2.0, **etcd_options(args))
         except ValueError as exc:
             raise CommandError(f"--etcd: {exc}", EXIT_USAGE) from None
         try:

@@ -14,13 +14,23 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from federation.cli import CommandError
 from federation.settings import GatewaySettings, SettingsError, load_settings
 
 EXIT_CONFIG = 2
+T = TypeVar("T")
+
+
+_ETCD_FLAGS = (
+    ("etcd_cacert", "etcd.tls.ca"),
+    ("etcd_cert", "etcd.tls.cert"),
+    ("etcd_key", "etcd.tls.key"),
+    ("etcd_user", "etcd.username"),
+    ("etcd_password_file", "etcd.passwordFile"),
+)
 
 
 def _settings(args: argparse.Namespace) -> GatewaySettings:
@@ -33,6 +43,9 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
         overrides["etcd.prefix"] = args.prefix
     if getattr(args, "vault_addr", None):
         overrides["vault.addr"] = args.vault_addr
+    for flag, dotted in _ETCD_FLAGS:
+        if getattr(args, flag, None):
+            overrides[dotted] = getattr(args, flag)
     try:
         return load_settings(args.config, overrides=overrides)
     except SettingsError as exc:
@@ -84,7 +97,11 @@ def _check(settings: GatewaySettings) -> None:
             raise CommandError(f"manifest: {exc}", EXIT_CONFIG) from None
         if settings.cluster not in {c.name for c in fed.clusters}:
             raise CommandError(f"cluster {settings.cluster!r} is not in the manifest", EXIT_CONFIG)
-    settings.admin_token()
+    try:
+        settings.admin_token()
+        settings.etcd.client_options()
+    except SettingsError as exc:
+        raise CommandError(str(exc), EXIT_CONFIG) from None
 
 
 class StartupError(Exception):
@@ -164,20 +181,29 @@ class GatewayProcess:
         budget = RetryBudget()
         try:
             token = s.admin_token()
+            etcd_options = s.etcd.client_options()
         except SettingsError as exc:
             raise StartupError(str(exc)) from None
 
-        # -- TLS from Vault (fatal at start when it cannot be had: no certificate, no gateway)
+        # -- TLS from Vault (at start: from Vault, else the cached material, else wait for it)
         tls = None
         vault = None
         if s.vault is not None:
-            from federation.vault import VaultError, VaultTls
+            from federation.vault import VaultError, VaultTls, etcd_client_cert
 
-            vault = VaultTls(s.vault, cluster=s.cluster, gateway_id=gateway_id)
-            try:
-                tls = await vault.start()
+            cache = s.vault.material_cache or (f"{s.snapshot}.tls" if s.snapshot else None)
+            try:  # during a Vault outage: the cached material, or wait (logged), never exit
+                vault = VaultTls(
+                    s.vault, cluster=s.cluster, gateway_id=gateway_id, cache_path=cache,
+                    etcd_client=etcd_client_cert(s),
+                )  # fmt: skip
+                started = await self._unless_stopped(vault.start(wait=True))
             except VaultError as exc:
                 raise StartupError(str(exc)) from None
+            if started is None:  # SIGTERM while waiting for Vault: nothing to drain
+                log.info("stopped while waiting for vault", gateway=gateway_id)
+                return 0
+            tls = started
         elif s.listen.east_west and not s.insecure_east_west:
             raise StartupError(
                 "listen.eastWest needs mutual TLS: configure vault, or set insecureEastWest: true"
@@ -202,7 +228,7 @@ class GatewayProcess:
             from federation.watch import ViewWatcher
 
             try:
-                client = EtcdClient(s.etcd.endpoints, timeout=s.etcd.dial_timeout)
+                client = EtcdClient(s.etcd.endpoints, timeout=s.etcd.dial_timeout, **etcd_options)
             except ValueError as exc:
                 raise StartupError(f"etcd.endpoints: {exc}") from None
             watcher = ViewWatcher(client, layout, on_view=holder.swap, snapshot_path=s.snapshot)
@@ -268,6 +294,7 @@ class GatewayProcess:
             explain=explain,
             ready=ready,
             status=status,
+            public_metrics=s.admin.public_metrics,
             dns=dns_report,
         )
         gateway = Gateway(
@@ -349,6 +376,25 @@ class GatewayProcess:
         telemetry.close()  # flush the last access-log lines and spans
         log.info("stopped", gateway=gateway_id)
         return 0
+
+    async def _unless_stopped(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """``work``'s result, or ``None`` when SIGTERM/SIGINT comes first (``work`` is
+        cancelled): a wait at start-up stays interruptible."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            stop.cancel()
+            raise
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return None
+        return task.result()
 
     def _start_discovery(
         self, client: Any, layout: Any, lease: Any, holder: Any, gateway_id: str

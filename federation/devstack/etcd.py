@@ -2,6 +2,11 @@
 
 ``EtcdCluster(size=1)`` or ``size=3``; members can be killed (SIGKILL), stopped
 (SIGTERM) and restarted on the same ports and data directory.
+
+``EtcdCluster(tls=True)`` serves clients over ``https://`` with ``--client-cert-auth``
+(a throwaway CA, :mod:`federation.devstack.certs`): every client needs a certificate
+from :meth:`EtcdCluster.client_tls`, whose Common Name etcd takes as the user once
+authentication is enabled (``fedgate etcd-bootstrap``).
 """
 
 from __future__ import annotations
@@ -10,14 +15,18 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from federation.devstack.certs import IssuedFiles, TestCa
 from federation.devstack.poll import stop_process, wait_for
 from federation.devstack.ports import free_ports
+from federation.etcd_conn import EtcdTls
 
 
 def etcd_binary() -> str:
@@ -46,10 +55,11 @@ class EtcdMember:
     data_dir: Path
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -67,10 +77,27 @@ class EtcdCluster:
     base_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedgate-etcd-")))
     members: list[EtcdMember] = field(default_factory=list)
     token: str = "fedgate-test"
-    extra_args: list[str] = field(default_factory=list)  # e.g. ["--max-txn-ops", "8"]
+    tls: bool = False  # https:// with --client-cert-auth
+    extra_args: Sequence[str] = ()  # more etcd flags, e.g. ("--max-txn-ops", "8")
+    extra_client_ca: str = ""  # PEM of another CA whose client certificates etcd accepts
+    ca: TestCa | None = None
+    _server: IssuedFiles | None = None
+    _probe: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            self.ca = TestCa("fedgate etcd test CA")
+            issued = self.ca.issue("etcd", ips=(self.host,), dns=("localhost",))
+            self._server = self.ca.write(self.base_dir / "pki", "server", issued)
+            if self.extra_client_ca:
+                bundle = self.base_dir / "pki" / "client-cas.pem"
+                bundle.write_text(self.ca.pem + self.extra_client_ca)
+                self._server = IssuedFiles(self._server.cert, self._server.key, str(bundle))
+            root = self.client_tls("root")
+            self._probe = ssl.create_default_context(cafile=root.ca)
+            assert root.cert is not None and root.key is not None
+            self._probe.load_cert_chain(root.cert, root.key)
         ports = free_ports(2 * self.size, self.host)
         for i in range(self.size):
             name = f"m{i}"
@@ -82,6 +109,7 @@ class EtcdCluster:
                     peer_port=ports[2 * i + 1],
                     data_dir=self.base_dir / name,
                     log_path=self.base_dir / f"{name}.log",
+                    scheme="https" if self.tls else "http",
                 )
             )
 
@@ -93,6 +121,14 @@ class EtcdCluster:
     @property
     def endpoint(self) -> str:
         return self.members[0].client_url
+
+    def client_tls(self, common_name: str) -> EtcdTls:
+        """Certificate files of a client named ``common_name`` (etcd's user, with auth on)."""
+        if self.ca is None:
+            raise RuntimeError("this etcd has no TLS (EtcdCluster(tls=True))")
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in common_name)
+        files = self.ca.write(self.base_dir / "pki", f"client-{safe}", self.ca.issue(common_name))
+        return EtcdTls(ca=files.ca, cert=files.cert, key=files.key)
 
     def _initial_cluster(self) -> str:
         return ",".join(f"{m.name}={m.peer_url}" for m in self.members)
@@ -131,8 +167,18 @@ class EtcdCluster:
             "500",
             "--log-level",
             "warn",
-            *self.extra_args,
         ]
+        args += list(self.extra_args)
+        if self._server is not None:
+            args += [
+                "--cert-file",
+                self._server.cert,
+                "--key-file",
+                self._server.key,
+                "--trusted-ca-file",
+                self._server.ca,
+                "--client-cert-auth",
+            ]
         log = open(m.log_path, "ab")  # noqa: SIM115 - handed to the child
         m.proc = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -141,7 +187,9 @@ class EtcdCluster:
 
     def member_health(self, m: EtcdMember) -> bool:
         try:
-            with urllib.request.urlopen(f"{m.client_url}/health", timeout=1) as r:
+            with urllib.request.urlopen(
+                f"{m.client_url}/health", timeout=1, context=self._probe
+            ) as r:
                 return bool(json.loads(r.read()).get("health") == "true")
         except Exception:
             return False
@@ -163,7 +211,7 @@ class EtcdCluster:
                     req = urllib.request.Request(
                         f"{m.client_url}/v3/maintenance/status", data=b"{}", method="POST"
                     )
-                    with urllib.request.urlopen(req, timeout=1) as r:
+                    with urllib.request.urlopen(req, timeout=1, context=self._probe) as r:
                         st = json.loads(r.read())
                     leader_id = st.get("leader")
                     member_id = st.get("header", {}).get("member_id")

@@ -26,6 +26,7 @@ import contextlib
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import cast
 
 import h2.config
@@ -398,8 +399,11 @@ class H2Pool:
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         connect_timeout: float,
+        verify: Callable[[object], str | None] | None = None,
     ) -> H2Stream:
-        """A new stream with these request headers (the caller bounds the wait)."""
+        """A new stream with these request headers (the caller bounds the wait).
+        ``verify``: given a new connection's ``ssl_object``, why its server is not who the
+        caller needs (``None``: it is); run once per new connection, before any stream."""
         key = (host, port, ssl_context is not None)
         while True:
             conns = self._conns.get(key, [])
@@ -411,7 +415,7 @@ class H2Pool:
                 await asyncio.shield(pending)
                 continue
             if len(conns) < self.max_connections:
-                await self._connect(key, ssl_context, server_hostname, connect_timeout)
+                await self._connect(key, ssl_context, server_hostname, connect_timeout, verify)
                 continue
             room = self._room.setdefault(key, asyncio.Event())
             room.clear()
@@ -423,6 +427,7 @@ class H2Pool:
         ssl_context: ssl.SSLContext | None,
         server_hostname: str | None,
         timeout: float,
+        verify: Callable[[object], str | None] | None = None,
     ) -> None:
         host, port, _ = key
         loop = asyncio.get_running_loop()
@@ -449,6 +454,15 @@ class H2Pool:
             raise error from None
         finally:
             self._connecting.pop(key, None)
+        if verify is not None:
+            tr = conn.transport
+            why = verify(tr.get_extra_info("ssl_object") if tr is not None else None)
+            if why is not None:
+                conn.close()
+                error = UpstreamError(CONNECT, why, sent=False)
+                future.set_exception(error)
+                future.exception()
+                raise error
         self.connects += 1
         self._conns.setdefault(key, []).append(conn)
         future.set_result(conn)

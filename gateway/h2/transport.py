@@ -18,13 +18,13 @@ here, ``done()`` ends it), chosen by :meth:`gateway.plane.DataPlane.transport`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.bodies import RequestBody
 from gateway.failures import FailureKind, Reply
 from gateway.h2.client import H2Pool, H2Stream
 from gateway.proxy import UpstreamError
-from gateway.transport import TargetLike
+from gateway.transport import ServerCheck, TargetLike
 from gateway.types import Receive
 
 _NOT_SENT = frozenset({b"host", b"transfer-encoding", b"grpc-timeout", b"content-length"})
@@ -100,12 +100,19 @@ class H2Answer:
 class H2Transport:
     """Tries over the bounded pool of multiplexed HTTP/2 connections."""
 
-    __slots__ = ("pool",)
+    __slots__ = ("check_server", "pool")
 
     watches_client = True  # the body pump notices the client leaving (no relay watcher)
 
-    def __init__(self, pool: H2Pool) -> None:
+    def __init__(self, pool: H2Pool, *, check_server: ServerCheck | None = None) -> None:
         self.pool = pool
+        self.check_server = check_server  # run once per new connection, before any stream
+
+    def _verifier(self, target: TargetLike) -> Callable[[object], str | None] | None:
+        check = self.check_server
+        if check is None or target.ssl is None:
+            return None
+        return lambda ssl_object: check(target, ssl_object)
 
     async def send(
         self,
@@ -144,6 +151,7 @@ class H2Transport:
                         end=body.done and not kept and not body.trailers,
                         ssl_context=target.ssl, server_hostname=target.server_hostname,
                         connect_timeout=min(connect_timeout, remaining),
+                        verify=self._verifier(target),
                     )  # fmt: skip
                     pump = asyncio.ensure_future(_pump(stream, body, kept, receive))
                     await stream.read_head()

@@ -199,17 +199,34 @@ def test_unreachable_services_exit_1(
     assert time.monotonic() - started < 30
 
 
-def test_unreachable_vault_at_start_is_one_line(tmp_path: Path) -> None:
+def test_unreachable_vault_at_start_waits_and_says_why(tmp_path: Path) -> None:
+    """Issue #13: a gateway started during a Vault outage (no cached material) does not
+    exit: it says why in one log line per try and waits; SIGTERM still ends it cleanly."""
     config = tmp_path / "gateway.yaml"
     config.write_text(
         f"cluster: c1\nlisten: {{public: '127.0.0.1:0', admin: '127.0.0.1:0'}}\n"
         f"manifest: {MANIFEST}\nvault: {{addr: 'http://{closed()}', auth: {{token: t}}}}\n"
     )
     (tmp_path / "m").mkdir()
-    r = subprocess.run([*FEDGATE, "serve", "--config", str(config), "--cluster", "aws-eu-west-1"],
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert r.returncode in (1, 2), r.stderr
-    one_line(r.stderr, "fedgate serve:", "vault")
+    log = tmp_path / "stderr"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [*FEDGATE, "serve", "--config", str(config), "--cluster", "aws-eu-west-1"],
+            stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: "again in" in log.read_text(), timeout=30, what="the wait's log")
+            assert proc.poll() is None, log.read_text()  # still waiting, not exited
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    assert "Traceback" not in text and proc.returncode in (0, 143), (proc.returncode, text)
+    first = text.splitlines()[0]
+    assert "vault" in first and "again in" in first, text
 
 
 def test_a_bug_is_still_one_line(

@@ -89,7 +89,11 @@ def test_fuzzed_packets_never_crash_or_stall(fed: DnsFederation) -> None:
     assert fed.gateways["b"].proc.running
     stats = fed.admin_get("b", "/v1/health/global")["dns"]["stats"]
     assert stats["malformed"] >= PACKETS // 4
-    with urllib.request.urlopen(fed.gateways["b"].admin_url + "/metrics", timeout=5) as r:
+    req = urllib.request.Request(  # /metrics needs the admin token (issue #13)
+        fed.gateways["b"].admin_url + "/metrics",
+        headers={"Authorization": f"Bearer {fed.admin_token}"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
         metrics = r.read().decode()
     dropped = re.search(r'^fedgate_dns_dropped_total\{reason="malformed"\} (\S+)$', metrics, re.M)
     assert dropped and float(dropped.group(1)) >= stats["malformed"]

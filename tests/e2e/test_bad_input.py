@@ -49,7 +49,10 @@ def get(fed: LocalFederation, host: str = DEMO_HOST) -> tuple[int, str]:
 
 def metric(fed: LocalFederation, name: str) -> float:
     gw = fed.gateways["aws-eu-west-1"]
-    with urllib.request.urlopen(gw.admin_url + "/metrics", timeout=5) as r:
+    req = urllib.request.Request(
+        gw.admin_url + "/metrics", headers={"Authorization": f"Bearer {fed.admin_token}"}
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
         text = r.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 

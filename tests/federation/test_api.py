@@ -24,8 +24,9 @@ PROTECTED = [
     "/v1/routes/explain?host=shop.acme.com&path=/checkout",
     "/openapi.json",
     "/",
+    "/metrics",
 ]
-PUBLIC = ["/healthz", "/readyz", "/metrics"]
+PUBLIC = ["/healthz", "/readyz"]
 
 
 class Harness:
@@ -153,7 +154,7 @@ async def test_metrics_is_prometheus_text(client: httpx.AsyncClient, h: Harness)
         cluster="aws-eu-west-1", upstream="10.0.0.1:8080", status=200, duration=0.004,
         client="127.0.0.1", retries=0, forwarded=False,
     )  # fmt: skip
-    r = await client.get("/metrics")
+    r = await client.get("/metrics", headers=AUTH)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     families = {f.name: f for f in text_string_to_metric_families(r.text)}
@@ -170,7 +171,7 @@ async def test_metrics_without_telemetry_is_empty_text(h: Harness) -> None:
         explain=h.explain, ready=lambda: True, status=dict,
     )  # fmt: skip
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
-        r = await c.get("/metrics")
+        r = await c.get("/metrics", headers=AUTH)
         assert r.status_code == 200 and r.text == ""
 
 
@@ -262,9 +263,9 @@ async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
         "type": "http", "scheme": "bearer",
         "description": "The admin token (admin.tokenFile in gateway.yaml).",
     }  # fmt: skip
-    for path in ("/healthz", "/readyz", "/metrics"):
+    for path in ("/healthz", "/readyz"):
         assert doc["paths"][path]["get"]["security"] == []
-    for path in ("/v1/health/global", "/v1/routes/explain", "/openapi.json", "/"):
+    for path in ("/v1/health/global", "/v1/routes/explain", "/openapi.json", "/", "/metrics"):
         assert "security" not in doc["paths"][path]["get"]  # the global bearerAuth applies
         assert "401" in doc["paths"][path]["get"]["responses"]
 

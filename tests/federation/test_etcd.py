@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from federation.etcd import (
     Delete,
@@ -143,3 +145,39 @@ async def test_writes_continue_through_leader_sigkill(etcd3: EtcdCluster) -> Non
             await client.put(f"/t/after{i}", b"1")
         _, kvs = await client.get_prefix("/t/")
         assert len(kvs) == 21
+
+
+def test_https_endpoints_are_accepted_and_mixing_is_refused() -> None:
+    """Before: EtcdClient refused https:// although settings accept it (a traceback at
+    start). Now https:// works (tests/security/test_etcd_roles.py); bad mixes are refused."""
+    from federation.etcd import EtcdTls
+
+    EtcdClient(["https://127.0.0.1:2379"])  # system roots; no I/O yet
+    with pytest.raises(ValueError, match="mix"):
+        EtcdClient(["http://127.0.0.1:1", "https://127.0.0.1:2"])
+    with pytest.raises(ValueError, match="endpoints are http"):
+        EtcdClient(["http://127.0.0.1:1"], tls=EtcdTls(ca="ca.pem"))
+    with pytest.raises(ValueError, match="unsupported etcd endpoint scheme"):
+        EtcdClient(["ftp://127.0.0.1:1"])
+    with pytest.raises(ValueError, match="needs its key"):
+        EtcdTls(cert="c.pem")
+
+
+def test_serve_check_accepts_https_etcd_and_refuses_half_credentials(tmp_path: Path) -> None:
+    from tests.federation.test_serve_cli import gateway_settings, one_line_error, serve
+
+    for etcd, code, needle in (
+        ({"tls": {"ca": "/x/ca.pem", "cert": "/x/c.pem", "key": "/x/k.pem"}}, 0, ""),
+        ({"tls": {"cert": "/x/c.pem"}}, 2, "needs its key"),
+        ({"username": "u"}, 2, "go together"),
+        ({"tls": {"vaultRole": "r"}}, 2, "vaultRole needs cert and key"),
+    ):
+        data = gateway_settings(public=free_port(), admin=free_port())
+        data["etcd"] = {"endpoints": ["https://127.0.0.1:2379"], **etcd}
+        config = tmp_path / "gw.yaml"
+        config.write_text(yaml.safe_dump(data))
+        result = serve(config, "--check")
+        if code == 0:
+            assert result.returncode == 0, result.stderr
+        else:
+            one_line_error(result, code, needle)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import random
 import ssl
 import time
@@ -23,6 +24,7 @@ from federation.vault import (
     format_serial,
     renewal_delay,
 )
+from tests.support.ports import free_port
 from tests.support.vault import (
     FedgateVault,
     OpenBao,
@@ -257,7 +259,6 @@ async def test_bad_approle_secret_is_one_line_error(fv: FedgateVault) -> None:
 
 
 async def test_vault_unreachable_at_start_is_one_line_error() -> None:
-    from tests.support.ports import free_port
 
     settings = VaultSettings.model_validate(
         {"addr": f"http://127.0.0.1:{free_port()}", "auth": {"method": "token", "token": "x"}}
@@ -526,3 +527,60 @@ async def test_kv_certificate_is_looked_for_every_kv_refresh_never_in_a_tight_lo
     assert all(w == pytest.approx(60.0) for w in waits[1:]), waits
     assert vt.rotations == 1  # unchanged: nothing reloaded
     assert vt.status()["vault_ok"] is True
+
+
+async def test_issued_material_is_cached_0600_and_serves_a_start_during_an_outage(
+    fv: FedgateVault, tmp_path: Path
+) -> None:
+    cache = tmp_path / "gw.tls"
+    vt = VaultTls(approle_settings(fv), cluster="eu", gateway_id="g", cache_path=str(cache))
+    await vt.start()
+    assert os.stat(cache).st_mode & 0o777 == 0o600
+    down = approle_settings(fv).model_copy(update={"addr": f"http://127.0.0.1:{free_port()}"})
+    again = VaultTls(down, cluster="eu", gateway_id="g2", timeout=1, cache_path=str(cache))
+    await again.start()
+    assert again.served_from_cache and again.east_west is not None
+    assert vt.east_west is not None and again.east_west.serial == vt.east_west.serial
+
+
+async def test_etcd_client_certificate_from_vault_pki(
+    bao: OpenBao, fv: FedgateVault, tmp_path: Path
+) -> None:
+    """etcd.tls.vaultRole: the gateway's etcd client certificate (CN = its etcd role) is
+    issued with the others, written 0600, and etcd (trusting the Vault CA) accepts it as
+    that role."""
+    from federation.etcd import EtcdClient, EtcdError, EtcdTls
+    from federation.etcd_roles import bootstrap
+    from federation.keys import KeyLayout
+    from federation.vault import EtcdClientCert
+    from tests.support.etcd import EtcdCluster
+
+    bao.client().secrets.pki.create_or_update_role(
+        "fedgate-etcd",
+        extra_params={
+            "allowed_domains": ["fedgate-gateway-eu"], "allow_bare_domains": True,
+            "enforce_hostnames": False, "client_flag": True, "server_flag": False,
+            "key_type": "ec", "key_bits": 256, "ttl": "1h",
+        },
+        mount_point=fv.pki_mount,
+    )  # fmt: skip
+    settings = VaultSettings.model_validate(
+        {"addr": fv.addr, "auth": {"method": "token", "token": bao.root_token},
+         "pki": {"serverNames": ["localhost"], "ttl": "1h"}}
+    )  # fmt: skip
+    cert, key = tmp_path / "etcd" / "tls.crt", tmp_path / "etcd" / "tls.key"
+    spec = EtcdClientCert("fedgate-etcd", "fedgate-gateway-eu", str(cert), str(key))
+    vt = VaultTls(settings, cluster="eu", gateway_id="g", etcd_client=spec)
+    await vt.start()
+    assert os.stat(key).st_mode & 0o777 == 0o600
+    issued = x509.load_pem_x509_certificate(cert.read_bytes())
+    assert issued.subject.rfc4514_string() == "CN=fedgate-gateway-eu"
+    layout = KeyLayout("/fedgate/")
+    with EtcdCluster(tls=True, extra_client_ca=fv.ca_pem) as etcd:
+        async with EtcdClient(etcd.endpoints, tls=etcd.client_tls("root")) as root:
+            await bootstrap(root, layout, ["eu"])
+        ca = etcd.client_tls("root").ca
+        async with EtcdClient(etcd.endpoints, tls=EtcdTls(ca, str(cert), str(key))) as gw:
+            await gw.put(layout.gateway("eu", "g"), b"{}")
+            with pytest.raises(EtcdError, match="permission denied"):
+                await gw.put(layout.service("evil"), b"{}")

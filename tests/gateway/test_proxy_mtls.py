@@ -3,10 +3,12 @@ SPIFFE ID, and a cross-cluster hop between two gateways over mTLS."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import ssl
 import tempfile
 from pathlib import Path
+from types import MappingProxyType
 
 import httpx
 import pytest
@@ -15,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from federation.model import Access
+from federation.model import Access, GatewayRecord
 from gateway.tls import CertificateMaterial, TlsContexts, build_contexts, install
 from tests.gateway.harness import cluster, running_gateway, service, settings_for, view_of
 from tests.support.backend import Backend
@@ -134,6 +136,10 @@ async def test_cross_cluster_hop_over_mutual_tls(ca: Ca) -> None:
         ]
         svc = service("shop", "shop.test", clusters=("c1", "c2"))
         v = view_of([svc], clusters, endpoints={("shop", "c2"): [b2.address]})
+        # the dialled server must be a live gateway of c2 (its record, its SPIFFE ID)
+        v = dataclasses.replace(
+            v, gateways=MappingProxyType({"g2": GatewayRecord(id="g2", cluster="c2")})
+        )
 
         def s(name: str, host: str, ew: int):  # type: ignore[no-untyped-def]
             return settings_for(name, host=host, insecureEastWest=False).model_copy(
@@ -146,9 +152,9 @@ async def test_cross_cluster_hop_over_mutual_tls(ca: Ca) -> None:
 
         async with (
             running_gateway(v, settings=s("c1", "127.0.0.5", ew1),
-                            tls=contexts(ca, "spiffe://t/gw/c1")) as g1,
+                            tls=contexts(ca, "spiffe://t/cluster/c1/gateway")) as g1,
             running_gateway(v, settings=s("c2", "127.0.0.6", ew2),
-                            tls=contexts(ca, "spiffe://t/gw/c2")),
+                            tls=contexts(ca, "spiffe://t/cluster/c2/gateway")),
             httpx.AsyncClient(base_url=g1.url(), timeout=10) as c,
         ):  # fmt: skip
             rs = [await c.get("/hop", headers={"host": "shop.test"}) for _ in range(5)]

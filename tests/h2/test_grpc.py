@@ -8,14 +8,16 @@ as gRPC statuses; failover of a gRPC service to another cluster with 0 failed ca
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import grpc
 import httpx
 import pytest
 
-from federation.model import Access, RateLimit, Retries, Timeouts
+from federation.model import Access, GatewayRecord, RateLimit, Retries, Timeouts
 from tests.gateway.harness import cluster, running_gateway, service, settings_for, view_of
 from tests.h2.grpc_support import (
     EchoServer,
@@ -255,10 +257,17 @@ async def test_failover_to_another_cluster_with_zero_failed_calls() -> None:
     assert streamed == [b"b2:0", b"b2:1", b"b2:2"]
 
 
-async def test_grpc_hop_over_mutual_tls() -> None:
+@pytest.mark.parametrize(
+    ("server_id", "reached"),
+    [("spiffe://t/cluster/c2/gateway", True), ("spiffe://t/cluster/c1/gateway", False)],
+    ids=["genuine", "wrong-cluster"],
+)
+async def test_grpc_hop_over_mutual_tls(server_id: str, reached: bool) -> None:
     """The east-west hop of a gRPC call over mutual TLS: the client context offers only
     http/1.1 by ALPN, the HTTP/2 preface is recognised on the TLS connection, trailers
-    cross both gateways."""
+    cross both gateways. The HTTP/2 upstream checks the server's identity as the
+    HTTP/1.1 one does: a server that is not a gateway of the cluster dialled gets no
+    call (UNAVAILABLE, the backend never reached)."""
     from tests.gateway.test_proxy_mtls import Ca, contexts
 
     ca = Ca()
@@ -277,11 +286,13 @@ async def test_grpc_hop_over_mutual_tls() -> None:
     with EchoServer("b2", host="127.0.0.3") as b2:
         view = view_of([echo(clusters=("c1", "c2"))], clusters,
                        endpoints={("echo", "c2"): [b2.address]})  # fmt: skip
+        records = {"g2": GatewayRecord(id="g2", cluster="c2")}  # c2 has a live gateway
+        view = dataclasses.replace(view, gateways=MappingProxyType(records))
         async with (
             running_gateway(view, settings=s("c1", "127.0.0.5", ew1),
-                            tls=contexts(ca, "spiffe://t/gw/c1")) as g1,
+                            tls=contexts(ca, "spiffe://t/cluster/c1/gateway")) as g1,
             running_gateway(view, settings=s("c2", "127.0.0.6", ew2),
-                            tls=contexts(ca, "spiffe://t/gw/c2")),
+                            tls=contexts(ca, server_id)),
         ):  # fmt: skip
             h, p = g1.addr()
             ch = channel(f"{h}:{p}")
@@ -294,6 +305,13 @@ async def test_grpc_hop_over_mutual_tls() -> None:
                     list(bidi(ch)(iter([b"a"]), timeout=10)),
                 )
 
+            if not reached:
+                with pytest.raises(grpc.RpcError) as refused:
+                    await in_thread(calls)
+                ch.close()
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert b2.calls == 0
+                return
             reply, trailers, pairs = await in_thread(calls)
             ch.close()
     assert reply == b"b2:tls"

@@ -21,7 +21,7 @@ module "aws_eu" {
   cluster            = module.settings.clusters[var.aws_eu.cluster]
   settings_yaml      = module.settings.settings[var.aws_eu.cluster]
   image              = var.image
-  admin_token        = var.admin_token
+  admin_token        = lookup(var.admin_tokens, var.aws_eu.cluster, var.admin_token)
   kubernetes_host    = var.aws_eu.kubernetes_host
   kubernetes_ca_cert = var.aws_eu.ca_cert
 
@@ -40,7 +40,7 @@ module "gcp_eu" {
   cluster            = module.settings.clusters[var.gcp_eu.cluster]
   settings_yaml      = module.settings.settings[var.gcp_eu.cluster]
   image              = var.image
-  admin_token        = var.admin_token
+  admin_token        = lookup(var.admin_tokens, var.gcp_eu.cluster, var.admin_token)
   kubernetes_host    = var.gcp_eu.kubernetes_host
   kubernetes_ca_cert = var.gcp_eu.ca_cert
 }
@@ -52,7 +52,7 @@ module "onprem" {
   cluster            = module.settings.clusters[var.onprem.cluster]
   settings_yaml      = module.settings.settings[var.onprem.cluster]
   image              = var.image
-  admin_token        = var.admin_token
+  admin_token        = lookup(var.admin_tokens, var.onprem.cluster, var.admin_token)
   kubernetes_host    = var.onprem.kubernetes_host
   kubernetes_ca_cert = var.onprem.ca_cert
 

@@ -10,9 +10,16 @@ variable "image" {
 }
 
 variable "admin_token" {
-  description = "The admin API bearer token (the same in every cluster, so `fedgate health` works against any gateway)."
+  description = "The admin API bearer token of every cluster not named in admin_tokens."
   type        = string
   sensitive   = true
+}
+
+variable "admin_tokens" {
+  description = "Per-cluster admin tokens (cluster name -> token): a token leaked from one cluster opens no other. Better still, admin_token_secret on the cluster module keeps them out of the state."
+  type        = map(string)
+  sensitive   = true
+  default     = {}
 }
 
 variable "etcd_endpoints" {

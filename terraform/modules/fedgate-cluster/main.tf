@@ -123,6 +123,10 @@ resource "kubernetes_config_map_v1" "settings" {
 }
 
 resource "kubernetes_secret_v1" "admin_token" {
+  # per cluster; none when admin_token_secret names one made outside Terraform (the token
+  # then never enters the Terraform state)
+  count = var.admin_token_secret == null ? 1 : 0
+
   metadata {
     name      = "${var.name}-admin-token"
     namespace = local.namespace
@@ -294,6 +298,22 @@ resource "kubernetes_deployment_v1" "gateway" {
             protocol       = "TCP"
           }
 
+          # the admin API listens on the pod IP only (not 0.0.0.0); the NetworkPolicy
+          # admits the scraper and the operators' CIDRs to it
+          env {
+            name = "POD_IP"
+            value_from {
+              field_ref {
+                field_path = "status.podIP"
+              }
+            }
+          }
+
+          env {
+            name  = "FEDGATE_LISTEN_ADMIN"
+            value = "$(POD_IP):${local.port.admin}"
+          }
+
           env {
             name = "FEDGATE_ID"
             value_from {
@@ -311,6 +331,18 @@ resource "kubernetes_deployment_v1" "gateway" {
             period_seconds    = 2
             timeout_seconds   = 1
             failure_threshold = 2
+          }
+
+          # a gateway started during a Vault outage without cached material waits for
+          # Vault before it listens: up to an hour before the kubelet gives up on it
+          startup_probe {
+            http_get {
+              path = "/healthz"
+              port = "admin"
+            }
+            period_seconds    = 5
+            timeout_seconds   = 2
+            failure_threshold = 720
           }
 
           liveness_probe {
@@ -379,7 +411,9 @@ resource "kubernetes_deployment_v1" "gateway" {
         volume {
           name = "admin-token"
           secret {
-            secret_name = kubernetes_secret_v1.admin_token.metadata[0].name
+            secret_name = (var.admin_token_secret != null ? var.admin_token_secret
+            : kubernetes_secret_v1.admin_token[0].metadata[0].name)
+            default_mode = "0440" # fedgate refuses a world-readable token file
           }
         }
 

@@ -112,14 +112,48 @@ variable "resources" {
 }
 
 variable "admin_token" {
-  description = "Bearer token of the admin API (stored in a Secret, mounted at the settings' admin.tokenFile)."
+  description = "Bearer token of this cluster's admin API (stored in a Secret, mounted at the settings' admin.tokenFile). One per cluster; null with admin_token_secret."
   type        = string
   sensitive   = true
+  default     = null
 
   validation {
-    condition     = length(var.admin_token) >= 16
+    condition     = var.admin_token == null || length(coalesce(var.admin_token, "x")) >= 16
     error_message = "admin_token must be at least 16 characters."
   }
+}
+
+variable "etcd_client_pki_role" {
+  description = "Name of a PKI role (made here, per cluster) that issues the gateways' etcd client certificates, CN fedgate-gateway-<cluster>; set etcd.tls.vaultRole to it in the settings. Null: no such role (etcd client certificates come from files)."
+  type        = string
+  default     = null
+}
+
+variable "admin_token_secret" {
+  description = "Name of an existing Secret (in the namespace) holding the admin token under the basename of admin.tokenFile, made outside Terraform (External Secrets, Vault agent...): the token stays out of the Terraform state. Null: the module makes the Secret from admin_token."
+  type        = string
+  default     = null
+}
+
+variable "network_policy" {
+  description = "Create a NetworkPolicy: public and east-west ports open, the admin port only to metrics_scraper and admin_allowed_cidrs."
+  type        = bool
+  default     = true
+}
+
+variable "admin_allowed_cidrs" {
+  description = "Operators' networks allowed to reach the admin API (fedgate health, the status page)."
+  type        = list(string)
+  default     = []
+}
+
+variable "metrics_scraper" {
+  description = "The Prometheus pods allowed to reach the admin port (/metrics): label selectors of their namespace and pods. Null: none."
+  type = object({
+    namespace_labels = map(string)
+    pod_labels       = optional(map(string), {})
+  })
+  default = null
 }
 
 variable "public_service_type" {
@@ -206,7 +240,7 @@ variable "vault_ca_cert_pem" {
 }
 
 variable "prometheus_scrape" {
-  description = "Annotate the pods for Prometheus (prometheus.io/scrape, port, path: /metrics on the admin port, which needs no token)."
+  description = "Annotate the pods for Prometheus (prometheus.io/scrape, port, path: /metrics on the admin port, which needs the admin token unless the settings set admin.publicMetrics)."
   type        = bool
   default     = true
 }

@@ -32,7 +32,34 @@ resource "vault_policy" "gateway" {
     path "auth/token/renew-self" {
       capabilities = ["update"]
     }
+    %{if var.etcd_client_pki_role != null~}
+    # the etcd client certificate (etcd.tls.vaultRole), CN fedgate-gateway-${var.cluster.name}
+    path "${var.cluster.vault.pki_mount}/issue/${var.etcd_client_pki_role}" {
+      capabilities = ["create", "update"]
+    }
+    %{endif~}
   EOT
+}
+
+# The gateways' etcd client certificates: the only name this role issues is the
+# cluster's etcd role (etcd takes the CN as the user; docs/security.md).
+resource "vault_pki_secret_backend_role" "etcd_client" {
+  count   = var.etcd_client_pki_role == null ? 0 : 1
+  backend = var.cluster.vault.pki_mount
+  name    = var.etcd_client_pki_role
+
+  allowed_domains    = ["fedgate-gateway-${var.cluster.name}"]
+  allow_bare_domains = true
+  allow_subdomains   = false
+  allow_ip_sans      = false
+  allow_localhost    = false
+  enforce_hostnames  = false
+  server_flag        = false
+  client_flag        = true
+  key_type           = "ec"
+  key_bits           = 256
+  max_ttl            = var.pki_max_ttl
+  no_store           = true
 }
 
 resource "vault_kubernetes_auth_backend_role" "gateway" {

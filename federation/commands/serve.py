@@ -446,10 +446,9 @@ class GatewayProcess:
         while not self._stop.is_set():
             st = vault.status()
             telemetry.set_certificate("public", st.get("public_not_after"))
-            east_west = getattr(vault, "east_west", None)
-            telemetry.set_certificate(
-                "east_west", east_west.not_after if east_west is not None else None
-            )
+            for label, attr in (("east_west", "east_west"), ("etcd_client", "etcd_cert")):
+                cert = getattr(vault, attr, None)
+                telemetry.set_certificate(label, cert.not_after if cert is not None else None)
             if registration is not None:
                 registration.update(
                     cert_not_after=st.get("cert_not_after"),

@@ -186,7 +186,7 @@ class Exchange:
         self.target = None
         self.breaker = None
         plane = self.plane
-        self.upstream_time = plane.clock() - self.t0
+        self.upstream_time = latency = plane.clock() - self.t0
         breaker.release(ok=ok)
         address = target.address
         if ok is not True:  # a success ends the exchange: no next try to exclude it from
@@ -199,7 +199,6 @@ class Exchange:
             plane.balancer.finished(address, ok=ok)
         if ok is None:
             return
-        latency = plane.clock() - self.t0
         plane.passive.record(self.service.name, target.cluster, ok=ok, latency=latency)
         if ok:
             plane.placement.local_success(self.service.name, target.cluster)

@@ -280,6 +280,16 @@ def test_set_view_publishes_revision_and_upstream_health() -> None:
         for s in fams["fedgate_service_clusters"].samples
     }
     assert aggregated[("checkout", "unhealthy")] == 1
+    # endpoints by health add up under sum(): no "total" series counted twice
+    eps = fams["fedgate_upstream_endpoints"].samples
+    assert {s.labels["health"] for s in eps} == {"healthy", "unhealthy"}
+    for svc, c in {(s.labels["service"], s.labels["cluster"]) for s in eps}:
+        h = view.health.get((svc, c))
+        if h is not None:
+            got = sum(
+                s.value for s in eps if (s.labels["service"], s.labels["cluster"]) == (svc, c)
+            )
+            assert got == max(h.total_endpoints, len(view.endpoints.get((svc, c), ())))
     updates = {s.labels["result"]: s.value for s in fams["fedgate_view_updates"].samples
                if s.name.endswith("_total")}  # fmt: skip
     assert updates == {"success": 1}

@@ -78,6 +78,10 @@ RetryCondition = Annotated[str, BeforeValidator(_checked(_retry_condition))]
 
 
 def _grpc_status(value: object) -> str:
+    """A gRPC status by name (``UNAVAILABLE``, ``resource-exhausted``) or by number (14,
+    as etcd holds it); ``OK`` is no failure."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = next((n for n, code in GRPC_STATUS_CODES.items() if code == value), value)
     name = value.upper().replace("-", "_") if isinstance(value, str) else None
     if name is None or name not in GRPC_STATUS_CODES or name == "OK":
         known = ", ".join(n for n in GRPC_STATUS_CODES if n != "OK")

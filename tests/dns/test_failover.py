@@ -11,7 +11,7 @@ import dns.resolver
 import pytest
 
 from federation.devstack.localfed import DEMO_HOST
-from tests.dns.conftest import DnsFederation, addresses, ask, server, start
+from tests.dns.conftest import DnsFederation, addresses, ask, converged, server, start
 from tests.support.wait import wait_for
 
 MOVE_WITHIN = 8.0  # generous under load; bench/dns.py measures the real figure
@@ -21,6 +21,7 @@ MOVE_WITHIN = 8.0  # generous under load; bench/dns.py measures the real figure
 def fed() -> Iterator[DnsFederation]:
     f = start()
     try:
+        converged(f)
         yield f
     finally:
         f.close()

@@ -22,11 +22,13 @@ Pure and cheap: called by the view builder on every view change.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from statistics import median
 from types import MappingProxyType
 
 from federation.model import (
+    ANY,
     Cluster,
     Endpoint,
     GatewayRecord,
@@ -53,28 +55,99 @@ def aggregate(
     previous: Mapping[tuple[str, str], ServiceHealth],
     now: float,
 ) -> Mapping[tuple[str, str], ServiceHealth]:
-    """The aggregated health of every service in every cluster it runs in."""
+    """The aggregated health of every service in every cluster it runs in.
+
+    The same rules as the incremental view (``federation.viewstate``) applies pair by
+    pair; this is the whole-federation form (tests, one-shot tools).
+    """
     live = {g.id for g in gateways.values()}
     by_key: dict[Key, list[Observation]] = {}
+    markers: dict[str, str] = {}
     for obs in observations:
-        if obs.observer in live:
+        if obs.observer not in live:
+            continue
+        if obs.service == ANY and obs.cluster == ANY:
+            markers[obs.observer] = obs.observer_cluster
+        else:
             by_key.setdefault((obs.service, obs.cluster), []).append(obs)
+    per_cluster: dict[str, int] = {}
+    for cluster in markers.values():
+        per_cluster[cluster] = per_cluster.get(cluster, 0) + 1
     result: dict[Key, ServiceHealth] = {}
     for service in services.values():
         for cluster in service.clusters:
             if cluster not in clusters:
                 continue
             key = (service.name, cluster)
-            health = assess(
+            opinions, extra = pair_opinions(
+                service.name,
+                cluster,
+                explicit=by_key.get(key, ()),
+                cluster_wide=by_key.get((ANY, cluster), ()),
+                markers=markers,
+                outside=len(markers) - per_cluster.get(cluster, 0),
+            )
+            result[key] = assess_pair(
                 service.name,
                 cluster,
                 endpoints=endpoints.get(key, ()),
-                observations=by_key.get(key, ()),
+                observations=opinions,
+                previous=previous.get(key),
+                now=now,
+                extra_voters=extra,
             )
-            prev = previous.get(key)
-            since = prev.since if prev is not None and prev.state is health.state else now
-            result[key] = _with_since(health, since)
     return MappingProxyType(result)
+
+
+def pair_opinions(
+    service: str,
+    cluster: str,
+    *,
+    explicit: Iterable[Observation],
+    cluster_wide: Iterable[Observation],
+    markers: Mapping[str, str],
+    outside: int,
+) -> tuple[list[Observation], int]:
+    """The opinions on one (service, cluster): (observations, silent healthy voters).
+
+    An observer's opinion is, by priority: its observation of the pair; its cluster-wide
+    exception for the cluster (``service="*"``: unreachable, or ``unknown`` = no
+    opinion); else, when it publishes the marker (``"*"/"*"``: it pings every other
+    cluster) and is not of that cluster, a silent healthy vote. ``outside`` is the
+    number of live markers of other clusters.
+    """
+    opinions = list(explicit)
+    seen = {o.observer for o in opinions}
+    for o in cluster_wide:
+        if o.observer in seen:
+            continue
+        seen.add(o.observer)
+        if o.state is not HealthState.UNKNOWN:
+            opinions.append(dataclasses.replace(o, service=service))
+    silent = outside - sum(1 for o in seen if markers.get(o, cluster) != cluster)
+    return opinions, max(0, silent)
+
+
+def assess_pair(
+    service: str,
+    cluster: str,
+    *,
+    endpoints: Sequence[Endpoint],
+    observations: Sequence[Observation],
+    previous: ServiceHealth | None,
+    now: float,
+    extra_voters: int = 0,
+) -> ServiceHealth:
+    """One (service, cluster) from its live observers, ``since`` carried from ``previous``.
+
+    What the incremental view (``federation.viewstate``) calls for each pair a change
+    touched; :func:`aggregate` is the same over every pair.
+    """
+    health = assess(
+        service, cluster, endpoints=endpoints, observations=observations, extra_voters=extra_voters
+    )
+    same = previous is not None and previous.state is health.state
+    return _with_since(health, previous.since if same and previous is not None else now)
 
 
 def assess(
@@ -83,8 +156,13 @@ def assess(
     *,
     endpoints: Sequence[Endpoint],
     observations: Sequence[Observation],
+    extra_voters: int = 0,
 ) -> ServiceHealth:
-    """One (service, cluster) from the live observers' opinions (``since`` left at 0)."""
+    """One (service, cluster) from the live observers' opinions (``since`` left at 0).
+
+    ``extra_voters`` are silent healthy voters (other clusters' gateways that ping this
+    one and did not report it unreachable): they count as voters, carry no statistics.
+    """
     # one opinion per observer: the newest
     latest: dict[str, Observation] = {}
     for obs in observations:
@@ -104,6 +182,7 @@ def assess(
         healthy, total = routable, len(endpoints)
 
     voters = [o for o in opinions if o.state is not HealthState.UNKNOWN]
+    n_voters = len(voters) + extra_voters
     down = sum(1 for o in voters if o.state is HealthState.UNHEALTHY)
     traffic = [o for o in opinions if o.error_rate > 0.0 or o.latency_ms > 0.0]
     error_rate = median(o.error_rate for o in traffic) if traffic else 0.0
@@ -113,9 +192,9 @@ def assess(
         state = HealthState.UNHEALTHY  # nowhere to send a request
     elif own and healthy == 0:
         state = HealthState.UNHEALTHY  # the cluster's own gateways see no healthy endpoint
-    elif voters and 2 * down > len(voters):
+    elif n_voters and 2 * down > n_voters:
         state = HealthState.UNHEALTHY  # a majority of live observers agree
-    elif not voters:
+    elif not n_voters:
         state = HealthState.UNKNOWN
     elif down or healthy < total or error_rate > DEGRADED_ERROR_RATE:
         state = HealthState.DEGRADED
@@ -132,13 +211,13 @@ def assess(
             total=total,
             error_rate=error_rate,
             latency_ms=latency_ms,
-            down_share=down / len(voters) if voters else 0.0,
+            down_share=down / n_voters if n_voters else 0.0,
         ),
         healthy_endpoints=healthy,
         total_endpoints=total,
         error_rate=error_rate,
         latency_ms=latency_ms,
-        observers=len(opinions),
+        observers=len(opinions) + extra_voters,
         down_votes=down,
     )
 

@@ -326,6 +326,29 @@ class EtcdClient:
             raise
         return int(resp.header.revision), [_kv(kv) for kv in resp.kvs]
 
+    async def get_range_page(
+        self, key: bytes, end: bytes, *, revision: int = 0, limit: int = 0
+    ) -> tuple[int, list[KV], bool]:
+        """One page of a range read: (revision of the read, kvs in key order, more left).
+
+        ``federation.listing`` pages a whole prefix with it, so that no single answer
+        exceeds the gRPC receive limit.
+        """
+        req = rpc.RangeRequest(key=key, range_end=end, revision=revision, limit=limit)
+
+        async def fn(c: Any) -> Any:
+            return await c.kvstub.Range(
+                req, timeout=max(self._timeout, 10.0), metadata=_REQUIRE_LEADER
+            )
+
+        try:
+            resp = await self._call("range", fn)
+        except EtcdError as exc:
+            if "compacted" in str(exc):
+                raise EtcdCompacted(0) from None
+            raise
+        return int(resp.header.revision), [_kv(kv) for kv in resp.kvs], bool(resp.more)
+
     async def put(self, key: str, value: bytes, *, lease: int | None = None) -> int:
         req = rpc.PutRequest(key=key.encode(), value=value, lease=lease or 0)
 

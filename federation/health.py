@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import ssl
@@ -37,7 +38,7 @@ from urllib.parse import urlsplit
 from federation import codec
 from federation.grpc_health import grpc_probe
 from federation.keys import KeyLayout
-from federation.model import HealthCheck, HealthState, Observation, RoutingView, Service
+from federation.model import ANY, HealthCheck, HealthState, Observation, RoutingView, Service
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,11 @@ async def http_probe(
         if writer is not None:
             writer.close()
             if ssl_context is None:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
+                # meets the inner's completion, and the probe loop would never stop
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.wait_closed(), 0.2)
+                    async with asyncio.timeout(0.2):
+                        await writer.wait_closed()
 
 
 # --------------------------------------------------------------------------- targets
@@ -223,6 +227,8 @@ class HealthReporter:
         self._published: tuple[Observation, ...] | None = None
         self._published_at = -1e18
         self._local: dict[str, tuple[int, int]] = {}
+        self._shape_of: RoutingView | None = None
+        self._shape_cache: tuple[list[Service], list[str]] = ([], [])
         self.writes = 0
         self.probes = 0
         lease.on_new_lease(self._on_new_lease)
@@ -234,14 +240,19 @@ class HealthReporter:
             while True:
                 view = self._holder.view
                 if view is not self._view:
-                    self._view = view
-                    self._reconcile(view)
-                    self._notify_local()
+                    before, self._view = self._view, view
+                    # the targets follow services, clusters, endpoints and gateways only:
+                    # a health-only view (most of them) keeps those objects
+                    if before is None or any(
+                        getattr(view, part) is not getattr(before, part)
+                        for part in ("services", "clusters", "endpoints", "gateways")
+                    ):
+                        self._reconcile(view)
+                        self._notify_local()
                 await self.publish()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._changed.wait(), timeout=min(0.5, self._stats_interval)
-                    )
+                with contextlib.suppress(TimeoutError):  # (asyncio.timeout: see above)
+                    async with asyncio.timeout(min(0.5, self._stats_interval)):
+                        await self._changed.wait()
                 self._changed.clear()
         finally:
             await self._stop_targets()
@@ -270,10 +281,14 @@ class HealthReporter:
                         "endpoint", svc.name, ep.address, svc.health_check.path, svc.health_check,
                         grpc=svc.protocol == "grpc",
                     )  # fmt: skip
+        runs_in: dict[str, list[Service]] = {}  # one pass, not clusters x services
+        for svc in view.services.values():
+            for c in svc.clusters:
+                runs_in.setdefault(c, []).append(svc)
         for name, cluster in view.clusters.items():
             if name == self._cluster:
                 continue
-            runs = [s for s in view.services.values() if name in s.clusters]
+            runs = runs_in.get(name)
             if not runs:
                 continue
             urls = [cluster.east_west] if cluster.east_west else []
@@ -386,52 +401,110 @@ class HealthReporter:
 
     # ------------------------------------------------------------------ observations
     def observations(self) -> tuple[Observation, ...]:
-        """This gateway's current opinions (``at`` = now)."""
+        """This gateway's current opinions (``at`` = now).
+
+        O(services of its own cluster + clusters it finds unreachable + pairs it sends
+        real traffic to), not O(services x clusters):
+
+        - one observation per service of its own cluster (its probes);
+        - one observation per (service, remote cluster) only with real traffic there
+          (``MIN_REQUESTS`` in the window): its error rate and latency count;
+        - one *cluster-wide exception* (``service="*"``) per remote cluster whose
+          gateways it finds unreachable (``unhealthy``) or has no result for yet
+          (``unknown``: no opinion);
+        - the *marker* (``"*"/"*"``, healthy = reachable clusters, total = pinged) when it
+          pings other clusters: every remote cluster it lists no exception for is
+          reachable for it (a silent healthy vote, ``federation.aggregate``).
+        """
         view = self._view if self._view is not None else self._holder.view
         now = self._clock()
         stats = self._passive.snapshot()
+        # one pass over the targets (at 1,000 clusters: ~1,000 pings + own endpoints)
+        pings: dict[str, list[bool | None]] = {}
+        counts: dict[str, list[int]] = {}  # service -> [healthy, total, unknown]
+        for t in self._targets.values():
+            if t.kind == "gateway":
+                pings.setdefault(t.name, []).append(t.state.healthy)
+            else:
+                c = counts.setdefault(t.name, [0, 0, 0])
+                c[1] += 1
+                if t.state.healthy is None:
+                    c[2] += 1
+                elif t.state.healthy:
+                    c[0] += 1
         out: list[Observation] = []
-        for svc in sorted(view.services.values(), key=lambda s: s.name):
-            for cluster in svc.clusters:
-                if cluster not in view.clusters:
-                    continue
-                err, ms, n = stats.get((svc.name, cluster), (0.0, 0.0, 0))
-                if cluster == self._cluster:
-                    healthy, total, unknown = self._endpoint_counts(svc.name)
-                    if unknown:
-                        continue  # not every endpoint probed yet: no opinion
-                    state = _endpoint_state(healthy, total)
-                else:
-                    gw = [
-                        t.state.healthy
-                        for t in self._targets.values()
-                        if t.kind == "gateway" and t.name == cluster
-                    ]
-                    known = [h for h in gw if h is not None]
-                    if not gw or len(known) < len(gw):
-                        if n < MIN_REQUESTS:
-                            continue  # nothing to say about it
-                        state, healthy, total = HealthState.HEALTHY, 1, 1
-                    else:
-                        up = any(known)
-                        state = HealthState.HEALTHY if up else HealthState.UNHEALTHY
-                        healthy, total = int(up), 1
-                state = _with_passive(state, err, n)
-                out.append(
-                    Observation(
-                        observer=self._gateway_id,
-                        observer_cluster=self._cluster,
-                        service=svc.name,
-                        cluster=cluster,
-                        state=state,
-                        healthy=healthy,
-                        total=total,
-                        error_rate=round(err, 4) if n else 0.0,
-                        latency_ms=round(ms, 2) if n else 0.0,
-                        at=now,
-                    )
+        own, remote = self._shape(view)
+        for svc in own:
+            healthy, total, unknown = counts.get(svc.name, (0, 0, 0))
+            if unknown:
+                continue  # not every endpoint probed yet: no opinion
+            err, ms, n = stats.get((svc.name, self._cluster), (0.0, 0.0, 0))
+            state = _with_passive(_endpoint_state(healthy, total), err, n)
+            out.append(self._observation(svc.name, self._cluster, state, healthy, total, now))
+            if n:
+                out[-1] = dataclasses.replace(
+                    out[-1], error_rate=round(err, 4), latency_ms=round(ms, 2)
                 )
+        reach = {cluster: _reachable(pings.get(cluster, [])) for cluster in remote}
+        # real traffic to another cluster: a per-service line with its statistics
+        for (name, cluster), (err, ms, n) in sorted(stats.items()):
+            if n < MIN_REQUESTS or cluster not in reach:
+                continue
+            runs = view.services.get(name)
+            if runs is None or cluster not in runs.clusters:
+                continue
+            up = reach[cluster]
+            state = HealthState.UNHEALTHY if up is False else HealthState.HEALTHY
+            healthy, total = (0, 1) if up is False else (1, 1)
+            state = _with_passive(state, err, n)
+            out.append(
+                dataclasses.replace(
+                    self._observation(name, cluster, state, healthy, total, now),
+                    error_rate=round(err, 4),
+                    latency_ms=round(ms, 2),
+                )
+            )
+        for cluster, up in reach.items():
+            if up is False:
+                out.append(self._observation(ANY, cluster, HealthState.UNHEALTHY, 0, 1, now))
+            elif up is None:
+                out.append(self._observation(ANY, cluster, HealthState.UNKNOWN, 0, 0, now))
+        if reach:
+            up_count = sum(1 for v in reach.values() if v)
+            out.append(self._observation(ANY, ANY, HealthState.HEALTHY, up_count, len(reach), now))
         return tuple(out)
+
+    def _shape(self, view: RoutingView) -> tuple[list[Service], list[str]]:
+        """Own cluster's services and the other clusters that run one (once per config:
+        the incremental view keeps ``services`` and ``clusters`` while they do not change)."""
+        if self._shape_of is None or (
+            self._shape_of.services is not view.services
+            or self._shape_of.clusters is not view.clusters
+        ):
+            own: list[Service] = []
+            remote: set[str] = set()
+            for svc in sorted(view.services.values(), key=lambda s: s.name):
+                remote.update(c for c in svc.clusters if c in view.clusters)
+                if self._cluster in svc.clusters and self._cluster in view.clusters:
+                    own.append(svc)
+            remote.discard(self._cluster)
+            self._shape_of = view
+            self._shape_cache = (own, sorted(remote))
+        return self._shape_cache
+
+    def _observation(
+        self, service: str, cluster: str, state: HealthState, healthy: int, total: int, now: float
+    ) -> Observation:
+        return Observation(
+            observer=self._gateway_id,
+            observer_cluster=self._cluster,
+            service=service,
+            cluster=cluster,
+            state=state,
+            healthy=healthy,
+            total=total,
+            at=now,
+        )
 
     async def publish(self, *, force: bool = False) -> bool:
         """Write the observations if they changed materially; True when written."""
@@ -458,6 +531,14 @@ class HealthReporter:
     def local_status(self) -> dict[str, object]:
         """The probe results, for the status page and tests."""
         return {f"{t.kind}:{t.name}:{t.address}": t.state.healthy for t in self._targets.values()}
+
+
+def _reachable(pings: list[bool | None]) -> bool | None:
+    """Whether a remote cluster's gateways answer our pings (None: no result yet)."""
+    known = [h for h in pings if h is not None]
+    if not pings or len(known) < len(pings):
+        return None
+    return any(known)
 
 
 def _endpoint_state(healthy: int, total: int) -> HealthState:

@@ -51,6 +51,9 @@ class Kind(StrEnum):
 
 
 CONFIG_KINDS = frozenset({Kind.FEDERATION, Kind.CLUSTER, Kind.SERVICE, Kind.GENERATION})
+# config kinds a watcher holds back while an apply barrier (``applying``) stands: the
+# manifest's keys and the generation written by the apply's last transaction
+HELD_KINDS = CONFIG_KINDS
 
 
 class Writer(StrEnum):

@@ -146,8 +146,9 @@ class GatewayLease:
                 delay = 0.0 if failures == 0 else _backoff(failures, cap=self._ttl / 3)
             else:
                 delay = self.interval if failures == 0 else _backoff(failures, cap=self.interval)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), delay)
+            with contextlib.suppress(TimeoutError):  # not wait_for: it may swallow a cancel
+                async with asyncio.timeout(delay):
+                    await self._kick.wait()
             self._kick.clear()
             try:
                 if self._lease_id is None:

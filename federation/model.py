@@ -405,9 +405,17 @@ class GatewayRecord:
     dns: str = ""  # host:port of its authoritative DNS listener ("" when off)
 
 
+ANY = "*"  # Observation.service / .cluster: every service of a cluster, every cluster
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One observer's opinion of one (service, cluster), published under its lease."""
+    """One observer's opinion of one (service, cluster), published under its lease.
+
+    ``service="*"`` is a cluster-wide exception (the cluster's gateways unreachable, or
+    ``unknown``: no opinion); ``service="*", cluster="*"`` is the marker "I ping every
+    other cluster; those I list no exception for are reachable" (``federation.aggregate``).
+    """
 
     observer: str  # gateway id
     observer_cluster: str

@@ -1,6 +1,8 @@
-"""Facts in etcd -> one immutable :class:`RoutingView`.
+"""Facts in etcd -> one immutable :class:`RoutingView`: decoding one item, and the
+whole-prefix build.
 
-:func:`build_view` turns every key under the prefix (a ``{key: KV}`` mapping at one
+:func:`build_view` (the incremental engine ``federation.viewstate`` fed every key at
+once) turns every key under the prefix (a ``{key: KV}`` mapping at one
 revision) into a view. It never fails as a whole: an item that does not decode, whose
 name does not match its key, that names an unknown cluster, or whose key the layout
 does not know is *rejected*: a :class:`Rejection` is recorded in ``view.rejected``, the
@@ -20,22 +22,18 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
 from typing import Any
 
 from federation import codec, limits
 from federation.etcd import KV, EtcdClient
-from federation.keys import CONFIG_KINDS, KeyLayout, Kind, ParsedKey
-from federation.manifest_view import static_endpoints
+from federation.keys import KeyLayout, Kind, ParsedKey
 from federation.model import (
     Cluster,
     Endpoint,
     GatewayRecord,
     Observation,
-    Rejection,
     RoutingView,
     Service,
-    ServiceHealth,
     Zone,
 )
 
@@ -43,8 +41,6 @@ log = logging.getLogger(__name__)
 
 # folders under the prefix that hold no routing facts (reserved or owned elsewhere)
 IGNORED_FOLDERS = ("ratelimit/",)
-
-Aggregate = Callable[..., Mapping[tuple[str, str], ServiceHealth]]
 
 
 class ItemError(ValueError):
@@ -151,19 +147,6 @@ class DecodeCache:
                 del self._items[key]
 
 
-def _aggregate() -> Aggregate | None:
-    try:
-        from federation.aggregate import aggregate
-    except ImportError:  # pragma: no cover - HEALTH's module is part of the package
-        return None
-    return aggregate
-
-
-def _unknown_clusters(service: Service, clusters: Mapping[str, Cluster]) -> list[str]:
-    named = [*service.clusters, *service.failover.order, *service.endpoints]
-    return sorted({c for c in named if c not in clusters})
-
-
 def build_view(
     kvs: Mapping[str, KV],
     *,
@@ -180,158 +163,10 @@ def build_view(
     for ``config_revision`` (the revision of the last config key deletion, which leaves
     no mod revision behind).
     """
-    prev = previous if previous is not None else RoutingView()
-    rejected: list[Rejection] = []
-    by_kind: dict[Kind, list[Item]] = {k: [] for k in Kind}
-    config_revision = config_floor
+    from federation.viewstate import ViewState  # the incremental engine, fed everything
 
-    def reject(item: Item, error: str) -> None:
-        rejected.append(Rejection(key=item.key, error=error, revision=item.mod_revision))
-
-    for key in sorted(kvs):
-        kv = kvs[key]
-        rest = key[len(layout.prefix) :] if key.startswith(layout.prefix) else None
-        if rest is not None and rest.startswith(IGNORED_FOLDERS):
-            continue
-        item = cache.get(layout, kv) if cache is not None else decode_item(layout, kv)
-        if item.parsed is not None and item.parsed.kind in CONFIG_KINDS:
-            config_revision = max(config_revision, kv.mod_revision)
-        if item.parsed is None:
-            reject(item, item.error or "key not in the layout")
-            continue
-        by_kind[item.parsed.kind].append(item)
-
-    # federation name
-    federation = ""
-    zones: tuple[Zone, ...] = ()
-    for item in by_kind[Kind.FEDERATION]:
-        if item.error is not None:
-            reject(item, item.error)
-            federation, zones = prev.federation, prev.zones
-        else:
-            federation, zones = item.value
-
-    # clusters
-    clusters: dict[str, Cluster] = {}
-    for item in by_kind[Kind.CLUSTER]:
-        assert item.parsed is not None
-        name = item.parsed.parts[0]
-        if item.error is not None:
-            reject(item, item.error)
-            if name in prev.clusters:
-                clusters[name] = prev.clusters[name]
-        else:
-            clusters[name] = item.value
-
-    # services: every cluster they name must exist
-    services: dict[str, Service] = {}
-    for item in by_kind[Kind.SERVICE]:
-        assert item.parsed is not None
-        name = item.parsed.parts[0]
-        error = item.error
-        if error is None:
-            unknown = _unknown_clusters(item.value, clusters)
-            if unknown:
-                error = f"service {name!r} names unknown cluster {unknown[0]!r}"
-        if error is not None:
-            reject(item, error)
-            if name in prev.services:
-                services[name] = prev.services[name]
-        else:
-            services[name] = item.value
-
-    # gateways
-    gateways: dict[str, GatewayRecord] = {}
-    for item in by_kind[Kind.GATEWAY]:
-        assert item.parsed is not None
-        cluster, gateway_id = item.parsed.parts
-        if item.error is not None:
-            reject(item, item.error)
-            old = prev.gateways.get(gateway_id)
-            if old is not None and old.cluster == cluster:
-                gateways[gateway_id] = old
-        else:
-            gateways[gateway_id] = item.value
-
-    # endpoints: static ones, then discovered ones. Several gateways of one cluster each
-    # discover the same pods under their own key: one endpoint per address, the freshest
-    # report (highest mod revision) wins, so a pod turning terminating drains at once.
-    merged: dict[tuple[str, str], dict[str, tuple[int, Endpoint]]] = {}
-    for service in services.values():
-        for pair, eps in static_endpoints(service).items():
-            by_address = merged.setdefault(pair, {})
-            for ep in eps:
-                by_address[ep.address] = (-1, ep)
-    for item in by_kind[Kind.ENDPOINTS]:
-        assert item.parsed is not None
-        svc, cluster, _src = item.parsed.parts
-        found: list[Endpoint]
-        if item.error is not None:
-            # keep serving what the previous view had for this pair (the view does not
-            # record which key an endpoint came from), below any fresh report
-            reject(item, item.error)
-            found = [e for e in prev.endpoints.get((svc, cluster), ()) if e.source != "static"]
-            reported_at = 0
-        else:
-            found = list(item.value)
-            reported_at = item.mod_revision
-        by_address = merged.setdefault((svc, cluster), {})
-        for ep in found:
-            seen = by_address.get(ep.address)
-            if seen is None or seen[0] < reported_at:
-                by_address[ep.address] = (reported_at, ep)
-    endpoints = {
-        pair: [ep for _, ep in by_address.values()]
-        for pair, by_address in merged.items()
-        if by_address
-    }
-
-    # health observations
-    observations: list[Observation] = []
-    for item in by_kind[Kind.HEALTH]:
-        assert item.parsed is not None
-        if item.error is not None:
-            reject(item, item.error)
-            observer = item.parsed.parts[0]
-            observations.extend(o for o in prev.observations if o.observer == observer)
-        else:
-            observations.extend(item.value)
-
-    frozen_endpoints = MappingProxyType({k: tuple(v) for k, v in endpoints.items()})
-    health: Mapping[tuple[str, str], ServiceHealth] = MappingProxyType({})
-    aggregate = _aggregate()
-    if aggregate is not None:
-        try:
-            health = aggregate(
-                services=services,
-                clusters=clusters,
-                endpoints=frozen_endpoints,
-                gateways=gateways,
-                observations=observations,
-                previous=prev.health,
-                now=now,
-            )
-        except Exception as exc:  # a bug in health must not stop the view
-            log.error("health aggregation failed: %s", exc)
-            health = prev.health
-
-    for r in rejected:
-        log.warning("etcd item rejected at revision %d: %s: %s", r.revision, r.key, r.error)
-    return RoutingView(
-        revision=revision,
-        config_revision=config_revision,
-        federation=federation,
-        clusters=MappingProxyType(clusters),
-        services=MappingProxyType(services),
-        endpoints=frozen_endpoints,
-        gateways=MappingProxyType(gateways),
-        observations=tuple(observations),
-        health=health,
-        rejected=tuple(rejected),
-        source="etcd",
-        stale=False,
-        zones=zones,
-    )
+    state = ViewState(layout, previous=previous, cache=cache)
+    return state.apply(kvs, revision=revision, now=now, config_floor=config_floor)
 
 
 async def load_view(

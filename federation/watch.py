@@ -3,7 +3,8 @@
 :class:`ViewWatcher` reads every key under the prefix in one linearizable read at
 revision R, builds the view, then watches the prefix from R+1. Each watch response
 (all events of one or more whole etcd transactions: a transaction is never split) is
-applied at once and gives one new immutable view, handed to ``on_view``; the caller
+applied whole, alone or with the responses that arrived with it (coalescing, below),
+and gives one new immutable view, handed to ``on_view``; the caller
 swaps it in with one assignment. No view ever shows half a transaction.
 
 Failures:
@@ -22,6 +23,22 @@ Failures:
 
 Progress notifications prove the stream alive but do not advance the revision (etcd
 3.5.1 may send one before events it still owes a catching-up watcher).
+
+Cost follows change: the facts live in a :class:`~federation.viewstate.ViewState`, each
+update is a *delta* applied to the structures its keys feed. Bursts are coalesced as
+Istio debounces: an update after a quiet spell is applied at once; while events keep
+coming they are gathered until ``debounce`` seconds pass without one, never longer than
+``max_delay`` after the first (whole responses only: a transaction is never split).
+A big delta (a full list, a large apply) is applied in a worker thread, so the event
+loop keeps serving requests. Events on ``own_keys`` (this gateway's own record) never
+start an update by themselves: they ride with the next one (at most ``max_delay`` late).
+
+The apply barrier (``{prefix}applying``, see docs/etcd.md): while it stands, config
+events (federation, clusters, services, generation) later than its create revision are
+*held*; the event that deletes it releases them all, with the events of its revision, as
+one update. A full list that finds the barrier reads the config kinds at the barrier's
+create revision - 1 (runtime kinds at the list revision); if that revision is compacted
+the config of the last view is kept and ``stats.barrier_compacted`` counts it.
 """
 
 from __future__ import annotations
@@ -32,14 +49,16 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from federation.etcd import KV, EtcdClient, EtcdCompacted, EtcdError, WatchBatch, WatchStream
-from federation.keys import CONFIG_KINDS, KeyLayout
+from federation.keys import HELD_KINDS, KeyLayout
+from federation.listing import list_prefix
 from federation.model import RoutingView
 from federation.snapshot import SnapshotWriter, load_snapshot
-from federation.view import DecodeCache, build_view
+from federation.view import DecodeCache
+from federation.viewstate import ViewState
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +86,26 @@ class WatchStats:
     snapshot_loaded: bool = False
     last_error: str = ""
     last_update: float = 0.0  # clock time of the last applied update
+    events: int = 0  # watch events received
+    coalesced: int = 0  # watch responses folded into an update with others
+    offloaded: int = 0  # updates applied in a worker thread (big deltas)
+    config_rebuilds: int = 0  # updates that changed clusters/services (route table rebuilt)
+    endpoint_pairs: int = 0  # (service, cluster) endpoint lists recomputed
+    health_pairs: int = 0  # (service, cluster) health assessments recomputed
+    longest_apply_ms: float = 0.0  # the longest update applied on the event loop
+    barrier: int = 0  # create revision of the standing apply barrier (0: none)
+    held: int = 0  # config events held behind the barrier now
+    barrier_releases: int = 0  # barriers released (held events applied as one update)
+    barrier_compacted: int = 0  # lists that found a barrier but could not read behind it
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+Delta = dict[str, KV | None]
+OFFLOAD_KEYS = 256  # a delta of more keys than this is applied in a worker thread
+OFFLOAD_BYTES = 16 * 1024  # ... or of more bytes to decode than this
+OFFLOAD_PAIRS = 5000  # ... or any delta once the view holds more (service, cluster) pairs
 
 
 class ViewWatcher:
@@ -86,6 +122,10 @@ class ViewWatcher:
         progress_interval: float = 5.0,
         max_backoff: float = 2.0,
         snapshot_debounce: float = 0.5,
+        debounce: float = 0.005,
+        max_delay: float = 0.05,
+        own_keys: Collection[str] = (),
+        offload_keys: int = OFFLOAD_KEYS,
     ) -> None:
         self._client = client
         self._layout = layout
@@ -97,15 +137,30 @@ class ViewWatcher:
         self._writer = (
             SnapshotWriter(snapshot_path, debounce=snapshot_debounce) if snapshot_path else None
         )
+        self._debounce = debounce
+        self._max_delay = max_delay
+        self._own_keys = frozenset(own_keys)
+        self._offload_keys = offload_keys
         self._view = RoutingView()
-        self._kvs: dict[str, KV] = {}
         self._cache = DecodeCache()
-        self._revision = 0  # last applied revision; 0 = nothing listed yet
+        self._state = ViewState(layout, cache=self._cache)
+        self._revision = 0  # last revision taken in (applied, pending or held)
         self._config_floor = 0
         self._need_reload = True
         self._streams = 0
         self._failures = 0  # consecutive failures (reset once a watch is open)
         self._ready = asyncio.Event()
+        # coalescing: events taken in but not yet applied
+        self._pending: Delta = {}
+        self._pending_revision = 0
+        self._pending_first = 0.0  # loop time of the first pending event
+        self._pending_last = 0.0  # ... of the last one
+        self._pending_loud = False  # a pending key that is not this gateway's own
+        self._last_flush = -1e9
+        # the apply barrier
+        self._barrier = 0  # create revision of ``applying``; 0 = none
+        self._held: Delta = {}
+        self._held_floor = 0
         self.stats = WatchStats()
 
     # -- what callers read
@@ -116,6 +171,10 @@ class ViewWatcher:
     @property
     def revision(self) -> int:
         return self._revision
+
+    @property
+    def state(self) -> ViewState:
+        return self._state
 
     async def wait_ready(self, timeout: float | None = None) -> RoutingView:
         """Wait for a first view (from etcd or the snapshot)."""
@@ -159,22 +218,63 @@ class ViewWatcher:
         base: float = min(self._max_backoff, 0.05 * 2 ** min(failures - 1, 10))
         return base * random.uniform(0.5, 1.0)
 
+    def _held_kind(self, key: str) -> bool:
+        parsed = self._layout.parse(key)
+        return parsed is not None and parsed.kind in HELD_KINDS
+
     async def _reload(self) -> None:
-        revision, kvs = await self._client.get_prefix(self._layout.prefix)
+        revision, kvs = await list_prefix(self._client, self._layout.prefix)
         self.stats.full_reloads += 1
         previous = self._view
-        self._kvs = {kv.key: kv for kv in kvs}
-        self._cache.retain(self._kvs)
+        listed = {kv.key: kv for kv in kvs}
+        held: Delta = {}
+        applying = listed.get(self._layout.applying())
+        if applying is not None:
+            listed, held = await self._behind_barrier(listed, applying)
         # a config key deleted while we were away leaves no trace; keep the old floor
         # when the store is the same one (its revision did not go backwards)
         if revision < previous.revision:
             self._config_floor = 0
         else:
             self._config_floor = max(self._config_floor, previous.config_revision)
+        self._pending = {}
+        self._barrier = applying.create_revision if applying is not None else 0
+        self._held = held
+        self._held_floor = 0
+        self.stats.barrier = self._barrier
+        self.stats.held = len(held)
+        self._cache.retain(listed)
+        state = ViewState(self._layout, previous=previous, cache=self._cache)
         self._revision = revision
         self._need_reload = False
         self.stats.connected = True
-        self._publish(previous, revision, changed=set(self._kvs))
+        await self._apply(state, dict(listed), revision)
+        self._state = state
+
+    async def _behind_barrier(
+        self, listed: dict[str, KV], applying: KV
+    ) -> tuple[dict[str, KV], Delta]:
+        """An apply is under way: the config as it was before it, and what it holds."""
+        before = applying.create_revision - 1
+        try:
+            old: dict[str, KV] = {}
+            for kind in sorted(HELD_KINDS):
+                _, kvs = await list_prefix(self._client, self._layout.folder(kind), revision=before)
+                old.update((kv.key, kv) for kv in kvs if self._held_kind(kv.key))
+        except EtcdCompacted:
+            self.stats.barrier_compacted += 1
+            log.warning(
+                "an apply barrier stands since revision %d, which is compacted: keeping the "
+                "config of the last view until the apply completes",
+                applying.create_revision,
+            )
+            old = {k: kv for k, kv in self._state.kvs.items() if self._held_kind(k)}
+        now = {k: kv for k, kv in listed.items() if self._held_kind(k)}
+        held: Delta = {k: None for k in old if k not in now}
+        held.update((k, kv) for k, kv in now.items() if old.get(k) != kv)
+        runtime = {k: kv for k, kv in listed.items() if not self._held_kind(k)}
+        runtime.update(old)
+        return runtime, held
 
     async def _watch(self) -> None:
         stream = await self._client.watch(
@@ -189,13 +289,20 @@ class ViewWatcher:
         if self._view.stale and self._view.source == "etcd":
             self._emit(dataclasses.replace(self._view, stale=False))
         queue: asyncio.Queue[WatchBatch | BaseException] = asyncio.Queue()
-        reader = asyncio.get_running_loop().create_task(self._read(stream, queue))
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(self._read(stream, queue))
         try:
             asked = False
             while True:
+                wait = self._progress_interval
+                if self._pending:
+                    wait = max(0.0, self._flush_at() - loop.time())
                 try:
-                    item = await asyncio.wait_for(queue.get(), self._progress_interval)
+                    item = await asyncio.wait_for(queue.get(), wait)
                 except TimeoutError:
+                    if self._pending:
+                        await self._flush()
+                        continue
                     if asked:
                         raise stream.unavailable("no answer to a progress request") from None
                     await stream.request_progress()
@@ -204,16 +311,26 @@ class ViewWatcher:
                 asked = False
                 if isinstance(item, BaseException):
                     raise item
-                if item.events:
-                    self._apply(item)
-                else:
+                if not item.events:
                     self.stats.progress_notifies += 1
+                    continue
+                idle = not self._pending and loop.time() - self._last_flush >= self._max_delay
+                release = self._take(item, loop.time())
+                if self._pending and (release or (idle and self._pending_loud)):
+                    await self._flush()
         finally:
             self.stats.watching = False
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
             await stream.aclose()
+            if self._pending and not self._need_reload:
+                await self._flush()  # whole responses taken in: apply them before resuming
+
+    def _flush_at(self) -> float:
+        if not self._pending_loud:
+            return self._pending_first + self._max_delay
+        return min(self._pending_first + self._max_delay, self._pending_last + self._debounce)
 
     @staticmethod
     async def _read(stream: WatchStream, queue: asyncio.Queue[WatchBatch | BaseException]) -> None:
@@ -225,48 +342,109 @@ class ViewWatcher:
         except BaseException as exc:
             queue.put_nowait(exc)
 
-    def _apply(self, batch: WatchBatch) -> None:
-        """Apply one whole watch response: one new view."""
-        changed: set[str] = set()
-        revision = self._revision
+    def _take(self, batch: WatchBatch, now: float) -> bool:
+        """Take one whole watch response in (pending or held); True when a barrier fell."""
+        released = False
+        taken = False
+        applying_key = self._layout.applying()
         for event in batch.events:
             kv = event.kv
             if kv.mod_revision <= self._revision:
-                continue  # already applied (a replay after a reconnect)
-            changed.add(kv.key)
-            if event.kind == "put":
-                self._kvs[kv.key] = kv
+                continue  # already taken in (a replay after a reconnect)
+            self.stats.events += 1
+            value = kv if event.kind == "put" else None
+            key = kv.key
+            if key == applying_key:
+                if value is not None and self._barrier == 0:
+                    self._barrier = kv.create_revision
+                    log.info("apply barrier at revision %d: holding config", self._barrier)
+                elif value is None and self._barrier:
+                    released = True
+                    self._release()
+            if self._barrier and kv.mod_revision > self._barrier and self._held_kind(key):
+                self._held[key] = value
+                if value is None:
+                    self._held_floor = max(self._held_floor, kv.mod_revision)
+                self._pending_revision = max(self._pending_revision, kv.mod_revision)
             else:
-                self._kvs.pop(kv.key, None)
-                parsed = self._layout.parse(kv.key)
-                if parsed is not None and parsed.kind in CONFIG_KINDS:
-                    self._config_floor = max(self._config_floor, kv.mod_revision)
-            revision = max(revision, kv.mod_revision)
-        if not changed:
-            return
-        previous = self._view
-        self._revision = revision
-        self._publish(previous, revision, changed=changed)
+                self._add(key, value, kv.mod_revision, now)
+            taken = True
+        if taken:
+            self._revision = max(self._revision, batch.last_event_revision)
+            self._pending_revision = max(self._pending_revision, self._revision)
+            if self._pending and not released and self._pending_first != now:
+                self.stats.coalesced += 1
+        self.stats.barrier = self._barrier
+        self.stats.held = len(self._held)
+        return released
 
-    def _publish(self, previous: RoutingView, revision: int, *, changed: set[str]) -> None:
-        view = build_view(
-            self._kvs,
-            layout=self._layout,
-            revision=revision,
-            previous=previous,
-            now=self._clock(),
-            cache=self._cache,
-            config_floor=self._config_floor,
-        )
-        self._cache.retain(self._kvs)
-        new_rejections = [r for r in view.rejected if r.key in changed]
+    def _add(self, key: str, value: KV | None, revision: int, now: float) -> None:
+        if not self._pending:
+            self._pending_first = now
+            self._pending_loud = False
+        self._pending[key] = value
+        self._pending_last = now
+        if key not in self._own_keys:
+            self._pending_loud = True
+        if value is None and self._held_kind(key):
+            self._config_floor = max(self._config_floor, revision)
+
+    def _release(self) -> None:
+        """The barrier fell: every held event joins the pending update, in order."""
+        held, self._held = self._held, {}
+        if held and not self._pending:
+            self._pending_first = asyncio.get_running_loop().time()
+        for key, value in held.items():
+            self._pending.pop(key, None)
+            self._pending[key] = value
+        self._pending_loud = True
+        self._config_floor = max(self._config_floor, self._held_floor)
+        self._held_floor = 0
+        self._barrier = 0
+        self.stats.barrier_releases += 1
+
+    async def _flush(self) -> None:
+        delta, self._pending = self._pending, {}
+        self._pending_loud = False
+        await self._apply(self._state, delta, self._pending_revision)
+
+    async def _apply(self, state: ViewState, delta: Delta, revision: int) -> None:
+        """Apply one delta: one new view, handed over once."""
+        loop = asyncio.get_running_loop()
+        self._last_flush = loop.time()
+        now = self._clock()
+        kw = {"revision": revision, "now": now, "config_floor": self._config_floor}
+        size = sum(len(kv.value) for kv in delta.values() if kv is not None)
+        if (
+            len(delta) > self._offload_keys
+            or size > OFFLOAD_BYTES
+            or len(state.health) > OFFLOAD_PAIRS  # a new view copies O(pairs) maps
+            or state.heavy(delta)
+        ):
+            self.stats.offloaded += 1
+            view = await asyncio.to_thread(lambda: state.apply(delta, **kw))  # type: ignore[arg-type]
+        else:
+            started = time.perf_counter()
+            view = state.apply(delta, **kw)  # type: ignore[arg-type]
+            took = (time.perf_counter() - started) * 1000
+            self.stats.longest_apply_ms = max(self.stats.longest_apply_ms, round(took, 3))
+        self._cache.retain(state.kvs)
+        previous = self._view
+        changed = set(delta)
+        new_rejections = [
+            r for r in view.rejected if r.key in changed and r not in previous.rejected
+        ]
         self.stats.update_attempt += 1
         if new_rejections:
             self.stats.update_rejected += 1
             self.stats.rejected_items += len(new_rejections)
         else:
             self.stats.update_success += 1
-        self.stats.revision = revision
+        costs = state.stats
+        self.stats.config_rebuilds = costs.config_rebuilds
+        self.stats.endpoint_pairs = costs.endpoint_pairs
+        self.stats.health_pairs = costs.health_pairs
+        self.stats.revision = view.revision
         self.stats.config_revision = view.config_revision
         self.stats.last_update = self._clock()
         self._emit(view)

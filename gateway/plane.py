@@ -123,6 +123,7 @@ class DataPlane:
         self.hosts: dict[bytes, str] = {}  # Host header -> host name (a parse cache)
         self.fast_served = 0  # requests served by callbacks, without an ASGI task
         self._remotes: dict[tuple[str, str], Target | None] = {}
+        self.route_builds = 0  # route tables (re)compiled: config changes only
         self.current: tuple[RoutingView, RouteTable] = (holder.view, RouteTable.build(holder.view))
         holder.subscribe(self._on_view)
 
@@ -172,9 +173,14 @@ class DataPlane:
         )  # fmt: skip
 
     def _on_view(self, view: RoutingView) -> None:
-        if view is not self.current[0]:
-            # one assignment: a consistent pair; the table is kept when the services are
-            self.current = (view, RouteTable.build(view, previous=self.current[1]))
+        before, table = self.current
+        if view is not before:
+            # the incremental view keeps ``services`` (the same object) on a runtime change:
+            # no route work at all; otherwise only the services that changed are rebuilt
+            if view.services is not before.services:
+                table = RouteTable.build(view, previous=table)
+                self.route_builds += 1
+            self.current = (view, table)  # one assignment: a consistent pair
             self._remotes = {}
             self._hop_peers = {}  # a cluster may have come or gone
             if len(self._locals) > 10000:

@@ -231,19 +231,36 @@ class GatewayProcess:
                 client = EtcdClient(s.etcd.endpoints, timeout=s.etcd.dial_timeout, **etcd_options)
             except ValueError as exc:
                 raise StartupError(f"etcd.endpoints: {exc}") from None
-            watcher = ViewWatcher(client, layout, on_view=holder.swap, snapshot_path=s.snapshot)
+            watcher = ViewWatcher(
+                client,
+                layout,
+                on_view=holder.swap,
+                snapshot_path=s.snapshot,
+                own_keys={layout.gateway(s.cluster, gateway_id)},  # no self-echo
+            )
             lease = GatewayLease(client, ttl=s.etcd.lease_ttl)
 
+        from federation.view_gauges import ViewGauges
+        from gateway.metrics import HEALTH_VALUE
+
+        view_gauges = ViewGauges(telemetry, health_value=HEALTH_VALUE)
+
         def on_view(view: RoutingView) -> None:
+            before = holder.view  # listeners run before the swap's assignment
             limiter.set_live_gateways(live_gateway_count(view))
-            # forget the state of what left the view (bounded memory over many changes)
-            balancer.retain(lambda svc, cl: (svc, cl) in view.endpoints)
-            breakers.retain(lambda svc, cl: svc in view.services)
-            budget.retain(lambda svc: svc in view.services)
-            limiter.retain(
-                lambda svc: (v := view.services.get(svc)) is not None and v.rate_limit is not None
-            )
-            telemetry.set_view(view)
+            # forget the state of what left the view (bounded memory over many changes);
+            # the incremental view keeps the objects of what did not change
+            if view.endpoints is not before.endpoints or view is before:
+                balancer.retain(lambda svc, cl: (svc, cl) in view.endpoints)
+            if view.services is not before.services or view is before:
+                breakers.retain(lambda svc, cl: svc in view.services)
+                budget.retain(lambda svc: svc in view.services)
+                limiter.retain(
+                    lambda svc: (
+                        (v := view.services.get(svc)) is not None and v.rate_limit is not None
+                    )
+                )
+            view_gauges(view)  # telemetry.set_view, at the cost of what changed
             if registration is not None:
                 registration.update(applied_revision=view.config_revision, stale=view.stale)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from federation.aggregate import DEGRADED_ERROR_RATE, aggregate, assess, score
 from federation.model import (
+    ANY,
     Cluster,
     Endpoint,
     GatewayRecord,
@@ -218,3 +221,79 @@ def test_unknown_cluster_names_are_skipped() -> None:
         now=1.0,
     )
     assert set(result) == {("web", "a")}
+
+
+# ------------------------------------------- cluster-wide opinions: exceptions and markers
+
+
+def marker(observer_cluster: str, observer: str | None = None) -> Observation:
+    """'I ping every other cluster; those I list no exception for are reachable.'"""
+    o = obs(observer_cluster, ANY, observer=observer)
+    return dataclasses.replace(o, service=ANY)
+
+
+def unreachable(observer_cluster: str, cluster: str, observer: str | None = None) -> Observation:
+    o = obs(observer_cluster, cluster, HealthState.UNHEALTHY, observer=observer, healthy=0)
+    return dataclasses.replace(o, service=ANY, total=1)
+
+
+FIVE = {f"gw-{c}": GatewayRecord(id=f"gw-{c}", cluster=c) for c in ("a", "b", "c", "d", "e")}
+
+
+def run5(observations: list[Observation]) -> dict[tuple[str, str], ServiceHealth]:
+    clusters = {c: Cluster(name=c, region=c, cloud="aws", environment="prod") for c in "abcde"}
+    svc = Service(name="web", routes=(Route(host="x.test"),), port=80, clusters=tuple("abcde"))
+    return dict(
+        aggregate(
+            services={"web": svc},
+            clusters=clusters,
+            endpoints={("web", c): eps(c) for c in clusters},
+            gateways=FIVE,
+            observations=observations,
+            previous={},
+            now=1.0,
+        )
+    )
+
+
+def own_and_markers() -> list[Observation]:
+    return [obs(c, c) for c in "abcde"] + [marker(c) for c in "abcde"]
+
+
+def test_markers_are_silent_healthy_votes() -> None:
+    h = run5(own_and_markers())
+    for c in "abcde":
+        assert h[("web", c)].state is HealthState.HEALTHY
+        assert h[("web", c)].observers == 5  # its own gateway + the 4 others' markers
+
+
+def test_one_lying_cluster_wide_exception_cannot_take_a_cluster_out() -> None:
+    h = run5([*own_and_markers(), unreachable("b", "a")])[("web", "a")]
+    assert h.state is HealthState.DEGRADED and h.down_votes == 1 and h.observers == 5
+
+
+def test_a_majority_of_cluster_wide_exceptions_takes_a_cluster_out() -> None:
+    down = [unreachable(c, "a") for c in "bcd"]  # 3 of the 4 other clusters
+    h = run5([*own_and_markers(), *down])
+    assert h[("web", "a")].state is HealthState.UNHEALTHY
+    assert all(h[("web", c)].state is HealthState.HEALTHY for c in "bcde")
+
+
+def test_a_partitioned_cluster_is_judged_by_the_others() -> None:
+    """Cluster a is cut off: it reaches nobody, nobody reaches it. Its own gateway still
+    sees its endpoints healthy; the others take it out; its votes take nobody out."""
+    cut = [unreachable("a", c) for c in "bcde"] + [unreachable(c, "a") for c in "bcde"]
+    h = run5([*own_and_markers(), *cut])
+    assert h[("web", "a")].state is HealthState.UNHEALTHY
+    for c in "bcde":
+        assert h[("web", c)].state is HealthState.DEGRADED  # one down vote of five
+        assert h[("web", c)].down_votes == 1
+
+
+def test_unknown_exception_is_no_opinion_and_dead_markers_do_not_vote() -> None:
+    none = dataclasses.replace(unreachable("b", "a"), state=HealthState.UNKNOWN)
+    h = run5([*own_and_markers(), none])[("web", "a")]
+    assert h.observers == 4 and h.state is HealthState.HEALTHY
+    alive = [o for o in own_and_markers() if o.observer_cluster in "ab"]
+    h = run5([*alive, marker("c", observer="dead")])[("web", "a")]
+    assert h.observers == 2  # a's own gateway and b's marker; "dead" holds no lease

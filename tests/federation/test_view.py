@@ -233,6 +233,9 @@ async def test_snapshot_writer_debounces(tmp_path: Path) -> None:
     loaded = load_snapshot(path)
     assert loaded is not None and loaded.revision == views[-1].revision
     assert writer.writes <= 2
+    # routing facts only: the runtime health is not kept (stale when read, most of the bytes)
+    assert views[-1].health and not loaded.health and not loaded.observations
+    assert loaded.services == views[-1].services and loaded.clusters == views[-1].clusters
 
 
 def test_gateways_of_one_cluster_reporting_the_same_pods_give_one_endpoint_each() -> None:

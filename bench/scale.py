@@ -1,0 +1,464 @@
+"""The shared view at 10, 100 and 1,000 clusters: one row per size (issue #11's goals).
+
+For each size it starts its own etcd, writes a generated federation
+(``federation.devstack.shape``: 2,000 services of 5 routes, each in 20 clusters, 2
+gateways per cluster, each with its record and its health key), then starts ONE
+watching gateway process (a ``ViewWatcher`` + a ``GatewayLease``, what ``fedgate
+serve`` runs for its view) and, from this process, simulated peers writing what real
+gateways write at their real pace: every gateway's health key every 2 s (its
+statistics interval; capped by ``--max-rate`` on a small machine, the rate reached is
+printed), plus a service change with each of them (at most every 200 ms). Half-way,
+every gateway of one cluster reports a service's backends dead.
+
+Columns:
+  cold etcd   list + first view in the watcher process (s)
+  cold snap   load the snapshot + compile the route table (s)
+  cpu         control-plane CPU of the watcher process under churn (% of a core)
+  apply max   the longest update applied on its event loop (ms)
+  lag max     the longest event-loop delay seen by a 1 ms ticker (ms; includes the
+              machine's scheduling noise)
+  svc p99     service change -> applied in the watcher (ms)
+  dead        backends dead -> the watcher's health says unhealthy (ms)
+  leases      lease expiries of the watcher during the run
+  rss         watcher max RSS (MB)
+  etcd db     etcd database file at the end (MB)
+
+    .venv/bin/python bench/scale.py [--sizes 10,100,1000] [--duration 20] [--max-rate 200]
+
+The issue asks for 10-minute runs; they are shortened to ``--duration`` seconds per
+size here (the machine is shared), which this prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from federation import codec  # noqa: E402
+from federation.devstack.shape import (  # noqa: E402
+    Shape,
+    chunks,
+    config_puts,
+    gateway_value,
+    health_value,
+)
+from federation.etcd import EtcdClient, Put  # noqa: E402
+from federation.keys import KeyLayout  # noqa: E402
+from federation.model import HealthState, RoutingView  # noqa: E402
+
+LAYOUT = KeyLayout("/fedgate/")
+
+
+# ------------------------------------------------------------------ watcher process
+
+
+async def watcher_main(endpoints: str, marker: str, snapshot: str) -> None:
+    from federation.liveness import GatewayLease
+    from federation.watch import ViewWatcher
+
+    out = sys.stdout
+    service, cluster = marker.split("@")
+    seen_down = False
+
+    def on_view(view: RoutingView) -> None:
+        nonlocal seen_down
+        now = time.monotonic()
+        out.write(f"V {view.revision} {now:.6f}\n")
+        h = view.health.get((service, cluster))
+        if not seen_down and h is not None and h.state is HealthState.UNHEALTHY:
+            seen_down = True
+            out.write(f"D {now:.6f}\n")
+        out.flush()
+
+    client = EtcdClient(endpoints.split(","), timeout=5.0)
+    started = time.monotonic()
+    watcher = ViewWatcher(client, LAYOUT, on_view=on_view, snapshot_path=snapshot)
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(watcher.run())
+    await watcher.wait_ready(timeout=120)
+    out.write(f"READY {time.monotonic() - started:.3f}\n")
+    out.flush()
+    lease = GatewayLease(client, ttl=5.0)
+    await lease.start()
+    lag_max = 0.0
+    cpu0 = time.process_time()
+    t0 = time.monotonic()
+
+    async def ticker() -> None:
+        nonlocal lag_max
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            lag_max = max(lag_max, time.perf_counter() - t - 0.001)
+
+    tick = loop.create_task(ticker())
+    await loop.run_in_executor(None, sys.stdin.readline)  # the parent says: report
+    elapsed = time.monotonic() - t0
+    cpu = time.process_time() - cpu0
+    tick.cancel()
+    stats = watcher.stats.as_dict()
+    report = {
+        "cpu": cpu / elapsed,
+        "lag_max_ms": lag_max * 1000,
+        "apply_max_ms": stats["longest_apply_ms"],
+        "leases": lease.grants - 1,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "stats": stats,
+    }
+    out.write("R " + json.dumps(report) + "\n")
+    out.flush()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)  # writes the last snapshot
+    await lease.stop()
+    await client.close()
+
+
+# ----------------------------------------------------------------------- the bench
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+class RealGateway:
+    """A real ``fedgate serve`` of one cluster (``--real-gateway``): its CPU, RSS, leases."""
+
+    def __init__(self, base: Path, cluster: str, endpoints: list[str]) -> None:
+        import secrets
+        import subprocess
+
+        import yaml
+
+        from federation.devstack.ports import free_port
+
+        self.admin = free_port()
+        self.log = base / "gateway.log"
+        settings = {
+            "cluster": cluster,
+            "id": "real-gw",
+            "listen": {
+                "public": f"127.0.0.1:{free_port()}",
+                "eastWest": f"127.0.0.1:{free_port()}",
+                "admin": f"127.0.0.1:{self.admin}",
+            },
+            "etcd": {"endpoints": endpoints},
+            "snapshot": str(base / "real-gw-view.json"),
+            "insecureEastWest": True,
+            "telemetry": {"accessLog": False},
+        }
+        config = base / "gateway.yaml"
+        config.write_text(yaml.safe_dump(settings))
+        env = {**os.environ, "FEDGATE_ADMIN_TOKEN": secrets.token_urlsafe(16)}
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "federation.cli", "serve", "--config", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        self.started = time.monotonic()
+        self.ready_after = float("nan")
+        self.cpu0 = 0.0
+        self.t0 = 0.0
+
+    def ready(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/readyz", timeout=1) as r:
+                ok = bool(r.status == 200)
+        except OSError:
+            return False
+        if ok and self.ready_after != self.ready_after:
+            self.ready_after = time.monotonic() - self.started
+        return ok
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def start_churn(self) -> None:
+        self.cpu0, self.t0 = self.cpu(), time.monotonic()
+
+    def report(self) -> dict[str, float]:
+        cpu = (self.cpu() - self.cpu0) / max(1e-9, time.monotonic() - self.t0)
+        expiries = self.log.read_text(errors="replace").count("expired; granting a new one")
+        return {
+            "cpu": cpu * 100,
+            "rss": self.rss_mb(),
+            "leases": expiries,
+            "ready": self.ready_after,
+        }
+
+    def stop(self) -> None:
+        from federation.devstack.poll import stop_process
+
+        stop_process(self.proc)
+
+
+async def populate(client: EtcdClient, shape: Shape) -> int:
+    rev = 0
+    for batch in chunks(config_puts(shape, LAYOUT)):
+        ok, rev = await client.txn([], batch)
+        assert ok
+    runs_in = shape.services_in()
+    peers: list[Put] = []
+    for cluster in shape.cluster_names():
+        for gw in shape.gateway_ids(cluster):
+            peers.append(Put(LAYOUT.gateway(cluster, gw), gateway_value(cluster, gw)))
+            peers.append(
+                Put(LAYOUT.health(gw), health_value(cluster, gw, runs_in[cluster], at=time.time()))
+            )
+    for batch in chunks(iter(peers)):
+        ok, rev = await client.txn([], batch)
+        assert ok
+    return rev
+
+
+async def one_size(clusters: int, args: argparse.Namespace) -> dict[str, object]:
+    from federation.devstack.etcd import EtcdCluster
+    from federation.snapshot import load_snapshot
+    from gateway.routing import RouteTable
+
+    shape = Shape(clusters=clusters, services=args.services)
+    base = Path(tempfile.mkdtemp(prefix="fedgate-scale-"))
+    etcd = EtcdCluster(base_dir=base / "etcd").start()
+    snapshot = str(base / "view.json")
+    runs_in = shape.services_in()
+    target = shape.cluster_names()[1]
+    marker_service = runs_in[target][0]
+    proc: asyncio.subprocess.Process | None = None
+    real: RealGateway | None = None
+    try:
+        async with EtcdClient(etcd.endpoints, timeout=10.0) as client:
+            await populate(client, shape)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                __file__,
+                "--watcher",
+                ",".join(etcd.endpoints),
+                "--marker",
+                f"{marker_service}@{target}",
+                "--snapshot",
+                snapshot,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=1 << 24,
+            )
+            applied: list[tuple[int, float]] = []
+            marks: dict[str, object] = {}
+
+            async def read() -> None:
+                assert proc is not None and proc.stdout is not None
+                while line := await proc.stdout.readline():
+                    kind, _, rest = line.decode().strip().partition(" ")
+                    if kind == "V":
+                        rev, at = rest.split()
+                        applied.append((int(rev), float(at)))
+                    elif kind == "D":
+                        marks["down_at"] = float(rest)
+                    elif kind == "READY":
+                        marks["cold"] = float(rest)
+                    elif kind == "R":
+                        marks["report"] = json.loads(rest)
+
+            reader = asyncio.get_running_loop().create_task(read())
+            deadline = time.monotonic() + 180
+            while "cold" not in marks and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if args.real_gateway:
+                real = RealGateway(base, target, etcd.endpoints)
+                while not real.ready() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                real.start_churn()
+            gateways = [(c, g) for c in shape.cluster_names() for g in shape.gateway_ids(c)]
+            # encoded before the run (two alternating values per gateway, and the "dead"
+            # one): encoding 2,000 observations takes 250 ms, which would starve this
+            # loop's reading of the watcher's reports (and block the watcher on its pipe)
+            values = {
+                gw: tuple(health_value(c, gw, runs_in[c], at=float(k)) for k in (1, 2))
+                for c, gw in gateways
+            }
+            dead = frozenset({marker_service})
+            dead_values = {
+                gw: health_value(target, gw, runs_in[target], at=3.0, down=dead)
+                for gw in shape.gateway_ids(target)
+            }
+            rate = min(len(gateways) / 2.0, args.max_rate)
+            changes: list[tuple[int, float]] = []
+            writes = 0
+            down_sent: float | None = None
+            stop_at = time.monotonic() + args.duration
+            next_change = time.monotonic()
+            i = 0
+            generation = 0
+            while time.monotonic() < stop_at:
+                tick = time.monotonic()
+                if tick >= next_change:  # a service change, timed
+                    generation += 1
+                    svc = shape.service(generation % shape.services, generation=generation)
+                    sent = time.monotonic()
+                    rev = await client.put(LAYOUT.service(svc.name), codec.encode(svc))
+                    changes.append((rev, sent))
+                    next_change = tick + 0.2
+                cluster, gw = gateways[i % len(gateways)]
+                i += 1
+                if down_sent is None and tick > stop_at - args.duration / 2:
+                    # every gateway of one cluster sees that service's backends die
+                    down_sent = time.monotonic()
+                    await client.txn([], [Put(LAYOUT.health(g), v) for g, v in dead_values.items()])
+                    continue
+                if cluster == target and down_sent is not None:
+                    value = dead_values[gw]
+                else:
+                    value = values[gw][(i // len(gateways)) % 2]
+                await client.put(LAYOUT.health(gw), value)
+                writes += 1
+                spare = 1.0 / rate - (time.monotonic() - tick)
+                if spare > 0:
+                    await asyncio.sleep(spare)
+            elapsed = args.duration
+            await asyncio.sleep(1.0)  # let the last changes land
+            assert proc.stdin is not None
+            proc.stdin.write(b"report\n")
+            await proc.stdin.drain()
+            deadline = time.monotonic() + 60
+            while "report" not in marks and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            proc.stdin.close()
+            await asyncio.wait_for(proc.wait(), 60)
+            await reader
+            if real is not None:
+                marks["real"] = real.report()
+        latencies = []
+        for rev, sent in changes:
+            at = next((t for r, t in applied if r >= rev), None)
+            if at is not None:
+                latencies.append((at - sent) * 1000)
+        started = time.monotonic()
+        view = load_snapshot(snapshot)
+        if view is not None:
+            RouteTable.build(view)
+        cold_snap = time.monotonic() - started if view is not None else float("nan")
+        db = sum(f.stat().st_size for f in (base / "etcd").rglob("db"))
+        report: dict[str, object] = marks.get("report", {})  # type: ignore[assignment]
+        down_at = marks.get("down_at")
+        return {
+            "clusters": clusters,
+            "routes": shape.services * shape.routes,
+            "gateways": len(gateways),
+            "rate": writes / elapsed,
+            "cold": marks.get("cold", float("nan")),
+            "cold_snap": cold_snap,
+            "cpu": float(report.get("cpu", float("nan"))) * 100,  # type: ignore[arg-type]
+            "apply_max": report.get("apply_max_ms", float("nan")),
+            "lag_max": report.get("lag_max_ms", float("nan")),
+            "svc_p99": percentile(latencies, 99),
+            "svc_p50": statistics.median(latencies) if latencies else float("nan"),
+            "missing": len(changes) - len(latencies),
+            "dead": (float(down_at) - down_sent) * 1000  # type: ignore[arg-type]
+            if down_at is not None and down_sent is not None
+            else float("nan"),
+            "leases": report.get("leases", "?"),
+            "rss": report.get("rss_mb", float("nan")),
+            "db": db / 1e6,
+            "stats": report.get("stats", {}),
+            "real": marks.get("real"),
+        }
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+        if real is not None:
+            real.stop()
+        etcd.stop()
+
+
+async def bench(args: argparse.Namespace) -> int:
+    rows = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        row = await one_size(size, args)
+        rows.append(row)
+        stats: dict[str, Any] = row["stats"]  # type: ignore[assignment]
+        print(
+            f"# {size} clusters: watcher stats: updates {stats.get('update_attempt')}, "
+            f"events {stats.get('events')}, config rebuilds {stats.get('config_rebuilds')}, "
+            f"health pairs {stats.get('health_pairs')}, offloaded {stats.get('offloaded')}",
+            flush=True,
+        )
+        if row["real"]:
+            gw: dict[str, float] = row["real"]  # type: ignore[assignment]
+            print(
+                f"# {size} clusters: real `fedgate serve` of one cluster: ready after "
+                f"{gw['ready']:.1f} s, control-plane CPU {gw['cpu']:.1f}% under churn, "
+                f"max RSS {gw['rss']:.0f} MB, lease expiries {gw['leases']:.0f}",
+                flush=True,
+            )
+    print(
+        f"\n{args.duration:.0f} s of churn per size (the issue's 10-minute runs shortened); "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
+    )
+    head = (
+        "| clusters | routes | gateways | peer writes/s | cold etcd s | cold snap s | cpu % | "
+        "apply max ms | lag max ms | svc p50/p99 ms | dead ms | leases | rss MB | etcd db MB |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        print(
+            f"| {r['clusters']} | {r['routes']} | {r['gateways']} | {r['rate']:.0f} | "
+            f"{r['cold']:.2f} | {r['cold_snap']:.2f} | {r['cpu']:.1f} | {r['apply_max']:.1f} | "
+            f"{r['lag_max']:.1f} | {r['svc_p50']:.1f}/{r['svc_p99']:.1f} | {r['dead']:.0f} | "
+            f"{r['leases']} | {r['rss']:.0f} | {r['db']:.1f} |"
+        )
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--services", type=int, default=2000)
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of churn per size")
+    parser.add_argument("--max-rate", type=float, default=200.0, help="peer writes per second")
+    parser.add_argument(
+        "--real-gateway", action="store_true", help="also run a real `fedgate serve` process"
+    )
+    parser.add_argument("--watcher", metavar="ENDPOINTS", help=argparse.SUPPRESS)
+    parser.add_argument("--marker", help=argparse.SUPPRESS)
+    parser.add_argument("--snapshot", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    if args.watcher:
+        asyncio.run(watcher_main(args.watcher, args.marker, args.snapshot))
+        return 0
+    return asyncio.run(bench(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -240,11 +240,6 @@ class GatewayProcess:
             )
             lease = GatewayLease(client, ttl=s.etcd.lease_ttl)
 
-        from federation.view_gauges import ViewGauges
-        from gateway.metrics import HEALTH_VALUE
-
-        view_gauges = ViewGauges(telemetry, health_value=HEALTH_VALUE)
-
         def on_view(view: RoutingView) -> None:
             before = holder.view  # listeners run before the swap's assignment
             limiter.set_live_gateways(live_gateway_count(view))
@@ -260,7 +255,9 @@ class GatewayProcess:
                         (v := view.services.get(svc)) is not None and v.rate_limit is not None
                     )
                 )
-            view_gauges(view)  # telemetry.set_view, at the cost of what changed
+            # O(1): the upstream families are computed at scrape time, once per view,
+            # under the cardinality budget (gateway/upstream_metrics.py)
+            telemetry.set_view(view)
             if registration is not None:
                 registration.update(applied_revision=view.config_revision, stale=view.stale)
 

@@ -276,6 +276,8 @@ class Telemetry(_Model):
     log_level: str = Field(default="info", alias="logLevel")
     access_log: Bool = Field(default=True, alias="accessLog")
     metrics: Bool = True
+    # cardinality budget: at most this many (service, cluster) pairs reported one by one
+    metrics_per_pair: int = Field(default=1000, alias="metricsPerPair", ge=0, le=100_000)
     tracing: Tracing = Tracing()
 
 

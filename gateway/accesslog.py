@@ -18,6 +18,13 @@ _FLUSH_LINES = 256
 escape = json.encoder.encode_basestring_ascii
 
 
+_PROTOCOLS = {v: escape(f"HTTP/{v}") for v in ("1.0", "1.1", "2", "3")}
+
+
+def protocol_json(version: str) -> str:
+    return _PROTOCOLS.get(version) or escape(f"HTTP/{version}")
+
+
 class AccessLog:
     """Writes access-log lines in batches to a text stream."""
 
@@ -80,6 +87,12 @@ class AccessLog:
         client: str,
         retries: int,
         forwarded: bool,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+        upstream_time: float | None = None,
+        user_agent: str | None = None,
+        protocol: str = "1.1",
+        request_id: str | None = None,
     ) -> str:
         e = escape
         tail = (
@@ -95,7 +108,12 @@ class AccessLog:
             f'"upstream_cluster":{"null" if cluster is None else e(cluster)},'
             f'"upstream":{"null" if upstream is None else e(upstream)},'
             f'"client":{e(client)},"retries":{retries},'
-            f'"forwarded":{"true" if forwarded else "false"}{tail}'
+            f'"forwarded":{"true" if forwarded else "false"},'
+            f'"bytes_in":{bytes_in},"bytes_out":{bytes_out},"upstream_ms":'
+            f"{'null' if upstream_time is None else f'{upstream_time * 1000.0:.3f}'},"
+            f'"user_agent":{"null" if user_agent is None else e(user_agent)},'
+            f'"protocol":{_PROTOCOLS.get(protocol) or protocol_json(protocol)},'
+            f'"request_id":{"null" if request_id is None else e(request_id)}{tail}'
         )
 
     def console_line(
@@ -111,6 +129,9 @@ class AccessLog:
         duration: float,
         client: str,
         retries: int,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+        protocol: str = "1.1",
     ) -> str:
         now = time.time()
         stamp = time.strftime("%H:%M:%S", time.localtime(now))
@@ -118,5 +139,6 @@ class AccessLog:
         return (
             f"{stamp} access {client} {method} {host}{path} -> {status} "
             f"{duration * 1000.0:.1f}ms service={service or '-'} cluster={cluster or '-'} "
-            f"upstream={upstream or '-'} retries={retries}{trace_part}\n"
+            f"upstream={upstream or '-'} retries={retries} in={bytes_in}B "
+            f"out={bytes_out}B HTTP/{protocol}{trace_part}\n"
         )

@@ -129,7 +129,8 @@ class ListenerApp:
                 telemetry.begin(scope["headers"]), method=method, host=head.host, path=path,
                 service=None, cluster=None, upstream=None, status=404,
                 duration=plane.clock() - start, client=client_ip, retries=0,
-                forwarded=head.forwarded is not None,
+                forwarded=head.forwarded is not None, headers=scope["headers"],
+                protocol=scope["http_version"], scheme=self.scheme, port=_port(scope),
             )  # fmt: skip
             await respond(send, 404, "no route for this host and path")
             return
@@ -180,7 +181,11 @@ class ListenerApp:
                 upstream=last.address if last is not None else None, status=status,
                 duration=plane.clock() - start, client=client_ip,
                 retries=ex.retries if ex is not None else 0,
-                forwarded=head.forwarded is not None,
+                forwarded=head.forwarded is not None, bytes_in=head.length or 0,
+                bytes_out=ex.bytes_out if ex is not None else 0,
+                upstream_time=ex.upstream_time if ex is not None else None,
+                headers=scope["headers"], protocol=scope["http_version"], scheme=self.scheme,
+                port=_port(scope), route=match.route.host + match.route.path_prefix,
             )  # fmt: skip
 
     async def resume(
@@ -216,7 +221,9 @@ class ListenerApp:
                 cluster=last.cluster if last is not None else None,
                 upstream=last.address if last is not None else None, status=status,
                 duration=plane.clock() - ex.start, client=client_ip, retries=ex.retries,
-                forwarded=False,
+                forwarded=False, bytes_out=ex.bytes_out, upstream_time=ex.upstream_time,
+                headers=scope["headers"], protocol=scope["http_version"], scheme=self.scheme,
+                port=_port(scope),
             )  # fmt: skip
 
 
@@ -238,3 +245,8 @@ def _target(scope: Scope) -> bytes:
     target: bytes = scope["raw_path"]
     qs = scope["query_string"]
     return target + b"?" + qs if qs else target
+
+
+def _port(scope: Scope) -> int | None:
+    server = scope.get("server")
+    return server[1] if server else None

@@ -161,6 +161,10 @@ class FastExchange:
         error = conn.error
         if error is not None:
             ex.record(False)
+            if ex.trace.span is not None:
+                ex.try_span(None, error.kind)
+            if error.kind is FailureKind.CONNECT:
+                plane.telemetry.connect_error(ex.service.name, self.target.cluster)
             plane.pool.discard(conn)
             ex.last = (status_for(error.kind), str(error))
             if ex.retry(error.kind, status=None, sent=error.sent, replayable=True,
@@ -171,6 +175,8 @@ class FastExchange:
             self._answer(ex.last[0], [_TEXT], text, close=True)
             return
         status = conn.status
+        if ex.trace.span is not None:
+            ex.try_span(status, None)
         if status >= 500:
             ex.record(False)
             if ex.retry(_STATUS, status=status, sent=True, replayable=True, now=conn.loop.time()):
@@ -187,7 +193,8 @@ class FastExchange:
             async def relay_rest(scope: Scope, receive: Receive, send: Send) -> None:
                 code = conn.status
                 try:
-                    await relay(conn, plane.http1, send, receive, idle=idle, watch=True)
+                    ex.bytes_out = await relay(conn, plane.http1, send, receive, idle=idle,
+                                               watch=True)  # fmt: skip
                 except Reply:
                     code = 499
                 finally:
@@ -222,6 +229,7 @@ class FastExchange:
         else:
             parts += (b"connection: close\r\n\r\n", whole)
             self.protocol.fast_respond(b"".join(parts), fast, close=True)
+        ex.bytes_out = len(whole)
         self._end(status)
 
     def _fallback(self) -> None:
@@ -252,10 +260,12 @@ class FastExchange:
     def _end(self, status: int) -> None:
         ex = self.ex
         plane = ex.plane
+        scope = self.fast.scope
         plane.telemetry.end(
             ex.trace, method="GET", host=self.host, path=self.path,
             service=ex.service.name, cluster=self.target.cluster,
             upstream=self.target.address, status=status,
             duration=plane.clock() - ex.start, client=self.client_ip, retries=ex.retries,
-            forwarded=False,
+            forwarded=False, bytes_out=ex.bytes_out, upstream_time=ex.upstream_time,
+            headers=scope["headers"], protocol=scope["http_version"], scheme=self.app.scheme,
         )  # fmt: skip

@@ -97,6 +97,9 @@ async def forward(
             )  # fmt: skip
         except UpstreamError as failure:
             ex.record(False)
+            ex.try_span(None, failure.kind)
+            if failure.kind is FailureKind.CONNECT:
+                plane.telemetry.connect_error(service.name, target.cluster)
             ex.last = (status_for(failure.kind), str(failure))
             if ex.retry(
                 failure.kind, status=None, sent=failure.sent, replayable=body.replayable,
@@ -111,6 +114,7 @@ async def forward(
             ex.record(None)  # cancelled: the client's connection is gone
             raise
         status = conn.status
+        ex.try_span(status, None)
         code = grpc.status_of(conn.headers) if is_grpc else None  # a trailers-only answer
         grpc_failed = code is not None and code in service.retries.grpc_status
         if status >= 500 or grpc_failed:
@@ -124,7 +128,7 @@ async def forward(
                 continue
         else:
             ex.record(True)
-        await relay(
+        ex.bytes_out = await relay(
             conn, transport, send, receive, idle=service.timeouts.request,
             watch=body.done and not transport.watches_client, trailers=trailers,
             grpc_call=is_grpc, until=ex.deadline if call_deadline else None,
@@ -146,12 +150,13 @@ async def relay(
     grpc_call: bool = False,
     until: float | None = None,
     rules: HeaderRules | None = None,
-) -> None:
+) -> int:
     """Send the upstream's answer to the client, streaming its body; its trailers too
     when the client takes them (``trailers``). ``grpc_call``: the answer ends with a
     gRPC status in the trailers if it fails midway; ``until``: the call's deadline (a
     loop time, from ``grpc-timeout``), by which the whole answer must be through;
-    ``rules``: the route's response header rules (at the gateway the client talks to)."""
+    ``rules``: the route's response header rules (at the gateway the client talks to).
+    Returns the body bytes sent."""
     status = conn.status
     out = hygiene.response_headers(conn.headers, status)
     if rules is not None:
@@ -172,13 +177,14 @@ async def relay(
         await send({"type": "http.response.body", "body": whole, "more_body": False})
         if tail and trailers:
             await send({"type": "http.response.trailers", "headers": list(tail)})
-        return
+        return len(whole)
     conn.set_idle_timeout(idle)
     trailing = trailers and h2answer is not None
     watcher: asyncio.Task[None] | None = None
     if watch:
         # a streamed answer: notice the client going away (receive() returns then)
         watcher = asyncio.ensure_future(_watch_disconnect(receive, conn))
+    sent = 0
     try:
         start = {"type": "http.response.start", "status": status, "headers": out}
         if trailing:
@@ -197,6 +203,7 @@ async def relay(
                     ) from None
             if not chunk:
                 break
+            sent += len(chunk)
             try:
                 async with asyncio.timeout(idle):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -214,7 +221,7 @@ async def relay(
                 {"type": "http.response.trailers",
                  "headers": grpc.error_headers(code, str(failure))[2:]}
             )  # fmt: skip
-            return
+            return sent
         raise Reply(499, "upstream failed mid-response") from None
     finally:
         if watcher is not None and not watcher.done():
@@ -222,6 +229,7 @@ async def relay(
     if h2answer is not None and trailing:
         await send({"type": "http.response.trailers", "headers": list(h2answer.trailers)})
     transport.done(conn)
+    return sent
 
 
 async def _watch_disconnect(receive: Receive, conn: Answer) -> None:

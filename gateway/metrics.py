@@ -1,7 +1,7 @@
-"""The request metrics of the data plane as plain numbers: ``fedgate_requests_total`` and
-``fedgate_request_duration_seconds``, a custom Prometheus collector (``observe`` costs a
-dict lookup and a bisect; the families are built only at scrape time), and the value
-tables of the gauges ``gateway/telemetry.py`` registers."""
+"""The request metrics of the data plane as plain numbers: ``fedgate_requests_total``,
+``fedgate_request_duration_seconds``, the retry, connect-error and byte counters, a
+custom Prometheus collector (``observe`` costs a dict lookup and a bisect; the families
+are built only at scrape time)."""
 
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ BUCKETS: tuple[float, ...] = (
     30.0,
 )
 
-# the value of fedgate_upstream_health per state
-HEALTH_VALUE: Mapping[str, float] = {
-    HealthState.HEALTHY: 1.0,
-    HealthState.DEGRADED: 0.5,
-    HealthState.UNHEALTHY: 0.0,
-    HealthState.UNKNOWN: -1.0,
-}
-BREAKER_VALUE: Mapping[str, float] = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
+# the label values of the state gauges (one series per state, 1 for the current one)
+HEALTH_STATES: tuple[str, ...] = (
+    HealthState.HEALTHY,
+    HealthState.DEGRADED,
+    HealthState.UNHEALTHY,
+    HealthState.UNKNOWN,
+)
+BREAKER_STATES: tuple[str, ...] = ("closed", "half_open", "open")
 
 NO_SERVICE = "unmatched"  # label of requests that matched no route
 NO_CLUSTER = "none"  # label of requests answered before a cluster was chosen
@@ -55,23 +55,44 @@ class RequestMetrics:
 
     def __init__(self, const: Mapping[str, str]) -> None:
         self._const = dict(const)
+        # (service, cluster, status) -> [requests, retries, request bytes, response bytes]
         self.counts: dict[tuple[str, str, int], list[int]] = {}
         # (service, cluster) -> [bucket counts..., +Inf count, sum]
         self.hists: dict[tuple[str, str], list[float]] = {}
+        self.connect_errors: dict[tuple[str, str], list[int]] = {}
         self._nb = len(BUCKETS)
 
-    def observe(self, service: str, cluster: str, status: int, duration: float) -> None:
+    def observe(
+        self,
+        service: str,
+        cluster: str,
+        status: int,
+        duration: float,
+        retries: int = 0,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+    ) -> None:
         key = (service, cluster, status)
         c = self.counts.get(key)
         if c is None:
-            c = self.counts[key] = [0]
+            c = self.counts[key] = [0, 0, 0, 0]
         c[0] += 1
+        c[1] += retries
+        c[2] += bytes_in
+        c[3] += bytes_out
         hkey = (service, cluster)
         h = self.hists.get(hkey)
         if h is None:
             h = self.hists[hkey] = [0.0] * (self._nb + 2)
         h[bisect_left(BUCKETS, duration)] += 1
         h[-1] += duration
+
+    def connect_error(self, service: str, cluster: str) -> None:
+        key = (service, cluster)
+        c = self.connect_errors.get(key)
+        if c is None:
+            c = self.connect_errors[key] = [0]
+        c[0] += 1
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -101,6 +122,32 @@ class RequestMetrics:
             buckets.append(("+Inf", cumulative))
             hist.add_metric([service, cluster], buckets, h[-1])
         yield hist
+        per_service: dict[str, list[int]] = {}  # summed over clusters and codes at scrape
+        for (service, _, _), c in list(self.counts.items()):
+            s = per_service.get(service)
+            if s is None:
+                per_service[service] = c[1:]
+            else:
+                s[0] += c[1]
+                s[1] += c[2]
+                s[2] += c[3]
+        for i, name, doc in (
+            (0, "fedgate_upstream_retries", "Upstream tries after the first, by service."),
+            (1, "fedgate_request_bytes", "Request body bytes received from clients, by service."),
+            (2, "fedgate_response_bytes", "Response body bytes sent to clients, by service."),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["service"])
+            for service, s in per_service.items():
+                family.add_metric([service], s[i])
+            yield family
+        errors = CounterMetricFamily(
+            "fedgate_upstream_connect_errors",
+            "Tries that got no connection to the upstream, by service and cluster.",
+            labels=["service", "cluster"],
+        )
+        for (service, cluster), c in list(self.connect_errors.items()):
+            errors.add_metric([service, cluster], c[0])
+        yield errors
 
 
 def _float_label(v: float) -> str:

@@ -16,6 +16,8 @@ one. A try that ended by the client's doing (``record(None)``) counts against no
 
 from __future__ import annotations
 
+import time
+
 from federation.model import RoutingView, Service
 from gateway.failures import FailureKind
 from gateway.plane import DataPlane, Target, upstream_protocol
@@ -33,6 +35,7 @@ class Exchange:
 
     __slots__ = (
         "breaker",
+        "bytes_out",
         "ci",
         "deadline",
         "forwarded",
@@ -45,6 +48,7 @@ class Exchange:
         "plan",
         "plane",
         "service",
+        "span_start",
         "start",
         "t0",
         "target",
@@ -52,6 +56,7 @@ class Exchange:
         "tried",
         "tried_last",
         "tries",
+        "upstream_time",
         "view",
     )
 
@@ -93,6 +98,9 @@ class Exchange:
         self.breaker: Breaker | None = None
         self.t0 = 0.0
         self.per_try = 0.0
+        self.bytes_out = 0  # the relayed answer's body bytes (for the access log, counters)
+        self.upstream_time: float | None = None  # the last try's time to the answer's head
+        self.span_start = 0  # wall-clock ns of the try (only with a recorded span)
         plane.budget.on_request(service.name)
 
     @property
@@ -152,6 +160,19 @@ class Exchange:
                 per_try = plane.latency.per_try_timeout(target.address, per_try)
         self.per_try = per_try
         self.t0 = plane.clock()
+        if self.trace.span is not None:
+            self.span_start = time.time_ns()
+
+    def try_span(self, status: int | None, error: FailureKind | None) -> None:
+        """The CLIENT span of the try that just ended (when the request's span records)."""
+        target = self.tried_last
+        if self.trace.span is None or target is None:
+            return
+        self.plane.telemetry.upstream_span(
+            self.trace, method=self.method.decode("latin-1"), service=self.service.name,
+            cluster=target.cluster, address=target.address, start_ns=self.span_start,
+            status=status, error=error.value if error is not None else None,
+        )  # fmt: skip
 
     # ------------------------------------------------------------ after a try
     def record(self, ok: bool | None) -> None:
@@ -165,6 +186,7 @@ class Exchange:
         self.target = None
         self.breaker = None
         plane = self.plane
+        self.upstream_time = latency = plane.clock() - self.t0
         breaker.release(ok=ok)
         address = target.address
         if ok is not True:  # a success ends the exchange: no next try to exclude it from
@@ -177,7 +199,6 @@ class Exchange:
             plane.balancer.finished(address, ok=ok)
         if ok is None:
             return
-        latency = plane.clock() - self.t0
         plane.passive.record(self.service.name, target.cluster, ok=ok, latency=latency)
         if ok:
             plane.placement.local_success(self.service.name, target.cluster)

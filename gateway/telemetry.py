@@ -19,25 +19,25 @@ span). Both run on every request, so they are written for speed:
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Sequence
 from typing import Any, Literal, TextIO
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
-from federation.model import HealthState, RoutingView
+from federation.model import RoutingView
 from gateway.accesslog import AccessLog
 from gateway.accesslog import escape as _escape
-from gateway.metrics import (
-    BREAKER_VALUE,
-    BUCKETS,
-    CONTENT_TYPE,
-    HEALTH_VALUE,
-    NO_CLUSTER,
-    NO_SERVICE,
-    RequestMetrics,
-)
+from gateway.metrics import BUCKETS, CONTENT_TYPE, NO_CLUSTER, NO_SERVICE, RequestMetrics
 from gateway.tracecontext import (
     NO_TRACE,
     RequestTrace,
@@ -47,6 +47,7 @@ from gateway.tracecontext import (
     parse_traceparent,
 )
 from gateway.tracecontext import traces_url as _traces_url
+from gateway.upstream_metrics import DEFAULT_PER_PAIR_LIMIT, UpstreamMetrics
 
 __all__ = [
     "BUCKETS",
@@ -75,9 +76,13 @@ class Telemetry:
         log_stream: TextIO | None = None,
         log_format: Literal["json", "console"] = "json",
         span_exporter: Any = None,
+        per_pair_limit: int = DEFAULT_PER_PAIR_LIMIT,
+        version: str = "",
     ) -> None:
         """``log_stream``: where access-log lines go (default: ``sys.stdout`` at write time).
         ``span_exporter``: an OpenTelemetry ``SpanExporter`` used instead of OTLP (tests).
+        ``per_pair_limit``: the cardinality budget of per (service, cluster) series
+        (``gateway/upstream_metrics.py``); ``version``: ``fedgate_build_info``'s label.
         """
         if not 0.0 <= sample_ratio <= 1.0:
             raise ValueError(f"sample_ratio must be within 0..1, got {sample_ratio}")
@@ -94,6 +99,8 @@ class Telemetry:
         )
         self._last_revision = 0
         self._requests = RequestMetrics({})
+        self._upstreams = UpstreamMetrics(cluster, per_pair_limit=per_pair_limit)
+        self.version = version or _installed_version()
         self._provider: Any = None
         self._tracer: Any = None
         self._otel: Any = None
@@ -118,35 +125,13 @@ class Telemetry:
         r = self.registry
         if self.metrics:
             r.register(self._requests)
-        self._upstream_health = Gauge(
-            "fedgate_upstream_health",
-            "Federation-wide state of a (service, cluster): "
-            "1 healthy, 0.5 degraded, 0 unhealthy, -1 unknown.",
-            ["service", "cluster"],
-            registry=r,
-        )
-        self._upstream_score = Gauge(
-            "fedgate_upstream_score",
-            "Health score of a (service, cluster), 0..1, higher is healthier.",
-            ["service", "cluster"],
-            registry=r,
-        )
-        self._upstream_endpoints = Gauge(
-            "fedgate_upstream_endpoints",
-            "Endpoints of a (service, cluster), by health.",
-            ["service", "cluster", "health"],
-            registry=r,
-        )
+            ProcessCollector(registry=r)
+            GCCollector(registry=r)
+        r.register(self._upstreams)
         self._failovers = Counter(
             "fedgate_failovers",
             "Requests sent to another cluster than the first choice.",
             ["service", "from_cluster", "to_cluster"],
-            registry=r,
-        )
-        self._breaker = Gauge(
-            "fedgate_circuit_breaker_state",
-            "Circuit breaker of a (service, cluster): 0 closed, 1 half-open, 2 open.",
-            ["service", "cluster"],
             registry=r,
         )
         self._rate_limited = Counter(
@@ -183,10 +168,18 @@ class Telemetry:
             registry=r,
         )
         self._cert_expiry = Gauge(
-            "fedgate_certificate_expiry_seconds",
-            "Expiry time of the gateway's certificate, in unix seconds.",
+            "fedgate_certificate_expiry_timestamp_seconds",
+            "Expiry of a certificate this gateway holds (public, east_west, ...), unix time.",
+            ["certificate"],
             registry=r,
         )
+        build = Gauge(
+            "fedgate_build_info",
+            "Always 1; the running fedgate's version as a label.",
+            ["version"],
+            registry=r,
+        )
+        build.labels(self.version).set(1)
         info = Gauge(
             "fedgate_gateway_info",
             "Always 1; the gateway's identity as labels.",
@@ -312,31 +305,120 @@ class Telemetry:
         client: str,
         retries: int,
         forwarded: bool,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+        upstream_time: float | None = None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        protocol: str = "1.1",
+        scheme: str = "http",
+        port: int | None = None,
+        route: str | None = None,
     ) -> None:
-        """Count the request, write its access-log line, end its span."""
+        """Count the request, write its access-log line, end its span. ``headers``: the
+        client's request headers (user agent, ``x-request-id``); ``upstream_time``: the
+        last try's time to the answer's head; ``route``: the matched route's pattern."""
         if self.metrics:
-            self._requests.observe(service or NO_SERVICE, cluster or NO_CLUSTER, status, duration)
+            self._requests.observe(
+                service or NO_SERVICE, cluster or NO_CLUSTER, status, duration, retries,
+                bytes_in, bytes_out,
+            )  # fmt: skip
+        span = trace.span
+        if not self.access_log and span is None:
+            return
+        agent = request_id = None
+        for name, value in headers:
+            if name == b"user-agent":
+                agent = value.decode("latin-1")
+            elif name == b"x-request-id":
+                request_id = value.decode("latin-1")
         if self.access_log:
             if self.log_format == "json":
                 self._log.write(
                     self._log.json_line(
                         trace, method, host, path, service, cluster, upstream, status, duration,
-                        client, retries, forwarded,
+                        client, retries, forwarded, bytes_in, bytes_out, upstream_time, agent,
+                        protocol, request_id,
                     )
                 )  # fmt: skip
             else:
                 self._log.write(
                     self._log.console_line(
                         trace, method, host, path, service, cluster, upstream, status, duration,
-                        client, retries,
+                        client, retries, bytes_in, bytes_out, protocol,
                     )
                 )  # fmt: skip
-        span = trace.span
         if span is not None:
+            attributes: dict[str, Any] = {
+                "url.scheme": scheme,
+                "network.protocol.version": protocol,
+            }
+            if port is not None:
+                attributes["server.port"] = port
+            if route is not None:
+                attributes["http.route"] = route
+            if agent is not None:
+                attributes["user_agent.original"] = agent
+            if request_id is not None:
+                attributes["fedgate.request_id"] = request_id
+            if bytes_in:
+                attributes["http.request.body.size"] = bytes_in
+            if bytes_out:
+                attributes["http.response.body.size"] = bytes_out
+            span.set_attributes(attributes)
             self._end_span(
                 span, trace, method, host, path, service, cluster, upstream, status, client,
                 retries, forwarded,
             )  # fmt: skip
+
+    def upstream_span(
+        self,
+        trace: RequestTrace,
+        *,
+        method: str,
+        service: str,
+        cluster: str,
+        address: str,
+        start_ns: int,
+        status: int | None,
+        error: str | None,
+    ) -> None:
+        """One CLIENT span per upstream try (only when an exporter is configured and the
+        request's span is recorded)."""
+        parent = trace.span
+        tracer = self._tracer
+        if parent is None or tracer is None:
+            return
+        otel = self._otel
+        host, _, port = address.rpartition(":")
+        span = tracer.start_span(
+            f"{method} {service}",
+            context=otel.set_span_in_context(parent),
+            kind=otel.SpanKind.CLIENT,
+            start_time=start_ns,
+        )
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "server.address": host.strip("[]") or address,
+            "fedgate.service": service,
+            "fedgate.upstream_cluster": cluster,
+        }
+        if port.isdigit():
+            attributes["server.port"] = int(port)
+        if status is not None:
+            attributes["http.response.status_code"] = status
+        if error is not None:
+            attributes["error.type"] = error
+        span.set_attributes(attributes)
+        if error is not None or (status is not None and status >= 500):
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+    @property
+    def spans_enabled(self) -> bool:
+        """An exporter is configured (CLIENT spans per try are worth building)."""
+        return self._tracer is not None
 
     def _end_span(
         self,
@@ -392,10 +474,16 @@ class Telemetry:
             self._failovers.labels(service, from_cluster, to_cluster).inc()
 
     def set_breaker_state(self, service: str, cluster: str, state: str) -> None:
-        self._breaker.labels(service, cluster).set(BREAKER_VALUE.get(state, -1.0))
+        self._upstreams.set_breaker_state(service, cluster, state)
+
+    def connect_error(self, service: str, cluster: str) -> None:
+        """A try got no connection to ``cluster``'s upstream."""
+        if self.metrics:
+            self._requests.connect_error(service, cluster)
 
     def set_view(self, view: RoutingView) -> None:
-        """The applied revision and the upstream health gauges (on every view swap)."""
+        """The applied revision and the upstream gauges (on every view swap; O(1) but
+        for new rejections: the upstream families are computed at scrape time)."""
         self._revision.set(view.config_revision)
         self._etcd_revision.set(view.revision)
         self._stale.set(1 if view.stale else 0)
@@ -404,33 +492,20 @@ class Telemetry:
         if new_rejections:
             self._view_updates.labels("rejected").inc(new_rejections)
         self._last_revision = max(self._last_revision, view.revision)
-        self._upstream_health.clear()
-        self._upstream_score.clear()
-        self._upstream_endpoints.clear()
-        for service in view.services.values():
-            for cluster in service.clusters:
-                h = view.health.get((service.name, cluster))
-                state = h.state if h is not None else HealthState.UNKNOWN
-                self._upstream_health.labels(service.name, cluster).set(HEALTH_VALUE[state])
-                self._upstream_score.labels(service.name, cluster).set(
-                    h.score if h is not None else 0.0
-                )
-                eps = view.endpoints.get((service.name, cluster), ())
-                routable = sum(1 for ep in eps if ep.routable)
-                healthy = h.healthy_endpoints if h is not None else routable
-                total = max(h.total_endpoints if h is not None else 0, len(eps))
-                self._upstream_endpoints.labels(service.name, cluster, "healthy").set(healthy)
-                self._upstream_endpoints.labels(service.name, cluster, "total").set(total)
+        self._upstreams.set_view(view)
 
     def view_update(self, result: str) -> None:
         """Count a view update outcome other than a swap (``rejected``, ``failed``)."""
         self._view_updates.labels(result).inc()
 
-    def set_certificate(self, not_after: float | None) -> None:
+    def set_certificate(self, certificate: str, not_after: float | None) -> None:
+        """``certificate``: which one (``public``, ``east_west``, ``etcd_client``...);
+        None removes its series (no such certificate now)."""
         if not_after is None:
-            self._cert_expiry.set(float("nan"))
+            with contextlib.suppress(KeyError):
+                self._cert_expiry.remove(certificate)
         else:
-            self._cert_expiry.set(not_after)
+            self._cert_expiry.labels(certificate).set(not_after)
 
     # ------------------------------------------------------------ exposition
 
@@ -453,3 +528,12 @@ class Telemetry:
         """The registry in the Prometheus text format (``CONTENT_TYPE``)."""
         data: bytes = generate_latest(self.registry)
         return data
+
+
+def _installed_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("fedgate")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -147,6 +147,8 @@ async def proxy_websocket(
             ex.record(True)
             break
         ex.record(False)
+        if kind is FailureKind.CONNECT:
+            plane.telemetry.connect_error(service.name, t.cluster)
         ex.last = (status_for(kind), f"websocket to {t.address} failed ({kind.value})")
         if not ex.retry(kind, status=None, sent=kind is not FailureKind.CONNECT,
                         replayable=True, now=loop.time()):  # fmt: skip
@@ -159,7 +161,8 @@ async def proxy_websocket(
             cluster=last.cluster if last is not None else None,
             upstream=last.address if last is not None else None, status=status,
             duration=plane.clock() - start, client=admitted.client_ip,
-            retries=ex.retries, forwarded=forwarded,
+            retries=ex.retries, forwarded=forwarded, headers=scope["headers"],
+            protocol=scope.get("http_version", "1.1"), scheme=scheme,
         )  # fmt: skip
         return
     await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
@@ -220,7 +223,8 @@ async def proxy_websocket(
             cluster=last.cluster if last is not None else None,
             upstream=last.address if last is not None else None, status=101,
             duration=plane.clock() - start, client=admitted.client_ip, retries=ex.retries,
-            forwarded=forwarded,
+            forwarded=forwarded, headers=scope["headers"],
+            protocol=scope.get("http_version", "1.1"), scheme=scheme,
         )  # fmt: skip
 
 

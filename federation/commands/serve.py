@@ -171,6 +171,7 @@ class GatewayProcess:
             tracing=s.telemetry.tracing.enabled,
             otlp_endpoint=s.telemetry.tracing.otlp_endpoint,
             sample_ratio=s.telemetry.tracing.sample_ratio,
+            per_pair_limit=s.telemetry.metrics_per_pair,
         )
         placement = Placement(s.cluster)
         passive = PassiveStats()
@@ -239,11 +240,6 @@ class GatewayProcess:
             )
             lease = GatewayLease(client, ttl=s.etcd.lease_ttl)
 
-        from federation.view_gauges import ViewGauges
-        from gateway.metrics import HEALTH_VALUE
-
-        view_gauges = ViewGauges(telemetry, health_value=HEALTH_VALUE)
-
         def on_view(view: RoutingView) -> None:
             before = holder.view  # listeners run before the swap's assignment
             limiter.set_live_gateways(live_gateway_count(view))
@@ -259,7 +255,9 @@ class GatewayProcess:
                         (v := view.services.get(svc)) is not None and v.rate_limit is not None
                     )
                 )
-            view_gauges(view)  # telemetry.set_view, at the cost of what changed
+            # O(1): the upstream families are computed at scrape time, once per view,
+            # under the cardinality budget (gateway/upstream_metrics.py)
+            telemetry.set_view(view)
             if registration is not None:
                 registration.update(applied_revision=view.config_revision, stale=view.stale)
 
@@ -461,7 +459,10 @@ class GatewayProcess:
     async def _report_certificates(self, vault: Any, registration: Any, telemetry: Any) -> None:
         while not self._stop.is_set():
             st = vault.status()
-            telemetry.set_certificate(st.get("cert_not_after"))
+            telemetry.set_certificate("public", st.get("public_not_after"))
+            for label, attr in (("east_west", "east_west"), ("etcd_client", "etcd_cert")):
+                cert = getattr(vault, attr, None)
+                telemetry.set_certificate(label, cert.not_after if cert is not None else None)
             if registration is not None:
                 registration.update(
                     cert_not_after=st.get("cert_not_after"),

@@ -51,6 +51,32 @@ class OtlpReceiver:
             gw for body in self.bodies if raw in body for gw in gateway_ids if gw.encode() in body
         }
 
+    def spans_of(self, trace_id: str) -> list[tuple[str, int, dict[str, object]]]:
+        """(gateway, span kind, attributes) of every exported span of the trace."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        raw = bytes.fromhex(trace_id)
+        found = []
+        for body in list(self.bodies):
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            for rs in request.resource_spans:
+                gw = next(
+                    (a.value.string_value for a in rs.resource.attributes
+                     if a.key == "service.instance.id"), "",
+                )  # fmt: skip
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        if span.trace_id == raw:
+                            attrs: dict[str, object] = {
+                                a.key: a.value.string_value or a.value.int_value
+                                for a in span.attributes
+                            }
+                            found.append((gw, int(span.kind), attrs))
+        return found
+
     def __enter__(self) -> OtlpReceiver:
         self.thread.start()
         return self
@@ -119,6 +145,10 @@ def test_a_client_trace_crosses_clusters_with_one_trace_id(
         {line["span_id"] for line in remote_lines}
     )
     assert any(line.get("forwarded") for line in remote_lines)
+    # the access log carries bytes, protocol and user agent
+    entry = entry_lines[-1]
+    assert entry["bytes_out"] > 0 and entry["protocol"] == "HTTP/1.1"
+    assert entry["user_agent"].startswith("Python-urllib")
     # both gateways exported spans of that trace over OTLP (one export body per gateway)
     ids = ["aws-eu-west-1-gw-1", "gcp-europe-west4-gw-1"]
     wait_for(
@@ -126,3 +156,15 @@ def test_a_client_trace_crosses_clusters_with_one_trace_id(
         timeout=10,
         what="spans of the trace from both gateways",
     )
+    # the entry gateway's try to gcp is a CLIENT span (kind 3) under its SERVER span (2)
+    spans = wait_for(
+        lambda: [
+            sp for sp in otlp.spans_of(TRACE_ID)
+            if sp[0] == "aws-eu-west-1-gw-1" and sp[1] == 3
+            and sp[2].get("fedgate.upstream_cluster") == "gcp-europe-west4"
+        ],
+        timeout=10, what="a CLIENT span per upstream try",
+    )  # fmt: skip
+    assert spans[0][2]["server.port"]
+    servers = [sp for sp in otlp.spans_of(TRACE_ID) if sp[1] == 2]
+    assert servers and all(sp[2]["url.scheme"] == "http" for sp in servers)

@@ -27,7 +27,10 @@ TP = f"00-{TRACE}-{PARENT}-01".encode()
 REQUEST: dict[str, Any] = dict(
     method="GET", host="shop.acme.com", path="/checkout", service="checkout",
     cluster="gcp-europe-west4", upstream="10.0.0.7:8080", status=200, duration=0.0042,
-    client="192.0.2.10", retries=1, forwarded=False,
+    client="192.0.2.10", retries=1, forwarded=False, bytes_in=12, bytes_out=345,
+    upstream_time=0.0031, protocol="1.1", scheme="https", port=8443,
+    route="shop.acme.com/checkout",
+    headers=[(b"user-agent", b"curl/8.5"), (b"x-request-id", b"req-1")],
 )  # fmt: skip
 
 
@@ -134,7 +137,9 @@ def test_access_log_line_is_json_with_trace_and_span_ids() -> None:
         "cluster": "aws-eu-west-1", "method": "GET", "host": "shop.acme.com", "path": "/checkout",
         "status": 200, "duration_ms": 4.2, "service": "checkout",
         "upstream_cluster": "gcp-europe-west4", "upstream": "10.0.0.7:8080",
-        "client": "192.0.2.10", "retries": 1, "forwarded": False, "trace_id": TRACE,
+        "client": "192.0.2.10", "retries": 1, "forwarded": False, "bytes_in": 12,
+        "bytes_out": 345, "upstream_ms": 3.1, "user_agent": "curl/8.5",
+        "protocol": "HTTP/1.1", "request_id": "req-1", "trace_id": TRACE,
         "span_id": trace.span_id,
     }  # fmt: skip
     assert line["timestamp"].endswith("Z") and len(line["timestamp"]) == 24
@@ -220,7 +225,9 @@ def test_event_metrics() -> None:
     t.denied("search")
     t.failover("checkout", "aws-eu-west-1", "gcp-europe-west4")
     t.set_breaker_state("checkout", "gcp-europe-west4", "open")
-    t.set_certificate(1_800_000_000.0)
+    t.set_certificate("east_west", 1_800_000_000.0)
+    t.set_certificate("public", 1_700_000_000.0)
+    t.set_certificate("public", None)  # gone: its series too
     fams = metrics(t)
 
     def value(name: str, **labels: str) -> float:
@@ -235,10 +242,18 @@ def test_event_metrics() -> None:
         "fedgate_failovers", service="checkout", from_cluster="aws-eu-west-1",
         to_cluster="gcp-europe-west4",
     ) == 1  # fmt: skip
-    assert (
-        value("fedgate_circuit_breaker_state", service="checkout", cluster="gcp-europe-west4") == 2
-    )
-    assert value("fedgate_certificate_expiry_seconds") == 1_800_000_000.0
+    breaker = {
+        s.labels["state"]: s.value
+        for s in fams["fedgate_circuit_breaker_state"].samples
+        if s.labels["cluster"] == "gcp-europe-west4"
+    }
+    assert breaker == {"closed": 0, "half_open": 0, "open": 1}  # one series per state
+    expiry = fams["fedgate_certificate_expiry_timestamp_seconds"].samples
+    assert [(s.labels, s.value) for s in expiry] == [
+        ({"certificate": "east_west"}, 1_800_000_000.0)
+    ]
+    (build,) = fams["fedgate_build_info"].samples
+    assert build.value == 1 and build.labels["version"]
     assert value("fedgate_gateway_info", gateway="gw-1", cluster="aws-eu-west-1") == 1
 
 
@@ -250,18 +265,37 @@ def test_set_view_publishes_revision_and_upstream_health() -> None:
     assert fams["fedgate_view_revision"].samples[0].value == 40
     assert fams["fedgate_view_etcd_revision"].samples[0].value == 57
     health = {
-        (s.labels["service"], s.labels["cluster"]): s.value
-        for s in fams["fedgate_upstream_health"].samples
+        (s.labels["service"], s.labels["cluster"], s.labels["state"]): s.value
+        for s in fams["fedgate_upstream_state"].samples
     }
-    assert health[("checkout", "onprem-fra1")] == 0.0
-    assert health[("checkout", "aws-eu-west-1")] == 1.0
-    assert len(health) == 6
+    # within the budget: the local cluster's pairs and the pairs not healthy
+    assert health[("checkout", "onprem-fra1", "unhealthy")] == 1.0
+    assert health[("checkout", "onprem-fra1", "healthy")] == 0.0
+    assert health[("checkout", "aws-eu-west-1", "healthy")] == 1.0
+    assert {(s, c) for s, c, _ in health} == {
+        (svc, c) for svc, c, _ in health if c == "aws-eu-west-1" or c == "onprem-fra1"
+    }
+    aggregated = {
+        (s.labels["service"], s.labels["state"]): s.value
+        for s in fams["fedgate_service_clusters"].samples
+    }
+    assert aggregated[("checkout", "unhealthy")] == 1
+    # endpoints by health add up under sum(): no "total" series counted twice
+    eps = fams["fedgate_upstream_endpoints"].samples
+    assert {s.labels["health"] for s in eps} == {"healthy", "unhealthy"}
+    for svc, c in {(s.labels["service"], s.labels["cluster"]) for s in eps}:
+        h = view.health.get((svc, c))
+        if h is not None:
+            got = sum(
+                s.value for s in eps if (s.labels["service"], s.labels["cluster"]) == (svc, c)
+            )
+            assert got == max(h.total_endpoints, len(view.endpoints.get((svc, c), ())))
     updates = {s.labels["result"]: s.value for s in fams["fedgate_view_updates"].samples
                if s.name.endswith("_total")}  # fmt: skip
     assert updates == {"success": 1}
     # a smaller view removes the series of pairs that are gone
     t.set_view(sample_view().__class__())
-    assert metrics(t)["fedgate_upstream_health"].samples == []
+    assert metrics(t)["fedgate_upstream_state"].samples == []
 
 
 def test_disabled_costs_nothing_and_records_nothing() -> None:
@@ -304,9 +338,70 @@ def test_server_span_continues_the_client_trace() -> None:
     assert span.attributes["fedgate.upstream_cluster"] == "gcp-europe-west4"
     assert span.status.status_code is StatusCode.ERROR
     assert span.resource.attributes["service.instance.id"] == "gw-1"
+    # OpenTelemetry HTTP server semantic conventions
+    assert span.attributes["url.scheme"] == "https"
+    assert span.attributes["server.port"] == 8443
+    assert span.attributes["http.route"] == "shop.acme.com/checkout"
+    assert span.attributes["user_agent.original"] == "curl/8.5"
     # the upstream gets the gateway's span as parent
     assert trace.traceparent == f"00-{TRACE}-{trace.span_id}-01".encode()
     assert lines(t, stream)[0]["span_id"] == trace.span_id
+    t.close()
+
+
+def test_one_client_span_per_upstream_try() -> None:
+    exporter = InMemorySpanExporter()
+    t, _ = make(span_exporter=exporter)
+    trace = t.begin([(b"traceparent", TP)])
+    assert t.spans_enabled
+    t.upstream_span(
+        trace,
+        method="GET",
+        service="checkout",
+        cluster="aws-eu-west-1",
+        address="10.0.0.7:8080",
+        start_ns=1,
+        status=None,
+        error="connect-failure",
+    )
+    t.upstream_span(
+        trace,
+        method="GET",
+        service="checkout",
+        cluster="gcp-europe-west4",
+        address="[2001:db8::1]:8443",
+        start_ns=2,
+        status=200,
+        error=None,
+    )
+    t.end(trace, **REQUEST)
+    t.flush()
+    spans = exporter.get_finished_spans()
+    clients = [s for s in spans if s.kind is SpanKind.CLIENT]
+    (server,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert len(clients) == 2
+    for c in clients:
+        assert c.parent is not None and c.parent.span_id == server.get_span_context().span_id
+    first, second = sorted(clients, key=lambda s: s.start_time or 0)
+    assert first.attributes is not None and second.attributes is not None
+    assert first.attributes["error.type"] == "connect-failure"
+    assert first.status.status_code is StatusCode.ERROR
+    assert second.attributes["server.address"] == "2001:db8::1"
+    assert second.attributes["server.port"] == 8443
+    assert second.attributes["http.response.status_code"] == 200
+    # without an exporter nothing is built
+    plain, _ = make()
+    assert not plain.spans_enabled
+    plain.upstream_span(
+        plain.begin([]),
+        method="GET",
+        service="s",
+        cluster="c",
+        address="a:1",
+        start_ns=1,
+        status=200,
+        error=None,
+    )
     t.close()
 
 

@@ -1,0 +1,229 @@
+"""ACME for real, offline: OpenBao's own ACME server, HTTP-01 on port 80 of a loopback IP.
+
+The ACME server resolves the test name through a tiny resolver of ours (its
+``dns_resolver`` setting) to a 127.0.x.y address where the HTTP-01 answer is served
+from the tokens the orderer published in etcd. Needs root (port 80).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import ssl
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from federation.acme_client import AcmeConfig, AcmeOrderer
+from federation.acme_lock import AcmeLock
+from federation.acme_renew import AcmeRenewer
+from federation.acme_store import AcmeStore
+from federation.etcd import EtcdClient
+from federation.keys import KeyLayout
+from gateway.acme_sni import AcmeSni
+from gateway.tls import CertificateMaterial, load_material, server_context
+from tests.acme.support import Responder, enable_acme, free_loopback_80, start_dns
+from tests.support.etcd import EtcdCluster
+from tests.support.vault import OpenBao, setup_fedgate
+
+PREFIX = "/fedgate/"
+
+
+@dataclass
+class Acme:
+    bao: OpenBao
+    directory: str
+    host: str  # the loopback address the names resolve to (port 80 answers HTTP-01)
+    names: dict[str, str]
+    dns_port: int
+
+
+@pytest.fixture(scope="module")
+def acme_env() -> Iterator[Acme]:
+    host = free_loopback_80()
+    if host is None:
+        pytest.skip("HTTP-01 needs port 80 on a loopback address (run as root)")
+    with OpenBao() as bao:
+        setup_fedgate(bao)
+        directory = enable_acme(bao)
+        yield Acme(bao, directory, host, {}, 0)
+
+
+@pytest.fixture
+async def env(acme_env: Acme, etcd: EtcdCluster) -> AsyncIterator[tuple[Acme, EtcdClient]]:
+    transport, port = await start_dns("127.0.0.1", acme_env.names)
+    acme_env.bao.client().write_data(
+        "pki/config/acme", data={"enabled": True, "dns_resolver": f"127.0.0.1:{port}"}
+    )
+    async with EtcdClient(etcd.endpoints) as client:
+        responder = await Responder(client, PREFIX, acme_env.host).start()
+        try:
+            yield acme_env, client
+        finally:
+            responder.close()
+            transport.close()
+
+
+def orderer(acme: Acme, etcd: EtcdClient, holder: str, *, lock_ttl: float = 10.0) -> AcmeOrderer:
+    return AcmeOrderer(
+        AcmeConfig(acme.directory, email="ops@fedgate.test"),
+        AcmeStore(acme.bao.client()),
+        AcmeLock(etcd, PREFIX, holder, ttl=lock_ttl),
+        wait_poll=0.2,
+    )
+
+
+def issued(acme: Acme) -> int:
+    """How many certificates the PKI mount has issued so far (ACME orders included)."""
+    try:
+        return len(acme.bao.client().secrets.pki.list_certificates()["data"]["keys"])
+    except Exception:
+        return 0
+
+
+async def served_name(ctx: ssl.SSLContext, sni: str) -> str:
+    """Handshake with a live server using ``ctx`` and SNI ``sni``; the leaf's DNS SAN."""
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    client = ssl.create_default_context()
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    try:
+        _, w = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname=sni)
+        der = w.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        w.close()
+    finally:
+        server.close()
+    from cryptography import x509
+
+    cert = x509.load_der_x509_certificate(der)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return ",".join(san.get_values_for_type(x509.DNSName))
+
+
+async def test_one_order_for_three_gateways_starting_at_once(env: tuple[Acme, EtcdClient]) -> None:
+    acme, etcd = env
+    name = "shop.fedgate.test"
+    acme.names[name] = acme.host
+    before = issued(acme)
+    clients = [EtcdClient(etcd.endpoints) for _ in range(3)]
+    for c in clients:
+        await c.connect()
+    try:
+        orderers = [orderer(acme, c, f"gw{i}") for i, c in enumerate(clients)]
+        snis = [AcmeSni() for _ in range(3)]
+        renewers = [
+            AcmeRenewer(o, lambda cert, s=s: s.install(cert.name, cert.fullchain_pem, cert.key_pem))
+            for o, s in zip(orderers, snis, strict=True)
+        ]
+        for s in snis:
+            s.want({name})
+        await asyncio.wait_for(asyncio.gather(*(r.renew_now(name) for r in renewers)), 60)
+        assert sum(o.orders for o in orderers) == 1
+        assert issued(acme) - before == 1
+        chains = {r.states[name].cert.fullchain_pem for r in renewers}  # type: ignore[union-attr]
+        assert len(chains) == 1
+        # every gateway serves it by SNI; another name falls back to the Vault PKI cert
+        pki = acme.bao.client().secrets.pki.generate_certificate(
+            "fedgate-gateway", "localhost", mount_point="pki"
+        )["data"]
+        for s in snis:
+            assert s.missing() == []
+            public = server_context()
+            load_material(public, CertificateMaterial(pki["certificate"], pki["private_key"], ""))
+            s.attach(public)
+            assert await served_name(public, name) == name
+            assert await served_name(public, "localhost") == "localhost"
+        assert await etcd.get(KeyLayout(PREFIX).acme_lock(name)) is None
+    finally:
+        for c in clients:
+            await c.close()
+
+
+HOLDER = """
+import asyncio, sys
+from federation.etcd import EtcdClient
+from federation.acme_lock import AcmeLock
+async def main():
+    async with EtcdClient(sys.argv[1].split(",")) as c:
+        async with AcmeLock(c, "/fedgate/", "doomed", ttl=2).hold(sys.argv[2]) as held:
+            assert held is not None
+            await held.publish("dead-token", "x")
+            print("held", flush=True)
+            await asyncio.sleep(600)
+asyncio.run(main())
+"""
+
+
+async def test_holder_killed_mid_order_leaves_no_duplicate_and_no_stuck_lock(
+    env: tuple[Acme, EtcdClient],
+) -> None:
+    acme, etcd = env
+    name = "killed.fedgate.test"
+    acme.names[name] = acme.host
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HOLDER,
+        ",".join(etcd.endpoints),
+        name,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line.strip() == b"held"
+        proc.send_signal(signal.SIGKILL)  # dies mid-order, holding the lock
+        await asyncio.wait_for(proc.wait(), 10)
+        layout = KeyLayout(PREFIX)
+        assert await etcd.get(layout.acme_lock(name)) is not None
+        before = issued(acme)
+        o = orderer(acme, etcd, "survivor")
+        cert = await asyncio.wait_for(o.obtain(name, timeout=60), 60)
+        assert cert.name == name and o.orders == 1
+        assert issued(acme) - before == 1
+        assert await etcd.get(layout.acme_lock(name)) is None
+        assert await etcd.get(layout.acme_challenge("dead-token")) is None
+        # a next gateway finds it in Vault: no second order
+        o2 = orderer(acme, etcd, "late")
+        assert (await o2.obtain(name)).fullchain_pem == cert.fullchain_pem and o2.orders == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_acme_down_keeps_current_certificate_and_says_why(
+    env: tuple[Acme, EtcdClient],
+) -> None:
+    acme, etcd = env
+    name = "down.fedgate.test"
+    acme.names[name] = acme.host
+    sni = AcmeSni()
+    sni.want({name})
+    r = AcmeRenewer(
+        orderer(acme, etcd, "gw"),
+        lambda cert: sni.install(cert.name, cert.fullchain_pem, cert.key_pem),
+        obtain_timeout=3.0,
+    )
+    await r.renew_now(name)
+    first = r.states[name].cert
+    assert first is not None
+    acme.bao.client().write_data("pki/config/acme", data={"enabled": False})
+    try:
+        await r.renew_now(name)  # forced renewal while the ACME server refuses
+        st = r.status()[name]
+        assert isinstance(st, dict)
+        assert st["serving"] is True and st["failures"] == 1
+        assert st["problem"], st
+        assert r.states[name].cert is first  # still serving the current one
+        assert sni.context_for(name) is not None
+    finally:
+        acme.bao.client().write_data("pki/config/acme", data={"enabled": True})
+    await r.renew_now(name)  # back: renewed, rotated in place
+    assert r.states[name].cert is not first and r.states[name].renewals == 1
+    assert r.status()[name]["problem"] is None  # type: ignore[index]

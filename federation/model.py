@@ -14,7 +14,7 @@ import enum
 import ipaddress
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
@@ -24,6 +24,8 @@ CLOUDS: tuple[Cloud, ...] = ("aws", "gcp", "azure", "onprem", "other")
 
 FailoverPolicy = Literal["healthiest", "ordered"]
 RateLimitScope = Literal["gateway", "federation"]
+TlsSource = Literal["vault", "acme"]  # where a route host's public certificate comes from
+
 ServiceProtocol = Literal["http", "h2", "grpc"]  # what the backends speak
 # gRPC status names -> codes (retries.grpcStatus; gateway/h2/grpc.py)
 GRPC_STATUS_CODES: Mapping[str, int] = MappingProxyType(
@@ -240,6 +242,7 @@ class Route:
     rewrite_host: str | None = None
     redirect: Redirect | None = None
     timeout: float | None = None  # replaces the service's timeouts.request on this route
+    tls: TlsSource | None = None  # None: the service's (docs/tls.md, "ACME")
 
     def __post_init__(self) -> None:
         if self.rewrite_path_prefix is not None:
@@ -353,6 +356,7 @@ class Service:
     max_body_bytes: int | None = None  # None: unlimited (streamed)
     protocol: ServiceProtocol = "http"  # h2 / grpc: HTTP/2 to the backends (gateway/h2)
     dns: ServiceDns = ServiceDns()
+    tls: TlsSource = "vault"  # "acme": public certificates by ACME for the route hosts
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,3 +482,10 @@ class RoutingView:
 
     def health_of(self, service: str, cluster: str) -> ServiceHealth | None:
         return self.health.get((service, cluster))
+
+
+def acme_hosts(services: Iterable[Service]) -> frozenset[str]:
+    """The route hosts whose public certificate comes from ACME (``tls: acme``)."""
+    return frozenset(
+        r.host.lower() for s in services for r in s.routes if (r.tls or s.tls) == "acme"
+    )

@@ -9,17 +9,15 @@ and -- before ordering -- to learn that another gateway already did).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography import x509
 
-
-class KvClient(Protocol):
-    """What this module needs of an hvac client (``hvac.Client`` satisfies it)."""
-
-    @property
-    def secrets(self) -> Any: ...
+# runs a function of an hvac client: ``VaultSession.call`` (login, renewal, one-line
+# errors), or ``lambda fn: fn(client)`` for a bare client
+Caller = Callable[[Callable[[Any], Any]], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +50,13 @@ def validity(fullchain_pem: str) -> tuple[float, float]:
 
 
 class AcmeStore:
-    def __init__(self, client: KvClient, *, mount: str = "secret", base: str = "acme") -> None:
-        self._c = client
+    def __init__(
+        self, client: Any = None, *, call: Caller | None = None, mount: str = "secret",
+        base: str = "acme",
+    ) -> None:  # fmt: skip
+        if call is None:
+            call = lambda fn: fn(client)  # noqa: E731
+        self._call = call
         self._mount = mount
         self._base = base.strip("/")
 
@@ -61,8 +64,10 @@ class AcmeStore:
         import hvac.exceptions
 
         try:
-            resp = self._c.secrets.kv.v2.read_secret_version(
-                path=path, mount_point=self._mount, raise_on_deleted_version=False
+            resp = self._call(
+                lambda c: c.secrets.kv.v2.read_secret_version(
+                    path=path, mount_point=self._mount, raise_on_deleted_version=False
+                )
             )
         except hvac.exceptions.InvalidPath:
             return None
@@ -71,8 +76,10 @@ class AcmeStore:
         return inner if isinstance(inner, dict) else None
 
     def _write(self, path: str, data: dict[str, Any]) -> None:
-        self._c.secrets.kv.v2.create_or_update_secret(
-            path=path, secret=data, mount_point=self._mount
+        self._call(
+            lambda c: c.secrets.kv.v2.create_or_update_secret(
+                path=path, secret=data, mount_point=self._mount
+            )
         )
 
     def cert_path(self, name: str) -> str:

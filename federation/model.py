@@ -473,6 +473,8 @@ class RoutingView:
     source: Literal["empty", "etcd", "snapshot", "manifest"] = "empty"
     stale: bool = False  # True while served from a snapshot / etcd unreachable
     zones: tuple[Zone, ...] = ()  # the DNS zones the gateways serve
+    # ACME HTTP-01: token -> key authorization (``{p}acme/challenge/{token}``, the orderer's)
+    acme_challenges: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def gateways_in(self, cluster: str) -> tuple[GatewayRecord, ...]:
         return tuple(g for g in self.gateways.values() if g.cluster == cluster)

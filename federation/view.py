@@ -127,6 +127,16 @@ def _decode(parsed: ParsedKey, data: bytes) -> Any:
             if obs.observer != parts[0]:
                 raise ItemError(f"observation by {obs.observer!r} does not match its key")
         return observations
+    if kind is Kind.ACME:  # lock/{name}: the holder; challenge/{token}: key authorization
+        if parts[0] not in ("lock", "challenge"):
+            raise ItemError(f"unknown acme key kind {parts[0]!r}")
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError:
+            raise ItemError("acme value is not ASCII") from None
+        if len(text) > 512 or not text.isprintable():
+            raise ItemError("acme value is not a short printable string")
+        return text
     raise ItemError(f"unknown kind {kind}")  # pragma: no cover - the layout knows them all
 
 
@@ -297,6 +307,15 @@ def build_view(
         else:
             observations.extend(item.value)
 
+    # ACME HTTP-01 key authorizations, answered by every gateway (gateway/acme_challenge.py)
+    challenges: dict[str, str] = {}
+    for item in by_kind[Kind.ACME]:
+        assert item.parsed is not None
+        if item.error is not None:
+            reject(item, item.error)
+        elif item.parsed.parts[0] == "challenge":
+            challenges[item.parsed.parts[1]] = item.value
+
     frozen_endpoints = MappingProxyType({k: tuple(v) for k, v in endpoints.items()})
     health: Mapping[tuple[str, str], ServiceHealth] = MappingProxyType({})
     aggregate = _aggregate()
@@ -331,6 +350,7 @@ def build_view(
         source="etcd",
         stale=False,
         zones=zones,
+        acme_challenges=MappingProxyType(challenges),
     )
 
 
@@ -358,6 +378,7 @@ def same_content(a: RoutingView, b: RoutingView) -> bool:
             {k: dataclasses.replace(h, since=0.0) for k, h in v.health.items()},
             v.rejected,
             v.zones,
+            dict(v.acme_challenges),
         )
 
     return strip(a) == strip(b)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from federation.etcd import EtcdClient
 from federation.keys import KeyLayout
-from gateway.acme_challenge import answer, is_challenge
+from gateway.acme_challenge import lookup
 from tests.support.vault import OpenBao
 
 
@@ -61,13 +61,11 @@ class Responder:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             path = head.split(b" ", 2)[1].decode("ascii", "replace")
-            status, body = 404, b""
-            if is_challenge(path):
-                token = path.rsplit("/", 1)[-1]
-                kv = await self.etcd.get(KeyLayout(self.prefix).acme_challenge(token))
-                tokens = {token: kv.value.decode()} if kv is not None else {}
-                status, body = answer(path, tokens)
-                self.hits += 1
+            token = path.rsplit("/", 1)[-1]
+            kv = await self.etcd.get(KeyLayout(self.prefix).acme_challenge(token))
+            body = lookup(path, {token: kv.value.decode()} if kv is not None else {}) or b""
+            status = 200 if body else 404
+            self.hits += 1
             head = f"HTTP/1.1 {status} X\r\ncontent-length: {len(body)}\r\n"
             writer.write(head.encode() + b"connection: close\r\n\r\n" + body)
             await writer.drain()

@@ -1,0 +1,93 @@
+"""ACME in a running gateway: the names of the view, their SNI contexts, their renewal.
+
+``fedgate serve`` builds one :class:`AcmeGateway` when ``acme`` is set: it attaches the
+SNI selection to the public TLS context (names without a certificate yet keep the Vault
+PKI one), and on every new view starts a keeper per ``tls: acme`` host (and stops the
+keepers of hosts that left). :meth:`status` goes into the gateway's status
+(``/v1/status``, aggregated in ``/v1/health/global``): per name, expiry and the last
+ACME problem, and the names still missing a certificate.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from federation.acme_client import AcmeConfig, AcmeOrderer
+from federation.acme_lock import AcmeLock
+from federation.acme_renew import AcmeRenewer
+from federation.acme_store import AcmeCert, AcmeStore, Caller
+from federation.etcd import EtcdClient
+from federation.model import RoutingView, Service, acme_hosts
+from federation.settings import AcmeSettings
+from gateway.acme_sni import AcmeSni
+
+
+def acme_config(settings: AcmeSettings) -> AcmeConfig:
+    """The client configuration; the EAB HMAC key is read from its file (one-line error)."""
+    hmac_key = None
+    if settings.eab is not None:
+        try:
+            hmac_key = Path(settings.eab.hmac_key_file).read_text().strip()
+        except OSError as exc:
+            raise ValueError(
+                f"acme.eab.hmacKeyFile {settings.eab.hmac_key_file}: {exc.strerror}"
+            ) from None
+    return AcmeConfig(
+        directory=settings.directory,
+        email=settings.email,
+        eab_kid=settings.eab.kid if settings.eab is not None else None,
+        eab_hmac_key=hmac_key,
+        challenge=settings.challenge,
+    )
+
+
+class AcmeGateway:
+    def __init__(
+        self,
+        settings: AcmeSettings,
+        *,
+        vault_call: Caller,
+        kv_mount: str,
+        etcd: EtcdClient,
+        prefix: str,
+        holder: str,
+        public: ssl.SSLContext | None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sni = AcmeSni()
+        if public is not None:
+            self.sni.attach(public)
+        self.orderer = AcmeOrderer(
+            acme_config(settings),
+            AcmeStore(call=vault_call, mount=kv_mount),
+            AcmeLock(etcd, prefix, holder, ttl=settings.lock_ttl),
+        )
+        self.renewer = AcmeRenewer(self.orderer, self._install, rng=rng or random.Random())
+        self._services: Mapping[str, Service] | None = None
+
+    def _install(self, cert: AcmeCert) -> None:
+        self.sni.install(cert.name, cert.fullchain_pem, cert.key_pem)
+
+    def on_view(self, view: RoutingView) -> None:
+        """Follow the ``tls: acme`` hosts (only when the services changed)."""
+        if view.services is self._services:
+            return
+        self._services = view.services
+        names = set(acme_hosts(view.services.values()))
+        self.sni.want(names)
+        self.renewer.ensure(names)
+
+    async def close(self) -> None:
+        await self.renewer.close()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "names": self.renewer.status(),
+            "missing": self.sni.missing(),  # served the Vault PKI certificate meanwhile
+            "orders": self.orderer.orders,
+            "lastProblem": self.orderer.last_problem,
+        }

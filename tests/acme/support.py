@@ -27,6 +27,14 @@ def enable_acme(bao: OpenBao, mount: str = "pki") -> str:
     return f"{base}/acme/directory"
 
 
+def issued(bao: OpenBao) -> int:
+    """How many certificates the PKI mount has issued so far (ACME orders included)."""
+    try:
+        return len(bao.client().secrets.pki.list_certificates()["data"]["keys"])
+    except Exception:
+        return 0
+
+
 def free_loopback_80() -> str | None:
     """A 127.0.0.x address whose port 80 this process can bind (root), or None."""
     for _ in range(20):

@@ -25,7 +25,7 @@ from federation.etcd import EtcdClient
 from federation.keys import KeyLayout
 from gateway.acme_sni import AcmeSni
 from gateway.tls import CertificateMaterial, load_material, server_context
-from tests.acme.support import Responder, enable_acme, free_loopback_80, start_dns
+from tests.acme.support import Responder, enable_acme, free_loopback_80, issued, start_dns
 from tests.support.etcd import EtcdCluster
 from tests.support.vault import OpenBao, setup_fedgate
 
@@ -76,14 +76,6 @@ def orderer(acme: Acme, etcd: EtcdClient, holder: str, *, lock_ttl: float = 10.0
     )
 
 
-def issued(acme: Acme) -> int:
-    """How many certificates the PKI mount has issued so far (ACME orders included)."""
-    try:
-        return len(acme.bao.client().secrets.pki.list_certificates()["data"]["keys"])
-    except Exception:
-        return 0
-
-
 async def served_name(ctx: ssl.SSLContext, sni: str) -> str:
     """Handshake with a live server using ``ctx`` and SNI ``sni``; the leaf's DNS SAN."""
     server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=ctx)
@@ -108,7 +100,7 @@ async def test_one_order_for_three_gateways_starting_at_once(env: tuple[Acme, Et
     acme, etcd = env
     name = "shop.fedgate.test"
     acme.names[name] = acme.host
-    before = issued(acme)
+    before = issued(acme.bao)
     clients = [EtcdClient(etcd.endpoints) for _ in range(3)]
     for c in clients:
         await c.connect()
@@ -123,7 +115,7 @@ async def test_one_order_for_three_gateways_starting_at_once(env: tuple[Acme, Et
             s.want({name})
         await asyncio.wait_for(asyncio.gather(*(r.renew_now(name) for r in renewers)), 60)
         assert sum(o.orders for o in orderers) == 1
-        assert issued(acme) - before == 1
+        assert issued(acme.bao) - before == 1
         chains = {r.states[name].cert.fullchain_pem for r in renewers}  # type: ignore[union-attr]
         assert len(chains) == 1
         # every gateway serves it by SNI; another name falls back to the Vault PKI cert
@@ -181,11 +173,11 @@ async def test_holder_killed_mid_order_leaves_no_duplicate_and_no_stuck_lock(
         await asyncio.wait_for(proc.wait(), 10)
         layout = KeyLayout(PREFIX)
         assert await etcd.get(layout.acme_lock(name)) is not None
-        before = issued(acme)
+        before = issued(acme.bao)
         o = orderer(acme, etcd, "survivor")
         cert = await asyncio.wait_for(o.obtain(name, timeout=60), 60)
         assert cert.name == name and o.orders == 1
-        assert issued(acme) - before == 1
+        assert issued(acme.bao) - before == 1
         assert await etcd.get(layout.acme_lock(name)) is None
         assert await etcd.get(layout.acme_challenge("dead-token")) is None
         # a next gateway finds it in Vault: no second order

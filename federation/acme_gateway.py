@@ -10,9 +10,10 @@ ACME problem, and the names still missing a certificate.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,20 @@ class AcmeGateway:
 
     async def close(self) -> None:
         await self.renewer.close()
+
+    def problem(self) -> str | None:
+        """The first name's problem (the CA's problem document, one line), or None."""
+        for name, st in sorted(self.renewer.states.items()):
+            if st.problem:
+                return f"{name}: {st.problem}"[:300]
+        return self.orderer.last_problem
+
+    async def report(self, update: Callable[..., None], *, every: float = 1.0) -> None:
+        """Keep the gateway record's ``acme_missing`` / ``acme_problem`` current (for
+        ``/v1/health/global``); the record rewrites itself only on a change."""
+        while True:
+            update(acme_missing=tuple(self.sni.missing()[:32]), acme_problem=self.problem())
+            await asyncio.sleep(every)
 
     def status(self) -> dict[str, Any]:
         return {

@@ -407,6 +407,10 @@ class GatewayRecord:
     renewal_failing: bool = False
     stale: bool = False  # serving from a snapshot while etcd is unreachable
     dns: str = ""  # host:port of its authoritative DNS listener ("" when off)
+    # ACME (docs/tls.md): tls: acme hosts still served the Vault PKI certificate, and the
+    # CA's last problem document in one line
+    acme_missing: tuple[str, ...] = ()
+    acme_problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -370,6 +370,8 @@ class GatewayProcess:
             except ValueError as exc:
                 raise StartupError(str(exc)) from None
             holder.subscribe(acme.on_view)
+            if registration is not None:
+                self._spawn("acme-status", lambda: acme.report(registration.update))
 
         log.info("gateway started", gateway=gateway_id, cluster=s.cluster, listeners=gateway.bound)
         await self._stop.wait()

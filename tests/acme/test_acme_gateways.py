@@ -19,11 +19,15 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from federation.etcd import EtcdClient
+from federation.keys import KeyLayout
+from federation.view import load_view
 from tests.acme.support import enable_acme, free_loopback_80, issued, start_dns
 from tests.support.etcd import EtcdCluster
 from tests.support.gateway_proc import GatewayProcess
 from tests.support.ports import free_ports
 from tests.support.vault import OpenBao, setup_fedgate
+from tests.support.wait import async_wait_for
 
 NAME = "www.fedgate.test"
 MANIFEST = """\
@@ -129,6 +133,17 @@ async def test_three_gateways_one_order_all_serve(etcd: EtcdCluster, tmp_path: P
             assert len(serving) == len(gws), [g.log()[-1500:] for g in gws]
             assert orders == 1
             assert failures == 0
+            # /v1/health/global reads the gateway records: nothing missing, no problem
+            async with EtcdClient(etcd.endpoints) as client:
+
+                async def settled() -> bool:
+                    view = await load_view(client, KeyLayout())
+                    recs = list(view.gateways.values())
+                    return len(recs) == 3 and all(
+                        not r.acme_missing and r.acme_problem is None for r in recs
+                    )
+
+                await async_wait_for(settled, timeout=15, what="gateway records settle")
         finally:
             for g in gws:
                 g.stop()

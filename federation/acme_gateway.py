@@ -58,8 +58,10 @@ class AcmeGateway:
         holder: str,
         public: ssl.SSLContext | None,
         rng: random.Random | None = None,
+        registry: Any = None,  # the gateway's prometheus CollectorRegistry
     ) -> None:
         self.sni = AcmeSni()
+        self._metrics = _Metrics(registry) if registry is not None else None
         if public is not None:
             self.sni.attach(public)
         self.orderer = AcmeOrderer(
@@ -97,6 +99,8 @@ class AcmeGateway:
         ``/v1/health/global``); the record rewrites itself only on a change."""
         while True:
             update(acme_missing=tuple(self.sni.missing()[:32]), acme_problem=self.problem())
+            if self._metrics is not None:
+                self._metrics.sample(self)
             await asyncio.sleep(every)
 
     def status(self) -> dict[str, Any]:
@@ -106,3 +110,39 @@ class AcmeGateway:
             "orders": self.orderer.orders,
             "lastProblem": self.orderer.last_problem,
         }
+
+
+class _Metrics:
+    """``fedgate_acme_*`` (docs/observability.md), sampled with the status report."""
+
+    def __init__(self, registry: Any) -> None:
+        from prometheus_client import Gauge
+
+        self.expiry = Gauge(
+            "fedgate_acme_certificate_expiry_seconds",
+            "Expiry of the ACME certificate of a tls: acme host, unix seconds (NaN: none yet).",
+            ["name"],
+            registry=registry,
+        )
+        self.failures = Gauge(
+            "fedgate_acme_failures",
+            "Consecutive failed attempts to obtain a name's ACME certificate.",
+            ["name"],
+            registry=registry,
+        )
+        self.orders = Gauge(
+            "fedgate_acme_orders", "ACME orders this gateway placed since it started.",
+            registry=registry,
+        )  # fmt: skip
+        self._names: set[str] = set()
+
+    def sample(self, acme: AcmeGateway) -> None:
+        states = dict(acme.renewer.states)
+        for gone in self._names - states.keys():
+            self.expiry.remove(gone)
+            self.failures.remove(gone)
+        self._names = set(states)
+        for name, st in states.items():
+            self.expiry.labels(name).set(st.cert.not_after if st.cert else float("nan"))
+            self.failures.labels(name).set(st.failures)
+        self.orders.set(acme.orderer.orders)

@@ -366,6 +366,7 @@ class GatewayProcess:
                     kv_mount=s.vault.kv.mount if s.vault.kv is not None else "secret",
                     etcd=client, prefix=layout.prefix, holder=gateway_id,
                     public=tls.public_server if tls is not None else None,
+                    registry=telemetry.registry if s.telemetry.metrics else None,
                 )  # fmt: skip
             except ValueError as exc:
                 raise StartupError(str(exc)) from None

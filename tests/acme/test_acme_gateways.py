@@ -14,6 +14,7 @@ import socket
 import ssl
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,17 @@ def sni_san(host: str, port: int, sni: str) -> str | None:
     return names[0] if names else None
 
 
+def metrics(g: GatewayProcess) -> dict[str, float]:
+    with urllib.request.urlopen(g.url("admin") + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("fedgate_acme_"):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
 async def test_three_gateways_one_order_all_serve(etcd: EtcdCluster, tmp_path: Path) -> None:
     hosts: list[str] = []
     for _ in range(3):
@@ -90,6 +102,7 @@ async def test_three_gateways_one_order_all_serve(etcd: EtcdCluster, tmp_path: P
                     "etcd": {"endpoints": etcd.endpoints},
                     "vault": {"addr": bao.addr, "auth": {"token": bao.root_token}},
                     "acme": {"directory": directory, "email": "ops@fedgate.test"},
+                    "admin": {"publicMetrics": True},
                     "listen": {
                         "public": f"{h}:80",
                         "publicTls": f"{h}:{tls_port}",
@@ -144,6 +157,11 @@ async def test_three_gateways_one_order_all_serve(etcd: EtcdCluster, tmp_path: P
                     )
 
                 await async_wait_for(settled, timeout=15, what="gateway records settle")
+            # metrics: one order across the three, every gateway knows the expiry
+            scraped = [await asyncio.to_thread(metrics, g) for g in gws]
+            assert sum(m["fedgate_acme_orders"] for m in scraped) == 1
+            key = f'fedgate_acme_certificate_expiry_seconds{{name="{NAME}"}}'
+            assert all(m[key] > time.time() for m in scraped)
         finally:
             for g in gws:
                 g.stop()

@@ -216,6 +216,84 @@ async def test_acme_down_keeps_current_certificate_and_says_why(
         assert sni.context_for(name) is not None
     finally:
         acme.bao.client().write_data("pki/config/acme", data={"enabled": True})
-    await r.renew_now(name)  # back: renewed, rotated in place
-    assert r.states[name].cert is not first and r.states[name].renewals == 1
+    # back: renewed and rotated in place while clients keep a keep-alive connection busy
+    # and open new handshakes; none of them fails, new handshakes get the new certificate
+    public = server_context()
+    pki = acme.bao.client().secrets.pki.generate_certificate(
+        "fedgate-gateway", "localhost", mount_point="pki"
+    )["data"]
+    load_material(public, CertificateMaterial(pki["certificate"], pki["private_key"], ""))
+    sni.attach(public)
+    server = await asyncio.start_server(_keepalive_ok, "127.0.0.1", 0, ssl=public)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        counts = {"requests": 0, "handshakes": 0, "failed": 0}
+        renewal = asyncio.create_task(r.renew_now(name))
+        await _hammer(port, name, counts, until=renewal)
+        await renewal
+        print(f"\nACME rotation: {counts}")
+        assert counts["failed"] == 0 and counts["requests"] > 0 and counts["handshakes"] > 0
+        assert r.states[name].cert is not first and r.states[name].renewals == 1
+        new_cert = r.states[name].cert
+        assert new_cert is not None
+        assert await served_serial(port, name) == _serial(new_cert.fullchain_pem)
+    finally:
+        server.close()
     assert r.status()[name]["problem"] is None  # type: ignore[index]
+
+
+async def _keepalive_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+    except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
+        pass
+    finally:
+        writer.close()
+
+
+def _client() -> ssl.SSLContext:
+    client = ssl.create_default_context()
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    return client
+
+
+async def _hammer(
+    port: int, sni: str, counts: dict[str, int], *, until: asyncio.Task[None]
+) -> None:
+    """Keep-alive requests on one connection plus a new handshake per round, bounded."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=_client(), server_hostname=sni
+    )
+    deadline = asyncio.get_running_loop().time() + 30
+    try:
+        while not until.done() and asyncio.get_running_loop().time() < deadline:
+            try:
+                writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                await writer.drain()
+                assert (await reader.readexactly(40)).endswith(b"ok")
+                counts["requests"] += 1
+                await served_serial(port, sni)
+                counts["handshakes"] += 1
+            except (OSError, ssl.SSLError, AssertionError, asyncio.IncompleteReadError):
+                counts["failed"] += 1
+    finally:
+        writer.close()
+
+
+def _serial(pem: str) -> int:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(pem.encode()).serial_number
+
+
+async def served_serial(port: int, sni: str) -> int:
+    from cryptography import x509
+
+    _, w = await asyncio.open_connection("127.0.0.1", port, ssl=_client(), server_hostname=sni)
+    der = w.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    w.close()
+    return x509.load_der_x509_certificate(der).serial_number

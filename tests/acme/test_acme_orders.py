@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from federation.acme_client import AcmeConfig, AcmeOrderer
+from federation.acme_client import AcmeConfig, AcmeOrderer, AcmeProblem
 from federation.acme_lock import AcmeLock
 from federation.acme_renew import AcmeRenewer
 from federation.acme_store import AcmeStore
@@ -297,3 +297,30 @@ async def served_serial(port: int, sni: str) -> int:
     der = w.get_extra_info("ssl_object").getpeercert(binary_form=True)
     w.close()
     return x509.load_der_x509_certificate(der).serial_number
+
+
+async def test_external_account_binding(env: tuple[Acme, EtcdClient]) -> None:
+    """A CA that requires EAB: the account is created with the kid and HMAC key."""
+    acme, etcd = env
+    name = "eab.fedgate.test"
+    acme.names[name] = acme.host
+    c = acme.bao.client()
+    c.write_data("pki/config/acme", data={"enabled": True, "eab_policy": "always-required"})
+    try:
+        eab = c.write_data("pki/acme/new-eab", data={})["data"]
+        store = AcmeStore(c, base="acme-eab")  # a fresh account
+        refused = AcmeOrderer(
+            AcmeConfig(acme.directory), store, AcmeLock(etcd, PREFIX, "gw"), wait_poll=0.2
+        )
+        with pytest.raises(AcmeProblem, match="(?i)external"):
+            await refused.obtain(name, timeout=2)
+        o = AcmeOrderer(
+            AcmeConfig(acme.directory, eab_kid=eab["id"], eab_hmac_key=eab["key"]),
+            store,
+            AcmeLock(etcd, PREFIX, "gw"),
+            wait_poll=0.2,
+        )
+        assert (await o.obtain(name, timeout=30)).name == name and o.orders == 1
+        assert store.read_account() is not None
+    finally:
+        c.write_data("pki/config/acme", data={"enabled": True, "eab_policy": "not-required"})

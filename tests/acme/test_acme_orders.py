@@ -312,7 +312,7 @@ async def test_external_account_binding(env: tuple[Acme, EtcdClient]) -> None:
         refused = AcmeOrderer(
             AcmeConfig(acme.directory), store, AcmeLock(etcd, PREFIX, "gw"), wait_poll=0.2
         )
-        with pytest.raises(AcmeProblem, match="(?i)external"):
+        with pytest.raises(AcmeProblem, match=r"(?i)external"):
             await refused.obtain(name, timeout=2)
         o = AcmeOrderer(
             AcmeConfig(acme.directory, eab_kid=eab["id"], eab_hmac_key=eab["key"]),

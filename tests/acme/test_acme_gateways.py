@@ -17,13 +17,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 
 from federation.etcd import EtcdClient
 from federation.keys import KeyLayout
 from federation.view import load_view
-from tests.acme.support import enable_acme, free_loopback_80, issued, start_dns
+from tests.acme.support import (
+    enable_acme,
+    free_loopback_80,
+    issued,
+    skip_unless_runnable,
+    start_dns,
+)
 from tests.support.etcd import EtcdCluster
 from tests.support.gateway_proc import GatewayProcess
 from tests.support.ports import free_ports
@@ -79,13 +84,14 @@ def metrics(g: GatewayProcess) -> dict[str, float]:
 
 
 async def test_three_gateways_one_order_all_serve(etcd: EtcdCluster, tmp_path: Path) -> None:
-    hosts: list[str] = []
-    for _ in range(3):
+    hosts = [skip_unless_runnable()]
+    for _ in range(10):
         h = free_loopback_80()
-        if h is None:
-            pytest.skip("HTTP-01 needs port 80 on a loopback address (run as root)")
-        if h not in hosts:
+        if h is not None and h not in hosts:
             hosts.append(h)
+        if len(hosts) == 3:
+            break
+    assert len(hosts) == 3
     with OpenBao() as bao:
         setup_fedgate(bao)
         directory = enable_acme(bao)

@@ -25,7 +25,7 @@ from federation.etcd import EtcdClient
 from federation.keys import KeyLayout
 from gateway.acme_sni import AcmeSni
 from gateway.tls import CertificateMaterial, load_material, server_context
-from tests.acme.support import Responder, enable_acme, free_loopback_80, issued, start_dns
+from tests.acme.support import Responder, enable_acme, issued, skip_unless_runnable, start_dns
 from tests.support.etcd import EtcdCluster
 from tests.support.vault import OpenBao, setup_fedgate
 
@@ -43,9 +43,7 @@ class Acme:
 
 @pytest.fixture(scope="module")
 def acme_env() -> Iterator[Acme]:
-    host = free_loopback_80()
-    if host is None:
-        pytest.skip("HTTP-01 needs port 80 on a loopback address (run as root)")
+    host = skip_unless_runnable()
     with OpenBao() as bao:
         setup_fedgate(bao)
         directory = enable_acme(bao)

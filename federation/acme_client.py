@@ -131,6 +131,7 @@ class AcmeOrderer:
         )
         domains, ips = _identifiers(name)
         csr = crypto_util.make_csr(key_pem, domains=domains or None, ipaddrs=ips or None)
+        self._still_held(held, name)
         order = await asyncio.to_thread(acme.new_order, csr)
         self.orders += 1
         tokens: list[str] = []
@@ -144,6 +145,7 @@ class AcmeOrderer:
                 )
                 if chall is None:  # seam: tls-alpn-01 and dns-01 answer here
                     raise AcmeProblem(f"{name}: the server offers no {self.config.challenge}")
+                self._still_held(held, name)
                 response, validation = chall.response_and_validation(account_key)
                 token = chall.chall.encode("token")
                 await held.publish(token, validation)
@@ -159,6 +161,11 @@ class AcmeOrderer:
         fullchain = str(done.fullchain_pem)
         nb, na = validity(fullchain)
         return AcmeCert(name, fullchain, key_pem.decode(), nb, na, str(done.uri))
+
+    @staticmethod
+    def _still_held(held: Held, name: str) -> None:
+        if held.lost:
+            raise AcmeProblem(f"{name}: lost the order lock (etcd lease not renewed)")
 
     async def _read(self, name: str) -> AcmeCert | None:
         return await asyncio.to_thread(self.store.read_cert, name)

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from federation.etcd import EtcdClient, Guard, Put
+from federation.etcd import EtcdClient, EtcdError, Guard, Put
 from federation.keys import KeyLayout
 
 
@@ -43,7 +43,7 @@ class AcmeLock:
             yield None
             return
         held = Held(self._etcd, self._prefix, lease)
-        keeper = asyncio.create_task(self._keep(lease))
+        keeper = asyncio.create_task(self._keep(held))
         try:
             yield held
         finally:
@@ -53,10 +53,17 @@ class AcmeLock:
             with contextlib.suppress(Exception):
                 await self._etcd.revoke_lease(lease)  # frees the lock and the tokens
 
-    async def _keep(self, lease: int) -> None:
-        while True:
-            await asyncio.sleep(self._ttl / 3)
-            await self._etcd.keepalive_once(lease)
+    async def _keep(self, held: Held) -> None:
+        """Refresh the lease; when that fails the lock may pass to another gateway, so
+        the holder is told (:attr:`Held.lost`) and places no further order step."""
+        try:
+            while True:
+                await asyncio.sleep(self._ttl / 3)
+                if await self._etcd.keepalive_once(held.lease) <= 0:
+                    break
+        except EtcdError:
+            pass
+        held.lost = True
 
 
 class Held:
@@ -66,6 +73,7 @@ class Held:
         self._etcd = etcd
         self._prefix = prefix
         self.lease = lease
+        self.lost = False  # the lease could not be kept alive: another may hold the lock
 
     async def publish(self, token: str, key_authorization: str) -> None:
         await self._etcd.put(

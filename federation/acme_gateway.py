@@ -29,6 +29,8 @@ from gateway.acme_sni import AcmeSni
 
 def acme_config(settings: AcmeSettings) -> AcmeConfig:
     """The client configuration; the EAB HMAC key is read from its file (one-line error)."""
+    if settings.challenge != "http-01":  # the seam: docs/tls.md, "ACME"
+        raise ValueError(f"acme.challenge {settings.challenge} is not answered yet: use http-01")
     hmac_key = None
     if settings.eab is not None:
         try:

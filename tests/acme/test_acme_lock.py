@@ -26,3 +26,19 @@ async def test_one_holder_and_a_lost_lease_is_noticed(etcd: EtcdCluster) -> None
             async with b.hold("shop.example.com") as taken:
                 assert taken is not None  # the next gateway takes over
         assert await a.holder("shop.example.com") is None  # released: no stuck lock
+
+
+def test_unanswered_challenges_and_a_missing_eab_key_are_one_line_errors() -> None:
+    import pytest
+
+    from federation.acme_gateway import acme_config
+    from federation.settings import AcmeSettings
+
+    with pytest.raises(ValueError, match=r"acme\.challenge dns-01 is not answered yet"):
+        acme_config(AcmeSettings.model_validate({"challenge": "dns-01"}))
+    with pytest.raises(ValueError, match=r"acme\.eab\.hmacKeyFile /nonexistent/k: "):
+        acme_config(
+            AcmeSettings.model_validate({"eab": {"kid": "k", "hmacKeyFile": "/nonexistent/k"}})
+        )
+    with pytest.raises(ValueError, match="ACME directory"):
+        AcmeSettings.model_validate({"directory": "ftp://x"})

@@ -354,6 +354,8 @@ def _gateway(g: GatewayRecord, *, newest: int, now: float) -> dict[str, Any]:
         "cert_expired": expires_in is not None and expires_in <= 0,
         "vault_ok": g.vault_ok,
         "renewal_failing": g.renewal_failing,
+        "acme_missing": list(g.acme_missing),
+        "acme_problem": g.acme_problem,
     }
 
 

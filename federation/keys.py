@@ -15,6 +15,8 @@ key                                         value                       written 
 ``{p}ratelimit/{service}``                  (reserved)                  -
 ``{p}generation``                           {"generation", "applied"}   fedgate apply
 ``{p}applying``                             the apply barrier           fedgate apply
+``{p}acme/lock/{name}``                     holder id                   ACME orderer, lease
+``{p}acme/challenge/{token}``               HTTP-01 key authorization   ACME orderer, lease
 ==========================================  ==========================  =============
 
 ``fedgate apply`` owns ``federation``, ``clusters/`` and ``services/`` (the *config*
@@ -48,6 +50,7 @@ class Kind(StrEnum):
     HEALTH = "health"
     GENERATION = "generation"
     APPLYING = "applying"
+    ACME = "acme"  # acme/lock/{name}, acme/challenge/{token}: the orderer, lease
 
 
 CONFIG_KINDS = frozenset({Kind.FEDERATION, Kind.CLUSTER, Kind.SERVICE, Kind.GENERATION})
@@ -102,6 +105,7 @@ WRITERS: tuple[Grant, ...] = (
     Grant(Kind.HEALTH.value, _GW),  # health/{gateway id}: not per cluster (see security.md)
     # discovery runs inside the gateway (``fedgate serve``) or on its own
     Grant(Kind.ENDPOINTS.value, _GW | _DISC, per_cluster=True),
+    Grant(Kind.ACME.value, _GW),  # one ACME order per name across the federation
 )
 
 
@@ -119,6 +123,7 @@ _ARITY = {
     Kind.HEALTH: 1,
     Kind.GENERATION: 0,
     Kind.APPLYING: 0,
+    Kind.ACME: 2,
 }
 
 
@@ -176,6 +181,12 @@ class KeyLayout:
 
     def applying(self) -> str:
         return f"{self.prefix}{Kind.APPLYING}"
+
+    def acme_lock(self, name: str) -> str:
+        return f"{self.prefix}{Kind.ACME}/lock/{name}"
+
+    def acme_challenge(self, token: str) -> str:
+        return f"{self.prefix}{Kind.ACME}/challenge/{token}"
 
     def folder(self, kind: Kind) -> str:
         """The prefix of every key of one kind (``{p}clusters/``)."""

@@ -14,7 +14,7 @@ import enum
 import ipaddress
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
@@ -24,6 +24,8 @@ CLOUDS: tuple[Cloud, ...] = ("aws", "gcp", "azure", "onprem", "other")
 
 FailoverPolicy = Literal["healthiest", "ordered"]
 RateLimitScope = Literal["gateway", "federation"]
+TlsSource = Literal["vault", "acme"]  # where a route host's public certificate comes from
+
 ServiceProtocol = Literal["http", "h2", "grpc"]  # what the backends speak
 # gRPC status names -> codes (retries.grpcStatus; gateway/h2/grpc.py)
 GRPC_STATUS_CODES: Mapping[str, int] = MappingProxyType(
@@ -240,6 +242,7 @@ class Route:
     rewrite_host: str | None = None
     redirect: Redirect | None = None
     timeout: float | None = None  # replaces the service's timeouts.request on this route
+    tls: TlsSource | None = None  # None: the service's (docs/tls.md, "ACME")
 
     def __post_init__(self) -> None:
         if self.rewrite_path_prefix is not None:
@@ -353,6 +356,7 @@ class Service:
     max_body_bytes: int | None = None  # None: unlimited (streamed)
     protocol: ServiceProtocol = "http"  # h2 / grpc: HTTP/2 to the backends (gateway/h2)
     dns: ServiceDns = ServiceDns()
+    tls: TlsSource = "vault"  # "acme": public certificates by ACME for the route hosts
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +407,10 @@ class GatewayRecord:
     renewal_failing: bool = False
     stale: bool = False  # serving from a snapshot while etcd is unreachable
     dns: str = ""  # host:port of its authoritative DNS listener ("" when off)
+    # ACME (docs/tls.md): tls: acme hosts still served the Vault PKI certificate, and the
+    # CA's last problem document in one line
+    acme_missing: tuple[str, ...] = ()
+    acme_problem: str | None = None
 
 
 ANY = "*"  # Observation.service / .cluster: every service of a cluster, every cluster
@@ -477,6 +485,8 @@ class RoutingView:
     source: Literal["empty", "etcd", "snapshot", "manifest"] = "empty"
     stale: bool = False  # True while served from a snapshot / etcd unreachable
     zones: tuple[Zone, ...] = ()  # the DNS zones the gateways serve
+    # ACME HTTP-01: token -> key authorization (``{p}acme/challenge/{token}``, the orderer's)
+    acme_challenges: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def gateways_in(self, cluster: str) -> tuple[GatewayRecord, ...]:
         return tuple(g for g in self.gateways.values() if g.cluster == cluster)
@@ -486,3 +496,10 @@ class RoutingView:
 
     def health_of(self, service: str, cluster: str) -> ServiceHealth | None:
         return self.health.get((service, cluster))
+
+
+def acme_hosts(services: Iterable[Service]) -> frozenset[str]:
+    """The route hosts whose public certificate comes from ACME (``tls: acme``)."""
+    return frozenset(
+        r.host.lower() for s in services for r in s.routes if (r.tls or s.tls) == "acme"
+    )

@@ -59,6 +59,9 @@ GATEWAY = _obj(
         "cert_expired": _BOOL,
         "vault_ok": _nullable("boolean"),
         "renewal_failing": _BOOL,
+        # ACME (docs/tls.md): tls: acme hosts still on the Vault certificate, last problem
+        "acme_missing": {"type": "array", "items": _STR},
+        "acme_problem": _nullable("string"),
     }
 )
 

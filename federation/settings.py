@@ -97,6 +97,31 @@ class Listen(_Model):
     _hp = field_validator("public", "public_tls", "east_west", "admin", "dns")(_check_hostport)
 
 
+class AcmeEab(_Model):
+    """External Account Binding: the key id and the file holding the base64url HMAC key."""
+
+    kid: str
+    hmac_key_file: str = Field(alias="hmacKeyFile")
+
+
+class AcmeSettings(_Model):
+    """Public certificates by ACME for the hosts marked ``tls: acme`` (docs/tls.md)."""
+
+    directory: str = "https://acme-staging-v02.api.letsencrypt.org/directory"
+    email: str | None = None
+    eab: AcmeEab | None = None
+    challenge: Literal["http-01", "tls-alpn-01", "dns-01"] = "http-01"
+    # the etcd lease of the per-name order lock: a dead orderer is replaced after it
+    lock_ttl: Duration = Field(default=10.0, alias="lockTtl")
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"expected the http(s):// URL of an ACME directory, got {v!r}")
+        return v
+
+
 class DnsSettings(_Model):
     """The authoritative DNS listener (``listen.dns``); see docs/dns.md."""
 
@@ -293,6 +318,7 @@ class GatewaySettings(_Model):
     limits: Limits = Limits()
     telemetry: Telemetry = Telemetry()
     dns: DnsSettings = DnsSettings()
+    acme: AcmeSettings | None = None  # None: no ACME (hosts marked tls: acme keep Vault PKI)
     # development only: east-west in plain HTTP, no mutual TLS (demo and tests without Vault)
     insecure_east_west: Bool = Field(default=False, alias="insecureEastWest")
     # development only: a manifest file as the view source instead of etcd

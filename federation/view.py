@@ -123,6 +123,16 @@ def _decode(parsed: ParsedKey, data: bytes) -> Any:
             if obs.observer != parts[0]:
                 raise ItemError(f"observation by {obs.observer!r} does not match its key")
         return observations
+    if kind is Kind.ACME:  # lock/{name}: the holder; challenge/{token}: key authorization
+        if parts[0] not in ("lock", "challenge"):
+            raise ItemError(f"unknown acme key kind {parts[0]!r}")
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError:
+            raise ItemError("acme value is not ASCII") from None
+        if len(text) > 512 or not text.isprintable():
+            raise ItemError("acme value is not a short printable string")
+        return text
     raise ItemError(f"unknown kind {kind}")  # pragma: no cover - the layout knows them all
 
 
@@ -193,6 +203,7 @@ def same_content(a: RoutingView, b: RoutingView) -> bool:
             {k: dataclasses.replace(h, since=0.0) for k, h in v.health.items()},
             v.rejected,
             v.zones,
+            dict(v.acme_challenges),
         )
 
     return strip(a) == strip(b)

@@ -64,7 +64,15 @@ Delta = Mapping[str, KV | None]
 _EMPTY = RoutingView()
 _RANK = {kind: i for i, kind in enumerate(Kind)}
 _VIEW_KINDS = frozenset(
-    {Kind.FEDERATION, Kind.CLUSTER, Kind.SERVICE, Kind.GATEWAY, Kind.ENDPOINTS, Kind.HEALTH}
+    {
+        Kind.FEDERATION,
+        Kind.CLUSTER,
+        Kind.SERVICE,
+        Kind.GATEWAY,
+        Kind.ENDPOINTS,
+        Kind.HEALTH,
+        Kind.ACME,
+    }
 )
 
 
@@ -130,6 +138,9 @@ class ViewState:
         self._markers: dict[str, str] = {}  # observer id -> its cluster ("*"/"*" marker)
         self.health: dict[Pair, ServiceHealth] = {}
         self.config_revision = 0
+        # ACME HTTP-01 key authorizations by token (acme/challenge/{token}), answered by
+        # every gateway (gateway/acme_challenge.py); acme/lock/{name} feeds nothing
+        self.acme_challenges: dict[str, str] = {}
         self._view = _EMPTY
 
     # ------------------------------------------------------------------ reading
@@ -214,6 +225,7 @@ class ViewState:
             live_changed = self._apply_gateways(touched[Kind.GATEWAY])
         if Kind.ENDPOINTS in touched:
             dirty_pairs |= self._apply_endpoint_keys(touched[Kind.ENDPOINTS])
+        acme_changed = Kind.ACME in touched and self._apply_acme(touched[Kind.ACME])
         markers_before = set(self._markers)
         if Kind.HEALTH in touched:
             dirty_health |= self._apply_observations(touched[Kind.HEALTH])
@@ -238,8 +250,25 @@ class ViewState:
             endpoints=bool(endpoints_changed),
             observations=Kind.HEALTH in touched,
             health=health_changed,
+            acme=acme_changed,
         )
         return view
+
+    def _apply_acme(self, keys: list[str]) -> bool:
+        changed = False
+        for key in keys:
+            parsed = self.layout.parse(key)
+            assert parsed is not None
+            item = self._decode(key)
+            if parsed.parts[0] != "challenge":
+                continue
+            token = parsed.parts[1]
+            if item is None or item.error is not None:  # gone, or rejected: not answered
+                changed |= self.acme_challenges.pop(token, None) is not None
+            elif self.acme_challenges.get(token) != item.value:
+                self.acme_challenges[token] = item.value
+                changed = True
+        return changed
 
     # -- config
     def _decode(self, key: str) -> Item | None:
@@ -514,6 +543,7 @@ class ViewState:
         endpoints: bool,
         observations: bool,
         health: bool,
+        acme: bool = False,
     ) -> RoutingView:
         before = self._view
         rejected = tuple(sorted(self._rejected.values(), key=lambda r: _sort_key(self.layout, r)))
@@ -542,6 +572,9 @@ class ViewState:
             source="etcd",
             stale=False,
             zones=self.zones if self.zones != before.zones else before.zones,
+            acme_challenges=(
+                MappingProxyType(dict(self.acme_challenges)) if acme else before.acme_challenges
+            ),
         )
         return self._view
 

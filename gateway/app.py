@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 
 from federation.model import HeaderRules
-from gateway import hygiene
+from gateway import acme_challenge, hygiene
 from gateway.admission import (
     RequestHead,
     admit,
@@ -65,6 +65,13 @@ async def respond(
     if rules is not None:
         h = apply_header_rules(rules, h)
     await send({"type": "http.response.start", "status": status, "headers": h})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_plain(send: Send, body: bytes) -> None:
+    """200 with ``body`` as text (the gateway's own small answers)."""
+    headers = [*_TEXT, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -120,6 +127,11 @@ class ListenerApp:
         if dot_segments(path):
             await respond(send, 400, "dot segments in the path are not accepted")
             return
+        if not self.east_west and view.acme_challenges:
+            key_authz = acme_challenge.lookup(path, view.acme_challenges)
+            if key_authz is not None:  # ACME HTTP-01, before routing (docs/tls.md)
+                await send_plain(send, key_authz)
+                return
         client = scope.get("client")
         client_ip = client[0] if client else "0.0.0.0"
         match = table.match(head.host, path, method, scope["headers"], scope["query_string"])

@@ -288,8 +288,12 @@ class GatewayProcess:
                 headers=headers or (), table=table,
             )  # fmt: skip
 
+        acme: Any = None  # federation.acme_gateway.AcmeGateway when acme is set
+
         def status() -> dict[str, Any]:
             out: dict[str, Any] = {"gateway": gateway_id, "cluster": s.cluster}
+            if acme is not None:
+                out["acme"] = acme.status()
             if watcher is not None:
                 out["watch"] = watcher.stats.as_dict()
             if vault is not None:
@@ -368,10 +372,29 @@ class GatewayProcess:
                 "vault-status", lambda: self._report_certificates(vault, registration, telemetry)
             )
 
+        if s.acme is not None and vault is not None and client is not None and s.vault is not None:
+            from federation.acme_gateway import AcmeGateway
+
+            try:
+                acme = AcmeGateway(
+                    s.acme, vault_call=vault.session.call,
+                    kv_mount=s.vault.kv.mount if s.vault.kv is not None else "secret",
+                    etcd=client, prefix=layout.prefix, holder=gateway_id,
+                    public=tls.public_server if tls is not None else None,
+                    registry=telemetry.registry if s.telemetry.metrics else None,
+                )  # fmt: skip
+            except ValueError as exc:
+                raise StartupError(str(exc)) from None
+            holder.subscribe(acme.on_view)
+            if registration is not None:
+                self._spawn("acme-status", lambda: acme.report(registration.update))
+
         log.info("gateway started", gateway=gateway_id, cluster=s.cluster, listeners=gateway.bound)
         await self._stop.wait()
 
         log.info("draining", timeout=s.limits.drain_timeout)
+        if acme is not None:
+            await acme.close()
         await gateway.drain(s.limits.drain_timeout)
         if dns_server is not None:
             await dns_server.close()

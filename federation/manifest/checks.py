@@ -165,6 +165,7 @@ def _check_service(
                     listed.add(address)
 
     _check_failover(doc, base, service, known, own_or_all)
+    _check_acme(doc, base, service)
 
     static = set(endpoints) if isinstance(endpoints, dict) else set()
     for j, cluster in _items(service.get("clusters")):
@@ -271,4 +272,20 @@ def _check_failover(
         elif cluster not in own:
             doc.add(
                 path, f"cluster {cluster!r} is not one of this service's clusters ({_known(own)})"
+            )
+
+
+def _check_acme(doc: Document, base: Path, service: dict[Any, Any]) -> None:
+    """``tls: acme`` on a wildcard host: HTTP-01 and TLS-ALPN-01 cannot prove a wildcard
+    (RFC 8555 section 7.1.3), and DNS-01 is not answered yet (docs/tls.md)."""
+    for j, route in _items(service.get("routes")):
+        if not isinstance(route, dict):
+            continue
+        host = route.get("host")
+        tls = route.get("tls", service.get("tls"))
+        if tls == "acme" and isinstance(host, str) and host.startswith("*."):
+            doc.add(
+                (*base, "routes", j, "host"),
+                f"wildcard host {host!r} cannot have tls: acme (http-01 and tls-alpn-01 "
+                "cannot prove a wildcard; dns-01 is not answered yet)",
             )

@@ -146,6 +146,7 @@ def route(doc: schema.RouteDoc) -> Route:
             else None
         ),
         timeout=doc.timeout,
+        tls=doc.tls,
     )
 
 
@@ -200,6 +201,7 @@ def service(doc: schema.ServiceDoc) -> Service:
         max_body_bytes=doc.max_body_bytes,
         protocol=doc.protocol,
         dns=service_dns(doc.dns),
+        tls=doc.tls,
     )
 
 

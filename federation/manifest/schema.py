@@ -291,6 +291,11 @@ class RouteDoc(Doc):
     timeout: Duration | None = Field(
         default=None, description="Replaces timeouts.request on this route. Default: null."
     )
+    tls: Literal["vault", "acme"] | None = Field(
+        default=None,
+        description="The public certificate of this host: vault (the Vault PKI or KV one) "
+        "or acme (ordered once for the federation, docs/tls.md). Default: the service's.",
+    )
 
 
 class HealthCheckDoc(Doc):
@@ -460,6 +465,11 @@ class ServiceDoc(Doc):
         default=ServiceDnsDoc(),
         description="How the federation's DNS answers for the route hosts. Default: "
         "healthiest, ttl 5s.",
+    )
+    tls: Literal["vault", "acme"] = Field(
+        default="vault",
+        description="The public certificate of the route hosts: vault or acme (ordered "
+        "once for the federation, docs/tls.md). Default: vault.",
     )
 
 

@@ -607,3 +607,16 @@ def test_merge_keys_are_linear_and_bounded() -> None:
     head, _, _ = MINIMAL.partition("services:\n")
     fed = parse_manifest(shared + head + "services:\n" + services, filename="m.yaml")
     assert len(fed.services) == 3000 and fed.services[-1].retries.attempts == 2
+
+
+def test_tls_acme_per_service_and_per_route_host() -> None:
+    from federation.model import acme_hosts
+
+    text = MINIMAL.replace(
+        "    routes: [{host: Shop.Example.COM}]",
+        "    tls: acme\n"
+        "    routes: [{host: Shop.Example.COM}, {host: api.example.com, tls: vault}]",
+    )
+    fed = parse_manifest(text, filename="m.yaml")
+    assert acme_hosts(fed.services) == {"shop.example.com"}
+    assert codec.decode(Service, codec.encode(fed.services[0])) == fed.services[0]

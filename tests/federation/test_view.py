@@ -258,3 +258,21 @@ def test_gateways_of_one_cluster_reporting_the_same_pods_give_one_endpoint_each(
     eps = {e.address: e for e in f.view().endpoints_of("shop", "a")}
     assert sorted(eps) == ["10.1.0.1:8080", "10.1.0.2:8080"]
     assert eps["10.1.0.1:8080"].terminating  # gw-a2 wrote last: its report is the freshest
+
+
+def test_acme_challenges_reach_the_view_and_hostile_ones_are_rejected() -> None:
+    f = base_facts()
+    f.put(LAYOUT.acme_challenge("tok-1"), b"tok-1.thumbprint")
+    f.put(LAYOUT.acme_lock("shop.example.com"), b"gw-1")
+    f.put(LAYOUT.acme_challenge("bad"), b"\xff\xfe")
+    f.put(LAYOUT.acme_challenge("long"), b"x" * 600)
+    f.put("/fedgate/acme/other/x", b"y")
+    view = f.view()
+    assert dict(view.acme_challenges) == {"tok-1": "tok-1.thumbprint"}
+    assert sorted(r.key for r in view.rejected) == [
+        "/fedgate/acme/challenge/bad",
+        "/fedgate/acme/challenge/long",
+        "/fedgate/acme/other/x",
+    ]
+    f.delete(LAYOUT.acme_challenge("tok-1"))
+    assert not f.view(view).acme_challenges

@@ -1,0 +1,221 @@
+"""An ACME (RFC 8555) orderer on ``acme``/``josepy``: one order per name, shared by Vault.
+
+:meth:`AcmeOrderer.obtain` returns the certificate of a name, ordering it only when
+Vault holds none still before its renewal time (2/3 of its lifetime) and only while
+this process holds the name's etcd lock (:mod:`federation.acme_lock`); a gateway that
+does not get the lock waits for the holder's certificate to appear in Vault. The
+blocking ACME calls run in a worker thread: never on the request path.
+
+Problem documents from the server (rate limits, rejected identifiers, failed
+validation) are raised as :class:`AcmeProblem` with a one-line message: the caller
+puts it in health, metrics and logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import random
+import time
+from dataclasses import dataclass
+
+from acme import challenges, client, crypto_util, errors, messages
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from josepy.jwk import JWK, JWKRSA
+
+from federation.acme_lock import AcmeLock, Held
+from federation.acme_store import AcmeAccount, AcmeCert, AcmeStore, validity
+from federation.vault import backoff_delay
+
+
+class AcmeProblem(Exception):
+    """An ACME server refused or failed (its problem document, in one line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AcmeConfig:
+    directory: str
+    email: str | None = None
+    eab_kid: str | None = None
+    eab_hmac_key: str | None = None  # base64url, as CAs hand it out
+    challenge: str = "http-01"
+    verify_tls: bool | str = True
+    order_timeout: float = 90.0
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, messages.Error):
+        return f"{exc.typ}: {exc.detail or exc.title or ''}".strip()
+    if isinstance(exc, errors.ValidationError):
+        probs = [a.body.error for a in exc.failed_authzrs if a.body.error is not None]
+        return "validation failed: " + "; ".join(_one_line(p) for p in probs)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+def _identifiers(
+    name: str,
+) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    try:
+        return [], [ipaddress.ip_address(name)]
+    except ValueError:
+        return [name], []
+
+
+class AcmeOrderer:
+    def __init__(
+        self,
+        config: AcmeConfig,
+        store: AcmeStore,
+        lock: AcmeLock,
+        *,
+        wait_poll: float = 0.5,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.lock = lock
+        self.orders = 0  # orders this process placed (a metric)
+        self.last_problem: str | None = None
+        self._wait_poll = wait_poll
+        self._rng = rng or random.Random()
+        self._client: client.ClientV2 | None = None
+        self._account_key: JWK | None = None
+
+    # -- account (blocking: run in a thread)
+    def _acme(self) -> client.ClientV2:
+        if self._client is not None:
+            return self._client
+        cfg = self.config
+        stored = self.store.read_account()
+        if stored is not None:
+            key = JWK.json_loads(stored.key_json)
+        else:
+            key = JWKRSA(key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        net = client.ClientNetwork(key, user_agent="fedgate-acme", verify_ssl=bool(cfg.verify_tls))
+        directory = client.ClientV2.get_directory(cfg.directory, net)
+        acme = client.ClientV2(directory, net)
+        if stored is not None:
+            net.account = messages.RegistrationResource(
+                body=messages.Registration(), uri=stored.url
+            )
+        else:
+            eab = None
+            if cfg.eab_kid and cfg.eab_hmac_key:
+                eab = messages.ExternalAccountBinding.from_data(
+                    account_public_key=key.public_key(),
+                    kid=cfg.eab_kid,
+                    hmac_key=cfg.eab_hmac_key,
+                    directory=directory,
+                )
+            reg = messages.NewRegistration.from_data(
+                email=cfg.email, terms_of_service_agreed=True, external_account_binding=eab
+            )
+            regr = acme.new_account(reg)
+            self.store.write_account(AcmeAccount(key.json_dumps(), regr.uri))
+        self._client, self._account_key = acme, key
+        return acme
+
+    # -- one order (blocking parts in a thread; publishing through etcd in the loop)
+    async def _order(self, name: str, held: Held) -> AcmeCert:
+        acme = await asyncio.to_thread(self._acme)
+        assert self._account_key is not None
+        account_key = self._account_key
+        pkey = ec.generate_private_key(ec.SECP256R1())
+        key_pem = pkey.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        domains, ips = _identifiers(name)
+        csr = crypto_util.make_csr(key_pem, domains=domains or None, ipaddrs=ips or None)
+        self._still_held(held, name)
+        order = await asyncio.to_thread(acme.new_order, csr)
+        self.orders += 1
+        tokens: list[str] = []
+        try:
+            for authz in order.authorizations:
+                if authz.body.status == messages.STATUS_VALID:
+                    continue
+                chall = next(
+                    (c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01)),
+                    None,
+                )
+                if chall is None:  # seam: tls-alpn-01 and dns-01 answer here
+                    raise AcmeProblem(f"{name}: the server offers no {self.config.challenge}")
+                self._still_held(held, name)
+                response, validation = chall.response_and_validation(account_key)
+                token = chall.chall.encode("token")
+                await held.publish(token, validation)
+                tokens.append(token)
+                await asyncio.to_thread(acme.answer_challenge, chall, response)
+            deadline = datetime.datetime.now() + datetime.timedelta(
+                seconds=self.config.order_timeout
+            )
+            done = await asyncio.to_thread(acme.poll_and_finalize, order, deadline)
+        finally:
+            for t in tokens:
+                await held.withdraw(t)
+        fullchain = str(done.fullchain_pem)
+        nb, na = validity(fullchain)
+        return AcmeCert(name, fullchain, key_pem.decode(), nb, na, str(done.uri))
+
+    @staticmethod
+    def _still_held(held: Held, name: str) -> None:
+        if held.lost:
+            raise AcmeProblem(f"{name}: lost the order lock (etcd lease not renewed)")
+
+    async def _read(self, name: str) -> AcmeCert | None:
+        return await asyncio.to_thread(self.store.read_cert, name)
+
+    @staticmethod
+    def fresh(cert: AcmeCert | None, now: float | None = None) -> bool:
+        return cert is not None and (now or time.time()) < cert.renew_at()
+
+    async def obtain(
+        self, name: str, *, timeout: float = 120.0, replace: AcmeCert | None = None
+    ) -> AcmeCert:
+        """The certificate of ``name``: from Vault, or ordered once by whoever holds the lock.
+
+        ``replace``: the certificate the caller has and wants renewed now even if it is
+        still fresh; a different one already in Vault (another gateway renewed) is
+        taken as is.
+        """
+        deadline = time.monotonic() + timeout
+        attempt = 0
+
+        def fresh(cert: AcmeCert | None) -> bool:
+            if replace is not None and cert is not None:
+                return cert.fullchain_pem != replace.fullchain_pem
+            return self.fresh(cert)
+
+        while True:
+            cert = await self._read(name)
+            if fresh(cert):
+                assert cert is not None
+                return cert
+            async with self.lock.hold(name) as held:
+                if held is not None:
+                    cert = await self._read(name)  # a dead holder may have stored it
+                    if fresh(cert):
+                        assert cert is not None
+                        return cert
+                    try:
+                        cert = await self._order(name, held)
+                    except Exception as exc:  # the problem document, one line
+                        self.last_problem = f"{name}: {_one_line(exc)}"
+                        if time.monotonic() >= deadline:
+                            raise AcmeProblem(self.last_problem) from None
+                        await asyncio.sleep(
+                            backoff_delay(attempt, initial=1.0, maximum=30.0, rng=self._rng)
+                        )
+                        attempt += 1
+                        continue
+                    await asyncio.to_thread(self.store.write_cert, cert)
+                    self.last_problem = None
+                    return cert
+            if time.monotonic() >= deadline:
+                raise AcmeProblem(f"{name}: no certificate in Vault after {timeout:.0f}s")
+            await asyncio.sleep(self._wait_poll)

@@ -194,7 +194,8 @@ class EtcdClient:
             if remaining <= 0:
                 return False
             try:
-                await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+                async with asyncio.timeout(remaining):
+                    await channel.wait_for_state_change(state)
             except TimeoutError:
                 return False
             state = channel.get_state(try_to_connect=True)
@@ -537,7 +538,8 @@ class WatchStream:
         try:
             # the whole exchange under one deadline: a write on a stream whose member is
             # going away can otherwise wait forever
-            first = await asyncio.wait_for(create_watch(), self._timeout)
+            async with asyncio.timeout(self._timeout):  # not wait_for: it can drop a cancel
+                first = await create_watch()
         except TimeoutError:
             raise self.unavailable("no answer to the watch request") from None
         except EtcdError:
@@ -586,7 +588,8 @@ class WatchStream:
         """Ask the server for a progress notification (proves the stream is alive)."""
         request = rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
         try:
-            await asyncio.wait_for(self._call.write(request), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self._call.write(request)
         except TimeoutError:
             raise self.unavailable("progress request not sent in time") from None
         except Exception as exc:

@@ -298,7 +298,10 @@ class ViewWatcher:
                 if self._pending:
                     wait = max(0.0, self._flush_at() - loop.time())
                 try:
-                    item = await asyncio.wait_for(queue.get(), wait)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel
+                    # that meets an arriving event, and the watcher then never stops
+                    async with asyncio.timeout(wait):
+                        item = await queue.get()
                 except TimeoutError:
                     if self._pending:
                         await self._flush()

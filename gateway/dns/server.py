@@ -143,9 +143,11 @@ class DnsServer:
         address = peer[0] if isinstance(peer, tuple) else ""
         try:
             for _ in range(MAX_TCP_QUERIES):
-                head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
+                async with asyncio.timeout(TCP_IDLE):  # not wait_for: it can drop a cancel
+                    head = await reader.readexactly(2)
                 size = int.from_bytes(head, "big")
-                body = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE)
+                async with asyncio.timeout(TCP_IDLE):
+                    body = await reader.readexactly(size)
                 reply = self.handle_tcp(body, address)
                 if reply is None:
                     break  # a malformed message: the stream cannot be trusted any more

@@ -204,3 +204,37 @@ async def test_progress_requests_keep_an_idle_stream(etcd: EtcdCluster) -> None:
             assert run.watcher.revision == rev
             rev = await client.put(LAYOUT.cluster("a"), codec.encode(cluster("a", tier=5)))
             await run.reaches(rev)
+
+
+async def test_a_cancel_that_meets_an_event_stops_the_watcher(etcd: EtcdCluster) -> None:
+    """On Python 3.11 ``asyncio.wait_for`` drops a cancel that arrives as the awaited
+    future completes; the watcher waited on its queue that way, so a gateway told to stop
+    while a watch event came in kept watching and never exited (`fedgate serve` hung on
+    SIGTERM about 1 time in 4). Every cancel, landing among a stream of events, ends the
+    watcher at once."""
+    async with EtcdClient(etcd.endpoints) as client:
+        await seed(client)
+        writing = True
+
+        async def writer() -> None:
+            n = 0
+            while writing:  # a bounded stream: stopped below, each put one round trip
+                n += 1
+                await client.put(LAYOUT.gateway("a", "gw1"), codec.encode(
+                    GatewayRecord(id="gw1", cluster="a", applied_revision=n)))  # fmt: skip
+
+        feed = asyncio.ensure_future(writer())
+        try:
+            for round_ in range(15):
+                watcher_client = EtcdClient(etcd.endpoints, timeout=2.0)
+                watcher = ViewWatcher(watcher_client, LAYOUT, on_view=lambda v: None)
+                task = asyncio.ensure_future(watcher.run())
+                await watcher.wait_ready(10.0)
+                await asyncio.sleep(0.003 * (round_ % 5))  # pacing: land among the events
+                task.cancel()
+                done, _ = await asyncio.wait({task}, timeout=3.0)
+                assert task in done, f"round {round_}: the watcher ignored its cancel"
+                await watcher_client.close()
+        finally:
+            writing = False
+            await feed

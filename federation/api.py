@@ -32,12 +32,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from federation.globalhealth import global_health
 from federation.healthquery import QueryError, parse_query
-from federation.openapi import (
+from federation.openapi import openapi_document
+from federation.openapi_schemas import (
     HEADER_PATTERN,
     HOST_PATTERN,
     METHOD_PATTERN,
     PATH_PATTERN,
-    openapi_document,
 )
 from federation.trends import Totals, Trends
 from gateway.telemetry import CONTENT_TYPE, Telemetry

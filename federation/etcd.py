@@ -531,15 +531,12 @@ class WatchStream:
         stub = rpc.WatchStub(self._aclient.channel)
         self._call = stub.Watch(metadata=self._aclient.metadata)
 
-        async def create_watch() -> WatchBatch:
-            await self._call.write(rpc.WatchRequest(create_request=create))
-            return await self._read()
-
         try:
-            # the whole exchange under one deadline: a write on a stream whose member is
-            # going away can otherwise wait forever
-            async with asyncio.timeout(self._timeout):  # not wait_for: it can drop a cancel
-                first = await create_watch()
+            # the whole exchange under one deadline (a write on a stream whose member is
+            # going away can otherwise wait forever); not wait_for: it can drop a cancel
+            async with asyncio.timeout(self._timeout):
+                await self._call.write(rpc.WatchRequest(create_request=create))
+                first = await self._read()
         except TimeoutError:
             raise self.unavailable("no answer to the watch request") from None
         except EtcdError:

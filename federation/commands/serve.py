@@ -14,10 +14,11 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from federation.cli import CommandError
+from federation.commands.serve_explain import explain_request
 from federation.settings import GatewaySettings, SettingsError, load_settings
 
 EXIT_CONFIG = 2
@@ -527,70 +528,6 @@ async def _start_dns(s: GatewaySettings, server: Any) -> str:
     advertise = s.dns.advertise or ("" if host in ("0.0.0.0", "::", "") else _addr((host, port)))
     server.responder.answers.set_own(s.cluster, advertise)
     return advertise
-
-
-def explain_request(
-    view: Any,
-    placement: Any,
-    *,
-    host: str,
-    path: str,
-    method: str,
-    origin: str,
-    headers: Sequence[tuple[str, str]] = (),
-    table: Any = None,
-) -> dict[str, Any]:
-    """The decision trace of one request: the routes considered and why, the route taken
-    and its rules, candidates with scores and reasons, revision. ``path`` may carry a
-    query string (route conditions may look at it); ``table`` is the route table of
-    ``view`` when the caller has it."""
-    from gateway.routing import RouteTable
-    from gateway.rules import describe_route
-
-    out: dict[str, Any] = {
-        "request": {"host": host, "path": path, "method": method, "from": origin},
-        "revision": view.revision,
-        "config_revision": view.config_revision,
-        "view_source": view.source,
-        "stale": view.stale,
-    }
-    if origin not in view.clusters:
-        out["error"] = f"unknown cluster {origin!r}"
-        return out
-    only_path, _, query = path.partition("?")
-    raw_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
-    if table is None:  # the serving gateway's own table when it has one (built per view)
-        table = RouteTable.build(view)
-    match, considered = table.explain(
-        host.lower(), only_path, method, raw_headers, query.encode("latin-1")
-    )
-    out["considered"] = considered
-    if match is None:
-        out["route"] = None
-        out["decision"] = "404: no registered route for this host and path"
-        return out
-    service = match.pick(raw_headers)
-    out["route"] = {
-        "service": match.service.name,
-        "host": match.route.host,
-        "pathPrefix": match.route.path_prefix,
-        "rules": describe_route(match),
-    }
-    if match.route.redirect is not None:
-        out["decision"] = "answered by the gateway with a redirect (no backend)"
-        return out
-    if service.name != match.service.name:
-        out["route"]["backend"] = service.name
-    out["candidates"] = placement.explain(view, service)
-    plan = placement.plan(view, service)
-    out["plan"] = list(plan)
-    if not plan:
-        out["decision"] = "503: no cluster can serve this service"
-    elif plan[0] == origin:
-        out["decision"] = f"served in {origin} (local endpoints)"
-    else:
-        out["decision"] = f"forwarded from {origin} to {plan[0]} over east-west mutual TLS"
-    return out
 
 
 def _addr(bound: tuple[str, int] | None) -> str:

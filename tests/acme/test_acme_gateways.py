@@ -142,7 +142,7 @@ async def test_three_gateways_one_order_all_serve(etcd: EtcdCluster, tmp_path: P
                         continue
                     if san == NAME:
                         serving[g.host] = time.monotonic() - t0
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # poll interval; the loop has a 60 s deadline
             orders = issued(bao) - before
             print(
                 f"\nACME: gateways={len(gws)} orders={orders} apply->all serving="

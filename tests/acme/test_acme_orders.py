@@ -143,7 +143,7 @@ async def main():
             assert held is not None
             await held.publish("dead-token", "x")
             print("held", flush=True)
-            await asyncio.sleep(600)
+            await asyncio.Event().wait()  # held until the test SIGKILLs this process
 asyncio.run(main())
 """
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from federation.cli import main
-from federation.commands.serve import explain_request
+from federation.commands.serve_explain import explain_request
 from federation.model import (
     HeaderRules,
     Redirect,

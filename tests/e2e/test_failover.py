@@ -10,6 +10,7 @@ what the gateways decided (the explain API).
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable
 from itertools import pairwise
@@ -56,7 +57,17 @@ async def steady_on(load: Load, cluster: str, n: int = 40, timeout: float = 15.0
         last = load.results[-n:]
         return len(last) == n and all(r.ok and r.cluster == cluster for r in last)
 
-    await async_wait_for(ok, timeout=timeout, interval=0.05, what=f"steady traffic on {cluster}")
+    try:
+        await async_wait_for(
+            ok, timeout=timeout, interval=0.05, what=f"steady traffic on {cluster}"
+        )
+    except AssertionError as exc:  # say what the traffic did instead
+        seen = collections.Counter(
+            (r.cluster, r.status, r.error[:60]) for r in load.results[-4 * n :]
+        )
+        raise AssertionError(
+            f"{exc}; last {4 * n} requests by (cluster, status, error): {seen}"
+        ) from None
 
 
 async def plan_avoids(

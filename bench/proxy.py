@@ -3,6 +3,8 @@
     .venv/bin/python bench/proxy.py [--duration 10] [--connections 50]
         [--targets direct,fedgate,nginx,haproxy,caddy] [--profile]
         [--base /path/to/other/checkout [--ab-rounds 10]]
+    .venv/bin/python bench/proxy.py --protocol h2|grpc|both   (bench/proxy_h2.py: h2load
+        against fedgate, nginx http2 and Caddy)
 
 ``--base TREE`` makes every fedgate variant also available as ``<variant>@base``: the same
 process, but importing ``gateway``/``federation`` from another checkout (the code before a
@@ -554,4 +556,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if "--protocol" in sys.argv[1:]:  # HTTP/2 and gRPC: h2load against nginx and Caddy
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from proxy_h2 import main as main_h2
+
+        raise SystemExit(main_h2())
     raise SystemExit(main())

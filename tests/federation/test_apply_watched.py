@@ -71,7 +71,7 @@ async def test_a_watcher_never_sees_part_of_a_multi_transaction_apply(
                 record = GatewayRecord(id="gw1", cluster="c0", applied_revision=writes)
                 await client.put(LAYOUT.gateway("c0", "gw1"), codec.encode(record))
                 writes += 1
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0.002)  # pacing: a record write every 2 ms
             out = await apply
             assert "behind the barrier" in out.splitlines()[-1], out
             truth = await load_view(client, LAYOUT)

@@ -123,7 +123,7 @@ async def test_a_slow_client_body_is_not_the_upstreams_failure(b1: Backend) -> N
 
 async def test_an_upstream_that_never_reads_the_body_is_cut_at_the_request_deadline() -> None:
     async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(30)  # accepts, never reads: the request body piles up
+        await asyncio.sleep(30)  # pacing: accepts, never reads (the body piles up)
 
     async with HostileUpstream(never_read) as up:
         v = view_of(
@@ -191,7 +191,7 @@ async def test_a_trickled_body_is_cut_at_the_request_deadline(b1: Backend) -> No
         async def trickle() -> None:
             for _ in range(40):  # one byte per 0.2 s: each piece well within the idle limit
                 await c.send(b"z")
-                await asyncio.sleep(0.2)  # the behaviour under test: a slow client
+                await asyncio.sleep(0.2)  # pacing of a slow client (the behaviour under test)
 
         writer = asyncio.ensure_future(trickle())
         t0 = time.monotonic()
@@ -300,7 +300,7 @@ async def test_a_stalled_event_loop_is_not_an_upstream_timeout(b1: Backend) -> N
         conn.write(b"GET /?sleep=0.2 HTTP/1.1\r\nhost: shop.test\r\n\r\n")
         conn.set_timeout(0.4)
         await asyncio.sleep(0.1)  # a few deadline sweeps run
-        time.sleep(0.6)  # noqa: ASYNC251 - the behaviour under test: the whole loop stalls
+        time.sleep(0.6)  # noqa: ASYNC251 - pacing: the whole loop stalls (under test)
         await conn.read_head()
         assert conn.status == 200
     finally:

@@ -148,7 +148,7 @@ async def test_slow_reader_applies_backpressure(gateway: GatewayProcess) -> None
 async def _pause() -> None:
     import asyncio
 
-    await asyncio.sleep(0.001)  # a slow consumer (the behaviour under test)
+    await asyncio.sleep(0.001)  # pacing of a slow consumer (the behaviour under test)
 
 
 async def test_chunked_streaming_answer_is_relayed(gateway: GatewayProcess) -> None:

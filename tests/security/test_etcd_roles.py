@@ -26,7 +26,7 @@ from federation.model import Endpoint, GatewayRecord
 from tests.federation.test_view import cluster, service
 from tests.support.etcd import EtcdCluster
 from tests.support.gateway_proc import GatewayProcess
-from tests.support.wait import wait_for
+from tests.support.wait import async_wait_for, wait_for
 
 LAYOUT = KeyLayout("/fedgate/")
 CLUSTERS = ["a", "b"]
@@ -252,5 +252,13 @@ async def test_rotated_certificate_files_are_picked_up(
         assert mallory.cert is not None and mallory.key is not None
         shutil.copyfile(mallory.cert, cert)  # the files now name another user
         shutil.copyfile(mallory.key, key)
-        await asyncio.sleep(0.1)
+
+        async def reloaded() -> bool:  # the client checks its files every 0.05 s
+            try:
+                await c.put(LAYOUT.gateway("a", "rot"), b"{}")
+            except EtcdError as exc:
+                return "permission denied" in str(exc)
+            return False
+
+        await async_wait_for(reloaded, timeout=10.0, what="the rewritten files in use")
         await denied(c, LAYOUT.gateway("a", "rot"))  # proves the new files are in use

@@ -1,9 +1,7 @@
 """The fedgate-cluster module as an operator meets it: every variable and output described,
 bad values refused by validations, Vault's CA mounted, a private registry and Prometheus
-supported, and its `terraform test` (mocked providers) where the providers can be had.
-
-Without the providers (no registry access, no mirror) the module is checked parsed by
-python-hcl2, and its variables.tf by real Terraform in test_example_wiring_plans_offline.
+supported, and its `terraform test` with mock_provider, offline (the providers' schemas
+come from tests/support/tfprovider).
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.terraform.tf import (
-    OFFLINE_MARKERS,
+    NO_TERRAFORM,
     TERRAFORM_DIR,
     Terraform,
     block,
@@ -72,17 +70,11 @@ def test_vault_ca_pull_secrets_and_prometheus() -> None:
     assert "local.port.admin" in annotations
 
 
-@pytest.mark.skipif(terraform_binary() is None, reason="the terraform CLI is not installed")
+@pytest.mark.skipif(terraform_binary() is None, reason=NO_TERRAFORM)
 def test_terraform_test_with_mocked_providers(tmp_path: Path) -> None:
     tf = Terraform(tmp_path / "tf")
     where = copy_tree(tmp_path / "copy") / "modules" / "fedgate-cluster"
     init = tf.run("init", "-backend=false", "-input=false", "-no-color", cwd=where, timeout=90)
-    if init.returncode != 0 and any(m in init.output for m in OFFLINE_MARKERS):
-        pytest.skip(
-            "terraform test of fedgate-cluster needs the hashicorp/kubernetes and "
-            "hashicorp/vault provider schemas (mock_provider mocks their answers, not their "
-            "schemas): not downloadable here, no mirror installed (FEDGATE_TF_MIRROR)"
-        )
     assert init.returncode == 0, init.output
     result = tf.run("test", "-no-color", cwd=where, timeout=300)
     assert result.returncode == 0, result.output

@@ -2,10 +2,13 @@
 
 The machine's environment sets ``TF_CLI_CONFIG_FILE`` to a file that does not exist, so
 every terraform command warns "There are some problems with the CLI configuration".
-:class:`Terraform` points ``TF_CLI_CONFIG_FILE`` at a file of its own (empty, or with a
-``provider_installation`` filesystem mirror when one is installed), keeps ``.terraform``
-in a temporary ``TF_DATA_DIR`` and turns off the update check, so the tests depend on
-nothing in the user's configuration and write nothing into the repository.
+:class:`Terraform` points ``TF_CLI_CONFIG_FILE`` at a file of its own whose
+``provider_installation`` block installs hashicorp/kubernetes and hashicorp/vault from a
+filesystem mirror: the schema-only providers of tests/support/tfprovider (written into
+the test's temporary directory), or a mirror of the real ones named by
+``FEDGATE_TF_MIRROR``. It keeps ``.terraform`` in a temporary ``TF_DATA_DIR`` and turns
+off the update check, so the tests need no registry, depend on nothing in the user's
+configuration and write nothing into the repository.
 """
 
 from __future__ import annotations
@@ -18,40 +21,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.tfprovider import cli_config, install_mirror
+
 REPO = Path(__file__).resolve().parents[2]
 TERRAFORM_DIR = REPO / "terraform"
 EXAMPLE_MANIFEST = REPO / "clusters.example.yaml"
-
-# where terraform looks for providers without a registry (the implied local mirrors)
-MIRRORS = (
-    Path.home() / ".terraform.d" / "plugins",
-    Path.home() / ".local" / "share" / "terraform" / "plugins",
-    Path("/usr/local/share/terraform/plugins"),
-    Path("/usr/share/terraform/plugins"),
-)
-
-# what `terraform init` prints when it cannot reach the provider registry
-OFFLINE_MARKERS = (
-    "could not connect to registry",
-    "Failed to query available provider packages",
-    "failed to request discovery document",
-    "no such host",
-    "Failed to install provider",
-)
 
 
 def terraform_binary() -> str | None:
     return shutil.which("terraform")
 
 
-def provider_mirror() -> Path | None:
-    """A filesystem mirror of providers, if this machine has one (FEDGATE_TF_MIRROR first)."""
+# why the tests that run terraform skip on a machine without it (Debian does not package
+# Terraform, and .ci/run downloads no binaries)
+NO_TERRAFORM = (
+    "the terraform CLI (>= 1.7) is not on PATH: Debian does not package it; install "
+    "a terraform binary to run the Terraform tests"
+)
+
+
+def provider_mirror(workdir: Path) -> Path:
+    """FEDGATE_TF_MIRROR (a mirror of the real providers) if set, else the schema-only
+    providers installed under ``workdir``."""
     env = os.environ.get("FEDGATE_TF_MIRROR")
-    candidates = ((Path(env),) if env else ()) + MIRRORS
-    for path in candidates:
-        if path.is_dir() and any(path.rglob("terraform-provider-*")):
-            return path
-    return None
+    if env:
+        return Path(env)
+    return install_mirror(workdir / "mirror")
 
 
 @dataclass
@@ -76,16 +71,8 @@ class Terraform:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.cli_config = workdir / "terraformrc"
-        mirror = provider_mirror()
-        if mirror is not None:
-            self.cli_config.write_text(
-                "provider_installation {\n"
-                f'  filesystem_mirror {{\n    path = "{mirror}"\n  }}\n'
-                "}\n"
-            )
-        else:
-            self.cli_config.write_text("# fedgate tests: no provider mirror on this machine\n")
-        self.mirror = mirror
+        self.mirror = provider_mirror(workdir)
+        self.cli_config.write_text(cli_config(self.mirror))
 
     def env(self, data_dir: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}

@@ -1,0 +1,56 @@
+"""Schema-only Terraform providers for hashicorp/kubernetes and hashicorp/vault, so that
+``terraform validate`` and ``terraform test`` (``mock_provider``) run without the
+registry.
+
+``install_mirror(dest)`` lays out a filesystem mirror (Terraform's "unpacked" layout,
+``HOST/NAMESPACE/TYPE/VERSION/OS_ARCH/terraform-provider-TYPE``) whose executables start
+:mod:`.server` with this interpreter; a CLI configuration with
+``provider_installation { filesystem_mirror { path = dest } }`` then makes
+``terraform init`` install them instead of asking the registry.
+"""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+from tests.support.tfprovider import kubernetes, vault
+
+REPO = Path(__file__).resolve().parents[3]
+
+PROVIDERS = {
+    "kubernetes": (kubernetes.SOURCE, kubernetes.VERSION),
+    "vault": (vault.SOURCE, vault.VERSION),
+}
+
+_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def target() -> str:
+    """Terraform's name for this platform: linux_amd64, linux_arm64, darwin_arm64..."""
+    machine = platform.machine().lower()
+    return f"{sys.platform.removesuffix('2')}_{_ARCH.get(machine, machine)}"
+
+
+def install_mirror(dest: Path) -> Path:
+    """Write the mirror under ``dest`` (idempotent); returns ``dest``."""
+    for name, (source, version) in PROVIDERS.items():
+        package = dest / source / version / target()
+        package.mkdir(parents=True, exist_ok=True)
+        launcher = package / f"terraform-provider-{name}_v{version}"
+        launcher.write_text(
+            "#!/bin/sh\n"
+            "# fedgate tests: a schema-only provider (tests/support/tfprovider)\n"
+            f"PYTHONPATH={shlex.quote(str(REPO))} exec {shlex.quote(sys.executable)} "
+            f"-m tests.support.tfprovider.server {name}\n"
+        )
+        launcher.chmod(0o755)
+    return dest
+
+
+def cli_config(mirror: Path) -> str:
+    """A CLI configuration that installs every provider from ``mirror`` and none from a
+    registry (a provider missing there fails ``terraform init`` at once)."""
+    return f'provider_installation {{\n  filesystem_mirror {{\n    path = "{mirror}"\n  }}\n}}\n'

@@ -1,0 +1,219 @@
+"""A schema-only Terraform provider: ``python -m tests.support.tfprovider.server NAME``.
+
+Terraform starts a provider as a go-plugin child process and speaks gRPC to it. This
+server does what Terraform needs from a provider to *validate* a configuration and to
+run ``terraform test`` with ``mock_provider`` (which mocks every answer except the
+schema and the config validations):
+
+- the go-plugin handshake: checks ``TF_PLUGIN_MAGIC_COOKIE``, serves gRPC on a loopback
+  port and prints ``1|6|tcp|127.0.0.1:PORT|grpc|CERT`` on stdout. Terraform runs its
+  plugins with AutoMTLS: it puts its own client certificate in ``PLUGIN_CLIENT_CERT``
+  and expects the server's self-signed certificate (base64 DER, no padding) as CERT.
+- tfplugin6 ``GetProviderSchema`` (the schema of :mod:`.kubernetes` or :mod:`.vault`),
+  ``ValidateProviderConfig``/``ValidateResourceConfig``/``ValidateDataResourceConfig``
+  (no diagnostics: Terraform itself checks names, types and required arguments against
+  the schema), ``ConfigureProvider``, ``StopProvider``, ``GetFunctions`` (none);
+- go-plugin's ``GRPCController.Shutdown`` (exit), ``GRPCBroker.StartStream`` and
+  ``GRPCStdio.StreamStdio`` (held open until shutdown) and the ``plugin`` health check.
+
+Anything else (plan, apply, read) answers UNIMPLEMENTED: this provider never manages a
+real object.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.support.tfprovider import kubernetes, vault
+from tests.support.tfprovider.schema import ProviderSchema
+
+MAGIC_COOKIE_KEY = "TF_PLUGIN_MAGIC_COOKIE"
+MAGIC_COOKIE = "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2"
+PROTOCOL_VERSION = 6
+HEALTH_SERVING = b"\x08\x01"  # grpc.health.v1.HealthCheckResponse{status: SERVING}
+
+SCHEMAS: dict[str, Callable[[], ProviderSchema]] = {
+    "kubernetes": lambda: kubernetes.SCHEMA,
+    "vault": vault.schema,
+}
+
+
+def server_certificate() -> tuple[bytes, bytes, bytes]:
+    """(key PEM, certificate PEM, certificate DER): self-signed for "localhost", a CA of
+    itself, valid for server and client auth, as go-plugin's own generateCert makes."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return (
+        key_pem,
+        cert.public_bytes(serialization.Encoding.PEM),
+        cert.public_bytes(serialization.Encoding.DER),
+    )
+
+
+class Plugin:
+    """The gRPC services of one provider process."""
+
+    def __init__(self, schema: ProviderSchema) -> None:
+        self.schema_bytes = schema.encode()
+        self.done = threading.Event()
+
+    # unary answers ------------------------------------------------------------------
+
+    def provider_schema(self, _request: bytes, _context: Any) -> bytes:
+        return self.schema_bytes
+
+    @staticmethod
+    def empty(_request: bytes, _context: Any) -> bytes:
+        """Validate*/Configure/Stop/GetFunctions: no diagnostics, no error, no functions."""
+        return b""
+
+    @staticmethod
+    def health(_request: bytes, _context: Any) -> bytes:
+        return HEALTH_SERVING
+
+    def shutdown(self, _request: bytes, _context: Any) -> bytes:
+        self.done.set()
+        return b""
+
+    # streams held open until shutdown -------------------------------------------------
+
+    def hold(self, _request: Any, context: Any) -> Iterator[bytes]:
+        while not self.done.wait(0.5) and context.is_active():
+            pass
+        return iter(())
+
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        def unary(fn: Callable[[bytes, Any], bytes]) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(fn)
+
+        provider = {"GetProviderSchema": unary(self.provider_schema)} | {
+            name: unary(self.empty)
+            for name in (
+                "ValidateProviderConfig",
+                "ValidateResourceConfig",
+                "ValidateDataResourceConfig",
+                "ValidateEphemeralResourceConfig",
+                "ConfigureProvider",
+                "StopProvider",
+                "GetFunctions",
+            )
+        }
+        return [
+            grpc.method_handlers_generic_handler("tfplugin6.Provider", provider),
+            grpc.method_handlers_generic_handler(
+                "plugin.GRPCController", {"Shutdown": unary(self.shutdown)}
+            ),
+            grpc.method_handlers_generic_handler(
+                "plugin.GRPCBroker",
+                {"StartStream": grpc.stream_stream_rpc_method_handler(self.hold)},
+            ),
+            grpc.method_handlers_generic_handler(
+                "plugin.GRPCStdio",
+                {"StreamStdio": grpc.unary_stream_rpc_method_handler(self.hold)},
+            ),
+            grpc.method_handlers_generic_handler(
+                "grpc.health.v1.Health", {"Check": unary(self.health)}
+            ),
+        ]
+
+
+def serve(name: str) -> int:
+    if os.environ.get(MAGIC_COOKIE_KEY) != MAGIC_COOKIE:
+        print(
+            "This binary is a plugin. These are not meant to be executed directly.\n"
+            "Please execute the program that consumes these plugins, which will\n"
+            "load any plugins automatically",
+            file=sys.stderr,
+        )
+        return 1
+    versions = os.environ.get("PLUGIN_PROTOCOL_VERSIONS", str(PROTOCOL_VERSION)).split(",")
+    if str(PROTOCOL_VERSION) not in versions:
+        print(
+            f"terraform-provider-{name}: speaks protocol 6 only, asked for {versions}",
+            file=sys.stderr,
+        )
+        return 1
+    client_cert = os.environ.get("PLUGIN_CLIENT_CERT", "").encode()
+    plugin = Plugin(SCHEMAS[name]())
+    server = grpc.server(ThreadPoolExecutor(max_workers=8), handlers=plugin.handlers())
+    if client_cert:
+        key_pem, cert_pem, cert_der = server_certificate()
+        # The client certificate is asked for but not required: go-plugin makes it on
+        # P-521, whose TLS 1.3 signatures gRPC's BoringSSL does not offer to verify, so
+        # Go's client sends none. This server only ever answers schemas.
+        credentials = grpc.ssl_server_credentials(
+            [(key_pem, cert_pem)], root_certificates=client_cert, require_client_auth=False
+        )
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+        cert_field = base64.b64encode(cert_der).decode().rstrip("=")
+    else:  # a client without AutoMTLS (go-plugin's default): plain gRPC
+        port = server.add_insecure_port("127.0.0.1:0")
+        cert_field = ""
+    server.start()
+    sys.stdout.write(f"1|{PROTOCOL_VERSION}|tcp|127.0.0.1:{port}|grpc|{cert_field}\n")
+    sys.stdout.flush()
+    plugin.done.wait()
+    server.stop(grace=0.5).wait()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or argv[0] not in SCHEMAS:
+        print(f"usage: server.py {{{'|'.join(SCHEMAS)}}}", file=sys.stderr)
+        return 2
+    return serve(argv[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

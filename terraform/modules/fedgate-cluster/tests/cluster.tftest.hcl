@@ -1,6 +1,8 @@
 # terraform test with mocked providers (Terraform >= 1.7): what the module plans for one
 # cluster, offline. Run from this module's directory: terraform init && terraform test
-# (init needs the hashicorp/kubernetes and hashicorp/vault providers, or a mirror).
+# (init needs the hashicorp/kubernetes and hashicorp/vault providers' schemas: the
+# registry, a mirror, or the schema-only providers of tests/support/tfprovider, which
+# tests/terraform/test_cluster_module.py installs as a filesystem mirror).
 
 mock_provider "kubernetes" {}
 mock_provider "vault" {}

@@ -219,10 +219,12 @@ def tree(tmp_path: Path) -> Iterator[Path]:
     yield copy_tree(tmp_path / "copy")
 
 
-@pytest.mark.parametrize("module", ["modules/fedgate-cluster", "examples/multi-cluster"])
+@pytest.mark.parametrize(
+    "module", ["modules/fedgate-settings", "modules/fedgate-cluster", "examples/multi-cluster"]
+)
 def test_validate_with_providers(tf: Terraform, tree: Path, module: str) -> None:
-    """`terraform init -backend=false` + `terraform validate` against the providers'
-    schemas, offline."""
+    """`terraform init -backend=false` + `terraform validate` of every module and the
+    example, against the providers' schemas, offline."""
     where = tree / module
     init = tf.run("init", "-backend=false", "-input=false", "-no-color", cwd=where, timeout=90)
     assert init.returncode == 0, init.output

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from tests.support.tfprovider import PROVIDERS, REPO, install_mirror, kubernetes, server, vault
 from tests.support.tfprovider.schema import Block, ProviderSchema
+from tests.support.wait import wait_for
 from tests.terraform.tf import NO_TERRAFORM, Terraform, copy_tree, terraform_binary
 
 SCHEMAS = {"kubernetes": kubernetes.SCHEMA, "vault": vault.schema()}
@@ -179,3 +181,44 @@ def _satisfies(version: str, constraint: str) -> bool:
         if not ops[m[1] or "="](key(version), key(m[2])):
             return False
     return True
+
+
+def test_the_provider_exits_when_terraform_dies_without_shutdown(tmp_path: Path) -> None:
+    """A Terraform killed mid-run sends no Shutdown: its providers exit on their own."""
+    _, client_pem, _ = server.server_certificate()
+    env = os.environ | COOKIE | {"PLUGIN_CLIENT_CERT": client_pem.decode(), "PYTHONPATH": str(REPO)}
+    pid_file = tmp_path / "provider.pid"
+    # a parent shell that starts the provider, reports its pid, and is killed
+    parent = subprocess.Popen(
+        [
+            "sh",
+            "-c",
+            f"{sys.executable} -m tests.support.tfprovider.server vault > {tmp_path / 'out'} & "
+            f"echo $! > {pid_file}; wait",
+        ],
+        env=env,
+    )
+    pid = 0
+    try:
+        out = tmp_path / "out"
+        wait_for(lambda: out.exists() and out.read_text(), timeout=30, what="the handshake")
+        pid = int(pid_file.read_text())
+        parent.kill()
+        parent.wait(timeout=30)
+        wait_for(lambda: not _alive(pid), timeout=30, what="the orphaned provider's exit")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=30)
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is gone too: reaped by init once its parent died
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))

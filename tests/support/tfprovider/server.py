@@ -203,7 +203,11 @@ def serve(name: str) -> int:
     server.start()
     sys.stdout.write(f"1|{PROTOCOL_VERSION}|tcp|127.0.0.1:{port}|grpc|{cert_field}\n")
     sys.stdout.flush()
-    plugin.done.wait()
+    # until Shutdown, or until Terraform is gone without saying so (killed): a provider
+    # never outlives the process that started it
+    parent = os.getppid()
+    while not plugin.done.wait(1.0) and os.getppid() == parent:
+        pass
     server.stop(grace=0.5).wait()
     return 0
 

@@ -82,16 +82,19 @@ def test_handshake_schema_and_shutdown_over_mutual_tls(tmp_path: Path) -> None:
             "PYTHONPATH": str(REPO),
         }
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.tfprovider.server", "kubernetes"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    stderr = tmp_path / "stderr"
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.tfprovider.server", "kubernetes"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()  # bounded: the process prints it or exits
+        assert line, f"no handshake line; stderr: {stderr.read_text()}"
         core, version, network, address, protocol, cert = line.split("|")
         assert (core, version, network, protocol) == ("1", "6", "tcp", "grpc"), line
         assert address.startswith("127.0.0.1:")

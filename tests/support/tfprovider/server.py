@@ -8,7 +8,8 @@ schema and the config validations):
 - the go-plugin handshake: checks ``TF_PLUGIN_MAGIC_COOKIE``, serves gRPC on a loopback
   port and prints ``1|6|tcp|127.0.0.1:PORT|grpc|CERT`` on stdout. Terraform runs its
   plugins with AutoMTLS: it puts its own client certificate in ``PLUGIN_CLIENT_CERT``
-  and expects the server's self-signed certificate (base64 DER, no padding) as CERT.
+  and expects the server's self-signed certificate (base64 DER, no padding) as CERT
+  (see :func:`serve` for why the client certificate is not required).
 - tfplugin6 ``GetProviderSchema`` (the schema of :mod:`.kubernetes` or :mod:`.vault`),
   ``ValidateProviderConfig``/``ValidateResourceConfig``/``ValidateDataResourceConfig``
   (no diagnostics: Terraform itself checks names, types and required arguments against
@@ -189,9 +190,11 @@ def serve(name: str) -> int:
     server = grpc.server(ThreadPoolExecutor(max_workers=8), handlers=plugin.handlers())
     if client_cert:
         key_pem, cert_pem, cert_der = server_certificate()
-        # The client certificate is asked for but not required: go-plugin makes it on
-        # P-521, whose TLS 1.3 signatures gRPC's BoringSSL does not offer to verify, so
-        # Go's client sends none. This server only ever answers schemas.
+        # The client certificate is asked for, checked when sent, but not required:
+        # Terraform 1.11's client sends none to gRPC's BoringSSL (requiring it fails the
+        # handshake with PEER_DID_NOT_RETURN_A_CERTIFICATE), most likely because
+        # go-plugin makes it on P-521, a curve BoringSSL does not offer to verify. This
+        # server listens on loopback and only ever answers schemas.
         credentials = grpc.ssl_server_credentials(
             [(key_pem, cert_pem)], root_certificates=client_cert, require_client_auth=False
         )

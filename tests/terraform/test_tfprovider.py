@@ -122,6 +122,8 @@ def test_handshake_schema_and_shutdown_over_mutual_tls(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 @pytest.mark.skipif(terraform_binary() is None, reason=NO_TERRAFORM)

@@ -116,3 +116,46 @@ run "bad_values_are_refused" {
 
   expect_failures = [var.public_service_type, var.east_west_service_type, var.image_pull_policy, var.replicas]
 }
+
+run "network_policy_rbac_and_scaling" {
+  command = plan
+
+  variables {
+    admin_allowed_cidrs = ["10.20.0.0/16"]
+    metrics_scraper = {
+      namespace_labels = { "kubernetes.io/metadata.name" = "monitoring" }
+      pod_labels       = { "app.kubernetes.io/name" = "prometheus" }
+    }
+    min_replicas = 3
+    max_replicas = 6
+  }
+
+  assert {
+    condition     = contains([for p in kubernetes_network_policy_v1.gateway[0].spec[0].ingress[0].ports : p.port], "8080") && contains([for p in kubernetes_network_policy_v1.gateway[0].spec[0].ingress[0].ports : p.port], "15443")
+    error_message = "the public and east-west ports are open to all"
+  }
+
+  assert {
+    condition     = kubernetes_network_policy_v1.gateway[0].spec[0].ingress[1].ports[0].port == "9901" && kubernetes_network_policy_v1.gateway[0].spec[0].ingress[1].from[0].ip_block[0].cidr == "10.20.0.0/16" && kubernetes_network_policy_v1.gateway[0].spec[0].ingress[1].from[1].namespace_selector[0].match_labels["kubernetes.io/metadata.name"] == "monitoring"
+    error_message = "the admin port admits the operators' CIDRs and the scraper only"
+  }
+
+  assert {
+    condition     = length(kubernetes_role_binding_v1.discovery) == 1 && kubernetes_role_binding_v1.discovery["shop"].metadata[0].namespace == "shop"
+    error_message = "one RoleBinding per namespace of the cluster"
+  }
+
+  assert {
+    condition     = kubernetes_horizontal_pod_autoscaler_v2.gateway.spec[0].min_replicas == 3 && kubernetes_horizontal_pod_autoscaler_v2.gateway.spec[0].max_replicas == 6 && kubernetes_pod_disruption_budget_v1.gateway.spec[0].max_unavailable == "1"
+    error_message = "scaling bounds and the disruption budget"
+  }
+}
+
+run "no_admin_rule_when_nobody_is_named" {
+  command = plan
+
+  assert {
+    condition     = length(kubernetes_network_policy_v1.gateway[0].spec[0].ingress) == 1
+    error_message = "without admin_allowed_cidrs nor metrics_scraper the admin port is closed to the network"
+  }
+}

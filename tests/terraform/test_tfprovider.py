@@ -10,13 +10,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import grpc
 import pytest
 
-from tests.support.tfprovider import PROVIDERS, REPO, install_mirror, kubernetes, server, vault
+from tests.support.tfprovider import PROVIDERS, REPO, install_mirror, kubernetes, server, tls, vault
 from tests.support.tfprovider.schema import Block, ProviderSchema
 from tests.support.wait import wait_for
 from tests.terraform.tf import NO_TERRAFORM, Terraform, copy_tree, terraform_binary
@@ -71,21 +70,16 @@ def test_the_provider_refuses_to_run_outside_terraform(tmp_path: Path) -> None:
 def test_handshake_schema_and_shutdown_over_mutual_tls(tmp_path: Path) -> None:
     """What go-plugin does with AutoMTLS: hand over a client certificate, read the
     handshake line, dial the address with TLS trusting the printed certificate for
-    "localhost", ask for the schema, then Shutdown: the process exits 0."""
-    client_key, client_pem, _ = server.server_certificate()
-    env = (
-        os.environ
-        | COOKIE
-        | {
-            "PLUGIN_CLIENT_CERT": client_pem.decode(),
-            "PLUGIN_PROTOCOL_VERSIONS": "5,6",
-            "PYTHONPATH": str(REPO),
-        }
-    )
+    "localhost", ask for the schema, then Shutdown: the process exits 0. The provider is
+    started by its launcher in the mirror, as Terraform starts it."""
+    client_key, client_pem = tls.self_signed()
+    (launcher,) = install_mirror(tmp_path / "mirror").rglob("terraform-provider-kubernetes_*")
+    env = os.environ | COOKIE | {"PLUGIN_CLIENT_CERT": client_pem.decode()}
+    env["PLUGIN_PROTOCOL_VERSIONS"] = "5,6"
     stderr = tmp_path / "stderr"
     with stderr.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.tfprovider.server", "kubernetes"],
+            [str(launcher)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=err,
@@ -190,16 +184,16 @@ def _satisfies(version: str, constraint: str) -> bool:
 
 def test_the_provider_exits_when_terraform_dies_without_shutdown(tmp_path: Path) -> None:
     """A Terraform killed mid-run sends no Shutdown: its providers exit on their own."""
-    _, client_pem, _ = server.server_certificate()
-    env = os.environ | COOKIE | {"PLUGIN_CLIENT_CERT": client_pem.decode(), "PYTHONPATH": str(REPO)}
+    _, client_pem = tls.self_signed()
+    (launcher,) = install_mirror(tmp_path / "mirror").rglob("terraform-provider-vault_*")
+    env = os.environ | COOKIE | {"PLUGIN_CLIENT_CERT": client_pem.decode()}
     pid_file = tmp_path / "provider.pid"
     # a parent shell that starts the provider, reports its pid, and is killed
     parent = subprocess.Popen(
         [
             "sh",
             "-c",
-            f"{sys.executable} -m tests.support.tfprovider.server vault > {tmp_path / 'out'} & "
-            f"echo $! > {pid_file}; wait",
+            f"{launcher} > {tmp_path / 'out'} & echo $! > {pid_file}; wait",
         ],
         env=env,
     )

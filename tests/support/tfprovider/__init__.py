@@ -35,16 +35,27 @@ def target() -> str:
 
 
 def install_mirror(dest: Path) -> Path:
-    """Write the mirror under ``dest`` (idempotent); returns ``dest``."""
+    """Write the mirror under ``dest``; returns ``dest``. Each package holds the launcher,
+    the encoded schema and the server's TLS key and certificate (made here once: the
+    server then imports nothing but grpc when Terraform starts it)."""
+    from tests.support.tfprovider import server, tls
+
+    schemas = {"kubernetes": kubernetes.SCHEMA, "vault": vault.schema()}
+    key_pem, cert_pem = tls.self_signed()
     for name, (source, version) in PROVIDERS.items():
         package = dest / source / version / target()
         package.mkdir(parents=True, exist_ok=True)
+        (package / server.SCHEMA_FILE).write_bytes(schemas[name].encode())
+        key = package / server.KEY_FILE
+        key.touch(mode=0o600)
+        key.write_bytes(key_pem)
+        (package / server.CERT_FILE).write_bytes(cert_pem)
         launcher = package / f"terraform-provider-{name}_v{version}"
         launcher.write_text(
             "#!/bin/sh\n"
             "# fedgate tests: a schema-only provider (tests/support/tfprovider)\n"
-            f"PYTHONPATH={shlex.quote(str(REPO))} exec {shlex.quote(sys.executable)} "
-            f"-m tests.support.tfprovider.server {name}\n"
+            f"exec {shlex.quote(sys.executable)} {shlex.quote(str(Path(server.__file__)))} "
+            f"{name} {shlex.quote(str(package))}\n"
         )
         launcher.chmod(0o755)
     return dest

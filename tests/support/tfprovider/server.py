@@ -1,4 +1,9 @@
-"""A schema-only Terraform provider: ``python -m tests.support.tfprovider.server NAME``.
+"""A schema-only Terraform provider: ``python server.py NAME DIR``.
+
+DIR is a provider package of the mirror :func:`tests.support.tfprovider.install_mirror`
+lays out: it holds the encoded schema (``schema.pb``) and the server's TLS key and
+certificate (``server.key``, ``server.crt``), made there once, so that a provider start
+(Terraform starts each provider a few times per command) costs only Python and grpc.
 
 Terraform starts a provider as a go-plugin child process and speaks gRPC to it. This
 server does what Terraform needs from a provider to *validate* a configuration and to
@@ -23,90 +28,38 @@ real object.
 
 from __future__ import annotations
 
-import base64
-import datetime
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from tests.support.tfprovider import kubernetes, vault
-from tests.support.tfprovider.schema import ProviderSchema
 
 MAGIC_COOKIE_KEY = "TF_PLUGIN_MAGIC_COOKIE"
 MAGIC_COOKIE = "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2"
 PROTOCOL_VERSION = 6
 HEALTH_SERVING = b"\x08\x01"  # grpc.health.v1.HealthCheckResponse{status: SERVING}
 
-SCHEMAS: dict[str, Callable[[], ProviderSchema]] = {
-    "kubernetes": lambda: kubernetes.SCHEMA,
-    "vault": vault.schema,
-}
+SCHEMA_FILE = "schema.pb"
+KEY_FILE = "server.key"
+CERT_FILE = "server.crt"
 
 
-def server_certificate() -> tuple[bytes, bytes, bytes]:
-    """(key PEM, certificate PEM, certificate DER): self-signed for "localhost", a CA of
-    itself, valid for server and client auth, as go-plugin's own generateCert makes."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return (
-        key_pem,
-        cert.public_bytes(serialization.Encoding.PEM),
-        cert.public_bytes(serialization.Encoding.DER),
-    )
+def der_base64(cert_pem: bytes) -> str:
+    """The certificate as the handshake carries it: base64 of its DER without padding
+    (a PEM's body is that base64, padded and wrapped)."""
+    lines = cert_pem.decode().strip().splitlines()
+    return "".join(line for line in lines if not line.startswith("-----")).rstrip("=")
 
 
 class Plugin:
     """The gRPC services of one provider process."""
 
-    def __init__(self, schema: ProviderSchema) -> None:
-        self.schema_bytes = schema.encode()
+    def __init__(self, schema: bytes) -> None:
+        self.schema_bytes = schema
         self.done = threading.Event()
 
     # unary answers ------------------------------------------------------------------
@@ -169,7 +122,7 @@ class Plugin:
         ]
 
 
-def serve(name: str) -> int:
+def serve(name: str, package: Path) -> int:
     if os.environ.get(MAGIC_COOKIE_KEY) != MAGIC_COOKIE:
         print(
             "This binary is a plugin. These are not meant to be executed directly.\n"
@@ -186,10 +139,10 @@ def serve(name: str) -> int:
         )
         return 1
     client_cert = os.environ.get("PLUGIN_CLIENT_CERT", "").encode()
-    plugin = Plugin(SCHEMAS[name]())
+    plugin = Plugin((package / SCHEMA_FILE).read_bytes())
     server = grpc.server(ThreadPoolExecutor(max_workers=8), handlers=plugin.handlers())
     if client_cert:
-        key_pem, cert_pem, cert_der = server_certificate()
+        key_pem, cert_pem = (package / KEY_FILE).read_bytes(), (package / CERT_FILE).read_bytes()
         # The client certificate is asked for, checked when sent, but not required:
         # Terraform 1.11's client sends none to gRPC's BoringSSL (requiring it fails the
         # handshake with PEER_DID_NOT_RETURN_A_CERTIFICATE), most likely because
@@ -199,7 +152,7 @@ def serve(name: str) -> int:
             [(key_pem, cert_pem)], root_certificates=client_cert, require_client_auth=False
         )
         port = server.add_secure_port("127.0.0.1:0", credentials)
-        cert_field = base64.b64encode(cert_der).decode().rstrip("=")
+        cert_field = der_base64(cert_pem)
     else:  # a client without AutoMTLS (go-plugin's default): plain gRPC
         port = server.add_insecure_port("127.0.0.1:0")
         cert_field = ""
@@ -216,10 +169,10 @@ def serve(name: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in SCHEMAS:
-        print(f"usage: server.py {{{'|'.join(SCHEMAS)}}}", file=sys.stderr)
+    if len(argv) != 2 or not (Path(argv[1]) / SCHEMA_FILE).is_file():
+        print("usage: server.py NAME DIR (a package of install_mirror's mirror)", file=sys.stderr)
         return 2
-    return serve(argv[0])
+    return serve(argv[0], Path(argv[1]))
 
 
 if __name__ == "__main__":

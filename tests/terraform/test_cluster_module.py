@@ -20,6 +20,7 @@ from tests.terraform.tf import (
     hcl,
     resources,
     terraform_binary,
+    terraform_version,
 )
 
 MODULE = TERRAFORM_DIR / "modules" / "fedgate-cluster"
@@ -72,6 +73,8 @@ def test_vault_ca_pull_secrets_and_prometheus() -> None:
 
 @pytest.mark.skipif(terraform_binary() is None, reason=NO_TERRAFORM)
 def test_terraform_test_with_mocked_providers(tmp_path: Path) -> None:
+    if terraform_version() < (1, 7):
+        pytest.skip(f"mock_provider needs Terraform >= 1.7, this is {terraform_version()}")
     tf = Terraform(tmp_path / "tf")
     where = copy_tree(tmp_path / "copy") / "modules" / "fedgate-cluster"
     init = tf.run("init", "-backend=false", "-input=false", "-no-color", cwd=where, timeout=90)

@@ -13,6 +13,7 @@ configuration and write nothing into the repository.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -38,6 +39,18 @@ NO_TERRAFORM = (
     "the terraform CLI (>= 1.7) is not on PATH: Debian does not package it; install "
     "a terraform binary to run the Terraform tests"
 )
+
+
+def terraform_version() -> tuple[int, ...]:
+    """The installed terraform's version, (1, 11, 4); () without the binary."""
+    binary = terraform_binary()
+    if binary is None:
+        return ()
+    proc = subprocess.run(
+        [binary, "version", "-json"], capture_output=True, text=True, timeout=60, check=False
+    )
+    version = json.loads(proc.stdout)["terraform_version"] if proc.returncode == 0 else "0"
+    return tuple(int(part) for part in version.split("-")[0].split("."))
 
 
 def provider_mirror(workdir: Path) -> Path:

@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from tests.support.tfprovider import PROVIDERS, REPO, install_mirror, kubernetes, server, tls, vault
+from tests.support.tfprovider.check import BUILTIN, check_file
 from tests.support.tfprovider.schema import Block, ProviderSchema
 from tests.support.wait import wait_for
 from tests.terraform.tf import NO_TERRAFORM, Terraform, copy_tree, terraform_binary
@@ -50,6 +51,7 @@ def test_every_resource_type_of_the_modules_has_a_schema() -> None:
     used = set()
     for tf in (REPO / "terraform").rglob("*.tf"):
         used |= set(re.findall(r'^resource\s+"([a-z0-9_]+)"', tf.read_text(), re.M))
+    used -= BUILTIN  # Terraform's own (terraform_data)
     served = {t for s in SCHEMAS.values() for t in s.resources}
     assert used, "no resource found under terraform/"
     assert used <= served, f"no schema for {sorted(used - served)}"
@@ -221,3 +223,37 @@ def _alive(pid: int) -> bool:
     # a zombie is gone too: reaped by init once its parent died
     stat = Path(f"/proc/{pid}/stat")
     return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
+
+
+# ------------------------------------------------- the same, without the terraform binary
+
+BREAKS = [  # (file, good, bad, what check_file says)
+    ("main.tf", "run_as_non_root = true", "run_as_non_rot = true", "argument 'run_as_non_rot'"),
+    ("main.tf", "readiness_probe {", "readyness_probe {", "block 'readyness_probe'"),
+    ("main.tf", 'topology_key = "topology.kubernetes.io/zone"', "", "'topology_key' missing"),
+    ("vault.tf", "allowed_uri_sans = [", "allowed_uri_san = [", "argument 'allowed_uri_san'"),
+]
+
+
+def test_the_modules_match_the_schemas_without_terraform() -> None:
+    """Every provider and resource block of terraform/ against the schemas, read by
+    python-hcl2: what runs on a machine without the terraform binary."""
+    pytest.importorskip("hcl2", reason="python-hcl2 is not installed (pip install python-hcl2)")
+    found = [
+        p for tf in sorted((REPO / "terraform").rglob("*.tf")) for p in check_file(tf, SCHEMAS)
+    ]
+    assert found == []
+
+
+@pytest.mark.parametrize("where,good,bad,message", BREAKS, ids=[b[2] or "missing" for b in BREAKS])
+def test_the_offline_check_finds_a_broken_name(
+    tmp_path: Path, where: str, good: str, bad: str, message: str
+) -> None:
+    pytest.importorskip("hcl2", reason="python-hcl2 is not installed (pip install python-hcl2)")
+    source = REPO / "terraform" / "modules" / "fedgate-cluster" / where
+    text = source.read_text()
+    assert good in text, f"{where} no longer has {good!r}: pick another to break"
+    broken = tmp_path / where
+    broken.write_text(text.replace(good, bad, 1))
+    found = check_file(broken, SCHEMAS)
+    assert len(found) == 1 and message in found[0], found

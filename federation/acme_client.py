@@ -139,6 +139,11 @@ class AcmeOrderer:
                 raise AcmeProblem("no ACME account in Vault: its registration did not finish")
             await asyncio.sleep(self._wait_poll)
 
+    async def account(self) -> str:
+        """The federation's account URL (registering it if nobody has yet)."""
+        acme = await self._acme()
+        return str(acme.net.account.uri)
+
     def _connect(self, stored: AcmeAccount | None) -> client.ClientV2:
         """Blocking: the directory, and the stored account or a new one written to Vault."""
         cfg = self.config

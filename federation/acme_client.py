@@ -141,8 +141,9 @@ class AcmeOrderer:
 
     async def account(self) -> str:
         """The federation's account URL (registering it if nobody has yet)."""
-        acme = await self._acme()
-        return str(acme.net.account.uri)
+        account = (await self._acme()).net.account
+        assert account is not None  # _connect sets it
+        return str(account.uri)
 
     def _connect(self, stored: AcmeAccount | None) -> client.ClientV2:
         """Blocking: the directory, and the stored account or a new one written to Vault."""

@@ -19,7 +19,7 @@ import hashlib
 import ipaddress
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from acme import challenges, client, crypto_util, errors, messages
@@ -101,6 +101,7 @@ class AcmeOrderer:
         wait_poll: float = 0.5,
         rng: random.Random | None = None,
         dns_zone: Callable[[str], bool] | None = None,
+        settle: Callable[[str, str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -110,6 +111,9 @@ class AcmeOrderer:
         self.challenges: dict[str, int] = {}  # challenges answered, by type
         # whether a name lies in a zone fedgate's DNS serves (DNS-01 possible)
         self.dns_zone: Callable[[str], bool] = dns_zone or (lambda _name: False)
+        # awaited after publishing a challenge (form, name or token, value), before the
+        # CA is told to validate: the gateway waits for its own view to hold it
+        self.settle = settle
         self.last_problem: str | None = None
         self._wait_poll = wait_poll
         self._rng = rng or random.Random()
@@ -210,6 +214,8 @@ class AcmeOrderer:
                     value = b64encode(hashlib.sha256(key_authz.encode()).digest()).decode()
                 await held.publish(ident, value, form)
                 published.append((form, ident))
+                if self.settle is not None:  # the gateways' views hold it before the CA asks
+                    await self.settle(form, ident, value)
                 self.challenges[form] = self.challenges.get(form, 0) + 1
                 response = _Response(key_authorization=key_authz)
                 await asyncio.to_thread(acme.answer_challenge, chall, response)

@@ -19,6 +19,7 @@ from typing import Any
 
 from federation.acme_client import AcmeConfig, AcmeOrderer
 from federation.acme_lock import AcmeLock
+from federation.acme_records import txt_name
 from federation.acme_renew import AcmeRenewer
 from federation.acme_store import AcmeCert, AcmeStore, Caller
 from federation.etcd import EtcdClient
@@ -69,7 +70,9 @@ class AcmeGateway:
             AcmeStore(call=vault_call, mount=kv_mount),
             AcmeLock(etcd, prefix, holder, ttl=settings.lock_ttl),
             dns_zone=self._in_zone,
+            settle=self._settled,
         )
+        self._view: RoutingView | None = None
         self._zones: frozenset[str] = frozenset()
         self._zone_source: object = None
         self.renewer = AcmeRenewer(self.orderer, self._install, rng=rng or random.Random())
@@ -84,9 +87,26 @@ class AcmeGateway:
         labels = name.lower().rstrip(".").removeprefix("*.").split(".")
         return any(".".join(labels[i:]) in self._zones for i in range(len(labels)))
 
+    async def _settled(self, form: str, ident: str, value: str, timeout: float = 2.0) -> None:
+        """Wait (at most ``timeout``) until this gateway's own view holds a challenge it
+        published: the watch has delivered it here, and to the other gateways' watches
+        within the same few milliseconds, so the CA's first validation finds it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            v = self._view
+            if v is not None and (
+                (form == "tls-alpn-01" and v.acme_alpn.get(ident) == value)
+                or (form == "dns-01" and value in v.acme_txt.get(txt_name(ident), ()))
+                or (form == "http-01" and v.acme_challenges.get(ident) == value)
+            ):
+                return
+            await asyncio.sleep(0.01)  # poll the view; bounded by the deadline
+
     def on_view(self, view: RoutingView) -> None:
         """Follow the TLS-ALPN-01 challenges, the zones and the ``tls: acme`` hosts (each
         only when it changed)."""
+        self._view = view
         if view.acme_alpn is not self._alpn:
             self._alpn = view.acme_alpn
             self.sni.challenges(view.acme_alpn)

@@ -4,7 +4,10 @@
 Vault holds none still before its renewal time (2/3 of its lifetime) and only while
 this process holds the name's etcd lock (:mod:`federation.acme_lock`); a gateway that
 does not get the lock waits for the holder's certificate to appear in Vault. The
-blocking ACME calls run in a worker thread: never on the request path.
+account is one for the federation, registered under its own lock. The holder answers
+HTTP-01, TLS-ALPN-01 or DNS-01 (:meth:`AcmeOrderer._pick`), publishing what every
+gateway needs through etcd (:mod:`federation.acme_records`). The blocking ACME calls
+run in a worker thread: never on the request path.
 
 Problem documents from the server (rate limits, rejected identifiers, failed
 validation) are raised as :class:`AcmeProblem` with a one-line message: the caller

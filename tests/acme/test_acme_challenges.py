@@ -226,3 +226,49 @@ def test_acme_expiry_is_a_global_health_certificate_warning() -> None:
     ]
     assert expiring[0]["renewal_failing"] is True
     assert 3500 < expiring[0]["expires_in"] <= 3600
+
+
+def _authz(identifier: str, offered: tuple[str, ...], wildcard: bool = False) -> Any:
+    from acme import messages
+
+    return messages.Authorization.from_json(
+        {
+            "identifier": {"type": "dns", "value": identifier},
+            "status": "pending",
+            "wildcard": wildcard,
+            "challenges": [
+                {"type": t, "url": f"https://ca.test/c/{t}", "status": "pending",
+                 "token": "VGhpcyBpcyBhIHRva2VuIG9mIDMyIGJ5dGVzISEhISE"}
+                for t in offered
+            ],
+        }
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "preferred", "offered", "zoned", "picked"),
+    [
+        ("a.example.com", "tls-alpn-01", ("http-01", "tls-alpn-01", "dns-01"), False, "tls-alpn-01"),
+        ("a.example.com", "http-01", ("http-01", "tls-alpn-01", "dns-01"), True, "http-01"),
+        ("a.example.com", "http-01", ("tls-alpn-01", "dns-01"), True, "dns-01"),
+        ("*.example.com", "tls-alpn-01", ("dns-01",), True, "dns-01"),
+        ("*.example.com", "http-01", ("dns-01",), False, None),
+        ("a.example.com", "dns-01", ("http-01", "dns-01"), False, None),
+        ("127.0.0.1", "tls-alpn-01", ("http-01", "tls-alpn-01"), False, None),
+    ],
+)  # fmt: skip
+def test_the_challenge_answered(
+    name: str, preferred: str, offered: tuple[str, ...], zoned: bool, picked: str | None
+) -> None:
+    from federation.acme_client import AcmeConfig, AcmeOrderer, AcmeProblem
+
+    o = AcmeOrderer(
+        AcmeConfig("https://ca.test/dir", challenge=preferred), store=None,  # type: ignore[arg-type]
+        lock=None, dns_zone=lambda _n: zoned,  # type: ignore[arg-type]
+    )  # fmt: skip
+    authz = _authz(name.removeprefix("*."), offered, wildcard=name.startswith("*."))
+    if picked is None:
+        with pytest.raises(AcmeProblem, match=r"no challenge to answer .*offered"):
+            o._pick(name, authz)
+    else:
+        assert o._pick(name, authz)[0] == picked

@@ -248,7 +248,7 @@ def _authz(identifier: str, offered: tuple[str, ...], wildcard: bool = False) ->
 @pytest.mark.parametrize(
     ("name", "preferred", "offered", "zoned", "picked"),
     [
-        ("a.example.com", "tls-alpn-01", ("http-01", "tls-alpn-01", "dns-01"), False, "tls-alpn-01"),
+        ("a.example.com", "tls-alpn-01", ("http-01", "tls-alpn-01"), False, "tls-alpn-01"),
         ("a.example.com", "http-01", ("http-01", "tls-alpn-01", "dns-01"), True, "http-01"),
         ("a.example.com", "http-01", ("tls-alpn-01", "dns-01"), True, "dns-01"),
         ("*.example.com", "tls-alpn-01", ("dns-01",), True, "dns-01"),

@@ -174,10 +174,16 @@ async def test_tls_alpn_and_dns_wildcard_through_three_gateways(
                 t: sum(m.get(f'fedgate_acme_challenges_total{{type="{t}"}}', 0) for m in scraped)
                 for t in ("http-01", "tls-alpn-01", "dns-01")
             }
+            per_name = {
+                sni: max((t for (_, n), t in serving.items() if n == sni), default=float("nan"))
+                for sni in want
+            }
             print(
                 f"\nACME challenges: gateways={len(gws)} names=2 orders={orders} "
-                f"accounts={accounts} challenges={by_type} apply->all serving="
-                f"{max(serving.values(), default=float('nan')):.2f}s handshakes={handshakes} "
+                f"accounts={accounts} challenges={by_type} orders by gateway="
+                f"{[m.get('fedgate_acme_orders_total', 0) for m in scraped]} (gateway 1 "
+                f"answers tls-alpn-01) apply->all serving: {ALPN} {per_name[ALPN]:.2f}s, "
+                f"{WILD} {per_name[UNDER_WILD]:.2f}s; handshakes={handshakes} "
                 f"failed={failures} challenge certificates to normal clients={challenge_certs}"
             )
             assert len(serving) == len(gws) * len(want), [g.log()[-2500:] for g in gws]

@@ -65,9 +65,11 @@ def admin() -> Iterator[AdminServer]:
             gateway("aws-eu-west-1"),
             gateway("aws-eu-west-1", 2, applied_revision=38),
             gateway(  # an ACME certificate overdue for renewal (docs/tls.md)
-                "gcp-europe-west4", acme_name="www.acme.test",
-                acme_not_after=time.time() + 7200, acme_renew_at=time.time() - 600,
-            ),  # fmt: skip
+                "gcp-europe-west4",
+                acme_name="www.acme.test",
+                acme_not_after=time.time() + 7200,
+                acme_renew_at=time.time() - 600,
+            ),
             gateway("onprem-fra1", renewal_failing=True, vault_ok=False),
             gateway("aws-us-east-1", cert_not_after=time.time() + 3 * 3600),
         ),

@@ -39,7 +39,10 @@ class AcmeSni:
 
     def challenges(self, pending: Mapping[str, str]) -> None:
         """The TLS-ALPN-01 challenges of the view (name -> key authorization): a context
-        per new or changed one, the gone ones dropped; peeking only while any is pending."""
+        per new or changed one, the gone ones dropped; peeking only while any is pending.
+        Nothing to do without a public TLS listener (:meth:`attach`)."""
+        if self._public is None:
+            return
         for name in self._challenges.keys() - pending.keys():
             del self._challenges[name]
         for name, key_authz in pending.items():

@@ -67,6 +67,16 @@ def served(host: str, sni: str) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
+def verified(host: str, sni: str, ca_pem: str) -> None:
+    """A handshake that verifies the chain against ``ca_pem`` and the host name."""
+    ctx = ssl.create_default_context(cadata=ca_pem)
+    with (
+        socket.create_connection((host, 443), timeout=3) as raw,
+        ctx.wrap_socket(raw, server_hostname=sni),
+    ):
+        pass
+
+
 def dns_names(cert: x509.Certificate) -> list[str]:
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return list(san.get_values_for_type(x509.DNSName))
@@ -191,6 +201,11 @@ async def test_tls_alpn_and_dns_wildcard_through_three_gateways(
             assert accounts == 1
             assert by_type == {"http-01": 0, "tls-alpn-01": 1, "dns-01": 1}
             assert failures == 0 and challenge_certs == 0
+            # trusted: the chain verifies against the CA and the name matches
+            ca = bao.client().secrets.pki.read_ca_certificate(mount_point="pki")
+            for g in gws:
+                for sni in want:
+                    await asyncio.to_thread(verified, g.host, sni, ca)
         finally:
             for g in gws:
                 g.stop()

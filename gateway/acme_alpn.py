@@ -32,7 +32,10 @@ from gateway.tls import CertificateMaterial, load_material, server_context
 
 ACME_TLS_1 = "acme-tls/1"
 ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")  # id-pe-acmeIdentifier
-MAX_HELLO = 64 * 1024  # a ClientHello longer than this is not looked at
+# a ClientHello longer than this, or cut into more records, is not looked at (it gets
+# the normal certificate): real ones fit one record; this bounds the work per connection
+MAX_HELLO = 16 * 1024 + 4 * 5
+MAX_RECORDS = 4
 
 
 def offered_alpn(data: bytes) -> tuple[str, ...] | None:
@@ -40,7 +43,7 @@ def offered_alpn(data: bytes) -> tuple[str, ...] | None:
     () when it offers none or is not a ClientHello; None while it is incomplete."""
     hello = bytearray()
     pos = 0
-    while True:  # reassemble the handshake message from its records
+    for _ in range(MAX_RECORDS):  # reassemble the handshake message from its records
         if len(data) < pos + 5:
             return None
         if data[pos] != 22:  # not a handshake record
@@ -56,6 +59,7 @@ def offered_alpn(data: bytes) -> tuple[str, ...] | None:
             need = 4 + int.from_bytes(hello[1:4], "big")
             if len(hello) >= need:
                 return _alpn_extension(bytes(hello[4:need]))
+    return ()  # cut into too many records: not looked at
 
 
 def _alpn_extension(body: bytes) -> tuple[str, ...]:

@@ -55,6 +55,15 @@ def test_the_offered_alpn_is_read_from_a_real_client_hello() -> None:
     assert offered_alpn(b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00") == ()  # not a ClientHello
     garbage = b"\x16\x03\x01\x00\x08\x01\x00\x00\x04\xff\xff\xff\xff"
     assert offered_alpn(garbage) == ()  # truncated body: no crash
+    # a hostile client cuts its ClientHello into tiny records: not reassembled (bounded
+    # work per connection), so it is served the normal certificate
+    body = hello[5:]
+    chunks = [body[i : i + 16] for i in range(0, len(body), 16)]
+    tiny = b"".join(b"\x16\x03\x01" + len(c).to_bytes(2, "big") + c for c in chunks)
+    assert offered_alpn(tiny) == ()
+    two = b"\x16\x03\x01" + (100).to_bytes(2, "big") + body[:100]
+    two += b"\x16\x03\x01" + (len(body) - 100).to_bytes(2, "big") + body[100:]
+    assert offered_alpn(two) == ("acme-tls/1",)  # a ClientHello over two records is read
 
 
 async def _handshakes(port: int) -> dict[str, tuple[str | None, x509.Certificate]]:

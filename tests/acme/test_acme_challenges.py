@@ -235,6 +235,12 @@ def test_acme_expiry_is_a_global_health_certificate_warning() -> None:
     ]
     assert expiring[0]["renewal_failing"] is True
     assert 3500 < expiring[0]["expires_in"] <= 3600
+    gw = next(g for c in body["clusters"] for g in c["gateways"] if g["id"] == "gw-2")
+    assert gw["acme_warning"] is True and gw["acme_name"] == "www.example.com"
+    # fedgate health says which certificate
+    from federation.commands.health import render
+
+    assert "ACME certificate www.example.com of gw-2 (eu): renewal failing" in render(body)
 
 
 def _authz(identifier: str, offered: tuple[str, ...], wildcard: bool = False) -> Any:

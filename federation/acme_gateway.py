@@ -3,9 +3,11 @@
 ``fedgate serve`` builds one :class:`AcmeGateway` when ``acme`` is set: it attaches the
 SNI selection to the public TLS context (names without a certificate yet keep the Vault
 PKI one), and on every new view starts a keeper per ``tls: acme`` host (and stops the
-keepers of hosts that left). :meth:`status` goes into the gateway's status
-(``/v1/status``, aggregated in ``/v1/health/global``): per name, expiry and the last
-ACME problem, and the names still missing a certificate.
+keepers of hosts that left), follows the TLS-ALPN-01 challenges (whoever published
+them: ``gateway/acme_alpn.py``) and the zones (DNS-01 possible). :meth:`status` goes
+into the gateway's status (``/v1/status``); :meth:`report` keeps the gateway record's
+ACME fields current for ``/v1/health/global``: the names still missing a certificate,
+the last ACME problem, and the certificate that expires first.
 """
 
 from __future__ import annotations

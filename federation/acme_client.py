@@ -4,7 +4,10 @@
 Vault holds none still before its renewal time (2/3 of its lifetime) and only while
 this process holds the name's etcd lock (:mod:`federation.acme_lock`); a gateway that
 does not get the lock waits for the holder's certificate to appear in Vault. The
-blocking ACME calls run in a worker thread: never on the request path.
+account is one for the federation, registered under its own lock. The holder answers
+HTTP-01, TLS-ALPN-01 or DNS-01 (:meth:`AcmeOrderer._pick`), publishing what every
+gateway needs through etcd (:mod:`federation.acme_records`). The blocking ACME calls
+run in a worker thread: never on the request path.
 
 Problem documents from the server (rate limits, rejected identifiers, failed
 validation) are raised as :class:`AcmeProblem` with a one-line message: the caller
@@ -15,17 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import ipaddress
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from josepy.b64 import b64encode
 from josepy.jwk import JWK, JWKRSA
 
-from federation.acme_lock import AcmeLock, Held
+from federation.acme_lock import ACCOUNT, AcmeLock, Held
 from federation.acme_store import AcmeAccount, AcmeCert, AcmeStore, validity
 from federation.vault import backoff_delay
 
@@ -55,6 +61,30 @@ def _one_line(exc: BaseException) -> str:
     return text[:300]
 
 
+class _Response(challenges.KeyAuthorizationChallengeResponse):
+    """The answer to any key-authorization challenge: an empty JSON object (RFC 8555
+    7.5.1); the acme library has no TLS-ALPN-01 class, so one response serves all."""
+
+    typ = "challenge"
+
+
+def _typ(challb: messages.ChallengeBody) -> str:
+    chall = challb.chall
+    if isinstance(chall, challenges.UnrecognizedChallenge):
+        return str(chall.jobj.get("type", ""))
+    return str(chall.typ)
+
+
+def _token(challb: messages.ChallengeBody) -> str:
+    chall = challb.chall
+    if isinstance(chall, challenges.UnrecognizedChallenge):
+        token = chall.jobj.get("token")
+        if not isinstance(token, str) or not token:
+            raise AcmeProblem(f"{_typ(challb)} challenge without a token")
+        return token
+    return str(chall.encode("token"))
+
+
 def _identifiers(
     name: str,
 ) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
@@ -73,23 +103,58 @@ class AcmeOrderer:
         *,
         wait_poll: float = 0.5,
         rng: random.Random | None = None,
+        dns_zone: Callable[[str], bool] | None = None,
+        settle: Callable[[str, str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.lock = lock
         self.orders = 0  # orders this process placed (a metric)
+        self.accounts = 0  # accounts this process registered (1 across the federation)
+        self.challenges: dict[str, int] = {}  # challenges answered, by type
+        # whether a name lies in a zone fedgate's DNS serves (DNS-01 possible)
+        self.dns_zone: Callable[[str], bool] = dns_zone or (lambda _name: False)
+        # awaited after publishing a challenge (form, name or token, value), before the
+        # CA is told to validate: the gateway waits for its own view to hold it
+        self.settle = settle
         self.last_problem: str | None = None
         self._wait_poll = wait_poll
         self._rng = rng or random.Random()
         self._client: client.ClientV2 | None = None
         self._account_key: JWK | None = None
 
-    # -- account (blocking: run in a thread)
-    def _acme(self) -> client.ClientV2:
+    # -- account: one for the federation, registered under a lock
+    async def _acme(self) -> client.ClientV2:
+        """The ACME client on the federation's account. With none in Vault, the gateway
+        holding the account lock registers it (after reading Vault again); the others
+        wait for it to appear in Vault, so N gateways starting at once make one account."""
         if self._client is not None:
             return self._client
+        deadline = time.monotonic() + self.config.order_timeout
+        while True:
+            stored = await asyncio.to_thread(self.store.read_account)
+            if stored is not None:
+                return await asyncio.to_thread(self._connect, stored)
+            async with self.lock.hold(ACCOUNT) as held:
+                if held is not None:
+                    stored = await asyncio.to_thread(self.store.read_account)
+                    if stored is not None:
+                        return await asyncio.to_thread(self._connect, stored)
+                    self._still_held(held, "account")
+                    return await asyncio.to_thread(self._connect, None)
+            if time.monotonic() >= deadline:
+                raise AcmeProblem("no ACME account in Vault: its registration did not finish")
+            await asyncio.sleep(self._wait_poll)
+
+    async def account(self) -> str:
+        """The federation's account URL (registering it if nobody has yet)."""
+        account = (await self._acme()).net.account
+        assert account is not None  # _connect sets it
+        return str(account.uri)
+
+    def _connect(self, stored: AcmeAccount | None) -> client.ClientV2:
+        """Blocking: the directory, and the stored account or a new one written to Vault."""
         cfg = self.config
-        stored = self.store.read_account()
         if stored is not None:
             key = JWK.json_loads(stored.key_json)
         else:
@@ -114,13 +179,14 @@ class AcmeOrderer:
                 email=cfg.email, terms_of_service_agreed=True, external_account_binding=eab
             )
             regr = acme.new_account(reg)
+            self.accounts += 1
             self.store.write_account(AcmeAccount(key.json_dumps(), regr.uri))
         self._client, self._account_key = acme, key
         return acme
 
     # -- one order (blocking parts in a thread; publishing through etcd in the loop)
     async def _order(self, name: str, held: Held) -> AcmeCert:
-        acme = await asyncio.to_thread(self._acme)
+        acme = await self._acme()
         assert self._account_key is not None
         account_key = self._account_key
         pkey = ec.generate_private_key(ec.SECP256R1())
@@ -134,33 +200,61 @@ class AcmeOrderer:
         self._still_held(held, name)
         order = await asyncio.to_thread(acme.new_order, csr)
         self.orders += 1
-        tokens: list[str] = []
+        published: list[tuple[str, str]] = []
         try:
             for authz in order.authorizations:
                 if authz.body.status == messages.STATUS_VALID:
                     continue
-                chall = next(
-                    (c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01)),
-                    None,
-                )
-                if chall is None:  # seam: tls-alpn-01 and dns-01 answer here
-                    raise AcmeProblem(f"{name}: the server offers no {self.config.challenge}")
+                form, chall = self._pick(name, authz.body)
                 self._still_held(held, name)
-                response, validation = chall.response_and_validation(account_key)
-                token = chall.chall.encode("token")
-                await held.publish(token, validation)
-                tokens.append(token)
+                token = _token(chall)
+                key_authz = f"{token}.{b64encode(account_key.thumbprint()).decode()}"
+                ident, value = token, key_authz
+                if form == "tls-alpn-01":
+                    ident = authz.body.identifier.value.lower()
+                elif form == "dns-01":
+                    ident = name.lower()
+                    value = b64encode(hashlib.sha256(key_authz.encode()).digest()).decode()
+                await held.publish(ident, value, form)
+                published.append((form, ident))
+                if self.settle is not None:  # the gateways' views hold it before the CA asks
+                    await self.settle(form, ident, value)
+                self.challenges[form] = self.challenges.get(form, 0) + 1
+                response = _Response(key_authorization=key_authz)
                 await asyncio.to_thread(acme.answer_challenge, chall, response)
             deadline = datetime.datetime.now() + datetime.timedelta(
                 seconds=self.config.order_timeout
             )
             done = await asyncio.to_thread(acme.poll_and_finalize, order, deadline)
         finally:
-            for t in tokens:
-                await held.withdraw(t)
+            for form, ident in published:
+                await held.withdraw(ident, form)
         fullchain = str(done.fullchain_pem)
         nb, na = validity(fullchain)
         return AcmeCert(name, fullchain, key_pem.decode(), nb, na, str(done.uri))
+
+    def _pick(self, name: str, authz: messages.Authorization) -> tuple[str, messages.ChallengeBody]:
+        """The challenge to answer: the configured one when the CA offers it and this
+        name allows it, else DNS-01 when the name lies in a zone of fedgate's DNS
+        (a wildcard can only be proved so); else a one-line problem."""
+        wildcard = bool(authz.wildcard) or name.startswith("*.")
+        offered = {_typ(c): c for c in authz.challenges}
+        for form in dict.fromkeys((self.config.challenge, "dns-01")):
+            if form not in offered:
+                continue
+            if form == "dns-01" and not self.dns_zone(name):
+                continue
+            if form != "dns-01" and wildcard:
+                continue
+            if form == "tls-alpn-01" and _identifiers(name)[1]:
+                continue  # an IP address (RFC 8738) is not answered by SNI here
+            return form, offered[form]
+        why = "a wildcard needs dns-01 and " if wildcard else ""
+        raise AcmeProblem(
+            f"{name}: no challenge to answer ({why}dns-01 needs the name in a zone of "
+            f"fedgate's DNS; wanted {self.config.challenge}; offered "
+            f"{', '.join(sorted(offered)) or 'none'})"
+        )
 
     @staticmethod
     def _still_held(held: Held, name: str) -> None:

@@ -5,8 +5,10 @@ existing) under its own short lease orders; the others wait and read Vault. The 
 is kept alive while the order runs; a holder that dies stops renewing it, etcd deletes
 the key after the TTL and the next gateway takes over -- and, before ordering, checks
 Vault for a certificate the dead holder may already have stored (no duplicate order).
-The HTTP-01 tokens of the order are published under the same lease
-(``{p}acme/challenge/{token}``) so they vanish with the holder too.
+The challenges of the order (HTTP-01 tokens, the TLS-ALPN-01 key authorization, the
+DNS-01 TXT value) are published under the same lease so they vanish with the holder
+too. The account is created under the same kind of lock (:data:`ACCOUNT`), so N
+gateways starting at once with no account in Vault register one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import AsyncIterator
 
 from federation.etcd import EtcdClient, EtcdError, Guard, Put
 from federation.keys import KeyLayout
+
+ACCOUNT = "@account"  # the lock of the first account registration (never a hostname)
 
 
 class AcmeLock:
@@ -67,20 +71,27 @@ class AcmeLock:
 
 
 class Held:
-    """A held lock: publishes challenge tokens under the holder's lease."""
+    """A held lock: publishes the order's challenges under the holder's lease
+    (:mod:`federation.acme_records` says what each form is)."""
 
     def __init__(self, etcd: EtcdClient, prefix: str, lease: int) -> None:
         self._etcd = etcd
-        self._prefix = prefix
+        self._layout = KeyLayout(prefix)
         self.lease = lease
         self.lost = False  # the lease could not be kept alive: another may hold the lock
 
-    async def publish(self, token: str, key_authorization: str) -> None:
-        await self._etcd.put(
-            KeyLayout(self._prefix).acme_challenge(token),
-            key_authorization.encode(),
-            lease=self.lease,
-        )
+    def key(self, form: str, ident: str) -> str:
+        """The etcd key of one challenge: ``http-01`` by token, the others by name."""
+        if form == "tls-alpn-01":
+            return self._layout.acme_alpn(ident)
+        if form == "dns-01":
+            return self._layout.acme_dns(ident)
+        return self._layout.acme_challenge(ident)
 
-    async def withdraw(self, token: str) -> None:
-        await self._etcd.delete(KeyLayout(self._prefix).acme_challenge(token))
+    async def publish(self, token: str, key_authorization: str, form: str = "http-01") -> str:
+        key = self.key(form, token)
+        await self._etcd.put(key, key_authorization.encode(), lease=self.lease)
+        return key
+
+    async def withdraw(self, token: str, form: str = "http-01") -> None:
+        await self._etcd.delete(self.key(form, token))

@@ -25,7 +25,9 @@ A gateway's certificate is flagged when its renewal is failing, it has expired, 
 renewal is overdue by more than :data:`RENEWAL_GRACE_SECONDS` (a gateway renews at ~2/3
 of the lifetime, so a short-lived certificate that renews on time is never flagged); a
 gateway that reports no renewal time (a certificate from KV) is flagged when it expires
-within :data:`CERT_WARN_SECONDS`.
+within :data:`CERT_WARN_SECONDS`. Each gateway's ACME certificate that expires first
+(``acme_name``) is flagged alike, when expired or overdue for renewal; both kinds are
+listed under ``certificates.expiring`` (``source``: ``vault`` or ``acme``).
 """
 
 from __future__ import annotations
@@ -100,9 +102,25 @@ def global_health(
             "expires_in": g["cert_expires_in"],
             "renewal_failing": g["renewal_failing"],
             "vault_ok": g["vault_ok"],
+            "source": "vault",
+            "name": "",
         }
         for g in all_gateways
         if g["cert_warning"]
+    ]
+    expiring += [  # ACME certificates (docs/tls.md): the one of each gateway that expires first
+        {
+            "gateway": g["id"],
+            "cluster": g["cluster"],
+            "cert_not_after": g["acme_not_after"],
+            "expires_in": g["acme_expires_in"],
+            "renewal_failing": g["acme_problem"] is not None,
+            "vault_ok": g["vault_ok"],
+            "source": "acme",
+            "name": g["acme_name"],
+        }
+        for g in all_gateways
+        if g["acme_warning"]
     ]
     clusters, services = _select(index, q)
     page_clusters = _page_of(clusters, q)
@@ -328,6 +346,18 @@ def cluster_state(
     return state.value, reasons
 
 
+def _cert_warning(
+    not_after: float | None, renew_at: float | None, now: float
+) -> tuple[float | None, bool]:
+    """(seconds left, flagged) of one certificate, by the rule of the module docstring."""
+    expires_in = None if not_after is None else not_after - now
+    if expires_in is not None and expires_in <= 0:
+        return expires_in, True
+    if renew_at is not None:
+        return expires_in, now > renew_at + RENEWAL_GRACE_SECONDS
+    return expires_in, expires_in is not None and expires_in < CERT_WARN_SECONDS
+
+
 def _gateway(g: GatewayRecord, *, newest: int, now: float) -> dict[str, Any]:
     expires_in = None if g.cert_not_after is None else g.cert_not_after - now
     if g.renewal_failing or (expires_in is not None and expires_in <= 0):
@@ -336,6 +366,9 @@ def _gateway(g: GatewayRecord, *, newest: int, now: float) -> dict[str, Any]:
         warning = now > g.cert_renew_at + RENEWAL_GRACE_SECONDS
     else:
         warning = expires_in is not None and expires_in < CERT_WARN_SECONDS
+    # ACME: a failing renewal is only a warning once the renewal is overdue (the CA may
+    # refuse for a while: the current certificate keeps serving; acme_problem says why)
+    acme_in, acme_warning = _cert_warning(g.acme_not_after, g.acme_renew_at, now)
     return {
         "id": g.id,
         "cluster": g.cluster,
@@ -356,6 +389,10 @@ def _gateway(g: GatewayRecord, *, newest: int, now: float) -> dict[str, Any]:
         "renewal_failing": g.renewal_failing,
         "acme_missing": list(g.acme_missing),
         "acme_problem": g.acme_problem,
+        "acme_name": g.acme_name,
+        "acme_not_after": g.acme_not_after,
+        "acme_expires_in": acme_in,
+        "acme_warning": acme_warning,
     }
 
 

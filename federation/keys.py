@@ -17,6 +17,8 @@ key                                         value                       written 
 ``{p}applying``                             the apply barrier           fedgate apply
 ``{p}acme/lock/{name}``                     holder id                   ACME orderer, lease
 ``{p}acme/challenge/{token}``               HTTP-01 key authorization   ACME orderer, lease
+``{p}acme/alpn/{name}``                     TLS-ALPN-01 key authz.      ACME orderer, lease
+``{p}acme/dns/{name}``                      DNS-01 TXT value            ACME orderer, lease
 ==========================================  ==========================  =============
 
 ``fedgate apply`` owns ``federation``, ``clusters/`` and ``services/`` (the *config*
@@ -50,7 +52,9 @@ class Kind(StrEnum):
     HEALTH = "health"
     GENERATION = "generation"
     APPLYING = "applying"
-    ACME = "acme"  # acme/lock/{name}, acme/challenge/{token}: the orderer, lease
+    # acme/lock/{name}, acme/challenge/{token}, acme/alpn/{name}, acme/dns/{name}: the
+    # orderer, under its lease
+    ACME = "acme"
 
 
 CONFIG_KINDS = frozenset({Kind.FEDERATION, Kind.CLUSTER, Kind.SERVICE, Kind.GENERATION})
@@ -187,6 +191,15 @@ class KeyLayout:
 
     def acme_challenge(self, token: str) -> str:
         return f"{self.prefix}{Kind.ACME}/challenge/{token}"
+
+    def acme_alpn(self, name: str) -> str:
+        """TLS-ALPN-01: the key authorization whose SHA-256 the challenge certificate of
+        ``name`` carries."""
+        return f"{self.prefix}{Kind.ACME}/alpn/{name}"
+
+    def acme_dns(self, name: str) -> str:
+        """DNS-01: the TXT value of ``_acme-challenge.<name>`` (``*.`` left off)."""
+        return f"{self.prefix}{Kind.ACME}/dns/{name}"
 
     def folder(self, kind: Kind) -> str:
         """The prefix of every key of one kind (``{p}clusters/``)."""

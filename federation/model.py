@@ -411,6 +411,11 @@ class GatewayRecord:
     # CA's last problem document in one line
     acme_missing: tuple[str, ...] = ()
     acme_problem: str | None = None
+    # the ACME certificate of this gateway that expires first: its name, expiry and
+    # renewal time (global health's certificate warnings, as for the Vault certificate)
+    acme_name: str = ""
+    acme_not_after: float | None = None
+    acme_renew_at: float | None = None
 
 
 ANY = "*"  # Observation.service / .cluster: every service of a cluster, every cluster
@@ -487,6 +492,10 @@ class RoutingView:
     zones: tuple[Zone, ...] = ()  # the DNS zones the gateways serve
     # ACME HTTP-01: token -> key authorization (``{p}acme/challenge/{token}``, the orderer's)
     acme_challenges: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # ACME TLS-ALPN-01: name -> key authorization (``{p}acme/alpn/{name}``)
+    acme_alpn: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # ACME DNS-01: ``_acme-challenge.<name>`` -> its TXT values (``{p}acme/dns/{name}``)
+    acme_txt: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     def gateways_in(self, cluster: str) -> tuple[GatewayRecord, ...]:
         return tuple(g for g in self.gateways.values() if g.cluster == cluster)

@@ -58,6 +58,11 @@ GATEWAY = _obj(
         # ACME (docs/tls.md): tls: acme hosts still on the Vault certificate, last problem
         "acme_missing": {"type": "array", "items": _STR},
         "acme_problem": _nullable("string"),
+        # the ACME certificate of this gateway that expires first
+        "acme_name": _STR,
+        "acme_not_after": _nullable("number"),
+        "acme_expires_in": _nullable("number"),
+        "acme_warning": _BOOL,
     }
 )
 
@@ -154,6 +159,8 @@ GLOBAL_HEALTH = _obj(
                             "expires_in": _nullable("number"),
                             "renewal_failing": _BOOL,
                             "vault_ok": _nullable("boolean"),
+                            "source": {"type": "string", "enum": ["vault", "acme"]},
+                            "name": _STR,  # the ACME name ("" for the Vault certificate)
                         }
                     ),
                 },

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from federation import codec, limits
+from federation.acme_records import check_acme_challenge
 from federation.etcd import KV, EtcdClient
 from federation.keys import KeyLayout, Kind, ParsedKey
 from federation.model import (
@@ -123,8 +124,9 @@ def _decode(parsed: ParsedKey, data: bytes) -> Any:
             if obs.observer != parts[0]:
                 raise ItemError(f"observation by {obs.observer!r} does not match its key")
         return observations
-    if kind is Kind.ACME:  # lock/{name}: the holder; challenge/{token}: key authorization
-        if parts[0] not in ("lock", "challenge"):
+    if kind is Kind.ACME:  # lock/{name}: the holder; challenge/{token}, alpn/{name}:
+        # a key authorization; dns/{name}: a TXT value (federation/acme_lock.py)
+        if parts[0] not in ("lock", "challenge", "alpn", "dns"):
             raise ItemError(f"unknown acme key kind {parts[0]!r}")
         try:
             text = data.decode("ascii")
@@ -132,6 +134,11 @@ def _decode(parsed: ParsedKey, data: bytes) -> Any:
             raise ItemError("acme value is not ASCII") from None
         if len(text) > 512 or not text.isprintable():
             raise ItemError("acme value is not a short printable string")
+        if parts[0] in ("alpn", "dns"):
+            try:
+                check_acme_challenge(parts[0], parts[1], text)
+            except ValueError as exc:
+                raise ItemError(str(exc)) from None
         return text
     raise ItemError(f"unknown kind {kind}")  # pragma: no cover - the layout knows them all
 
@@ -204,6 +211,8 @@ def same_content(a: RoutingView, b: RoutingView) -> bool:
             v.rejected,
             v.zones,
             dict(v.acme_challenges),
+            dict(v.acme_alpn),
+            dict(v.acme_txt),
         )
 
     return strip(a) == strip(b)

@@ -38,6 +38,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
+from federation.acme_records import txt_name
 from federation.aggregate import assess_pair, pair_opinions
 from federation.etcd import KV
 from federation.keys import HELD_KINDS, KeyLayout, Kind
@@ -141,6 +142,11 @@ class ViewState:
         # ACME HTTP-01 key authorizations by token (acme/challenge/{token}), answered by
         # every gateway (gateway/acme_challenge.py); acme/lock/{name} feeds nothing
         self.acme_challenges: dict[str, str] = {}
+        # TLS-ALPN-01 key authorizations by name (acme/alpn/{name}); DNS-01 TXT values by
+        # name (acme/dns/{name}) and by the TXT record's owner (_acme-challenge.<name>)
+        self.acme_alpn: dict[str, str] = {}
+        self._acme_dns: dict[str, str] = {}
+        self.acme_txt: dict[str, tuple[str, ...]] = {}
         self._view = _EMPTY
 
     # ------------------------------------------------------------------ reading
@@ -255,19 +261,36 @@ class ViewState:
         return view
 
     def _apply_acme(self, keys: list[str]) -> bool:
+        """The challenges of ``keys`` (HTTP-01 tokens, TLS-ALPN-01 and DNS-01 names);
+        only the touched TXT names are rebuilt."""
         changed = False
+        txt_touched: set[str] = set()
         for key in keys:
             parsed = self.layout.parse(key)
             assert parsed is not None
-            item = self._decode(key)
-            if parsed.parts[0] != "challenge":
-                continue
-            token = parsed.parts[1]
+            item = self._decode(key)  # records or clears a rejection, whatever the form
+            form, ident = parsed.parts
+            table = {"challenge": self.acme_challenges, "alpn": self.acme_alpn}.get(form)
+            if table is None and form == "dns":
+                table = self._acme_dns
+            if table is None:
+                continue  # lock/{name} feeds nothing
             if item is None or item.error is not None:  # gone, or rejected: not answered
-                changed |= self.acme_challenges.pop(token, None) is not None
-            elif self.acme_challenges.get(token) != item.value:
-                self.acme_challenges[token] = item.value
-                changed = True
+                differs = table.pop(ident, None) is not None
+            elif table.get(ident) != item.value:
+                table[ident] = item.value
+                differs = True
+            else:
+                differs = False
+            changed |= differs
+            if differs and form == "dns":
+                txt_touched.add(txt_name(ident))
+        for owner in txt_touched:
+            values = tuple(sorted(v for n, v in self._acme_dns.items() if txt_name(n) == owner))
+            if values:
+                self.acme_txt[owner] = values
+            else:
+                self.acme_txt.pop(owner, None)
         return changed
 
     # -- config
@@ -575,6 +598,8 @@ class ViewState:
             acme_challenges=(
                 MappingProxyType(dict(self.acme_challenges)) if acme else before.acme_challenges
             ),
+            acme_alpn=MappingProxyType(dict(self.acme_alpn)) if acme else before.acme_alpn,
+            acme_txt=MappingProxyType(dict(self.acme_txt)) if acme else before.acme_txt,
         )
         return self._view
 

@@ -7,12 +7,18 @@ connections keep theirs and new handshakes get the new one. The public context's
 one-label wildcard); a name without a certificate yet stays on the public context --
 the Vault PKI certificate -- and is listed by :meth:`AcmeSni.missing` for health.
 The callback is a dict lookup: nothing blocks a handshake.
+
+TLS-ALPN-01 (``gateway/acme_alpn.py``): while the view holds challenges
+(:meth:`AcmeSni.challenges`), a handshake whose ClientHello offers ``acme-tls/1`` for a
+name with a pending challenge is switched to that name's challenge context instead.
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 
+from gateway.acme_alpn import ACME_TLS_1, PeekingSSLObject, challenge_context
 from gateway.tls import CertificateMaterial, load_material, server_context
 
 
@@ -26,6 +32,25 @@ class AcmeSni:
     def __init__(self) -> None:
         self._contexts: dict[str, ssl.SSLContext] = {}
         self._wanted: set[str] = set()
+        # TLS-ALPN-01: name -> (key authorization, its challenge context)
+        self._challenges: dict[str, tuple[str, ssl.SSLContext]] = {}
+        self._public: ssl.SSLContext | None = None
+        self.challenge_handshakes = 0  # handshakes answered with a challenge certificate
+
+    def challenges(self, pending: Mapping[str, str]) -> None:
+        """The TLS-ALPN-01 challenges of the view (name -> key authorization): a context
+        per new or changed one, the gone ones dropped; peeking only while any is pending.
+        Nothing to do without a public TLS listener (:meth:`attach`)."""
+        if self._public is None:
+            return
+        for name in self._challenges.keys() - pending.keys():
+            del self._challenges[name]
+        for name, key_authz in pending.items():
+            have = self._challenges.get(name)
+            if have is None or have[0] != key_authz:
+                self._challenges[name] = (key_authz, challenge_context(name, key_authz))
+        if self._public is not None:
+            self._public.sslobject_class = PeekingSSLObject if self._challenges else ssl.SSLObject
 
     def want(self, names: set[str]) -> None:
         """The names the manifest marks ``tls: acme`` for this gateway."""
@@ -58,9 +83,17 @@ class AcmeSni:
         """Make ``public`` pick a name's context by SNI (falls back to itself)."""
 
         def pick(sock: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+            if self._challenges and server_name:
+                offered = getattr(sock, "offered_alpn", None)
+                hit = self._challenges.get(server_name.lower().rstrip("."))
+                if hit is not None and offered and ACME_TLS_1 in offered:
+                    sock.context = hit[1]
+                    self.challenge_handshakes += 1
+                    return None
             ctx = self.context_for(server_name)
             if ctx is not None:
                 sock.context = ctx
             return None
 
+        self._public = public
         public.sni_callback = pick

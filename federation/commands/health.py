@@ -367,7 +367,8 @@ def _warnings(body: Mapping[str, Any], paint: Painter, lines: list[str]) -> None
         what = "renewal failing" if e["renewal_failing"] else "expires soon"
         lines.append(
             paint(
-                f"certificate of {e['gateway']} ({e['cluster']}): {what}, "
+                f"{'ACME certificate ' + e['name'] if e.get('source') == 'acme' else 'certificate'}"
+                f" of {e['gateway']} ({e['cluster']}): {what}, "
                 f"expires in {human_duration(e['expires_in'])}",
                 "bad",
             )

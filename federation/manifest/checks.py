@@ -66,6 +66,10 @@ def check(doc: Document) -> None:
         s["name"] for _, s in _items(data.get("services"))
         if isinstance(s, dict) and isinstance(s.get("name"), str)
     }  # fmt: skip
+    zones = {
+        z["name"].lower() for _, z in _items(data.get("zones"))
+        if isinstance(z, dict) and isinstance(z.get("name"), str)
+    }  # fmt: skip
     for i, service in _items(data.get("services")):
         if not isinstance(service, dict):
             continue
@@ -80,6 +84,7 @@ def check(doc: Document) -> None:
             else:
                 names[name] = doc.mark((*base, "name"))[0]
         _check_service(doc, base, service, clusters, routes, services)
+        _check_acme(doc, base, service, zones)
     check_dns(doc, data)
 
 
@@ -165,7 +170,6 @@ def _check_service(
                     listed.add(address)
 
     _check_failover(doc, base, service, known, own_or_all)
-    _check_acme(doc, base, service)
 
     static = set(endpoints) if isinstance(endpoints, dict) else set()
     for j, cluster in _items(service.get("clusters")):
@@ -275,17 +279,22 @@ def _check_failover(
             )
 
 
-def _check_acme(doc: Document, base: Path, service: dict[Any, Any]) -> None:
+def _check_acme(doc: Document, base: Path, service: dict[Any, Any], zones: set[str]) -> None:
     """``tls: acme`` on a wildcard host: HTTP-01 and TLS-ALPN-01 cannot prove a wildcard
-    (RFC 8555 section 7.1.3), and DNS-01 is not answered yet (docs/tls.md)."""
+    (RFC 8555 section 7.1.3); DNS-01 can when the host lies in one of the ``zones``
+    fedgate's own DNS serves (docs/tls.md)."""
     for j, route in _items(service.get("routes")):
         if not isinstance(route, dict):
             continue
         host = route.get("host")
         tls = route.get("tls", service.get("tls"))
         if tls == "acme" and isinstance(host, str) and host.startswith("*."):
+            labels = host.lower().rstrip(".").split(".")[1:]
+            if any(".".join(labels[i:]) in zones for i in range(len(labels))):
+                continue
             doc.add(
                 (*base, "routes", j, "host"),
-                f"wildcard host {host!r} cannot have tls: acme (http-01 and tls-alpn-01 "
-                "cannot prove a wildcard; dns-01 is not answered yet)",
+                f"wildcard host {host!r} cannot have tls: acme outside the zones (http-01 "
+                "and tls-alpn-01 cannot prove a wildcard; dns-01 needs the host in one of "
+                f"the manifest's zones: {_known(zones)})",
             )

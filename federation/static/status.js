@@ -212,7 +212,7 @@
 
   function card(c) {
     const gws = c.gateways;
-    const certs = gws.filter((g) => g.cert_warning).length;
+    const certs = gws.filter((g) => g.cert_warning || g.acme_warning).length;
     const stale = gws.filter((g) => !g.converged).length;
     return el("article", { class: "card", "data-cluster": c.name, "data-state": c.state, "aria-label": `cluster ${c.name}: ${c.state}` },
       el("div", { class: "row" }, el("span", { class: "name" }, c.name), badge(c.state)),
@@ -271,7 +271,7 @@
   }
 
   function gatewayIssue(g) {
-    return !g.converged || g.cert_warning || g.vault_ok === false || g.stale;
+    return !g.converged || g.cert_warning || g.acme_warning || g.vault_ok === false || g.stale;
   }
 
   function renderGateways(h) {
@@ -289,7 +289,8 @@
         const vault = g.vault_ok === null ? el("span", {}, "not used") : g.vault_ok ? el("span", { class: "badge ok" }, "reachable") : el("span", { class: "badge bad" }, "unreachable");
         const cert = el("span", { class: g.cert_warning ? "badge bad" : "" },
           g.cert_not_after === null ? "no certificate" : duration(g.cert_expires_in),
-          g.renewal_failing ? " · renewal failing" : "");
+          g.renewal_failing ? " · renewal failing" : "",
+          g.acme_warning ? el("span", { class: "badge bad" }, ` · ACME ${g.acme_name} ${duration(g.acme_expires_in)}`) : "");
         const rev = el("span", { class: g.converged ? "badge ok" : "badge warn" },
           `${g.applied_revision}${g.converged ? " ✓ newest" : ` (newest ${h.convergence.config_revision})`}`);
         rows.push(el("tr", { "data-gateway": g.id },

@@ -9,6 +9,8 @@ records by section, and why), free of any wire format, so the listener
 - a name without records of the type asked: NOERROR, no answer, the SOA (NODATA);
 - the apex: SOA, NS (with the glue of the NS names in the additional section);
 - ``ns-<cluster>.<zone>``: A/AAAA of that cluster's live DNS listeners;
+- ``_acme-challenge.<name>`` while an ACME DNS-01 order is pending: its TXT values
+  (``RoutingView.acme_txt``, published through etcd; docs/tls.md), before any route;
 - a service's route host: A/AAAA of the clusters :mod:`gateway.dns.answers` selects, or
   a CNAME to a hostname public entry (for any type, as RFC 1034 has it).
 """
@@ -22,14 +24,15 @@ from gateway.dns.answers import DnsAnswers, IPAddress, Selection
 from gateway.dns.names import ZoneInfo
 
 NOERROR, NXDOMAIN, REFUSED = "NOERROR", "NXDOMAIN", "REFUSED"
-A, AAAA, CNAME, NS, SOA, ANY = "A", "AAAA", "CNAME", "NS", "SOA", "ANY"
+A, AAAA, CNAME, NS, SOA, ANY, TXT = "A", "AAAA", "CNAME", "NS", "SOA", "ANY", "TXT"
+ACME_TXT_TTL = 0  # a DNS-01 value lives for one order: never cached
 SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 60, 10, 3600
 
 
 @dataclass(frozen=True, slots=True)
 class Record:
     name: str
-    type: str  # A | AAAA | CNAME | NS | SOA
+    type: str  # A | AAAA | CNAME | NS | SOA | TXT
     ttl: int
     data: tuple[str, ...]  # A/AAAA/NS: one item per record; CNAME: one; SOA: the fields
 
@@ -87,6 +90,17 @@ def resolve(
     if info is None:
         return Resolution(REFUSED, False, why="outside the zones this server is authoritative for")
     zname = info.zone.name
+    txt = view.acme_txt.get(name) if view.acme_txt else None
+    if txt is not None:  # an ACME DNS-01 challenge: before any (wildcard) route host
+        why = "ACME DNS-01 challenge"
+        if qtype == TXT:
+            return Resolution(
+                NOERROR, True, answer=(Record(name, TXT, ACME_TXT_TTL, txt),), zone=zname, why=why
+            )
+        return Resolution(
+            NOERROR, True, authority=_negative(info, index.serial), zone=zname,
+            why=f"{why}; no {qtype} record",
+        )  # fmt: skip
     owner = index.owner(name, info)
     if owner is None:
         return Resolution(

@@ -87,6 +87,8 @@ def _rdatas(rec: Record) -> tuple[dns.rdata.Rdata, ...]:
         texts = [" ".join(f"{d}." if i < 2 else d for i, d in enumerate(rec.data))]
     elif rec.type == "NS":
         texts = [f"{d}." for d in rec.data]
+    elif rec.type == "TXT":  # ACME DNS-01 values: base64url, quoted as one string each
+        texts = [f'"{d}"' for d in rec.data]
     else:
         texts = list(rec.data)
     return tuple(dns.rdata.from_text(dns.rdataclass.IN, rdtype, t) for t in texts)

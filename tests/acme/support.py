@@ -49,14 +49,15 @@ def issued(bao: OpenBao) -> int:
         return 0
 
 
-def free_loopback_80() -> str | None:
-    """A 127.0.0.x address whose port 80 this process can bind (root), or None."""
+def free_loopback_80(port: int = 80) -> str | None:
+    """A 127.0.x.y address whose ``port`` (80: HTTP-01, 443: TLS-ALPN-01) this process
+    can bind (root), or None."""
     for _ in range(20):
         host = f"127.0.{random.randint(1, 250)}.{random.randint(2, 250)}"
         s = socket.socket()
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, 80))
+            s.bind((host, port))
             return host
         except OSError:
             continue

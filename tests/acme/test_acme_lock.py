@@ -28,14 +28,16 @@ async def test_one_holder_and_a_lost_lease_is_noticed(etcd: EtcdCluster) -> None
         assert await a.holder("shop.example.com") is None  # released: no stuck lock
 
 
-def test_unanswered_challenges_and_a_missing_eab_key_are_one_line_errors() -> None:
+def test_every_challenge_is_accepted_and_a_missing_eab_key_is_a_one_line_error() -> None:
     import pytest
 
     from federation.acme_gateway import acme_config
     from federation.settings import AcmeSettings
 
-    with pytest.raises(ValueError, match=r"acme\.challenge dns-01 is not answered yet"):
-        acme_config(AcmeSettings.model_validate({"challenge": "dns-01"}))
+    for form in ("http-01", "tls-alpn-01", "dns-01"):
+        assert acme_config(AcmeSettings.model_validate({"challenge": form})).challenge == form
+    with pytest.raises(ValueError, match="challenge"):
+        AcmeSettings.model_validate({"challenge": "tls-sni-01"})
     with pytest.raises(ValueError, match=r"acme\.eab\.hmacKeyFile /nonexistent/k: "):
         acme_config(
             AcmeSettings.model_validate({"eab": {"kid": "k", "hmacKeyFile": "/nonexistent/k"}})

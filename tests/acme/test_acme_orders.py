@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from federation.acme_client import AcmeConfig, AcmeOrderer, AcmeProblem
-from federation.acme_lock import AcmeLock
+from federation.acme_lock import ACCOUNT, AcmeLock
 from federation.acme_renew import AcmeRenewer
 from federation.acme_store import AcmeStore
 from federation.etcd import EtcdClient
@@ -133,10 +133,34 @@ async def test_one_order_for_three_gateways_starting_at_once(env: tuple[Acme, Et
             await c.close()
 
 
+async def test_first_account_registered_once_by_gateways_starting_at_once(
+    env: tuple[Acme, EtcdClient],
+) -> None:
+    """No account in Vault and five gateways asking at once: one registers it under the
+    account lock, the others read it from Vault (each used to register its own)."""
+    acme, etcd = env
+    store = AcmeStore(acme.bao.client(), base="acme-race")
+    clients = [EtcdClient(etcd.endpoints) for _ in range(5)]
+    for c in clients:
+        await c.connect()
+    try:
+        orderers = [orderer(acme, c, f"gw{i}") for i, c in enumerate(clients)]
+        for o in orderers:
+            o.store = store
+        urls = await asyncio.wait_for(asyncio.gather(*(o.account() for o in orderers)), 60)
+        assert sum(o.accounts for o in orderers) == 1
+        stored = store.read_account()
+        assert stored is not None and set(urls) == {stored.url}
+        assert await etcd.get(KeyLayout(PREFIX).acme_lock(ACCOUNT)) is None  # released
+    finally:
+        for c in clients:
+            await c.close()
+
+
 HOLDER = """
 import asyncio, sys
 from federation.etcd import EtcdClient
-from federation.acme_lock import AcmeLock
+from federation.acme_lock import ACCOUNT, AcmeLock
 async def main():
     async with EtcdClient(sys.argv[1].split(",")) as c:
         async with AcmeLock(c, "/fedgate/", "doomed", ttl=2).hold(sys.argv[2]) as held:

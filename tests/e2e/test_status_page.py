@@ -64,7 +64,12 @@ def admin() -> Iterator[AdminServer]:
         gateways=(
             gateway("aws-eu-west-1"),
             gateway("aws-eu-west-1", 2, applied_revision=38),
-            gateway("gcp-europe-west4"),
+            gateway(  # an ACME certificate overdue for renewal (docs/tls.md)
+                "gcp-europe-west4",
+                acme_name="www.acme.test",
+                acme_not_after=time.time() + 7200,
+                acme_renew_at=time.time() - 600,
+            ),
             gateway("onprem-fra1", renewal_failing=True, vault_ok=False),
             gateway("aws-us-east-1", cert_not_after=time.time() + 3 * 3600),
         ),
@@ -116,6 +121,7 @@ def test_page_renders_every_cluster_and_follows_health(browser: Any, admin: Admi
     # certificates and convergence
     gateways = page.inner_text("#gateways")
     assert "renewal failing" in gateways and "unreachable" in gateways
+    assert "ACME www.acme.test" in gateways
     assert "38 (newest 40)" in gateways
     assert "80%" in page.inner_text('[data-tile="convergence"]')
     page.screenshot(path=str(ARTIFACTS / "status_page.png"), full_page=True)

@@ -32,3 +32,8 @@ output "vault_pki_role" {
   description = "The PKI role this cluster's gateways issue their certificates from."
   value       = vault_pki_secret_backend_role.gateway.name
 }
+
+output "etcd_user" {
+  description = "The etcd user (and role, and client certificate CN) of this cluster's gateways: fedgate-gateway-<cluster>."
+  value       = local.etcd_user
+}

@@ -123,8 +123,14 @@ variable "admin_token" {
   }
 }
 
-variable "etcd_client_pki_role" {
-  description = "Name of a PKI role (made here, per cluster) that issues the gateways' etcd client certificates, CN fedgate-gateway-<cluster>; set etcd.tls.vaultRole to it in the settings. Null: no such role (etcd client certificates come from files)."
+variable "etcd_ca_cert_pem" {
+  description = "PEM of the CA that signed etcd's server certificates, mounted at the settings' etcd.tls.ca. Null: the ca.crt of etcd_client_secret (not possible with etcd.tls.vaultRole)."
+  type        = string
+  default     = null
+}
+
+variable "etcd_client_secret" {
+  description = "Name of an existing Secret (in the namespace; type kubernetes.io/tls, e.g. from cert-manager) with the gateways' etcd client certificate: tls.crt with CN fedgate-gateway-<cluster> (the etcd role `fedgate etcd-bootstrap` creates), tls.key, and optionally ca.crt. Mounted at the settings' etcd.tls.cert and key. Not needed when the settings name etcd.tls.vaultRole: the gateways then issue it from Vault PKI, and this module makes that PKI role."
   type        = string
   default     = null
 }

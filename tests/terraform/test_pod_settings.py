@@ -44,7 +44,7 @@ def test_pod_settings_terraform_test(module: tuple[Terraform, Path]) -> None:
     tf, where = module
     result = tf.run("test", "-no-color", cwd=where, timeout=300)
     assert result.returncode == 0, result.output
-    assert "8 passed, 0 failed" in result.output, result.output
+    assert "9 passed, 0 failed" in result.output, result.output
 
 
 _VAULT_NAMES = ("auth_mount", "auth_role", "pki_mount", "pki_role", "trust_domain", "spiffe_id")
@@ -160,3 +160,21 @@ def test_vault_issues_the_etcd_certificate_of_the_settings_role_only(
     assert role["client_flag"] is True and role["server_flag"] is False
     policy = deployment["vault_policy.gateway"]["policy"]
     assert "/issue/${local.etcd_vault_role}" in policy
+
+
+def test_the_dns_listener_is_reachable(deployment: dict[str, Any]) -> None:
+    """listen.dns used to get no container port, no Service, and the NetworkPolicy (on by
+    default) dropped every query to it; port 53 could not be bound without root."""
+    dep = deployment["kubernetes_deployment_v1.gateway"]
+    pod = block(dep, "spec", "template", "spec")
+    (container,) = pod["container"]
+    ports = [d["port"] for d in container["dynamic"] if "port" in d]
+    assert any("dns-tcp" in str(p["for_each"]) and "UDP" in str(p["for_each"]) for p in ports)
+    sysctl = block(pod, "security_context")["dynamic"][0]["sysctl"]
+    assert sysctl["content"][0]["name"] == "net.ipv4.ip_unprivileged_port_start"
+    service = deployment["kubernetes_service_v1.dns"]
+    assert service["count"] == "${local.port.dns == null ? 0 : 1}"
+    spec_ports = block(service, "spec")["port"]
+    assert {(p["port"], p["protocol"]) for p in spec_ports} == {(53, "UDP"), (53, "TCP")}
+    policy = (CLUSTER_MODULE / "network_policy.tf").read_text()
+    assert 'for_each = local.port.dns == null ? [] : ["UDP", "TCP"]' in policy

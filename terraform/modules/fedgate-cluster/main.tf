@@ -246,6 +246,15 @@ resource "kubernetes_deployment_v1" "gateway" {
           seccomp_profile {
             type = "RuntimeDefault"
           }
+          # a DNS listener on a port under 1024 (53), without root or NET_BIND_SERVICE:
+          # the pod's own network namespace lets unprivileged processes bind from there
+          dynamic "sysctl" {
+            for_each = local.port.dns != null && coalesce(local.port.dns, 1024) < 1024 ? [local.port.dns] : []
+            content {
+              name  = "net.ipv4.ip_unprivileged_port_start"
+              value = tostring(sysctl.value)
+            }
+          }
         }
 
         affinity {
@@ -303,6 +312,15 @@ resource "kubernetes_deployment_v1" "gateway" {
             name           = "admin"
             container_port = local.port.admin
             protocol       = "TCP"
+          }
+
+          dynamic "port" {
+            for_each = local.port.dns == null ? {} : { "dns" = "UDP", "dns-tcp" = "TCP" }
+            content {
+              name           = port.key
+              container_port = local.port.dns
+              protocol       = port.value
+            }
           }
 
           # the admin API listens on the pod IP only (not 0.0.0.0); the NetworkPolicy
@@ -626,6 +644,40 @@ resource "kubernetes_service_v1" "east_west" {
       name        = "east-west"
       port        = local.port.east_west
       target_port = "east-west"
+      protocol    = "TCP"
+    }
+  }
+}
+
+# The authoritative DNS listener (listen.dns): resolvers reach it on 53, UDP and TCP, at
+# the address the settings' dns.advertise publishes as glue (docs/dns.md).
+resource "kubernetes_service_v1" "dns" {
+  count = local.port.dns == null ? 0 : 1
+
+  metadata {
+    name        = "${var.name}-dns"
+    namespace   = local.namespace
+    labels      = local.labels
+    annotations = var.dns_service_annotations
+  }
+
+  spec {
+    type     = var.dns_service_type
+    selector = local.selector
+    # keep the resolver's address (response-rate limiting, EDNS client subnet)
+    external_traffic_policy = var.dns_service_type == "ClusterIP" ? null : "Local"
+
+    port {
+      name        = "dns"
+      port        = 53
+      target_port = "dns"
+      protocol    = "UDP"
+    }
+
+    port {
+      name        = "dns-tcp"
+      port        = 53
+      target_port = "dns-tcp"
       protocol    = "TCP"
     }
   }

@@ -37,3 +37,8 @@ output "etcd_user" {
   description = "The etcd user (and role, and client certificate CN) of this cluster's gateways: fedgate-gateway-<cluster>."
   value       = local.etcd_user
 }
+
+output "dns_service" {
+  description = "The DNS Service, namespace/name (null without listen.dns); its load balancer address is the glue to publish (dns_advertise)."
+  value       = local.port.dns == null ? null : "${local.namespace}/${kubernetes_service_v1.dns[0].metadata[0].name}"
+}

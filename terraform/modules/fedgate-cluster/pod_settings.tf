@@ -11,6 +11,8 @@ locals {
     public_tls = try(tonumber(element(split(":", local.settings.listen.publicTls), -1)), null)
     east_west  = tonumber(element(split(":", local.settings.listen.eastWest), -1))
     admin      = tonumber(element(split(":", local.settings.listen.admin), -1))
+    # the authoritative DNS listener (listen.dns, UDP and TCP), when the settings name it
+    dns = try(tonumber(element(split(":", local.settings.listen.dns), -1)), null)
   }
 
   token_file = try(local.settings.admin.tokenFile, "/run/secrets/fedgate/admin-token")

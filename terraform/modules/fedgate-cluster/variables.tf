@@ -196,6 +196,23 @@ variable "east_west_service_annotations" {
   default     = {}
 }
 
+variable "dns_service_type" {
+  description = "The DNS Service (UDP and TCP 53), made when the settings name listen.dns: LoadBalancer (its address is the glue of the cluster's NS name: dns_advertise in the settings module), NodePort or ClusterIP."
+  type        = string
+  default     = "LoadBalancer"
+
+  validation {
+    condition     = contains(["ClusterIP", "NodePort", "LoadBalancer"], var.dns_service_type)
+    error_message = "dns_service_type must be ClusterIP, NodePort or LoadBalancer."
+  }
+}
+
+variable "dns_service_annotations" {
+  description = "Annotations of the DNS Service (cloud load balancer settings)."
+  type        = map(string)
+  default     = {}
+}
+
 variable "termination_grace_period_seconds" {
   description = "Longer than the gateway's drain timeout (limits.drainTimeout, 15 s by default)."
   type        = number

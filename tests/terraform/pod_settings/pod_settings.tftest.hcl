@@ -170,3 +170,19 @@ run "etcd_cert_and_key_in_two_folders_are_refused" {
 
   expect_failures = [terraform_data.pod_settings]
 }
+
+run "dns_listener_port" {
+  command = apply
+
+  variables {
+    settings_yaml = <<-EOT
+      cluster: aws-eu-west-1
+      listen: {public: "0.0.0.0:8080", eastWest: "0.0.0.0:15443", admin: "0.0.0.0:9901", dns: "0.0.0.0:53"}
+    EOT
+  }
+
+  assert {
+    condition     = output.port.dns == 53
+    error_message = "listen.dns gives the DNS port (container ports, NetworkPolicy, Service)"
+  }
+}

@@ -157,4 +157,7 @@ def test_vault_issued_etcd_certificate_is_the_gateway_role(tf: Terraform, tmp_pa
         assert spec is not None
         assert spec.role == f"fedgate-etcd-{name}"
         assert spec.common_name == out["clusters"][name]["etcd_user"]
-        assert (spec.cert, spec.key) == ("/etc/fedgate/etcd/tls.crt", "/etc/fedgate/etcd/tls.key")
+        assert (spec.cert, spec.key) == (
+            "/etc/fedgate-etcd/client/tls.crt",
+            "/etc/fedgate-etcd/client/tls.key",
+        )

@@ -30,9 +30,9 @@ variable "etcd_endpoints" {
 variable "etcd_tls" {
   description = "etcd over mutual TLS (the fedgate-settings module's etcd_tls): file paths in the pod and, with vault_role_format, client certificates issued by Vault. Null only with http:// endpoints (development)."
   type = object({
-    ca                = optional(string, "/etc/fedgate/etcd-ca/ca.crt")
-    cert              = optional(string, "/etc/fedgate/etcd/tls.crt")
-    key               = optional(string, "/etc/fedgate/etcd/tls.key")
+    ca                = optional(string, "/etc/fedgate-etcd/ca/ca.crt")
+    cert              = optional(string, "/etc/fedgate-etcd/client/tls.crt")
+    key               = optional(string, "/etc/fedgate-etcd/client/tls.key")
     vault_role_format = optional(string)
   })
   default = {}

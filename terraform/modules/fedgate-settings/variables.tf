@@ -37,13 +37,14 @@ variable "etcd_tls" {
     `vault_role_format` (a format() string that receives the cluster name) the gateway
     issues that certificate from Vault PKI itself (`etcd.tls.vaultRole`) and renews it;
     without, the fedgate-cluster module mounts it from a Kubernetes Secret. The CA and
-    the client certificate sit in two folders: each is one volume in the pod.
+    the client certificate sit in two folders: each is one volume in the pod (by
+    default outside /etc/fedgate, the settings' own volume, so no mount is nested in it).
     Null: plain http:// endpoints (development only).
   EOT
   type = object({
-    ca                = optional(string, "/etc/fedgate/etcd-ca/ca.crt")
-    cert              = optional(string, "/etc/fedgate/etcd/tls.crt")
-    key               = optional(string, "/etc/fedgate/etcd/tls.key")
+    ca                = optional(string, "/etc/fedgate-etcd/ca/ca.crt")
+    cert              = optional(string, "/etc/fedgate-etcd/client/tls.crt")
+    key               = optional(string, "/etc/fedgate-etcd/client/tls.key")
     vault_role_format = optional(string)
   })
   default = null

@@ -231,9 +231,9 @@ run "etcd_over_mutual_tls_with_a_client_certificate_from_a_secret" {
 
   assert {
     condition = alltrue([for name, text in output.settings : yamldecode(text).etcd.tls == {
-      ca   = "/etc/fedgate/etcd-ca/ca.crt"
-      cert = "/etc/fedgate/etcd/tls.crt"
-      key  = "/etc/fedgate/etcd/tls.key"
+      ca   = "/etc/fedgate-etcd/ca/ca.crt"
+      cert = "/etc/fedgate-etcd/client/tls.crt"
+      key  = "/etc/fedgate-etcd/client/tls.key"
     }])
     error_message = "etcd.tls not rendered (CA, client certificate and key, no vaultRole)"
   }

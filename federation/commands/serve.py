@@ -230,6 +230,11 @@ class GatewayProcess:
             from federation.liveness import GatewayLease, GatewayRegistration
             from federation.watch import ViewWatcher
 
+            try:  # etcd's TLS files, readable now (Vault has written what it issues)
+                if "tls" in etcd_options:
+                    etcd_options["tls"].credentials()
+            except ValueError as exc:
+                raise StartupError(f"etcd.tls: {exc}") from None
             try:
                 client = EtcdClient(s.etcd.endpoints, timeout=s.etcd.dial_timeout, **etcd_options)
             except ValueError as exc:

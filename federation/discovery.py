@@ -1,63 +1,62 @@
 """Kubernetes endpoint discovery: EndpointSlices -> endpoints in etcd, under the gateway's lease.
 
 For every manifest service that runs in this gateway's cluster, and every namespace of
-``Cluster.kubernetes.namespaces``, one thread lists the service's EndpointSlices
-(``discovery.k8s.io/v1``, label ``kubernetes.io/service-name=<service>``) with the
-official ``kubernetes`` client, then watches them from the list's resourceVersion:
+``Cluster.kubernetes.namespaces``, one thread lists then watches the service's
+EndpointSlices (``federation.endpointslices``: resume from the last resourceVersion,
+list again on ``410 Gone``, reconnect with backoff) and hands every new state of its
+slices to the event loop. There the endpoints of all namespaces of a service are
+merged, and written to etcd at ``layout.endpoints(service, cluster, source)`` as
+``codec.encode([Endpoint, ...])`` under the gateway's lease, only when they changed.
+The key is deleted when the service has no EndpointSlice left (or leaves the manifest).
+After the lease was lost and granted anew, every key is written again.
 
-- it resumes from the last resourceVersion it saw, BOOKMARK events included, each time
-  a watch ends (``timeout_seconds`` keeps every watch short, so stopping is quick);
-- ``410 Gone`` (an ERROR event with code 410, or an HTTP 410) -> list again;
-- an unreachable or restarting API server -> reconnect with jittered exponential
-  backoff, then list again.
-
-The official client is synchronous, so each list/watch loop runs in its own daemon
-thread and hands every new state of its slices to the event loop. There the endpoints
-of all namespaces of a service are merged, and written to etcd at
-``layout.endpoints(service, cluster, source)`` as ``codec.encode([Endpoint, ...])``
-under the gateway's lease, only when they changed. The key is deleted when the service
-has no EndpointSlice left (or leaves the manifest). After the lease was lost and granted
-anew, every key is written again.
-
-Conditions follow the EndpointSlice API: ``ready`` (nil means ready), ``serving`` (nil
-means as ``ready``), ``terminating``; a terminating endpoint drains (its
-:attr:`Endpoint.routable` is False). The port is the slice port whose ``port`` equals
-``Service.port``, else the slice's first port.
+One key holds at most ``federation.limits.MAX_ENDPOINTS_PER_KEY`` endpoints (every
+gateway refuses a longer value): past that, discovery writes the cap itself, routable
+endpoints first, says so in one warning line, in :meth:`EndpointDiscovery.status` and
+in ``fedgate_discovery_endpoints_dropped{service}``, instead of writing a value every
+gateway would refuse.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import threading
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
+from prometheus_client.core import GaugeMetricFamily
 
 from federation import codec
+from federation.endpointslices import (
+    SERVICE_NAME_LABEL,
+    SOURCE,
+    Backoff,
+    SliceWatcher,
+    endpoints_from_slices,
+    join_all,
+    kubernetes_api_client,
+)
 from federation.keys import KeyLayout
+from federation.limits import MAX_ENDPOINTS_PER_KEY
 from federation.model import Cluster, Endpoint, Service
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from federation.etcd import EtcdClient
 
 __all__ = [
     "SERVICE_NAME_LABEL",
     "Backoff",
     "EndpointDiscovery",
+    "cap_endpoints",
     "endpoints_from_slices",
     "kubernetes_api_client",
 ]
 
 log = structlog.get_logger("fedgate.discovery")
-
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-SOURCE = "kubernetes"  # Endpoint.source of every discovered endpoint
 
 
 class LeasedWriter(Protocol):
@@ -68,294 +67,22 @@ class LeasedWriter(Protocol):
     async def put(self, key: str, value: bytes) -> None: ...
 
 
-def kubernetes_api_client(*, context: str | None = None, in_cluster: bool | None = None) -> Any:
-    """An ``ApiClient``: the in-cluster configuration, else the kubeconfig's ``context``.
-
-    ``in_cluster=None`` tries the pod's service account first (``load_incluster_config``:
-    its token is re-read as it rotates), then the kubeconfig (``KUBECONFIG`` or
-    ``~/.kube/config``) with ``context`` (None: its current context); ``True`` only the
-    former, ``False`` only the latter. Raises ``kubernetes.config.ConfigException``.
-    """
-    import kubernetes
-
-    k8s: Any = kubernetes
-    client, config = k8s.client, k8s.config
-    if in_cluster is not False:
-        try:
-            config.load_incluster_config()
-            return client.ApiClient()
-        except config.ConfigException:
-            if in_cluster:
-                raise
-    # KUBECONFIG read now, not when the kubernetes package was imported
-    config_file = os.environ.get("KUBECONFIG") or None
-    return config.new_client_from_config(config_file=config_file, context=context)
-
-
-# ------------------------------------------------------------------- slices -> model
-
-
-def _get(obj: Any, attr: str, key: str) -> Any:
-    """A field of a client model object, or of the same object as a raw dict."""
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, attr, None)
-
-
-def _pick_port(ports: Sequence[Any] | None, service_port: int) -> int | None:
-    numbers = [p for p in (_get(x, "port", "port") for x in ports or ()) if isinstance(p, int)]
-    if not numbers:
-        return None
-    return service_port if service_port in numbers else numbers[0]
-
-
-def _hostport(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
-def endpoints_from_slices(
-    slices: Iterable[Any], *, service: Service, cluster: str
-) -> tuple[Endpoint, ...]:
-    """The endpoints of a service from its EndpointSlices (client models or raw dicts).
-
-    One endpoint per address (the first address of each slice endpoint, as the API
-    recommends); an address listed twice (a pod moving between slices) keeps its most
-    routable entry. Sorted by address.
-    """
-    best: dict[str, Endpoint] = {}
-    for s in slices:
-        if _get(s, "address_type", "addressType") not in ("IPv4", "IPv6", "FQDN"):
-            continue
-        ports = _get(s, "ports", "ports")
-        port = service.port if not ports else _pick_port(ports, service.port)
-        if port is None:
-            continue
-        for e in _get(s, "endpoints", "endpoints") or ():
-            addresses = _get(e, "addresses", "addresses") or ()
-            if not addresses:
-                continue
-            cond = _get(e, "conditions", "conditions")
-            ready_raw = _get(cond, "ready", "ready") if cond is not None else None
-            serving_raw = _get(cond, "serving", "serving") if cond is not None else None
-            term_raw = _get(cond, "terminating", "terminating") if cond is not None else None
-            ready = True if ready_raw is None else bool(ready_raw)
-            serving = ready if serving_raw is None else bool(serving_raw)
-            ep = Endpoint(
-                address=_hostport(str(addresses[0]), port),
-                cluster=cluster,
-                service=service.name,
-                ready=ready,
-                serving=serving,
-                terminating=bool(term_raw),
-                source=SOURCE,
-                zone=_get(e, "zone", "zone") or None,
-            )
-            old = best.get(ep.address)
-            if old is None or (ep.routable, ep.serving) > (old.routable, old.serving):
-                best[ep.address] = ep
-    return tuple(best[a] for a in sorted(best))
-
-
-# ------------------------------------------------------------------------- backoff
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with full jitter: ``uniform(base, min(cap, base * 2**n))``."""
-
-    base: float = 0.2
-    cap: float = 5.0
-    rng: random.Random | None = None
-    attempts: int = 0
-
-    def next(self) -> float:
-        rng = self.rng or random
-        high = min(self.cap, self.base * (2**self.attempts))
-        self.attempts = min(self.attempts + 1, 30)
-        return rng.uniform(min(self.base, high), high)
-
-    def reset(self) -> None:
-        self.attempts = 0
-
-
-# ------------------------------------------------------------ one list/watch thread
-
-
-class _SliceWatcher:
-    """List then watch the EndpointSlices of one service in one namespace, in a thread."""
-
-    def __init__(
-        self,
-        *,
-        api_client: Any,
-        namespace: str,
-        service: Service,
-        cluster: str,
-        publish: Callable[[_SliceWatcher, tuple[Endpoint, ...] | None], None],
-        watch_timeout: int,
-        request_timeout: float,
-        page_size: int,
-        backoff: Backoff,
-        stats: dict[str, int],
-    ) -> None:
-        self.namespace = namespace
-        self.service = service
-        self._api_client = api_client
-        self._cluster = cluster
-        self._publish = publish
-        self._watch_timeout = max(1, watch_timeout)
-        self._request_timeout = request_timeout
-        self._page_size = max(1, page_size)
-        self._backoff = backoff
-        self._stats = stats
-        self._stop = threading.Event()
-        self._watch: Any = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"discovery-{namespace}-{service.name}", daemon=True
-        )
-        self._last: tuple[Endpoint, ...] | bool | None = False  # False: nothing published yet
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        w = self._watch
-        if w is not None:
-            w.stop()  # shuts the socket down: a blocked read returns at once
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _emit(self, slices: Mapping[str, Any]) -> None:
-        found = (
-            endpoints_from_slices(slices.values(), service=self.service, cluster=self._cluster)
-            if slices
-            else None
-        )
-        if found != self._last:
-            self._last = found
-            self._publish(self, found)
-
-    def _run(self) -> None:
-        import kubernetes
-
-        k8s: Any = kubernetes
-        client, watch = k8s.client, k8s.watch
-        api = client.DiscoveryV1Api(self._api_client)
-        selector = f"{SERVICE_NAME_LABEL}={self.service.name}"
-        where = {"namespace": self.namespace, "service": self.service.name}
-        slices: dict[str, Any] = {}
-        rv: str | None = None  # None: list (again) before watching
-        gone_in_row = 0  # a server that answers 410 again and again is not hammered
-        while not self._stop.is_set():
-            try:
-                if rv is None:
-                    slices, rv = self._list(api, selector)
-                    self._stats["lists"] += 1
-                    self._emit(slices)
-                    self._backoff.reset()
-                w = watch.Watch()
-                self._watch = w
-                if self._stop.is_set():
-                    break
-                self._stats["watches"] += 1
-                for event in w.stream(
-                    api.list_namespaced_endpoint_slice,
-                    self.namespace,
-                    label_selector=selector,
-                    resource_version=rv,
-                    allow_watch_bookmarks=True,
-                    timeout_seconds=self._watch_timeout,
-                    _request_timeout=(
-                        self._request_timeout,
-                        self._watch_timeout + self._request_timeout,
-                    ),
-                ):
-                    kind = event.get("type")
-                    if kind == "BOOKMARK":
-                        self._stats["bookmarks"] += 1
-                        rv = w.resource_version or rv
-                        continue
-                    obj = event.get("object")
-                    name = getattr(getattr(obj, "metadata", None), "name", None)
-                    if name is None:
-                        continue
-                    rv = obj.metadata.resource_version or rv
-                    gone_in_row = 0
-                    if kind in ("ADDED", "MODIFIED"):
-                        slices[name] = obj
-                    elif kind == "DELETED":
-                        slices.pop(name, None)
-                    self._emit(slices)
-                gone_in_row = 0
-                self._backoff.reset()  # the watch timed out normally: watch again from rv
-            except client.ApiException as exc:
-                if self._stop.is_set():
-                    break
-                if exc.status == 410:
-                    self._stats["gone"] += 1
-                    log.info("endpointslices.gone", **where, reason=str(exc.reason))
-                    rv = None  # list again: at once the first time, then with backoff
-                    gone_in_row += 1
-                    if gone_in_row > 1:
-                        self._pause(where, "410 Gone again right after a list")
-                    continue
-                self._pause(where, f"HTTP {exc.status} {exc.reason}")
-            except Exception as exc:  # refused, reset, timeouts: resume from rv after a pause
-                if self._stop.is_set():
-                    break
-                self._pause(where, f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
-            finally:
-                self._watch = None
-
-    def _list(self, api: Any, selector: str) -> tuple[dict[str, Any], str]:
-        """Every slice of the service, in pages; the version of the first page.
-
-        A continue token that expired meanwhile answers 410, like a stale watch: the
-        caller lists again from the start.
-        """
-        slices: dict[str, Any] = {}
-        version: str | None = None
-        token: str | None = None
-        while True:
-            page = api.list_namespaced_endpoint_slice(
-                self.namespace,
-                label_selector=selector,
-                limit=self._page_size,
-                _request_timeout=(self._request_timeout, self._request_timeout),
-                **({"_continue": token} if token else {}),
-            )
-            if version is None:
-                version = str(page.metadata.resource_version)
-            for item in page.items or ():
-                slices[item.metadata.name] = item
-            token = page.metadata._continue or None
-            if token is None or self._stop.is_set():
-                return slices, version
-
-    def _pause(self, where: Mapping[str, str], error: str) -> None:
-        self._stats["errors"] += 1
-        delay = self._backoff.next()
-        log.warning("endpointslices.unavailable", **where, error=error, retry_in=round(delay, 2))
-        self._stop.wait(delay)
-
-
-def _join_all(watchers: Sequence[_SliceWatcher], timeout: float) -> None:
-    """Wait (in a worker thread) until the watch threads ended, at most ``timeout`` in all."""
-    deadline = time.monotonic() + timeout
-    for w in watchers:
-        w.join(max(0.0, deadline - time.monotonic()))
-
-
 # ------------------------------------------------------------------- the discovery
 
 
 _ABSENT: tuple[Endpoint, ...] | None = None
+
+
+def cap_endpoints(
+    endpoints: tuple[Endpoint, ...], limit: int = MAX_ENDPOINTS_PER_KEY
+) -> tuple[tuple[Endpoint, ...], int]:
+    """At most ``limit`` endpoints (routable first, then serving, then by address), in
+    address order; and how many were left out. Costs a sort only past the limit."""
+    if len(endpoints) <= limit:
+        return endpoints, 0
+    best = sorted(endpoints, key=lambda e: (not e.routable, not e.serving, e.address))
+    kept = sorted(best[:limit], key=lambda e: e.address)
+    return tuple(kept), len(endpoints) - limit
 
 
 class EndpointDiscovery:
@@ -378,6 +105,8 @@ class EndpointDiscovery:
         backoff_base: float = 0.2,
         backoff_cap: float = 5.0,
         rng: random.Random | None = None,
+        max_endpoints: int = MAX_ENDPOINTS_PER_KEY,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._client = client
         self._layout = layout
@@ -393,11 +122,14 @@ class EndpointDiscovery:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._rng = rng or random.Random()
-        self._watchers: dict[tuple[str, str], _SliceWatcher] = {}
+        self._watchers: dict[tuple[str, str], SliceWatcher] = {}
         self._specs: dict[str, Service] = {}
         # service -> namespace -> endpoints (None: no slices there)
         self._found: dict[str, dict[str, tuple[Endpoint, ...] | None]] = {}
         self._written: dict[str, tuple[Endpoint, ...]] = {}
+        self._max_endpoints = max_endpoints
+        # service -> endpoints found but not written (the per-key cap); only capped ones
+        self.dropped: dict[str, int] = {}
         self._dirty = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats: dict[str, int] = {
@@ -411,6 +143,20 @@ class EndpointDiscovery:
             "write_errors": 0,
         }
         self.last_write_error: str | None = None
+        if registry is not None:
+            registry.register(self)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """``fedgate_discovery_endpoints_dropped{service}``: a Prometheus collector."""
+        family = GaugeMetricFamily(
+            "fedgate_discovery_endpoints_dropped",
+            f"Endpoints discovered but not published: over the cap of {self._max_endpoints} "
+            "per service and cluster that every gateway enforces.",
+            labels=["service"],
+        )
+        for svc, n in sorted(self.dropped.items()):
+            family.add_metric([svc], n)
+        yield family
 
     # -- what the gateway's status shows
     def status(self) -> dict[str, object]:
@@ -421,11 +167,13 @@ class EndpointDiscovery:
             "watchers": sum(1 for w in self._watchers.values() if w.alive),
             "endpoints": {s: len(e) for s, e in sorted(self._written.items())},
             "last_write_error": self.last_write_error,
+            "dropped": dict(sorted(self.dropped.items())),
             **self.stats,
         }
 
     def desired(self) -> dict[str, tuple[Endpoint, ...]]:
-        """Service -> the endpoints that should be in etcd now (absent: no slices)."""
+        """Service -> the endpoints that should be in etcd now (absent: no slices), at
+        most the per-key cap each (:attr:`dropped` says how many were left out)."""
         out: dict[str, tuple[Endpoint, ...]] = {}
         for svc, per_ns in self._found.items():
             if svc not in self._specs:
@@ -433,8 +181,31 @@ class EndpointDiscovery:
             present = [eps for eps in per_ns.values() if eps is not None]
             if present:
                 merged = {e.address: e for eps in present for e in eps}
-                out[svc] = tuple(merged[a] for a in sorted(merged))
+                out[svc], dropped = cap_endpoints(
+                    tuple(merged[a] for a in sorted(merged)), self._max_endpoints
+                )
+                self._note_cap(svc, dropped)
+        for svc in [s for s in self.dropped if s not in out]:
+            self._note_cap(svc, 0)
         return out
+
+    def _note_cap(self, svc: str, dropped: int) -> None:
+        before = self.dropped.get(svc, 0)
+        if dropped and not before:
+            log.warning(
+                "endpoints.capped",
+                service=svc,
+                found=self._max_endpoints + dropped,
+                written=self._max_endpoints,
+                reason=f"at most {self._max_endpoints} endpoints per service and cluster "
+                "(every gateway refuses more); routable ones kept",
+            )
+        elif before and not dropped:
+            log.info("endpoints.cap_lifted", service=svc)
+        if dropped:
+            self.dropped[svc] = dropped
+        else:
+            self.dropped.pop(svc, None)
 
     def _namespaces(self) -> tuple[str, ...]:
         k8s = self._cluster.kubernetes
@@ -462,7 +233,7 @@ class EndpointDiscovery:
             for w in watchers:
                 w.stop()  # each blocked read returns at once (its socket is shut down)
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.to_thread(_join_all, watchers, 2.0)
+                await asyncio.to_thread(join_all, watchers, 2.0)
 
     async def _on_new_lease(self, lease_id: int) -> None:
         # keys bound to the lost lease are gone: write everything again
@@ -488,7 +259,7 @@ class EndpointDiscovery:
             for ns in self._namespaces():
                 if (ns, name) in self._watchers:
                     continue
-                w = _SliceWatcher(
+                w = SliceWatcher(
                     api_client=self._api_client,
                     namespace=ns,
                     service=spec,
@@ -510,7 +281,7 @@ class EndpointDiscovery:
             self._dirty.set()
 
     def _publish_threadsafe(
-        self, watcher: _SliceWatcher, endpoints: tuple[Endpoint, ...] | None
+        self, watcher: SliceWatcher, endpoints: tuple[Endpoint, ...] | None
     ) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -518,7 +289,7 @@ class EndpointDiscovery:
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(self._on_found, watcher, endpoints)
 
-    def _on_found(self, watcher: _SliceWatcher, endpoints: tuple[Endpoint, ...] | None) -> None:
+    def _on_found(self, watcher: SliceWatcher, endpoints: tuple[Endpoint, ...] | None) -> None:
         ns, svc = watcher.namespace, watcher.service.name
         if self._watchers.get((ns, svc)) is not watcher:
             return  # a watcher that was stopped meanwhile
@@ -562,6 +333,7 @@ class EndpointDiscovery:
                         key=key,
                         total=len(new),
                         routable=sum(1 for e in new if e.routable),
+                        dropped=self.dropped.get(svc, 0),
                     )
                 self.last_write_error = None
             except asyncio.CancelledError:

@@ -65,13 +65,16 @@ def etcd_options(args: argparse.Namespace) -> dict[str, Any]:
     from federation.etcd_conn import credentials
 
     try:
-        return credentials(
+        options = credentials(
             cacert=getattr(args, "etcd_cacert", None),
             cert=getattr(args, "etcd_cert", None),
             key=getattr(args, "etcd_key", None),
             user=getattr(args, "etcd_user", None),
             password_file=getattr(args, "etcd_password_file", None),
         )
+        if "tls" in options:
+            options["tls"].credentials()  # a file that cannot be read: one line, exit 2
+        return options
     except ValueError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
 

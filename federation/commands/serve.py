@@ -117,6 +117,7 @@ class GatewayProcess:
         self.tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.discovery: Any = None
+        self.metrics_registry: Any = None  # where discovery's collector goes (metrics on)
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         async def guarded() -> None:
@@ -174,6 +175,7 @@ class GatewayProcess:
             sample_ratio=s.telemetry.tracing.sample_ratio,
             per_pair_limit=s.telemetry.metrics_per_pair,
         )
+        self.metrics_registry = telemetry.registry if s.telemetry.metrics else None
         placement = Placement(s.cluster)
         passive = PassiveStats()
         limiter = RateLimiter()
@@ -228,6 +230,11 @@ class GatewayProcess:
             from federation.liveness import GatewayLease, GatewayRegistration
             from federation.watch import ViewWatcher
 
+            try:  # etcd's TLS files, readable now (Vault has written what it issues)
+                if "tls" in etcd_options:
+                    etcd_options["tls"].credentials()
+            except ValueError as exc:
+                raise StartupError(f"etcd.tls: {exc}") from None
             try:
                 client = EtcdClient(s.etcd.endpoints, timeout=s.etcd.dial_timeout, **etcd_options)
             except ValueError as exc:
@@ -475,6 +482,7 @@ class GatewayProcess:
                     services=services,
                     api_client=kubernetes_api_client(context=cluster.kubernetes.context),
                     source=gateway_id,
+                    registry=self.metrics_registry,
                 )
             await self.discovery.run()
 

@@ -119,6 +119,8 @@ def test_terraform_etcd_client_pki_role_issues_only_the_clusters_etcd_user(
     module: dict[str, dict[str, Any]],
 ) -> None:
     role = module["vault_pki_secret_backend_role.etcd_client"]
-    assert role["allowed_domains"] == ["fedgate-gateway-${var.cluster.name}"]
+    assert role["allowed_domains"] == ["${local.etcd_user}"]
+    locals_ = {k: v for item in hcl(MODULE / "pod_settings.tf")["locals"] for k, v in item.items()}
+    assert locals_["etcd_user"] == "fedgate-gateway-${var.cluster.name}"
     assert role["client_flag"] is True and role["server_flag"] is False
     assert role["allow_subdomains"] is False and role["allow_ip_sans"] is False

@@ -81,7 +81,7 @@ def test_settings_module_terraform_test(tf: Terraform, tmp_path: Path) -> None:
     assert init.returncode == 0, init.output
     result = tf.run("test", "-no-color", cwd=SETTINGS_MODULE, data_dir=data, timeout=300)
     assert result.returncode == 0, result.output
-    assert "5 passed, 0 failed" in result.output, result.output
+    assert "10 passed, 0 failed" in result.output, result.output
     assert not (SETTINGS_MODULE / "terraform.tfstate").exists()
 
 
@@ -251,8 +251,17 @@ def test_deployment_probes_security_and_anti_affinity(
     dep = cluster_module["kubernetes_deployment_v1.gateway"]
     pod = block(dep, "spec", "template", "spec")
     (container,) = pod["container"]
-    assert block(container, "readiness_probe", "http_get") == {"path": "/readyz", "port": "admin"}
-    assert block(container, "liveness_probe", "http_get") == {"path": "/healthz", "port": "admin"}
+    scheme = "${local.admin_scheme}"  # HTTPS with admin.tls (tests/terraform/test_pod_settings.py)
+    assert block(container, "readiness_probe", "http_get") == {
+        "path": "/readyz",
+        "port": "admin",
+        "scheme": scheme,
+    }
+    assert block(container, "liveness_probe", "http_get") == {
+        "path": "/healthz",
+        "port": "admin",
+        "scheme": scheme,
+    }
     assert container["args"] == ["serve", "--config", "/etc/fedgate/gateway.yaml"]
     ports = {p["name"] for p in container["port"]}
     assert {"public", "east-west", "admin"} <= ports

@@ -7,6 +7,7 @@ module "settings" {
 
   manifest_json_path = var.manifest_json_path
   etcd_endpoints     = var.etcd_endpoints
+  etcd_tls           = var.etcd_tls
   vault = {
     addr         = var.vault_addr
     pki_mount    = var.pki_mount
@@ -24,6 +25,8 @@ module "aws_eu" {
   admin_token        = lookup(var.admin_tokens, var.aws_eu.cluster, var.admin_token)
   kubernetes_host    = var.aws_eu.kubernetes_host
   kubernetes_ca_cert = var.aws_eu.ca_cert
+  etcd_ca_cert_pem   = var.etcd_ca_cert_pem
+  etcd_client_secret = lookup(var.etcd_client_secrets, var.aws_eu.cluster, null)
 
   public_service_annotations = {
     "service.beta.kubernetes.io/aws-load-balancer-type" = "nlb"
@@ -43,6 +46,8 @@ module "gcp_eu" {
   admin_token        = lookup(var.admin_tokens, var.gcp_eu.cluster, var.admin_token)
   kubernetes_host    = var.gcp_eu.kubernetes_host
   kubernetes_ca_cert = var.gcp_eu.ca_cert
+  etcd_ca_cert_pem   = var.etcd_ca_cert_pem
+  etcd_client_secret = lookup(var.etcd_client_secrets, var.gcp_eu.cluster, null)
 }
 
 module "onprem" {
@@ -55,6 +60,8 @@ module "onprem" {
   admin_token        = lookup(var.admin_tokens, var.onprem.cluster, var.admin_token)
   kubernetes_host    = var.onprem.kubernetes_host
   kubernetes_ca_cert = var.onprem.ca_cert
+  etcd_ca_cert_pem   = var.etcd_ca_cert_pem
+  etcd_client_secret = lookup(var.etcd_client_secrets, var.onprem.cluster, null)
 
   # behind the site's own load balancers (MetalLB, F5, ...)
   public_service_type    = "NodePort"

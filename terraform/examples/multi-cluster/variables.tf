@@ -23,8 +23,31 @@ variable "admin_tokens" {
 }
 
 variable "etcd_endpoints" {
-  description = "The federation's etcd cluster, reachable from every cluster."
+  description = "The federation's etcd cluster, reachable from every cluster: https:// (mutual TLS, etcd_tls)."
   type        = list(string)
+}
+
+variable "etcd_tls" {
+  description = "etcd over mutual TLS (the fedgate-settings module's etcd_tls): file paths in the pod and, with vault_role_format, client certificates issued by Vault. Null only with http:// endpoints (development)."
+  type = object({
+    ca                = optional(string, "/etc/fedgate-etcd/ca/ca.crt")
+    cert              = optional(string, "/etc/fedgate-etcd/client/tls.crt")
+    key               = optional(string, "/etc/fedgate-etcd/client/tls.key")
+    vault_role_format = optional(string)
+  })
+  default = {}
+}
+
+variable "etcd_ca_cert_pem" {
+  description = "PEM of the CA that signed etcd's server certificates (mounted in every gateway pod)."
+  type        = string
+  default     = null
+}
+
+variable "etcd_client_secrets" {
+  description = "Per cluster (name -> Secret name): an existing kubernetes.io/tls Secret with the gateways' etcd client certificate, CN fedgate-gateway-<cluster>. Not needed with etcd_tls.vault_role_format."
+  type        = map(string)
+  default     = {}
 }
 
 variable "vault_addr" {

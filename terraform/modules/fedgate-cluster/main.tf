@@ -1,21 +1,9 @@
 # One gateway fleet in one cluster: Kubernetes objects through the kubernetes provider
 # (aliased by the caller to this cluster) and this cluster's side of Vault.
 
+# what the pod takes from gateway.yaml (ports, files, probe scheme, etcd TLS): pod_settings.tf
+
 locals {
-  settings = yamldecode(var.settings_yaml)
-
-  port = {
-    public     = tonumber(element(split(":", local.settings.listen.public), -1))
-    public_tls = try(tonumber(element(split(":", local.settings.listen.publicTls), -1)), null)
-    east_west  = tonumber(element(split(":", local.settings.listen.eastWest), -1))
-    admin      = tonumber(element(split(":", local.settings.listen.admin), -1))
-  }
-
-  token_file = try(local.settings.admin.tokenFile, "/run/secrets/fedgate/admin-token")
-  vault_ca   = try(local.settings.vault.caCert, null) # where the gateway reads Vault's CA
-  token_dir  = dirname(local.token_file)
-  snapshot   = try(local.settings.snapshot, "/var/lib/fedgate/view.json")
-
   selector = {
     "app.kubernetes.io/name"     = "fedgate"
     "app.kubernetes.io/instance" = var.name
@@ -164,6 +152,24 @@ resource "kubernetes_secret_v1" "vault_ca" {
   }
 }
 
+# etcd's CA, mounted in the folder of etcd.tls.ca (when etcd_ca_cert_pem is given;
+# otherwise the ca.crt of etcd_client_secret)
+resource "kubernetes_secret_v1" "etcd_ca" {
+  count = local.etcd_ca != null && var.etcd_ca_cert_pem != null ? 1 : 0
+
+  metadata {
+    name      = "${var.name}-etcd-ca"
+    namespace = local.namespace
+    labels    = local.labels
+  }
+
+  data = {
+    (basename(local.etcd_ca)) = var.etcd_ca_cert_pem
+  }
+
+  type = "Opaque"
+}
+
 # --------------------------------------------------------------------------- the fleet
 
 resource "kubernetes_deployment_v1" "gateway" {
@@ -215,6 +221,7 @@ resource "kubernetes_deployment_v1" "gateway" {
             "prometheus.io/scrape" = "true"
             "prometheus.io/port"   = tostring(local.port.admin)
             "prometheus.io/path"   = "/metrics"
+            "prometheus.io/scheme" = lower(local.admin_scheme)
           } : {},
         )
       }
@@ -238,6 +245,15 @@ resource "kubernetes_deployment_v1" "gateway" {
           fs_group        = 10001
           seccomp_profile {
             type = "RuntimeDefault"
+          }
+          # a DNS listener on a port under 1024 (53), without root or NET_BIND_SERVICE:
+          # the pod's own network namespace lets unprivileged processes bind from there
+          dynamic "sysctl" {
+            for_each = local.port.dns != null && coalesce(local.port.dns, 1024) < 1024 ? [local.port.dns] : []
+            content {
+              name  = "net.ipv4.ip_unprivileged_port_start"
+              value = tostring(sysctl.value)
+            }
           }
         }
 
@@ -298,6 +314,15 @@ resource "kubernetes_deployment_v1" "gateway" {
             protocol       = "TCP"
           }
 
+          dynamic "port" {
+            for_each = local.port.dns == null ? {} : { "dns" = "UDP", "dns-tcp" = "TCP" }
+            content {
+              name           = port.key
+              container_port = local.port.dns
+              protocol       = port.value
+            }
+          }
+
           # the admin API listens on the pod IP only (not 0.0.0.0); the NetworkPolicy
           # admits the scraper and the operators' CIDRs to it
           env {
@@ -325,8 +350,9 @@ resource "kubernetes_deployment_v1" "gateway" {
 
           readiness_probe {
             http_get {
-              path = "/readyz"
-              port = "admin"
+              path   = "/readyz"
+              port   = "admin"
+              scheme = local.admin_scheme
             }
             period_seconds    = 2
             timeout_seconds   = 1
@@ -337,8 +363,9 @@ resource "kubernetes_deployment_v1" "gateway" {
           # Vault before it listens: up to an hour before the kubelet gives up on it
           startup_probe {
             http_get {
-              path = "/healthz"
-              port = "admin"
+              path   = "/healthz"
+              port   = "admin"
+              scheme = local.admin_scheme
             }
             period_seconds    = 5
             timeout_seconds   = 2
@@ -347,8 +374,9 @@ resource "kubernetes_deployment_v1" "gateway" {
 
           liveness_probe {
             http_get {
-              path = "/healthz"
-              port = "admin"
+              path   = "/healthz"
+              port   = "admin"
+              scheme = local.admin_scheme
             }
             initial_delay_seconds = 5
             period_seconds        = 10
@@ -399,6 +427,26 @@ resource "kubernetes_deployment_v1" "gateway" {
               read_only  = true
             }
           }
+
+          dynamic "volume_mount" {
+            for_each = local.etcd_ca_dir == null ? [] : [local.etcd_ca_dir]
+            content {
+              name       = "etcd-ca"
+              mount_path = volume_mount.value
+              read_only  = true
+            }
+          }
+
+          # the client certificate: read-only from its Secret, or written by the gateway
+          # (issued from Vault, etcd.tls.vaultRole)
+          dynamic "volume_mount" {
+            for_each = local.etcd_client_dir == null ? [] : [local.etcd_client_dir]
+            content {
+              name       = "etcd-client"
+              mount_path = volume_mount.value
+              read_only  = local.etcd_vault_role == null
+            }
+          }
         }
 
         volume {
@@ -433,6 +481,53 @@ resource "kubernetes_deployment_v1" "gateway" {
             name = "vault-ca"
             secret {
               secret_name = kubernetes_secret_v1.vault_ca[0].metadata[0].name
+            }
+          }
+        }
+
+        dynamic "volume" {
+          for_each = local.etcd_ca == null ? [] : [local.etcd_ca]
+          content {
+            name = "etcd-ca"
+            secret {
+              secret_name = (var.etcd_ca_cert_pem != null ? kubernetes_secret_v1.etcd_ca[0].metadata[0].name
+              : coalesce(var.etcd_client_secret, "-"))
+              items {
+                key  = var.etcd_ca_cert_pem != null ? basename(volume.value) : "ca.crt"
+                path = basename(volume.value)
+              }
+            }
+          }
+        }
+
+        # a Secret rotated in place (cert-manager, External Secrets) reaches the files
+        # within the kubelet's sync period; the etcd client reconnects with them
+        dynamic "volume" {
+          for_each = local.etcd_cert != null && local.etcd_vault_role == null ? [local.etcd_tls] : []
+          content {
+            name = "etcd-client"
+            secret {
+              secret_name  = coalesce(var.etcd_client_secret, "-")
+              default_mode = "0440"
+              items {
+                key  = "tls.crt"
+                path = basename(volume.value.cert)
+              }
+              items {
+                key  = "tls.key"
+                path = basename(volume.value.key)
+              }
+            }
+          }
+        }
+
+        # issued from Vault by the gateway (0600 files): in memory, gone with the pod
+        dynamic "volume" {
+          for_each = local.etcd_cert != null && local.etcd_vault_role != null ? [local.etcd_tls] : []
+          content {
+            name = "etcd-client"
+            empty_dir {
+              medium = "Memory"
             }
           }
         }
@@ -549,6 +644,40 @@ resource "kubernetes_service_v1" "east_west" {
       name        = "east-west"
       port        = local.port.east_west
       target_port = "east-west"
+      protocol    = "TCP"
+    }
+  }
+}
+
+# The authoritative DNS listener (listen.dns): resolvers reach it on 53, UDP and TCP, at
+# the address the settings' dns.advertise publishes as glue (docs/dns.md).
+resource "kubernetes_service_v1" "dns" {
+  count = local.port.dns == null ? 0 : 1
+
+  metadata {
+    name        = "${var.name}-dns"
+    namespace   = local.namespace
+    labels      = local.labels
+    annotations = var.dns_service_annotations
+  }
+
+  spec {
+    type     = var.dns_service_type
+    selector = local.selector
+    # keep the resolver's address (response-rate limiting, EDNS client subnet)
+    external_traffic_policy = var.dns_service_type == "ClusterIP" ? null : "Local"
+
+    port {
+      name        = "dns"
+      port        = 53
+      target_port = "dns"
+      protocol    = "UDP"
+    }
+
+    port {
+      name        = "dns-tcp"
+      port        = 53
+      target_port = "dns-tcp"
       protocol    = "TCP"
     }
   }

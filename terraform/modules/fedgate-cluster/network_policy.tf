@@ -1,5 +1,5 @@
-# Who may reach the gateway pods: anyone on the public and east-west listeners (clients,
-# other clusters' gateways, which mutual TLS then checks), and on the admin listener only
+# Who may reach the gateway pods: anyone on the public, east-west and DNS listeners
+# (clients, other clusters' gateways, which mutual TLS then checks; resolvers), and on the admin listener only
 # the metrics scraper and the operators' networks. Kubelet probes come from the node and
 # are not filtered by NetworkPolicy in the common CNIs.
 
@@ -32,6 +32,14 @@ resource "kubernetes_network_policy_v1" "gateway" {
         content {
           port     = ports.value
           protocol = "TCP"
+        }
+      }
+      # the DNS listener, when listen.dns is on: resolvers anywhere, UDP and TCP
+      dynamic "ports" {
+        for_each = local.port.dns == null ? [] : ["UDP", "TCP"]
+        content {
+          port     = tostring(local.port.dns)
+          protocol = ports.value
         }
       }
     }

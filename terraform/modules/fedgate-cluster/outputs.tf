@@ -32,3 +32,13 @@ output "vault_pki_role" {
   description = "The PKI role this cluster's gateways issue their certificates from."
   value       = vault_pki_secret_backend_role.gateway.name
 }
+
+output "etcd_user" {
+  description = "The etcd user (and role, and client certificate CN) of this cluster's gateways: fedgate-gateway-<cluster>."
+  value       = local.etcd_user
+}
+
+output "dns_service" {
+  description = "The DNS Service, namespace/name (null without listen.dns); its load balancer address is the glue to publish (dns_advertise)."
+  value       = local.port.dns == null ? null : "${local.namespace}/${kubernetes_service_v1.dns[0].metadata[0].name}"
+}

@@ -123,8 +123,14 @@ variable "admin_token" {
   }
 }
 
-variable "etcd_client_pki_role" {
-  description = "Name of a PKI role (made here, per cluster) that issues the gateways' etcd client certificates, CN fedgate-gateway-<cluster>; set etcd.tls.vaultRole to it in the settings. Null: no such role (etcd client certificates come from files)."
+variable "etcd_ca_cert_pem" {
+  description = "PEM of the CA that signed etcd's server certificates, mounted at the settings' etcd.tls.ca. Null: the ca.crt of etcd_client_secret (not possible with etcd.tls.vaultRole)."
+  type        = string
+  default     = null
+}
+
+variable "etcd_client_secret" {
+  description = "Name of an existing Secret (in the namespace; type kubernetes.io/tls, e.g. from cert-manager) with the gateways' etcd client certificate: tls.crt with CN fedgate-gateway-<cluster> (the etcd role `fedgate etcd-bootstrap` creates), tls.key, and optionally ca.crt. Mounted at the settings' etcd.tls.cert and key. Not needed when the settings name etcd.tls.vaultRole: the gateways then issue it from Vault PKI, and this module makes that PKI role."
   type        = string
   default     = null
 }
@@ -186,6 +192,23 @@ variable "east_west_service_type" {
 
 variable "east_west_service_annotations" {
   description = "Annotations of the east-west Service (cloud load balancer settings)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "dns_service_type" {
+  description = "The DNS Service (UDP and TCP 53), made when the settings name listen.dns: LoadBalancer (its address is the glue of the cluster's NS name: dns_advertise in the settings module), NodePort or ClusterIP."
+  type        = string
+  default     = "LoadBalancer"
+
+  validation {
+    condition     = contains(["ClusterIP", "NodePort", "LoadBalancer"], var.dns_service_type)
+    error_message = "dns_service_type must be ClusterIP, NodePort or LoadBalancer."
+  }
+}
+
+variable "dns_service_annotations" {
+  description = "Annotations of the DNS Service (cloud load balancer settings)."
   type        = map(string)
   default     = {}
 }

@@ -32,23 +32,24 @@ resource "vault_policy" "gateway" {
     path "auth/token/renew-self" {
       capabilities = ["update"]
     }
-    %{if var.etcd_client_pki_role != null~}
-    # the etcd client certificate (etcd.tls.vaultRole), CN fedgate-gateway-${var.cluster.name}
-    path "${var.cluster.vault.pki_mount}/issue/${var.etcd_client_pki_role}" {
+    %{if local.etcd_vault_role != null~}
+    # the etcd client certificate (etcd.tls.vaultRole), CN ${local.etcd_user}
+    path "${var.cluster.vault.pki_mount}/issue/${local.etcd_vault_role}" {
       capabilities = ["create", "update"]
     }
     %{endif~}
   EOT
 }
 
-# The gateways' etcd client certificates: the only name this role issues is the
-# cluster's etcd role (etcd takes the CN as the user; docs/security.md).
+# The gateways' etcd client certificates when the settings name etcd.tls.vaultRole: the
+# only name this role issues is the cluster's etcd role (etcd takes the CN as the user;
+# docs/security.md). etcd's --trusted-ca-file must hold this PKI mount's CA.
 resource "vault_pki_secret_backend_role" "etcd_client" {
-  count   = var.etcd_client_pki_role == null ? 0 : 1
+  count   = local.etcd_vault_role == null ? 0 : 1
   backend = var.cluster.vault.pki_mount
-  name    = var.etcd_client_pki_role
+  name    = local.etcd_vault_role
 
-  allowed_domains    = ["fedgate-gateway-${var.cluster.name}"]
+  allowed_domains    = [local.etcd_user]
   allow_bare_domains = true
   allow_subdomains   = false
   allow_ip_sans      = false

@@ -65,6 +65,21 @@ locals {
     }
   }
 
+  # etcd's user (and role, and client certificate CN) for a cluster's gateways, as
+  # `fedgate etcd-bootstrap` creates it (federation/keys.py role_name)
+  etcd_user = { for name in local.selected : name => "fedgate-gateway-${name}" }
+
+  etcd_tls = {
+    for name in local.selected : name => var.etcd_tls == null ? null : merge(
+      { ca = var.etcd_tls.ca, cert = var.etcd_tls.cert, key = var.etcd_tls.key },
+      var.etcd_tls.vault_role_format == null ? {} : { vaultRole = format(var.etcd_tls.vault_role_format, name) },
+    )
+  }
+
+  # TLS and plain endpoints are not mixed: a client certificate is useless over http://,
+  # and https:// without one is refused by an etcd with --client-cert-auth
+  etcd_https = [for e in var.etcd_endpoints : startswith(lower(e), "https://")]
+
   settings = {
     for name in local.selected : name => merge(
       {
@@ -78,10 +93,13 @@ locals {
           try(length(var.listen.public_tls), 0) == 0 ? {} : { publicTls = var.listen.public_tls },
           var.listen.dns == "" ? {} : { dns = var.listen.dns },
         )
-        etcd = {
-          endpoints = var.etcd_endpoints
-          prefix    = var.etcd_prefix
-        }
+        etcd = merge(
+          {
+            endpoints = var.etcd_endpoints
+            prefix    = var.etcd_prefix
+          },
+          local.etcd_tls[name] == null ? {} : { tls = local.etcd_tls[name] },
+        )
         vault = merge(
           {
             addr = var.vault.addr
@@ -100,9 +118,10 @@ locals {
           },
           var.vault.ca_cert == null ? {} : { caCert = var.vault.ca_cert },
         )
-        admin = {
-          tokenFile = var.admin_token_file
-        }
+        admin = merge(
+          { tokenFile = var.admin_token_file },
+          var.admin_tls ? { tls = true } : {},
+        )
         snapshot = var.snapshot_path
       },
       lookup(var.dns_advertise, name, "") == "" ? {} : { dns = { advertise = var.dns_advertise[name] } },

@@ -6,6 +6,11 @@ output "federation" {
 output "settings" {
   description = "Per cluster: the rendered gateway.yaml (YAML text)."
   value       = { for name, s in local.settings : name => yamlencode(s) }
+
+  precondition {
+    condition     = var.etcd_tls == null ? !anytrue(local.etcd_https) : alltrue(local.etcd_https)
+    error_message = "etcd_tls goes with https:// etcd endpoints, and https:// endpoints need etcd_tls (etcd's CA and a client certificate): every endpoint https:// with etcd_tls, or every endpoint http:// without."
+  }
 }
 
 output "settings_objects" {
@@ -14,11 +19,12 @@ output "settings_objects" {
 }
 
 output "clusters" {
-  description = "Per cluster: name, region, cloud, environment, tier, east_west URL, namespaces, kubeconfig context, labels, peers (name -> east-west URL) and Vault names."
+  description = "Per cluster: name, region, cloud, environment, tier, east_west URL, namespaces, kubeconfig context, labels, peers (name -> east-west URL), Vault names and etcd_user (the etcd role, user and client certificate CN of its gateways: fedgate-gateway-<cluster>)."
   value = {
     for name, c in local.clusters : name => merge(c, {
-      peers = local.peers[name]
-      vault = local.vault_names[name]
+      peers     = local.peers[name]
+      vault     = local.vault_names[name]
+      etcd_user = local.etcd_user[name]
     })
   }
 }

@@ -20,12 +20,50 @@ variable "clusters" {
 }
 
 variable "etcd_endpoints" {
-  description = "The etcd endpoints every gateway uses (http://host:port: the gateway's etcd client speaks plain gRPC; keep etcd on a private network)."
+  description = "The etcd endpoints every gateway uses: https://host:port with etcd_tls (mutual TLS, etcd's roles; docs/security.md), or http://host:port for a development etcd on a private network."
   type        = list(string)
 
   validation {
     condition     = length(var.etcd_endpoints) > 0 && alltrue([for e in var.etcd_endpoints : can(regex("^https?://[^/]+$", e))])
     error_message = "etcd_endpoints needs at least one http(s)://host:port endpoint."
+  }
+}
+
+variable "etcd_tls" {
+  description = <<-EOT
+    etcd over mutual TLS (docs/security.md): where the pod finds etcd's CA (`ca`) and its
+    client certificate and key (`cert`, `key`; CN = the cluster's etcd role,
+    fedgate-gateway-<cluster>, as `fedgate etcd-bootstrap` creates it). With
+    `vault_role_format` (a format() string that receives the cluster name) the gateway
+    issues that certificate from Vault PKI itself (`etcd.tls.vaultRole`) and renews it;
+    without, the fedgate-cluster module mounts it from a Kubernetes Secret. The CA and
+    the client certificate sit in two folders: each is one volume in the pod (by
+    default outside /etc/fedgate, the settings' own volume, so no mount is nested in it).
+    Null: plain http:// endpoints (development only).
+  EOT
+  type = object({
+    ca                = optional(string, "/etc/fedgate-etcd/ca/ca.crt")
+    cert              = optional(string, "/etc/fedgate-etcd/client/tls.crt")
+    key               = optional(string, "/etc/fedgate-etcd/client/tls.key")
+    vault_role_format = optional(string)
+  })
+  default = null
+
+  validation {
+    condition = var.etcd_tls == null ? true : alltrue([
+      for p in [var.etcd_tls.ca, var.etcd_tls.cert, var.etcd_tls.key] : startswith(p, "/") && !endswith(p, "/")
+    ])
+    error_message = "etcd_tls: ca, cert and key must be absolute file paths."
+  }
+
+  validation {
+    condition     = var.etcd_tls == null ? true : dirname(var.etcd_tls.cert) == dirname(var.etcd_tls.key) && dirname(var.etcd_tls.ca) != dirname(var.etcd_tls.cert) && basename(var.etcd_tls.cert) != basename(var.etcd_tls.key)
+    error_message = "etcd_tls: cert and key must be two files of one folder, and ca in another folder (each folder is one volume in the pod)."
+  }
+
+  validation {
+    condition     = var.etcd_tls == null ? true : var.etcd_tls.vault_role_format == null || can(format(coalesce(var.etcd_tls.vault_role_format, "%s"), "x"))
+    error_message = "etcd_tls.vault_role_format must be a format() string such as \"fedgate-etcd-%s\"."
   }
 }
 
@@ -90,6 +128,12 @@ variable "dns_advertise" {
     condition     = alltrue([for c, a in var.dns_advertise : can(regex("^(\\[[0-9a-fA-F:.]+\\]|[0-9.]+):[0-9]+$", a))])
     error_message = "dns_advertise values must be IP:port (IPv6 in brackets)."
   }
+}
+
+variable "admin_tls" {
+  description = "Serve the admin API over TLS with the gateway's Vault-issued public certificate (admin.tls). The fedgate-cluster module then probes it over HTTPS."
+  type        = bool
+  default     = false
 }
 
 variable "admin_token_file" {

@@ -219,3 +219,91 @@ run "dns_listener_zones_and_delegation" {
     error_message = "zones and NS delegation not rendered"
   }
 }
+
+run "etcd_over_mutual_tls_with_a_client_certificate_from_a_secret" {
+  command = apply
+
+  variables {
+    etcd_endpoints = ["https://etcd-0.fedgate.acme.net:2379", "https://etcd-1.fedgate.acme.net:2379"]
+    etcd_tls       = {}
+    admin_tls      = true
+  }
+
+  assert {
+    condition = alltrue([for name, text in output.settings : yamldecode(text).etcd.tls == {
+      ca   = "/etc/fedgate-etcd/ca/ca.crt"
+      cert = "/etc/fedgate-etcd/client/tls.crt"
+      key  = "/etc/fedgate-etcd/client/tls.key"
+    }])
+    error_message = "etcd.tls not rendered (CA, client certificate and key, no vaultRole)"
+  }
+
+  assert {
+    condition     = alltrue([for name, c in output.clusters : c.etcd_user == "fedgate-gateway-${name}"])
+    error_message = "each cluster's etcd user is the gateway role fedgate etcd-bootstrap creates"
+  }
+
+  assert {
+    condition     = alltrue([for name, text in output.settings : yamldecode(text).admin == { tokenFile = "/run/secrets/fedgate/admin-token", tls = true }])
+    error_message = "admin.tls not rendered"
+  }
+}
+
+run "etcd_client_certificate_issued_by_vault" {
+  command = apply
+
+  variables {
+    etcd_endpoints = ["https://etcd-0.fedgate.acme.net:2379"]
+    etcd_tls = {
+      ca                = "/etc/fedgate/etcd-ca/ca.pem"
+      cert              = "/var/run/fedgate/etcd/client.pem"
+      key               = "/var/run/fedgate/etcd/client-key.pem"
+      vault_role_format = "fedgate-etcd-%s"
+    }
+  }
+
+  assert {
+    condition     = alltrue([for name, text in output.settings : yamldecode(text).etcd.tls.vaultRole == "fedgate-etcd-${name}" && yamldecode(text).etcd.tls.cert == "/var/run/fedgate/etcd/client.pem" && yamldecode(text).etcd.tls.ca == "/etc/fedgate/etcd-ca/ca.pem"])
+    error_message = "etcd.tls.vaultRole not rendered from vault_role_format"
+  }
+
+  assert {
+    condition     = alltrue([for name, text in output.settings : !can(yamldecode(text).admin.tls)])
+    error_message = "admin.tls is off unless asked"
+  }
+}
+
+run "etcd_tls_over_plain_http_is_refused" {
+  command = plan
+
+  variables {
+    etcd_tls = {}
+  }
+
+  expect_failures = [output.settings]
+}
+
+run "https_endpoints_without_etcd_tls_are_refused" {
+  command = plan
+
+  variables {
+    etcd_endpoints = ["https://etcd-0.fedgate.acme.net:2379", "http://etcd-1.fedgate.acme.net:2379"]
+  }
+
+  expect_failures = [output.settings]
+}
+
+run "etcd_tls_files_that_cannot_be_mounted_are_refused" {
+  command = plan
+
+  variables {
+    etcd_endpoints = ["https://etcd-0.fedgate.acme.net:2379"]
+    etcd_tls = {
+      ca   = "/etc/fedgate/etcd/ca.crt"
+      cert = "/etc/fedgate/etcd/tls.crt"
+      key  = "relative/tls.key"
+    }
+  }
+
+  expect_failures = [var.etcd_tls]
+}

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from federation import codec
-from federation.etcd import KV, Delete, EtcdClient, EtcdCompacted, EtcdError, Put, WatchStream
+from federation.etcd import KV, Delete, EtcdClient, EtcdError, Put, WatchStream
 from federation.health_summary import Summary, combine, content
 from federation.keys import HEALTH_REPORT, HEALTH_SUMMARY, KeyLayout
 from federation.leaselock import Held, LeaseLock
@@ -80,7 +80,7 @@ class HealthLeader:
         self._lock = LeaseLock(client, layout.health_lock(self._cluster), self._id, ttl=ttl)
         self._clock = clock
         self._recheck = recheck  # a follower re-reads the lock at least this often
-        self._own: tuple[Observation, ...] = ()
+        self._own: tuple[Observation, ...] | None = None  # None: not handed over yet
         self._own_changed = asyncio.Event()
         self.leading = False
         self.terms = 0  # times this gateway became the leader
@@ -102,9 +102,10 @@ class HealthLeader:
                 finally:
                     self._step_down()
                     await self._lock.release(held, keeper)
-            except EtcdError as exc:
+            except Exception as exc:  # etcd down, lock lost, a refused watch: campaign again
                 failures += 1
-                log.debug("health leader: %s", exc)
+                why = (str(exc) or type(exc).__name__).splitlines()[0]
+                log.warning("health leader of %s: %s", self._cluster, why)
                 await asyncio.sleep(min(2.0, 0.1 * 2**failures) * random.uniform(0.5, 1.0))
 
     # ------------------------------------------------------------------ follower
@@ -143,7 +144,7 @@ class HealthLeader:
         reports_at = self._layout.health_part(self._cluster, HEALTH_REPORT)
         summary_at = self._layout.health_part(self._cluster, HEALTH_SUMMARY)
         own_report = self._layout.health_report(self._cluster, self._id)
-        self._own = ()
+        self._own = None
         self._own_changed.clear()
         self._reporter.lead(self._take_own)
         with contextlib.suppress(TimeoutError):  # the own view comes with the next round
@@ -167,7 +168,7 @@ class HealthLeader:
                     return  # the lock is someone else's now
                 got = await _next(queue, self._own_changed, held.lost_event)
                 self._own_changed.clear()
-                if isinstance(got, EtcdCompacted):
+                if isinstance(got, EtcdError):  # compacted, or the stream lost: list again
                     revision, kvs = await self._client.get_prefix(reports_at)
                     reports.clear()
                     for kv in kvs:
@@ -208,7 +209,8 @@ class HealthLeader:
 
     def _summary(self, reports: Mapping[str, Sequence[Observation]]) -> Summary:
         views: dict[str, Sequence[Observation]] = dict(reports)
-        views[self._id] = self._own
+        if self._own is not None:  # (an empty report is "all healthy", no view is not)
+            views[self._id] = self._own
         return combine(self._cluster, self._id, views, self._clock())
 
     async def _write(

@@ -493,6 +493,12 @@ async def bench(args: argparse.Namespace) -> int:
                 f"{args.compaction_retention}, defrags {len(row['defrags'])}",  # type: ignore[arg-type]
                 flush=True,
             )
+            defrags = row["defrags"]
+            print(
+                "#   defragmentations (s into the churn: seconds it took): "
+                + ", ".join(f"{t:.0f}: {d:.2f}" for t, d in defrags),  # type: ignore[attr-defined]
+                flush=True,
+            )
             print(
                 "#   db MB over time (s: size/in use): "
                 + ", ".join(f"{t:.0f}: {a / mb:.0f}/{b / mb:.0f}" for t, a, b, _ in series),

@@ -105,7 +105,8 @@ class HealthLeader:
             except Exception as exc:  # etcd down, lock lost, a refused watch: campaign again
                 failures += 1
                 why = (str(exc) or type(exc).__name__).splitlines()[0]
-                log.warning("health leader of %s: %s", self._cluster, why)
+                say = log.warning if failures == 1 else log.debug  # once per outage
+                say("health leader of %s: %s", self._cluster, why)
                 await asyncio.sleep(min(2.0, 0.1 * 2**failures) * random.uniform(0.5, 1.0))
 
     # ------------------------------------------------------------------ follower

@@ -91,6 +91,11 @@ async def test_one_leader_summarises_and_a_follower_takes_over(etcd: EtcdCluster
         # the gateway that sees most: the follower's 2 of 3
         line: Observation = await async_wait_for(summarised(2, first), timeout=10, what="summary")
         assert line.state is HealthState.DEGRADED and line.observer_cluster == "a"
+        # a hostile report (deep JSON, a lie about another cluster) is one log line
+        hostile = b"[" * 100_000 + b"]" * 100_000
+        await setup.put(LAYOUT.health_report("a", "gw3"), hostile, lease=lease)
+        forged = [Observation("gw4", "b", "shop", "b", DOWN, 0, 3)]
+        await setup.put(LAYOUT.health_report("a", "gw4"), codec.encode(forged), lease=lease)
         writes = leaders[first].writes
         # the leader's own view moves: written on change, and only then
         views[first].view = views[first].of(3)

@@ -2,13 +2,22 @@
 
 For each size it starts its own etcd, writes a generated federation
 (``federation.devstack.shape``: 2,000 services of 5 routes, each in 20 clusters, 2
-gateways per cluster, each with its record and its health key), then starts ONE
-watching gateway process (a ``ViewWatcher`` + a ``GatewayLease``, what ``fedgate
-serve`` runs for its view) and, from this process, simulated peers writing what real
-gateways write at their real pace: every gateway's health key every 2 s (its
-statistics interval; capped by ``--max-rate`` on a small machine, the rate reached is
-printed), plus a service change with each of them (at most every 200 ms). Half-way,
-every gateway of one cluster reports a service's backends dead.
+gateways per cluster, each with its record; per cluster the follower's health report
+and the leader's summary, one key per own service), then starts ONE watching gateway
+process (a ``ViewWatcher`` + a ``GatewayLease``, what ``fedgate serve`` runs for its
+view) and, from this process, simulated peers writing what real gateways write at their
+real pace: round-robin over the gateways, a follower rewrites its report (which the
+views skip), a leader one summary key (its statistics moved), every 2 s per gateway
+(capped by ``--max-rate`` on a small machine, the rate reached is printed), plus a
+service change with each of them (at most every 200 ms). Half-way, one cluster's
+leader and follower report a service's backends dead.
+
+etcd runs with ``--auto-compaction-mode periodic --auto-compaction-retention
+RETENTION`` (``--compaction-retention``, default 5m, the policy of docs/etcd.md) and the
+bench plays the operator's periodic defragmentation (``--defrag-every`` seconds, 0 =
+never); the database size (``Maintenance.Status``: dbSize, dbSizeInUse) is sampled
+every ``--sample-every`` seconds and printed at the start, the end, its maximum and as
+a series.
 
 Columns:
   cold etcd   list + first view in the watcher process (s)
@@ -22,11 +31,12 @@ Columns:
   leases      lease expiries of the watcher during the run
   rss         watcher max RSS (MB)
   etcd db     etcd database file at the end (MB)
+  db start / end / max   etcd's dbSize from its status endpoint (MB; in use at the end)
 
     .venv/bin/python bench/scale.py [--sizes 10,100,1000] [--duration 20] [--max-rate 200]
+    .venv/bin/python bench/scale.py --sizes 100 --duration 600   # the issue's 10 minutes
 
-The issue asks for 10-minute runs; they are shortened to ``--duration`` seconds per
-size here (the machine is shared), which this prints.
+``--duration`` is the churn per size in seconds, which this prints.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ from federation.devstack.shape import (  # noqa: E402
     config_puts,
     gateway_value,
     health_value,
+    summary_puts,
 )
 from federation.etcd import EtcdClient, Put  # noqa: E402
 from federation.keys import KeyLayout  # noqa: E402
@@ -126,6 +137,38 @@ async def watcher_main(endpoints: str, marker: str, snapshot: str) -> None:
 
 
 # ----------------------------------------------------------------------- the bench
+
+
+class DbStatus:
+    """etcd's database size over time, from its status endpoint; the operator's defrag."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.target = endpoint.split("://", 1)[-1]
+        # (seconds into the churn, dbSize, dbSizeInUse, revision) in bytes
+        self.series: list[tuple[float, int, int, int]] = []
+        self.defrags: list[tuple[float, float]] = []  # (when, seconds it took)
+
+    async def _call(self, method: str, request: Any) -> Any:
+        import aetcd.rpc as rpc
+        import grpc
+
+        async with grpc.aio.insecure_channel(self.target) as channel:
+            stub = rpc.MaintenanceStub(channel)
+            return await getattr(stub, method)(request, timeout=60)
+
+    async def sample(self, at: float) -> None:
+        import aetcd.rpc as rpc
+
+        r = await self._call("Status", rpc.StatusRequest())
+        self.series.append((at, int(r.dbSize), int(r.dbSizeInUse), int(r.header.revision)))
+
+    async def defragment(self, at: float) -> None:
+        import aetcd.rpc as rpc
+
+        started = time.monotonic()
+        await self._call("Defragment", rpc.DefragmentRequest())
+        self.defrags.append((at, time.monotonic() - started))
+        await self.sample(at)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -225,12 +268,15 @@ async def populate(client: EtcdClient, shape: Shape) -> int:
         assert ok
     runs_in = shape.services_in()
     peers: list[Put] = []
+    now = time.time()
     for cluster in shape.cluster_names():
-        for gw in shape.gateway_ids(cluster):
+        leader, *followers = shape.gateway_ids(cluster)
+        for gw in (leader, *followers):
             peers.append(Put(LAYOUT.gateway(cluster, gw), gateway_value(cluster, gw)))
-            peers.append(
-                Put(LAYOUT.health(gw), health_value(cluster, gw, runs_in[cluster], at=time.time()))
-            )
+        for gw in followers:
+            value = health_value(cluster, gw, runs_in[cluster], at=now)
+            peers.append(Put(LAYOUT.health_report(cluster, gw), value))
+        peers += summary_puts(LAYOUT, cluster, leader, runs_in[cluster], at=now)
     for batch in chunks(iter(peers)):
         ok, rev = await client.txn([], batch)
         assert ok
@@ -244,7 +290,9 @@ async def one_size(clusters: int, args: argparse.Namespace) -> dict[str, object]
 
     shape = Shape(clusters=clusters, services=args.services)
     base = Path(tempfile.mkdtemp(prefix="fedgate-scale-"))
-    etcd = EtcdCluster(base_dir=base / "etcd").start()
+    compaction = ("--auto-compaction-mode", "periodic",
+                  "--auto-compaction-retention", args.compaction_retention)  # fmt: skip
+    etcd = EtcdCluster(base_dir=base / "etcd", extra_args=compaction).start()
     snapshot = str(base / "view.json")
     runs_in = shape.services_in()
     target = shape.cluster_names()[1]
@@ -294,18 +342,37 @@ async def one_size(clusters: int, args: argparse.Namespace) -> dict[str, object]
                     await asyncio.sleep(0.2)
                 real.start_churn()
             gateways = [(c, g) for c in shape.cluster_names() for g in shape.gateway_ids(c)]
+            leaders = {shape.gateway_ids(c)[0] for c in shape.cluster_names()}
             # encoded before the run (two alternating values per gateway, and the "dead"
-            # one): encoding 2,000 observations takes 250 ms, which would starve this
-            # loop's reading of the watcher's reports (and block the watcher on its pipe)
-            values = {
-                gw: tuple(health_value(c, gw, runs_in[c], at=float(k)) for k in (1, 2))
-                for c, gw in gateways
-            }
+            # ones): encoding 2,000 observations takes 250 ms, which would starve this
+            # loop's reading of the watcher's reports (and block the watcher on its pipe);
+            # a leader alternates one summary key (its statistics moved), a follower its
+            # whole report
+            values: dict[str, tuple[list[Put], ...]] = {}
+            for c, gw in gateways:
+                if gw in leaders:
+                    values[gw] = tuple(
+                        summary_puts(LAYOUT, c, gw, runs_in[c][:1], at=float(k), latency=k * 10.0)
+                        for k in (1, 2)
+                    )
+                else:
+                    values[gw] = tuple(
+                        [Put(LAYOUT.health_report(c, gw), health_value(c, gw, runs_in[c], at=k))]
+                        for k in (1.0, 2.0)
+                    )
             dead = frozenset({marker_service})
-            dead_values = {
-                gw: health_value(target, gw, runs_in[target], at=3.0, down=dead)
-                for gw in shape.gateway_ids(target)
-            }
+            t_leader, *t_followers = shape.gateway_ids(target)
+            dead_puts = summary_puts(LAYOUT, target, t_leader, runs_in[target], at=3.0,
+                                     down=dead, only=dead)  # fmt: skip
+            dead_puts += [
+                Put(LAYOUT.health_report(target, gw),
+                    health_value(target, gw, runs_in[target], at=3.0, down=dead))
+                for gw in t_followers
+            ]  # fmt: skip
+            status = DbStatus(etcd.endpoints[0])
+            await status.sample(0.0)
+            next_sample = time.monotonic() + args.sample_every
+            next_defrag = time.monotonic() + (args.defrag_every or float("inf"))
             rate = min(len(gateways) / 2.0, args.max_rate)
             changes: list[tuple[int, float]] = []
             writes = 0
@@ -314,8 +381,15 @@ async def one_size(clusters: int, args: argparse.Namespace) -> dict[str, object]
             next_change = time.monotonic()
             i = 0
             generation = 0
+            churn_started = time.monotonic()
             while time.monotonic() < stop_at:
                 tick = time.monotonic()
+                if tick >= next_sample:
+                    await status.sample(tick - churn_started)
+                    next_sample = tick + args.sample_every
+                if tick >= next_defrag:
+                    await status.defragment(tick - churn_started)
+                    next_defrag = tick + args.defrag_every
                 if tick >= next_change:  # a service change, timed
                     generation += 1
                     svc = shape.service(generation % shape.services, generation=generation)
@@ -328,19 +402,18 @@ async def one_size(clusters: int, args: argparse.Namespace) -> dict[str, object]
                 if down_sent is None and tick > stop_at - args.duration / 2:
                     # every gateway of one cluster sees that service's backends die
                     down_sent = time.monotonic()
-                    await client.txn([], [Put(LAYOUT.health(g), v) for g, v in dead_values.items()])
+                    await client.txn([], dead_puts)
                     continue
                 if cluster == target and down_sent is not None:
-                    value = dead_values[gw]
-                else:
-                    value = values[gw][(i // len(gateways)) % 2]
-                await client.put(LAYOUT.health(gw), value)
+                    continue  # it keeps saying "dead": nothing changes there
+                await client.txn([], values[gw][(i // len(gateways)) % 2])
                 writes += 1
                 spare = 1.0 / rate - (time.monotonic() - tick)
                 if spare > 0:
                     await asyncio.sleep(spare)
             elapsed = args.duration
             await asyncio.sleep(1.0)  # let the last changes land
+            await status.sample(time.monotonic() - churn_started)
             assert proc.stdin is not None
             proc.stdin.write(b"report\n")
             await proc.stdin.drain()
@@ -384,6 +457,8 @@ async def one_size(clusters: int, args: argparse.Namespace) -> dict[str, object]
             "leases": report.get("leases", "?"),
             "rss": report.get("rss_mb", float("nan")),
             "db": db / 1e6,
+            "db_series": status.series,
+            "defrags": status.defrags,
             "stats": report.get("stats", {}),
             "real": marks.get("real"),
         }
@@ -407,6 +482,28 @@ async def bench(args: argparse.Namespace) -> int:
             f"health pairs {stats.get('health_pairs')}, offloaded {stats.get('offloaded')}",
             flush=True,
         )
+        series: list[tuple[float, int, int, int]] = row["db_series"]  # type: ignore[assignment]
+        if series:
+            mb = 1e6
+            print(
+                f"# {size} clusters: etcd db (status endpoint) start {series[0][1] / mb:.1f} MB, "
+                f"end {series[-1][1] / mb:.1f} MB ({series[-1][2] / mb:.1f} MB in use), "
+                f"max {max(x[1] for x in series) / mb:.1f} MB; revisions "
+                f"{series[0][3]} -> {series[-1][3]}; compaction retention "
+                f"{args.compaction_retention}, defrags {len(row['defrags'])}",  # type: ignore[arg-type]
+                flush=True,
+            )
+            defrags = row["defrags"]
+            print(
+                "#   defragmentations (s into the churn: seconds it took): "
+                + ", ".join(f"{t:.0f}: {d:.2f}" for t, d in defrags),  # type: ignore[attr-defined]
+                flush=True,
+            )
+            print(
+                "#   db MB over time (s: size/in use): "
+                + ", ".join(f"{t:.0f}: {a / mb:.0f}/{b / mb:.0f}" for t, a, b, _ in series),
+                flush=True,
+            )
         if row["real"]:
             gw: dict[str, float] = row["real"]  # type: ignore[assignment]
             print(
@@ -416,7 +513,7 @@ async def bench(args: argparse.Namespace) -> int:
                 flush=True,
             )
     print(
-        f"\n{args.duration:.0f} s of churn per size (the issue's 10-minute runs shortened); "
+        f"\n{args.duration:.0f} s of churn per size; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
     )
     head = (
@@ -441,6 +538,9 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=2000)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of churn per size")
     parser.add_argument("--max-rate", type=float, default=200.0, help="peer writes per second")
+    parser.add_argument("--compaction-retention", default="5m", help="etcd's periodic retention")
+    parser.add_argument("--defrag-every", type=float, default=120.0, help="seconds; 0 = never")
+    parser.add_argument("--sample-every", type=float, default=30.0, help="db size sample, s")
     parser.add_argument(
         "--real-gateway", action="store_true", help="also run a real `fedgate serve` process"
     )

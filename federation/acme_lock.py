@@ -1,24 +1,25 @@
 """One ACME order per name across the federation: a short etcd lease-lock per name.
 
-The gateway that creates ``{p}acme/lock/{name}`` (a transaction guarded on the key not
-existing) under its own short lease orders; the others wait and read Vault. The lease
-is kept alive while the order runs; a holder that dies stops renewing it, etcd deletes
-the key after the TTL and the next gateway takes over -- and, before ordering, checks
-Vault for a certificate the dead holder may already have stored (no duplicate order).
-The challenges of the order (HTTP-01 tokens, the TLS-ALPN-01 key authorization, the
-DNS-01 TXT value) are published under the same lease so they vanish with the holder
-too. The account is created under the same kind of lock (:data:`ACCOUNT`), so N
-gateways starting at once with no account in Vault register one.
+The gateway that holds ``{p}acme/lock/{name}`` (:class:`federation.leaselock.LeaseLock`:
+created under its own short lease, kept alive while the order runs) orders; the others
+wait and read Vault. A holder that dies stops renewing its lease, etcd deletes the key
+after the TTL and the next gateway takes over -- and, before ordering, checks Vault for
+a certificate the dead holder may already have stored (no duplicate order). The
+challenges of the order (HTTP-01 tokens, the TLS-ALPN-01 key authorization, the DNS-01
+TXT value) are published under the same lease so they vanish with the holder too. The
+account is created under the same kind of lock (:data:`ACCOUNT`), so N gateways
+starting at once with no account in Vault register one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from federation.etcd import EtcdClient, EtcdError, Guard, Put
+from federation.etcd import EtcdClient
 from federation.keys import KeyLayout
+from federation.leaselock import Held as LockHeld
+from federation.leaselock import LeaseLock
 
 ACCOUNT = "@account"  # the lock of the first account registration (never a hostname)
 
@@ -30,55 +31,34 @@ class AcmeLock:
         self._holder = holder
         self._ttl = ttl
 
+    def _lock(self, name: str) -> LeaseLock:
+        key = KeyLayout(self._prefix).acme_lock(name)
+        return LeaseLock(self._etcd, key, self._holder, ttl=self._ttl)
+
     async def holder(self, name: str) -> str | None:
-        kv = await self._etcd.get(KeyLayout(self._prefix).acme_lock(name))
-        return kv.value.decode(errors="replace") if kv is not None else None
+        return await self._lock(name).holder()
 
     @contextlib.asynccontextmanager
     async def hold(self, name: str) -> AsyncIterator[Held | None]:
         """Yields a :class:`Held` when this process got the lock, else None."""
-        key = KeyLayout(self._prefix).acme_lock(name)
-        lease = await self._etcd.grant_lease(self._ttl)
-        ok, _ = await self._etcd.txn(
-            [Guard(key, "create", "==", 0)], [Put(key, self._holder.encode(), lease=lease)]
-        )
-        if not ok:
-            await self._etcd.revoke_lease(lease)
-            yield None
-            return
-        held = Held(self._etcd, self._prefix, lease)
-        keeper = asyncio.create_task(self._keep(held))
-        try:
-            yield held
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            with contextlib.suppress(Exception):
-                await self._etcd.revoke_lease(lease)  # frees the lock and the tokens
-
-    async def _keep(self, held: Held) -> None:
-        """Refresh the lease; when that fails the lock may pass to another gateway, so
-        the holder is told (:attr:`Held.lost`) and places no further order step."""
-        try:
-            while True:
-                await asyncio.sleep(self._ttl / 3)
-                if await self._etcd.keepalive_once(held.lease) <= 0:
-                    break
-        except EtcdError:
-            pass
-        held.lost = True
+        async with self._lock(name).hold() as lock:
+            yield None if lock is None else Held(self._etcd, self._prefix, lock)
 
 
 class Held:
     """A held lock: publishes the order's challenges under the holder's lease
     (:mod:`federation.acme_records` says what each form is)."""
 
-    def __init__(self, etcd: EtcdClient, prefix: str, lease: int) -> None:
+    def __init__(self, etcd: EtcdClient, prefix: str, lock: LockHeld) -> None:
         self._etcd = etcd
         self._layout = KeyLayout(prefix)
-        self.lease = lease
-        self.lost = False  # the lease could not be kept alive: another may hold the lock
+        self._lock = lock
+        self.lease = lock.lease
+
+    @property
+    def lost(self) -> bool:
+        """The lease could not be kept alive: another may hold the lock."""
+        return self._lock.lost
 
     def key(self, form: str, ident: str) -> str:
         """The etcd key of one challenge: ``http-01`` by token, the others by name."""

@@ -1,10 +1,12 @@
 """Observations -> the federation's opinion of every (service, cluster).
 
-Every gateway publishes what it sees (``federation.health``): its own cluster's endpoints
-(active probes), the other clusters' gateways (east-west pings) and the error rate and
-latency of its real traffic. :func:`aggregate` folds the opinions of the *live* observers
-(those with a :class:`GatewayRecord`, i.e. a lease) into one :class:`ServiceHealth` per
-(service, cluster):
+Every gateway sees its own cluster's endpoints (active probes), the other clusters'
+gateways (east-west pings) and the error rate and latency of its real traffic
+(``federation.health``); each cluster's health leader folds its gateways' views into
+the cluster's summary (``federation.health_summary``), signed by the leader's gateway
+id. :func:`aggregate` folds the opinions of the *live* observers (summaries whose
+leader has a :class:`GatewayRecord`, i.e. a lease) into one :class:`ServiceHealth` per
+(service, cluster), one vote per cluster:
 
 - the own-cluster observers are authoritative for endpoint counts: when they see no
   healthy endpoint the service is ``unhealthy`` there;
@@ -173,11 +175,14 @@ def assess(
     own = [o for o in opinions if o.observer_cluster == cluster]
     routable = sum(1 for e in endpoints if e.routable)
 
+    own_degraded = False
     if own:
-        # several gateways of the cluster: trust the one that sees most (a broken or lying
+        # the cluster's summary (federation/health_summary.py); were there several
+        # opinions of the cluster, trust the one that sees most (a broken or lying
         # gateway cannot make the others' endpoints vanish)
         best = max(own, key=lambda o: (o.healthy, o.total))
         healthy, total = best.healthy, max(best.total, best.healthy)
+        own_degraded = best.state is HealthState.DEGRADED  # e.g. a minority of its gateways
     else:
         healthy, total = routable, len(endpoints)
 
@@ -196,7 +201,7 @@ def assess(
         state = HealthState.UNHEALTHY  # a majority of live observers agree
     elif not n_voters:
         state = HealthState.UNKNOWN
-    elif down or healthy < total or error_rate > DEGRADED_ERROR_RATE:
+    elif down or healthy < total or error_rate > DEGRADED_ERROR_RATE or own_degraded:
         state = HealthState.DEGRADED
     else:
         state = HealthState.HEALTHY

@@ -9,7 +9,8 @@ role (= user)                          may
 =====================================  ==========================================
 ``fedgate-operator``                   read the prefix; write the config keys
 ``fedgate-gateway-{cluster}``          read the prefix; write its cluster's gateway
-                                       records and endpoints, health opinions
+                                       records, endpoints and health (reports, the
+                                       leader lock and the summary), ACME orders
 ``fedgate-discovery-{cluster}``        read the prefix; write its cluster's endpoints
 ``root``                               everything (etcd's own; bootstrap only)
 =====================================  ==========================================

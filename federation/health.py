@@ -10,10 +10,12 @@ A :class:`HealthReporter` runs in every gateway. It
   ``Cluster.east_west``, or on each live gateway's URL when the cluster has none), over
   TLS with the east-west client context when one is given;
 * reads the passive statistics of real traffic (error rate, latency EWMA);
-* publishes its opinions as one key, ``layout.health(gateway_id)`` = a JSON list of
-  :class:`Observation`, under the gateway's lease: a dead observer's opinions vanish
-  with it. It writes on a state change at once, on a statistics change at most every
-  ``stats_interval`` seconds, and again after every new lease;
+* publishes its opinions (its *local view*) as one key, ``layout.health_report(cluster,
+  gateway_id)`` = a JSON list of :class:`Observation`, under the gateway's lease: a dead
+  observer's opinions vanish with it. It writes on a state change at once, on a
+  statistics change at most every ``stats_interval`` seconds, and again after every new
+  lease. Only its cluster's health leader reads that key (``federation.health_leader``),
+  and the leader's own view goes to it in memory (:meth:`HealthReporter.lead`) instead;
 * tells the local placement at once when its own endpoints change
   (``sink.local_endpoints``), without waiting for the round trip through etcd.
 
@@ -37,6 +39,7 @@ from urllib.parse import urlsplit
 
 from federation import codec
 from federation.grpc_health import grpc_probe
+from federation.health_summary import compact
 from federation.keys import KeyLayout
 from federation.model import ANY, HealthCheck, HealthState, Observation, RoutingView, Service
 
@@ -211,7 +214,8 @@ class HealthReporter:
         gateway_check: HealthCheck = DEFAULT_GATEWAY_CHECK,
     ) -> None:
         self._lease = lease
-        self._key = layout.health(gateway_id)
+        self._key = layout.health_report(cluster, gateway_id)
+        self._leader: Callable[[tuple[Observation, ...]], None] | None = None
         self._gateway_id = gateway_id
         self._cluster = cluster
         self._holder = holder
@@ -401,12 +405,11 @@ class HealthReporter:
 
     # ------------------------------------------------------------------ observations
     def observations(self) -> tuple[Observation, ...]:
-        """This gateway's current opinions (``at`` = now).
+        """This gateway's current opinions (its local view, ``at`` = now), O(own services
+        + unreachable clusters + pairs it sends real traffic to):
 
-        O(services of its own cluster + clusters it finds unreachable + pairs it sends
-        real traffic to), not O(services x clusters):
-
-        - one observation per service of its own cluster (its probes);
+        - one observation per service of its own cluster (its probes; ``unknown`` until
+          every endpoint was probed);
         - one observation per (service, remote cluster) only with real traffic there
           (``MIN_REQUESTS`` in the window): its error rate and latency count;
         - one *cluster-wide exception* (``service="*"``) per remote cluster whose
@@ -436,8 +439,10 @@ class HealthReporter:
         own, remote = self._shape(view)
         for svc in own:
             healthy, total, unknown = counts.get(svc.name, (0, 0, 0))
-            if unknown:
-                continue  # not every endpoint probed yet: no opinion
+            if unknown:  # no opinion yet (said: a report leaves out what is fully healthy)
+                unsure = HealthState.UNKNOWN
+                out.append(self._observation(svc.name, self._cluster, unsure, healthy, total, now))
+                continue
             err, ms, n = stats.get((svc.name, self._cluster), (0.0, 0.0, 0))
             state = _with_passive(_endpoint_state(healthy, total), err, n)
             out.append(self._observation(svc.name, self._cluster, state, healthy, total, now))
@@ -506,9 +511,29 @@ class HealthReporter:
             at=now,
         )
 
+    @property
+    def cluster(self) -> str:
+        return self._cluster
+
+    @property
+    def gateway_id(self) -> str:
+        return self._gateway_id
+
+    def lead(self, sink: Callable[[tuple[Observation, ...]], None]) -> None:
+        """This gateway leads its cluster's health: its view goes to ``sink``, not to etcd."""
+        self._leader = sink
+        self._published = None
+        self._changed.set()
+
+    def follow(self) -> None:
+        """Leadership lost or given up: publish the local view to etcd again, at once."""
+        self._leader = None
+        self._published = None
+        self._changed.set()
+
     async def publish(self, *, force: bool = False) -> bool:
         """Write the observations if they changed materially; True when written."""
-        if self._lease.lease_id is None:
+        if self._lease.lease_id is None and self._leader is None:
             return False
         current = self.observations()
         now = self._clock()
@@ -518,8 +543,12 @@ class HealthReporter:
                 return False
             if not _stats_moved(current, previous):
                 return False
+        if self._leader is not None:
+            self._leader(current)
+            self._published, self._published_at = current, now
+            return True
         try:
-            await self._lease.put(self._key, codec.encode(list(current)))
+            await self._lease.put(self._key, codec.encode(compact(current)))
         except Exception as exc:  # etcd down or lease lost: retried on the next round
             log.debug("publishing health failed: %s", exc)
             return False

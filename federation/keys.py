@@ -11,7 +11,10 @@ key                                         value                       written 
 ``{p}services/{service}``                   Service                     fedgate apply
 ``{p}gateways/{cluster}/{gateway}``         GatewayRecord               gateway, lease
 ``{p}endpoints/{cluster}/{service}/{src}``  [Endpoint, ...]             discovery, lease
-``{p}health/{observer}``                    [Observation, ...]          gateway, lease
+``{p}health/{cluster}/summary/{service}``   [Observation]: the cluster  its health leader,
+                                            (``*``: cluster-wide)       lock lease
+``{p}health/{cluster}/report/{gateway}``    [Observation, ...]          gateway, lease
+``{p}health/{cluster}/lock/leader``         leader's gateway id         health leader
 ``{p}ratelimit/{service}``                  (reserved)                  -
 ``{p}generation``                           {"generation", "applied"}   fedgate apply
 ``{p}applying``                             the apply barrier           fedgate apply
@@ -26,13 +29,19 @@ keys); everything else is written under a lease by the process that knows the fa
 so it vanishes with that process.
 
 Keys that one cluster's processes write start with the cluster's name right after the
-kind (``gateways/{cluster}/``, ``endpoints/{cluster}/``): etcd grants permissions on
-key *ranges*, so "this cluster's endpoints" must be one prefix. :data:`WRITERS` says who
-writes each kind and whether the grant is per cluster; ``fedgate etcd-bootstrap``
-turns it into etcd roles (``docs/security.md``). A new kind is one line there.
+kind (``gateways/{cluster}/``, ``endpoints/{cluster}/``, ``health/{cluster}/``): etcd
+grants permissions on key *ranges*, so "this cluster's endpoints" must be one prefix.
+:data:`WRITERS` says who writes each kind and whether the grant is per cluster;
+``fedgate etcd-bootstrap`` turns it into etcd roles (``docs/security.md``). A new kind
+is one line there.
 
 Endpoint keys are written cluster first but parsed back to ``(service, cluster,
 source)``, the order every consumer uses.
+
+Health keys are ``(cluster, part, name)``: only the ``summary`` part feeds the routing
+view; a cluster's ``report`` keys (each gateway's local view) and its ``lock`` are read
+by that cluster's health leader alone (``federation/health_leader.py``), so the view
+skips them without decoding (:func:`view_skips`).
 """
 
 from __future__ import annotations
@@ -106,11 +115,29 @@ WRITERS: tuple[Grant, ...] = (
     Grant(Kind.GENERATION.value, _OP, single_key=True),  # the applied generation
     Grant(Kind.APPLYING.value, _OP, single_key=True),  # the apply barrier
     Grant(Kind.GATEWAY.value, _GW, per_cluster=True),
-    Grant(Kind.HEALTH.value, _GW),  # health/{gateway id}: not per cluster (see security.md)
+    Grant(Kind.HEALTH.value, _GW, per_cluster=True),  # summary, reports and leader lock
     # discovery runs inside the gateway (``fedgate serve``) or on its own
     Grant(Kind.ENDPOINTS.value, _GW | _DISC, per_cluster=True),
     Grant(Kind.ACME.value, _GW),  # one ACME order per name across the federation
 )
+
+
+# folders under the prefix that hold no routing facts (reserved or owned elsewhere)
+IGNORED_FOLDERS = ("ratelimit/",)
+# the parts of ``health/{cluster}/``: what the view reads, and what only the leader reads
+HEALTH_SUMMARY, HEALTH_REPORT, HEALTH_LOCK = "summary", "report", "lock"
+_HEALTH_PARTS = frozenset({HEALTH_SUMMARY, HEALTH_REPORT, HEALTH_LOCK})
+
+
+def view_skips(rest: str) -> bool:
+    """Whether a key (without the prefix) feeds no view: reserved folders, and a
+    cluster's health reports and leader lock (read by that cluster's leader only)."""
+    if rest.startswith(IGNORED_FOLDERS):
+        return True
+    if not rest.startswith("health/"):
+        return False
+    parts = rest.split("/")
+    return len(parts) == 4 and parts[2] in (HEALTH_REPORT, HEALTH_LOCK)
 
 
 def grants_of(writer: Writer) -> tuple[Grant, ...]:
@@ -124,7 +151,7 @@ _ARITY = {
     Kind.SERVICE: 1,
     Kind.GATEWAY: 2,
     Kind.ENDPOINTS: 3,
-    Kind.HEALTH: 1,
+    Kind.HEALTH: 3,
     Kind.GENERATION: 0,
     Kind.APPLYING: 0,
     Kind.ACME: 2,
@@ -177,8 +204,21 @@ class KeyLayout:
     def endpoints(self, service: str, cluster: str, source: str) -> str:
         return f"{self.prefix}{Kind.ENDPOINTS}/{cluster}/{service}/{source}"
 
-    def health(self, observer: str) -> str:
-        return f"{self.prefix}{Kind.HEALTH}/{observer}"
+    def health_summary(self, cluster: str, name: str) -> str:
+        """A cluster's summary of one of its services (``name="*"``: cluster-wide)."""
+        return f"{self.prefix}{Kind.HEALTH}/{cluster}/{HEALTH_SUMMARY}/{name}"
+
+    def health_report(self, cluster: str, gateway_id: str) -> str:
+        """One gateway's local view, read by its cluster's health leader."""
+        return f"{self.prefix}{Kind.HEALTH}/{cluster}/{HEALTH_REPORT}/{gateway_id}"
+
+    def health_lock(self, cluster: str) -> str:
+        """The lease-lock of a cluster's health leader."""
+        return f"{self.prefix}{Kind.HEALTH}/{cluster}/{HEALTH_LOCK}/leader"
+
+    def health_part(self, cluster: str, part: str) -> str:
+        """The folder of one part of a cluster's health (``{p}health/{cluster}/report/``)."""
+        return f"{self.prefix}{Kind.HEALTH}/{cluster}/{part}/"
 
     def generation(self) -> str:
         return f"{self.prefix}{Kind.GENERATION}"
@@ -225,6 +265,8 @@ class KeyLayout:
             return None
         parts = tuple(tail.split("/")) if tail else ()
         if len(parts) != _ARITY[kind] or any(not p for p in parts):
+            return None
+        if kind is Kind.HEALTH and parts[1] not in _HEALTH_PARTS:
             return None
         if kind is Kind.ENDPOINTS:  # stored cluster first (a per-cluster prefix)
             parts = (parts[1], parts[0], parts[2])

@@ -27,7 +27,8 @@ from typing import Any
 from federation import codec, limits
 from federation.acme_records import check_acme_challenge
 from federation.etcd import KV, EtcdClient
-from federation.keys import KeyLayout, Kind, ParsedKey
+from federation.health_summary import summary_name
+from federation.keys import HEALTH_SUMMARY, KeyLayout, Kind, ParsedKey
 from federation.model import (
     Cluster,
     Endpoint,
@@ -39,9 +40,6 @@ from federation.model import (
 )
 
 log = logging.getLogger(__name__)
-
-# folders under the prefix that hold no routing facts (reserved or owned elsewhere)
-IGNORED_FOLDERS = ("ratelimit/",)
 
 
 class ItemError(ValueError):
@@ -118,11 +116,19 @@ def _decode(parsed: ParsedKey, data: bytes) -> Any:
                 )
             out.append(ep if ep.source == source else dataclasses.replace(ep, source=source))
         return tuple(out)
-    if kind is Kind.HEALTH:
+    if kind is Kind.HEALTH:  # only summaries reach here (keys.view_skips)
+        of, part, name = parts
+        if part != HEALTH_SUMMARY:
+            raise ItemError(f"health/{of}/{part}/ feeds no view")
         observations = codec.decode_list(Observation, data)
         for obs in observations:
-            if obs.observer != parts[0]:
-                raise ItemError(f"observation by {obs.observer!r} does not match its key")
+            if obs.observer_cluster != of or summary_name(obs) != name:
+                raise ItemError(
+                    f"observation of {obs.service}/{obs.cluster} by cluster "
+                    f"{obs.observer_cluster!r} does not match its key"
+                )
+            if obs.observer != observations[0].observer:
+                raise ItemError("a summary holds the observations of one leader")
         return observations
     if kind is Kind.ACME:  # lock/{name}: the holder; challenge/{token}, alpn/{name}:
         # a key authorization; dns/{name}: a TXT value (federation/acme_lock.py)

@@ -41,7 +41,8 @@ from types import MappingProxyType
 from federation.acme_records import txt_name
 from federation.aggregate import assess_pair, pair_opinions
 from federation.etcd import KV
-from federation.keys import HELD_KINDS, KeyLayout, Kind
+from federation.health_summary import summary_name
+from federation.keys import HELD_KINDS, KeyLayout, Kind, view_skips
 from federation.manifest_view import static_endpoints
 from federation.model import (
     ANY,
@@ -55,7 +56,7 @@ from federation.model import (
     ServiceHealth,
     Zone,
 )
-from federation.view import IGNORED_FOLDERS, DecodeCache, Item, decode_item
+from federation.view import DecodeCache, Item, decode_item
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,9 @@ class ViewState:
         self.endpoints: dict[Pair, tuple[Endpoint, ...]] = {}
         self._obs_values: dict[str, tuple[Observation, ...]] = {}
         self._obs_by_pair: dict[Pair, dict[str, list[Observation]]] = {}
-        self._markers: dict[str, str] = {}  # observer id -> its cluster ("*"/"*" marker)
+        # health key -> (observer, cluster) of the "*"/"*" marker it holds
+        self._markers: dict[str, tuple[str, str]] = {}
+        self._obs_keys: dict[str, set[str]] = {}  # observer id -> the health keys it signs
         self.health: dict[Pair, ServiceHealth] = {}
         self.config_revision = 0
         # ACME HTTP-01 key authorizations by token (acme/challenge/{token}), answered by
@@ -176,7 +179,7 @@ class ViewState:
         for key in sorted(delta):
             kv = delta[key]
             rest = key[len(self.layout.prefix) :] if key.startswith(self.layout.prefix) else None
-            if rest is not None and rest.startswith(IGNORED_FOLDERS):
+            if rest is not None and view_skips(rest):
                 continue
             old = self.kvs.get(key)
             if kv is None:
@@ -232,14 +235,15 @@ class ViewState:
         if Kind.ENDPOINTS in touched:
             dirty_pairs |= self._apply_endpoint_keys(touched[Kind.ENDPOINTS])
         acme_changed = Kind.ACME in touched and self._apply_acme(touched[Kind.ACME])
-        markers_before = set(self._markers)
+        markers_before = dict(self._markers)
         if Kind.HEALTH in touched:
             dirty_health |= self._apply_observations(touched[Kind.HEALTH])
-        everything = set(self._markers) != markers_before
+        everything = self._markers != markers_before
+        voters = {observer for observer, _ in self._markers.values()}
         for gateway_id in live_changed:  # an observer came or went: the pairs it observes
-            everything |= gateway_id in self._markers  # ... every pair, when it votes silently
-            observed = self._obs_values.get(self.layout.health(gateway_id), ())
-            dirty_health.update((o.service, o.cluster) for o in observed)
+            everything |= gateway_id in voters  # ... every pair, when it votes silently
+            for key in self._obs_keys.get(gateway_id, ()):
+                dirty_health.update((o.service, o.cluster) for o in self._obs_values[key])
         if everything:
             dirty_health |= {p for s in self.services.values() for p in _pairs(s, self.clusters)}
         dirty_health = self._expand(dirty_health)
@@ -477,19 +481,27 @@ class ViewState:
                 self._obs_values[key] = new
             else:
                 if key not in self._obs_values:
-                    observer = self.layout.parse(key).parts[0]  # type: ignore[union-attr]
                     self._obs_values[key] = tuple(
-                        o for o in self._fallback.observations if o.observer == observer
+                        o
+                        for o in self._fallback.observations
+                        if self.layout.health_summary(o.observer_cluster, summary_name(o)) == key
                     )
                 new = self._obs_values[key]
             if new is old:
                 continue
-            observer = key[len(self.layout.folder(Kind.HEALTH)) :]
             marker = next((o for o in new if o.service == ANY and o.cluster == ANY), None)
             if marker is None:
-                self._markers.pop(observer, None)
+                self._markers.pop(key, None)
             else:
-                self._markers[observer] = marker.observer_cluster
+                self._markers[key] = (marker.observer, marker.observer_cluster)
+            for o in old:
+                signed = self._obs_keys.get(o.observer)
+                if signed is not None:
+                    signed.discard(key)
+                    if not signed:
+                        del self._obs_keys[o.observer]
+            for o in new:
+                self._obs_keys.setdefault(o.observer, set()).add(key)
             for o in old:
                 pair = (o.service, o.cluster)
                 pairs.add(pair)
@@ -516,7 +528,7 @@ class ViewState:
     def _assess(self, pairs: set[Pair], now: float) -> bool:
         changed = False
         live = self.gateways
-        markers = {o: c for o, c in self._markers.items() if o in live}
+        markers = {o: c for o, c in self._markers.values() if o in live}
         per_cluster: dict[str, int] = {}
         for c in markers.values():
             per_cluster[c] = per_cluster.get(c, 0) + 1

@@ -53,7 +53,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from federation.etcd import KV, EtcdClient, EtcdCompacted, EtcdError, WatchBatch, WatchStream
-from federation.keys import HELD_KINDS, KeyLayout
+from federation.keys import HELD_KINDS, KeyLayout, view_skips
 from federation.listing import list_prefix
 from federation.model import RoutingView
 from federation.snapshot import SnapshotWriter, load_snapshot
@@ -357,6 +357,9 @@ class ViewWatcher:
             self.stats.events += 1
             value = kv if event.kind == "put" else None
             key = kv.key
+            if view_skips(key[len(self._layout.prefix) :]):
+                taken = True  # a cluster's health report or lock: its leader's, no view's
+                continue
             if key == applying_key:
                 if value is not None and self._barrier == 0:
                     self._barrier = kv.create_revision

@@ -373,6 +373,10 @@ class GatewayProcess:
                 placement=placement,
             )
             self._spawn("health", reporter.run)
+            from federation.health_leader import HealthLeader
+
+            leader = HealthLeader(client=client, layout=layout, reporter=reporter, ttl=lease.ttl)
+            self._spawn("health-leader", leader.run)
             self._start_discovery(client, layout, lease, holder, gateway_id)
         if vault is not None:
             self._spawn("vault", vault.run)

@@ -2,9 +2,10 @@
 
 The shape of issue #11: ``clusters`` clusters, ``services`` services of ``routes``
 routes each, every service in ``per_service`` clusters (spread round-robin), and
-``gateways`` gateways per cluster, each with its record and its health key holding
-what a real gateway writes (``federation.health``: one observation per service of its
-own cluster). Values are encoded by the codec, as the real writers do.
+``gateways`` gateways per cluster, each with its record and its local view (a report,
+``federation.health``: one observation per service of its own cluster), and each
+cluster's health summary as its leader writes it (``federation.health_leader``).
+Values are encoded by the codec, as the real writers do.
 """
 
 from __future__ import annotations
@@ -93,8 +94,20 @@ def health_value(
     at: float,
     down: frozenset[str] = frozenset(),
 ) -> bytes:
-    """A gateway's health key: one observation per service of its own cluster."""
-    obs = [
+    """A gateway's local view (its report key): one observation per own service."""
+    return codec.encode(_own_view(cluster, gateway_id, services, at=at, down=down))
+
+
+def _own_view(
+    cluster: str,
+    gateway_id: str,
+    services: list[str],
+    *,
+    at: float,
+    down: frozenset[str],
+    latency: float = 0.0,
+) -> list[Observation]:
+    return [
         Observation(
             observer=gateway_id,
             observer_cluster=cluster,
@@ -103,11 +116,33 @@ def health_value(
             state=HealthState.UNHEALTHY if s in down else HealthState.HEALTHY,
             healthy=0 if s in down else 3,
             total=3,
+            latency_ms=latency,
             at=at,
         )
         for s in services
     ]
-    return codec.encode(obs)
+
+
+def summary_puts(
+    layout: KeyLayout,
+    cluster: str,
+    leader: str,
+    services: list[str],
+    *,
+    at: float,
+    down: frozenset[str] = frozenset(),
+    only: frozenset[str] | None = None,
+    lease: int | None = None,
+    latency: float = 0.0,
+) -> list[Put]:
+    """What a cluster's health leader writes (``federation.health_leader``): one summary
+    key per own service (``only``: just those), as ``health_summary.combine`` makes it."""
+    view = _own_view(cluster, leader, services, at=at, down=down, latency=latency)
+    return [
+        Put(layout.health_summary(cluster, o.service), codec.encode([o]), lease=lease)
+        for o in view
+        if only is None or o.service in only
+    ]
 
 
 def chunks(ops: Iterator[Put], size: int = 100, max_bytes: int = 1 << 20) -> Iterator[list[Put]]:

@@ -324,7 +324,7 @@ def test_apply_never_reads_the_runtime_keys(tmp_path: Path) -> None:
             async with EtcdClient(etcd.endpoints, timeout=30.0) as client:
                 blob = b"x" * (7 * 1024 * 1024)
                 for i in range(10):  # 70 MB of health observations
-                    await client.put(LAYOUT.health(f"gw{i}"), blob)
+                    await client.put(LAYOUT.health_report("a", f"gw{i}"), blob)
 
         asyncio.run(fill())
         path = write(tmp_path, generate(3))

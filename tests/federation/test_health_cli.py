@@ -21,6 +21,7 @@ from federation.clikit import camelize
 from federation.commands.health import render, use_colour
 from federation.etcd import EtcdClient
 from federation.globalhealth import global_health
+from federation.health_summary import summary_name
 from federation.healthquery import MAX_LIMIT, HealthQuery
 from federation.keys import KeyLayout
 from federation.model import GatewayRecord, HealthState, Observation
@@ -284,7 +285,11 @@ async def _register(etcd: EtcdCluster, layout: KeyLayout) -> None:
                             healthy=2, total=2, at=time.time())
                 for s in view.services.values() for cl in s.clusters
             ]  # fmt: skip
-            await client.put(layout.health(g.id), codec.encode(tuple(obs)))
+            by_key: dict[str, list[Observation]] = {}  # the cluster's summary, as its leader
+            for o in obs:
+                by_key.setdefault(layout.health_summary(c.name, summary_name(o)), []).append(o)
+            for key, value in by_key.items():
+                await client.put(key, codec.encode(value))
     finally:
         await client.close()
 

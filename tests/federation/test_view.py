@@ -104,7 +104,7 @@ def test_builds_the_view() -> None:
     )
     f.put(LAYOUT.gateway("a", "gw-a"), GatewayRecord(id="gw-a", cluster="a"))
     f.put(
-        LAYOUT.health("gw-a"),
+        LAYOUT.health_summary("a", "shop"),
         [Observation("gw-a", "a", "shop", "a", HealthState.HEALTHY, healthy=1, total=1)],
     )
     config_rev = f.kvs[LAYOUT.service("shop")].mod_revision

@@ -16,7 +16,7 @@ from tests.federation.test_view import cluster, service
 LAYOUT = KeyLayout("/fedgate/")
 CLUSTERS = ("a", "b", "c")
 SERVICES = ("s1", "s2", "s3")
-GATEWAYS = (("a", "ga"), ("b", "gb"), ("c", "gc"))
+GATEWAYS = (("a", "ga"), ("a", "ga2"), ("b", "gb"), ("c", "gc"))  # ga, ga2: leaders of a
 
 
 class Store:
@@ -92,12 +92,19 @@ def random_step(rng: random.Random, s: Store) -> None:
             ]
             s.put(key, eps)
     elif roll < 0.95:
-        cl, gw = rng.choice(GATEWAYS)
-        key = LAYOUT.health(gw)
+        cl, gw = rng.choice(GATEWAYS)  # the leader, then another one of its cluster
+        name = rng.choice((*SERVICES, ANY))
+        key = LAYOUT.health_summary(cl, name)
         if rng.random() < 0.15:
             s.delete(key)
         elif rng.random() < 0.05:
             s.put(key, b"[1,")
+        elif rng.random() < 0.05:  # a report: never decoded by the view
+            s.put(LAYOUT.health_report(cl, gw), b"[1,")
+        elif name != ANY:  # the cluster's summary of one of its services
+            state = rng.choice(list(HealthState))
+            s.put(key, [Observation(gw, cl, name, cl, state, rng.randint(0, 2), 2,
+                                    at=float(s.revision))])  # fmt: skip
         else:
             obs = [
                 Observation(
@@ -112,7 +119,7 @@ def random_step(rng: random.Random, s: Store) -> None:
                 )
                 for svc in (*SERVICES, ANY)  # ANY: cluster-wide exceptions
                 for target in CLUSTERS
-                if rng.random() < 0.4
+                if target != cl and rng.random() < 0.4
             ]
             if rng.random() < 0.6:  # the marker: it pings every other cluster
                 obs.append(Observation(gw, cl, ANY, ANY, HealthState.HEALTHY, 2, 2, at=1.0))
@@ -155,7 +162,7 @@ def test_a_health_or_endpoint_write_keeps_the_config_objects() -> None:
     first = state.apply(store.take(), revision=store.revision, now=1.0)
     assert state.stats.config_rebuilds == 1
     obs = Observation("ga", "a", "s1", "b", HealthState.UNHEALTHY, 0, 1, at=2.0)
-    store.put(LAYOUT.health("ga"), [obs])
+    store.put(LAYOUT.health_summary("a", ANY), [obs])
     second = state.apply(store.take(), revision=store.revision, now=2.0)
     assert second.services is first.services and second.clusters is first.clusters
     assert second.endpoints is first.endpoints and second.gateways is first.gateways

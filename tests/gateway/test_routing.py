@@ -341,7 +341,8 @@ def test_a_health_write_in_etcd_does_not_rebuild_the_route_table() -> None:
     facts, cache = base_facts(), DecodeCache()
     first = facts.view(cache=cache)
     table = RouteTable.build(first)
-    facts.put(LAYOUT.health("gw-a"), [Observation("gw-a", "a", "shop", "a", HealthState.HEALTHY)])
+    obs = Observation("gw-a", "a", "shop", "a", HealthState.HEALTHY)
+    facts.put(LAYOUT.health_summary("a", "shop"), [obs])
     health = facts.view(previous=first, cache=cache)
     assert RouteTable.build(health, previous=table) is table
     shop = health.services["shop"]

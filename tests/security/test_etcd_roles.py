@@ -19,10 +19,11 @@ import pytest
 from federation import codec
 from federation.cli import main
 from federation.devstack.certs import TestCa
-from federation.etcd import EtcdAuth, EtcdClient, EtcdError, EtcdTls, EtcdUnavailable
+from federation.etcd import EtcdAuth, EtcdClient, EtcdError, EtcdTls, EtcdUnavailable, Put
 from federation.etcd_roles import bootstrap
 from federation.keys import KeyLayout
-from federation.model import Endpoint, GatewayRecord
+from federation.leaselock import LeaseLock
+from federation.model import Endpoint, GatewayRecord, HealthState, Observation
 from tests.federation.test_view import cluster, service
 from tests.support.etcd import EtcdCluster
 from tests.support.gateway_proc import GatewayProcess
@@ -74,7 +75,7 @@ async def test_gateway_writes_only_its_own_records(bootstrapped: EtcdCluster) ->
         await gw.put(
             LAYOUT.gateway("a", "gw1"), codec.encode(GatewayRecord("gw1", "a")), lease=lease
         )
-        await gw.put(LAYOUT.health("gw1"), b"[]", lease=lease)
+        await gw.put(LAYOUT.health_report("a", "gw1"), b"[]", lease=lease)
         eps = [Endpoint("10.0.0.1:80", "a", "shop", source="gw1")]
         await gw.put(LAYOUT.endpoints("shop", "a", "gw1"), codec.encode(eps), lease=lease)
         # ... and nothing else
@@ -90,6 +91,31 @@ async def test_gateway_writes_only_its_own_records(bootstrapped: EtcdCluster) ->
         with pytest.raises(EtcdError, match="permission denied"):
             await gw.delete(LAYOUT.service("shop"))
         await gw.revoke_lease(lease)
+
+
+async def test_a_gateway_writes_only_its_own_clusters_health(bootstrapped: EtcdCluster) -> None:
+    """health/{cluster}/ is granted per cluster: a gateway of a leads a's health (lock,
+    summary, report) and cannot write, or take the lock of, cluster b's."""
+    async with client(bootstrapped, "fedgate-gateway-a") as gw:
+        lock = LeaseLock(gw, LAYOUT.health_lock("a"), "gw1", ttl=5.0)
+        async with lock.hold() as held:
+            assert held is not None
+            summary = [Observation("gw1", "a", "shop", "a", HealthState.HEALTHY, 1, 1)]
+            ok, _ = await gw.txn(
+                [held.guard()],
+                [Put(LAYOUT.health_summary("a", "shop"), codec.encode(summary), lease=held.lease)],
+            )
+            assert ok
+            await gw.put(LAYOUT.health_report("a", "gw1"), b"[]")
+        lie = [Observation("gw1", "b", "shop", "b", HealthState.UNHEALTHY, 0, 1)]
+        await denied(gw, LAYOUT.health_summary("b", "shop"), codec.encode(lie))
+        await denied(gw, LAYOUT.health_summary("b", "*"))
+        await denied(gw, LAYOUT.health_report("b", "gw9"))
+        await denied(gw, LAYOUT.health_lock("b"))
+        with pytest.raises(EtcdError, match="permission denied"):
+            await LeaseLock(gw, LAYOUT.health_lock("b"), "gw1", ttl=5.0).acquire()
+        with pytest.raises(EtcdError, match="permission denied"):
+            await gw.delete(LAYOUT.health_part("b", "summary"), prefix=True)
 
 
 async def test_discovery_writes_only_its_clusters_endpoints(bootstrapped: EtcdCluster) -> None:

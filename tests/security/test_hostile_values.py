@@ -56,7 +56,8 @@ DEEP_OBJECT = b'{"a":' * 5_000 + b"1" + b"}" * 5_000
 
 @pytest.mark.parametrize("value", [DEEP, DEEP_OBJECT], ids=["deep-list", "deep-object"])
 def test_deep_json_rejected_before_decoding(value: bytes) -> None:
-    for key in (LAYOUT.service("shop"), LAYOUT.endpoints("shop", "a", "k8s"), LAYOUT.health("g")):
+    summary = LAYOUT.health_summary("a", "shop")
+    for key in (LAYOUT.service("shop"), LAYOUT.endpoints("shop", "a", "k8s"), summary):
         assert "deep" in _error(key, value)
 
 
@@ -176,7 +177,7 @@ def test_observations_are_bounded() -> None:
 
     for bad in ({"error_rate": 7.0}, {"latency_ms": -1.0}, {"healthy": -3}):
         obs = Observation("g", "a", "shop", "a", HealthState.HEALTHY, **bad)  # type: ignore[arg-type]
-        _error(LAYOUT.health("g"), codec.encode([obs]))
+        _error(LAYOUT.health_summary("a", "shop"), codec.encode([obs]))
 
 
 def test_brackets_inside_strings_do_not_count_as_depth() -> None:

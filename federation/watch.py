@@ -46,12 +46,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import random
 import time
 from collections.abc import Callable, Collection
 from typing import Any
 
+from federation import heap
 from federation.etcd import KV, EtcdClient, EtcdCompacted, EtcdError, WatchBatch, WatchStream
 from federation.keys import HELD_KINDS, KeyLayout
 from federation.listing import list_prefix
@@ -93,6 +95,8 @@ class WatchStats:
     endpoint_pairs: int = 0  # (service, cluster) endpoint lists recomputed
     health_pairs: int = 0  # (service, cluster) health assessments recomputed
     longest_apply_ms: float = 0.0  # the longest update applied on the event loop
+    list_ms: float = 0.0  # the last full read of the prefix: reading it from etcd
+    build_ms: float = 0.0  # ... and building its view (decoding every value)
     barrier: int = 0  # create revision of the standing apply barrier (0: none)
     held: int = 0  # config events held behind the barrier now
     barrier_releases: int = 0  # barriers released (held events applied as one update)
@@ -204,7 +208,7 @@ class ViewWatcher:
                     if failures == 1:
                         log.warning("etcd watch interrupted: %s", exc)
                     if self._revision == 0 and not self._ready.is_set():
-                        self._serve_snapshot()
+                        await self._serve_snapshot()
                     elif failures >= 2:
                         self._mark_stale()
                     await asyncio.sleep(self._backoff(failures))
@@ -223,8 +227,12 @@ class ViewWatcher:
         return parsed is not None and parsed.kind in HELD_KINDS
 
     async def _reload(self) -> None:
+        started = time.perf_counter()
+        if self.stats.full_reloads == 0:
+            gc.collect()  # the heap is small yet: no cycle is left behind for heap.settle
         revision, kvs = await list_prefix(self._client, self._layout.prefix)
         self.stats.full_reloads += 1
+        self.stats.list_ms = round((time.perf_counter() - started) * 1000, 1)
         previous = self._view
         listed = {kv.key: kv for kv in kvs}
         held: Delta = {}
@@ -248,7 +256,9 @@ class ViewWatcher:
         self._revision = revision
         self._need_reload = False
         self.stats.connected = True
-        await self._apply(state, dict(listed), revision)
+        started = time.perf_counter()
+        await self._apply(state, dict(listed), revision, full=True)
+        self.stats.build_ms = round((time.perf_counter() - started) * 1000, 1)
         self._state = state
 
     async def _behind_barrier(
@@ -411,14 +421,24 @@ class ViewWatcher:
         self._pending_loud = False
         await self._apply(self._state, delta, self._pending_revision)
 
-    async def _apply(self, state: ViewState, delta: Delta, revision: int) -> None:
-        """Apply one delta: one new view, handed over once."""
+    async def _apply(
+        self, state: ViewState, delta: Delta, revision: int, *, full: bool = False
+    ) -> None:
+        """Apply one delta: one new view, handed over once.
+
+        A full load (``full``) is applied in a worker thread with the collector paused,
+        and its objects are then kept out of later collections (``federation.heap``).
+        """
         loop = asyncio.get_running_loop()
         self._last_flush = loop.time()
         now = self._clock()
         kw = {"revision": revision, "now": now, "config_floor": self._config_floor}
         size = sum(len(kv.value) for kv in delta.values() if kv is not None)
-        if (
+        if full:
+            self.stats.offloaded += 1
+            with heap.paused():
+                view = await asyncio.to_thread(lambda: state.apply(delta, **kw))  # type: ignore[arg-type]
+        elif (
             len(delta) > self._offload_keys
             or size > OFFLOAD_BYTES
             or len(state.health) > OFFLOAD_PAIRS  # a new view copies O(pairs) maps
@@ -451,6 +471,8 @@ class ViewWatcher:
         self.stats.config_revision = view.config_revision
         self.stats.last_update = self._clock()
         self._emit(view)
+        if full:
+            heap.settle()  # after _emit: the listeners' structures of this view too
         if self._writer is not None:
             self._writer.schedule(view)
 
@@ -467,10 +489,10 @@ class ViewWatcher:
         if not self._view.stale and self._ready.is_set():
             self._emit(dataclasses.replace(self._view, stale=True))
 
-    def _serve_snapshot(self) -> None:
+    async def _serve_snapshot(self) -> None:
         if self._snapshot_path is None or self.stats.snapshot_loaded:
             return
-        view = load_snapshot(self._snapshot_path)
+        view = await asyncio.to_thread(load_snapshot, self._snapshot_path)
         self.stats.snapshot_loaded = True
         if view is None:
             log.warning("etcd unreachable at start and no usable snapshot")

@@ -54,7 +54,7 @@ from federation.model import (
     ServiceHealth,
     Zone,
 )
-from federation.view import IGNORED_FOLDERS, DecodeCache, Item, decode_item
+from federation.view import IGNORED_FOLDERS, DecodeCache, Item, decode_item, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,10 @@ class ViewState:
         prev = previous if previous is not None else RoutingView()
         # the previous view: fallback values for items rejected before this state saw them
         self._fallback = prev
+        # every key; the values of health and endpoint keys are dropped once decoded
+        # (``_slim``): their fingerprints stand for them
         self.kvs: dict[str, KV] = {}
+        self._fingerprints: dict[str, tuple[int, int]] = {}
         self._items: dict[str, Item] = {}
         self._rejected: dict[str, Rejection] = {}
         # config
@@ -177,12 +180,9 @@ class ViewState:
                 if old is None:
                     continue
                 del self.kvs[key]
+                self._fingerprints.pop(key, None)
             else:
-                if (
-                    old is not None
-                    and old.mod_revision == kv.mod_revision
-                    and old.value == kv.value
-                ):
+                if old is not None and self._same(old, kv):
                     continue
                 self.kvs[key] = kv
             parsed = self.layout.parse(key)
@@ -242,6 +242,7 @@ class ViewState:
         health_changed = self._assess(dirty_health, now)
         if config_changed:
             self.stats.config_rebuilds += 1
+        self._slim(touched.get(Kind.HEALTH, ()), touched.get(Kind.ENDPOINTS, ()))
         self._fallback = _EMPTY  # from now on the fallback of a key is its current value
         view = self._publish(
             revision=revision,
@@ -253,6 +254,23 @@ class ViewState:
             acme=acme_changed,
         )
         return view
+
+    def _same(self, old: KV, kv: KV) -> bool:
+        """Whether ``kv`` is the value already applied (a replay after a reconnect)."""
+        if old.mod_revision != kv.mod_revision:
+            return False
+        if old.value or not kv.value:
+            return old.value == kv.value
+        return self._fingerprints.get(kv.key) == fingerprint(kv.value)
+
+    def _slim(self, *keys: Iterable[str]) -> None:
+        """Drop the bytes of decoded runtime values (health, endpoints: most of the
+        prefix's bytes), keeping a fingerprint to recognise a replay of the same value."""
+        for key in itertools.chain(*keys):
+            kv = self.kvs.get(key)
+            if kv is not None and kv.value:
+                self._fingerprints[key] = fingerprint(kv.value)
+                self.kvs[key] = dataclasses.replace(kv, value=b"")
 
     def _apply_acme(self, keys: list[str]) -> bool:
         changed = False

@@ -425,7 +425,8 @@ async def bench(args: argparse.Namespace) -> int:
             f"# {size} clusters: watcher stats: updates {stats.get('update_attempt')}, "
             f"events {stats.get('events')}, config rebuilds {stats.get('config_rebuilds')}, "
             f"health pairs {stats.get('health_pairs')}, offloaded {stats.get('offloaded')}, "
-            f"cold start: list {stats.get('list_ms')} ms + build {stats.get('build_ms')} ms; "
+            f"cold start: list {stats.get('list_ms')} ms + build {stats.get('build_ms')} ms "
+            f"(CPU {stats.get('reload_cpu_ms')} ms); "
             f"longest collection {row['gc_max']:.1f} ms",
             flush=True,
         )

@@ -515,32 +515,42 @@ class ViewState:
         per_cluster: dict[str, int] = {}
         for c in markers.values():
             per_cluster[c] = per_cluster.get(c, 0) + 1
+        wide: dict[str, list[Observation]] = {}  # cluster -> its live cluster-wide opinions
+        fallback = self._fallback.health
+        assessed = 0
         for pair in pairs:
-            service = self.services.get(pair[0])
-            if service is None or pair[1] not in service.clusters or pair[1] not in self.clusters:
+            name, cluster = pair
+            service = self.services.get(name)
+            if service is None or cluster not in service.clusters or cluster not in self.clusters:
                 changed |= self.health.pop(pair, None) is not None
                 continue
-            self.stats.health_pairs += 1
+            assessed += 1
+            cluster_wide = wide.get(cluster)
+            if cluster_wide is None:
+                cluster_wide = self._live(self._obs_by_pair.get((ANY, cluster)), live)
+                wide[cluster] = cluster_wide
             opinions, silent = pair_opinions(
-                pair[0],
-                pair[1],
+                name,
+                cluster,
                 explicit=self._live(self._obs_by_pair.get(pair), live),
-                cluster_wide=self._live(self._obs_by_pair.get((ANY, pair[1])), live),
+                cluster_wide=cluster_wide,
                 markers=markers,
-                outside=len(markers) - per_cluster.get(pair[1], 0),
+                outside=len(markers) - per_cluster.get(cluster, 0),
             )
+            old = self.health.get(pair)
             health = assess_pair(
-                pair[0],
-                pair[1],
+                name,
+                cluster,
                 endpoints=self.endpoints.get(pair, ()),
                 observations=opinions,
-                previous=self.health.get(pair) or self._fallback.health.get(pair),
+                previous=old or fallback.get(pair),
                 now=now,
                 extra_voters=silent,
             )
-            if self.health.get(pair) != health:
+            if old is not health and old != health:
                 self.health[pair] = health
                 changed = True
+        self.stats.health_pairs += assessed
         return changed
 
     @staticmethod

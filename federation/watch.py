@@ -97,6 +97,7 @@ class WatchStats:
     longest_apply_ms: float = 0.0  # the longest update applied on the event loop
     list_ms: float = 0.0  # the last full read of the prefix: reading it from etcd
     build_ms: float = 0.0  # ... and building its view (decoding every value)
+    reload_cpu_ms: float = 0.0  # ... the process's CPU time for both (the machine's load aside)
     barrier: int = 0  # create revision of the standing apply barrier (0: none)
     held: int = 0  # config events held behind the barrier now
     barrier_releases: int = 0  # barriers released (held events applied as one update)
@@ -227,7 +228,7 @@ class ViewWatcher:
         return parsed is not None and parsed.kind in HELD_KINDS
 
     async def _reload(self) -> None:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         if self.stats.full_reloads == 0:
             gc.collect()  # the heap is small yet: no cycle is left behind for heap.settle
         revision, kvs = await list_prefix(self._client, self._layout.prefix)
@@ -259,6 +260,7 @@ class ViewWatcher:
         started = time.perf_counter()
         await self._apply(state, dict(listed), revision, full=True)
         self.stats.build_ms = round((time.perf_counter() - started) * 1000, 1)
+        self.stats.reload_cpu_ms = round((time.process_time() - cpu) * 1000, 1)
         self._state = state
 
     async def _behind_barrier(

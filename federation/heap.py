@@ -11,8 +11,12 @@ are value objects that never form cycles (refcounting frees them), so:
 - :func:`settle` then moves every object alive into the permanent generation
   (``gc.freeze``): later collections walk only what was made since (the changes), not
   the view. Objects frozen this way are still freed by refcounting when a later view
-  drops them; only a reference cycle among them would never be collected, and the
-  collection that precedes the freeze (when the heap is still small) leaves none.
+  drops them; only a reference cycle among them would never be collected. The full
+  collection before the first freeze (the heap still small) leaves none; a later
+  settle (the watcher's, after every megabyte of values decoded, at most every 10 s)
+  collects the young generations first, so what it may keep is a cycle that died
+  after reaching the oldest generation and before the next full collection: bounded
+  per settle, and the gateway's own objects (requests, tasks) rarely are such.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ match its key, a service that names an unknown cluster, or a key the layout does
 know is listed in ``view.rejected`` and the previous good value of that key keeps
 serving. The barrier keys (``applying``, ``generation``) are the watcher's business
 and feed no part of the view.
+
+Health and endpoint values are held decoded only (``federation.viewkeys``: their
+bytes are dropped once applied, a fingerprint recognises a replay).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from types import MappingProxyType
 
 from federation.aggregate import assess_pair, pair_opinions
 from federation.etcd import KV
-from federation.keys import HELD_KINDS, KeyLayout, Kind
+from federation.keys import KeyLayout, Kind
 from federation.manifest_view import static_endpoints
 from federation.model import (
     ANY,
@@ -54,7 +57,8 @@ from federation.model import (
     ServiceHealth,
     Zone,
 )
-from federation.view import IGNORED_FOLDERS, DecodeCache, Item, decode_item, fingerprint
+from federation.view import DecodeCache, Item, decode_item
+from federation.viewkeys import KeyTable
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +122,8 @@ class ViewState:
         prev = previous if previous is not None else RoutingView()
         # the previous view: fallback values for items rejected before this state saw them
         self._fallback = prev
-        # every key; the values of health and endpoint keys are dropped once decoded
-        # (``_slim``): their fingerprints stand for them
-        self.kvs: dict[str, KV] = {}
-        self._fingerprints: dict[str, tuple[int, int]] = {}
+        self._keys = KeyTable(layout)  # every key (runtime values slimmed once decoded)
+        self.kvs: dict[str, KV] = self._keys.kvs
         self._items: dict[str, Item] = {}
         self._rejected: dict[str, Rejection] = {}
         # config
@@ -168,31 +170,9 @@ class ViewState:
         self, delta: Delta, *, revision: int, now: float, config_floor: int = 0
     ) -> RoutingView:
         """Apply one delta (``None`` = deleted) and return the new view at ``revision``."""
-        touched: dict[Kind, list[str]] = {}
-        unknown: list[str] = []
-        for key in sorted(delta):
-            kv = delta[key]
-            rest = key[len(self.layout.prefix) :] if key.startswith(self.layout.prefix) else None
-            if rest is not None and rest.startswith(IGNORED_FOLDERS):
-                continue
-            old = self.kvs.get(key)
-            if kv is None:
-                if old is None:
-                    continue
-                del self.kvs[key]
-                self._fingerprints.pop(key, None)
-            else:
-                if old is not None and self._same(old, kv):
-                    continue
-                self.kvs[key] = kv
-            parsed = self.layout.parse(key)
-            if parsed is None:
-                unknown.append(key)
-            else:
-                touched.setdefault(parsed.kind, []).append(key)
-                if parsed.kind in HELD_KINDS and kv is not None:
-                    self.config_revision = max(self.config_revision, kv.mod_revision)
-        self.config_revision = max(self.config_revision, config_floor)
+        changes = self._keys.take(delta)
+        touched, unknown = changes.by_kind, changes.unknown
+        self.config_revision = max(self.config_revision, self._keys.config_revision, config_floor)
         before = self._view
         for key in unknown:
             self._decode(key)  # keeps the rejection current (or drops it on deletion)
@@ -242,7 +222,7 @@ class ViewState:
         health_changed = self._assess(dirty_health, now)
         if config_changed:
             self.stats.config_rebuilds += 1
-        self._slim(touched.get(Kind.HEALTH, ()), touched.get(Kind.ENDPOINTS, ()))
+        self._keys.slim(touched.get(Kind.HEALTH, ()), touched.get(Kind.ENDPOINTS, ()))
         self._fallback = _EMPTY  # from now on the fallback of a key is its current value
         view = self._publish(
             revision=revision,
@@ -254,23 +234,6 @@ class ViewState:
             acme=acme_changed,
         )
         return view
-
-    def _same(self, old: KV, kv: KV) -> bool:
-        """Whether ``kv`` is the value already applied (a replay after a reconnect)."""
-        if old.mod_revision != kv.mod_revision:
-            return False
-        if old.value or not kv.value:
-            return old.value == kv.value
-        return self._fingerprints.get(kv.key) == fingerprint(kv.value)
-
-    def _slim(self, *keys: Iterable[str]) -> None:
-        """Drop the bytes of decoded runtime values (health, endpoints: most of the
-        prefix's bytes), keeping a fingerprint to recognise a replay of the same value."""
-        for key in itertools.chain(*keys):
-            kv = self.kvs.get(key)
-            if kv is not None and kv.value:
-                self._fingerprints[key] = fingerprint(kv.value)
-                self.kvs[key] = dataclasses.replace(kv, value=b"")
 
     def _apply_acme(self, keys: list[str]) -> bool:
         changed = False

@@ -187,3 +187,27 @@ def test_names_are_interned() -> None:
     a = codec.decode_list(Observation, health_value("c0001", "gw", ["s00001"], at=1.0))[0]
     b = codec.decode_list(Observation, health_value("c0001", "gw", ["s00001"], at=2.0))[0]
     assert a.service is b.service and a.observer_cluster is b.observer_cluster
+
+
+def test_large_lists_parsed_item_by_item_alike() -> None:
+    """A list value over 64 kB is parsed one item at a time (the event loop may take the
+    interpreter lock between items); every malformed variant is refused alike."""
+    services = [f"s{i:05d}" for i in range(600)]
+    big = health_value("c0001", "g1", services, at=3.0)
+    assert len(big) > codec._CHUNKED
+    same(Observation, big)
+    assert len(codec.decode_list(Observation, big)) == 600
+    spaced = b" \n[ " + big[1:-1].replace(b"},{", b"} ,\n\t{") + b" ]\r\n"
+    same(Observation, spaced)
+    for bad in (
+        big + b"x",
+        big[:-1],
+        big[:-1] + b",]",
+        b"[," + big[1:],
+        big.replace(b"},{", b"}{", 1),
+        big.replace(b'"healthy"', b'"sick"', 1),
+        b"\xef\xbb\xbf" + big,
+        big.decode().encode("utf-16"),
+        b"{" + big[1:-1] + b"}",
+    ):
+        same(Observation, bad)

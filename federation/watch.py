@@ -490,7 +490,7 @@ class ViewWatcher:
             self._decoded_since_settle >= SETTLE_BYTES
             and loop.time() - self._settled_at >= SETTLE_INTERVAL
         ):
-            heap.settle()  # after _emit: the listeners' structures of this view too
+            heap.settle(young=not full)  # after _emit: the listeners' structures too
             self._decoded_since_settle, self._settled_at = 0, loop.time()
         if self._writer is not None:
             self._writer.schedule(view)

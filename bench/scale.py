@@ -25,7 +25,8 @@ Columns:
   cpu         control-plane CPU of the watcher process under churn (% of a core)
   apply max   the longest update applied on its event loop (ms)
   lag max     the longest event-loop delay seen by a 1 ms ticker (ms; includes the
-              machine's scheduling noise)
+              machine's scheduling noise), and the part of it this process spent on
+              CPU (its own work: the loop's, or a thread's holding the interpreter lock)
   svc p99     service change -> applied in the watcher (ms)
   dead        backends dead -> the watcher's health says unhealthy (ms)
   leases      lease expiries of the watcher during the run
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -104,15 +106,29 @@ async def watcher_main(endpoints: str, marker: str, snapshot: str) -> None:
     lease = GatewayLease(client, ttl=5.0)
     await lease.start()
     lag_max = 0.0
+    lag_own = 0.0  # ... the part of it this process spent on CPU (not the machine's)
+    gc_max = 0.0
+    gc_started = 0.0
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        nonlocal gc_max, gc_started
+        if phase == "start":
+            gc_started = time.perf_counter()
+        else:
+            gc_max = max(gc_max, time.perf_counter() - gc_started)
+
+    gc.callbacks.append(on_gc)
     cpu0 = time.process_time()
     t0 = time.monotonic()
 
     async def ticker() -> None:
-        nonlocal lag_max
+        nonlocal lag_max, lag_own
         while True:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             await asyncio.sleep(0.001)
-            lag_max = max(lag_max, time.perf_counter() - t - 0.001)
+            late = time.perf_counter() - t - 0.001
+            lag_max = max(lag_max, late)
+            lag_own = max(lag_own, min(late, time.process_time() - c - 0.0002))
 
     tick = loop.create_task(ticker())
     await loop.run_in_executor(None, sys.stdin.readline)  # the parent says: report
@@ -123,6 +139,8 @@ async def watcher_main(endpoints: str, marker: str, snapshot: str) -> None:
     report = {
         "cpu": cpu / elapsed,
         "lag_max_ms": lag_max * 1000,
+        "lag_own_ms": lag_own * 1000,
+        "gc_max_ms": gc_max * 1000,
         "apply_max_ms": stats["longest_apply_ms"],
         "leases": lease.grants - 1,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -448,6 +466,8 @@ async def one_size(clusters: int, args: argparse.Namespace) -> dict[str, object]
             "cpu": float(report.get("cpu", float("nan"))) * 100,  # type: ignore[arg-type]
             "apply_max": report.get("apply_max_ms", float("nan")),
             "lag_max": report.get("lag_max_ms", float("nan")),
+            "lag_own": report.get("lag_own_ms", float("nan")),
+            "gc_max": report.get("gc_max_ms", float("nan")),
             "svc_p99": percentile(latencies, 99),
             "svc_p50": statistics.median(latencies) if latencies else float("nan"),
             "missing": len(changes) - len(latencies),
@@ -479,7 +499,10 @@ async def bench(args: argparse.Namespace) -> int:
         print(
             f"# {size} clusters: watcher stats: updates {stats.get('update_attempt')}, "
             f"events {stats.get('events')}, config rebuilds {stats.get('config_rebuilds')}, "
-            f"health pairs {stats.get('health_pairs')}, offloaded {stats.get('offloaded')}",
+            f"health pairs {stats.get('health_pairs')}, offloaded {stats.get('offloaded')}, "
+            f"cold start: list {stats.get('list_ms')} ms + build {stats.get('build_ms')} ms "
+            f"(CPU {stats.get('reload_cpu_ms')} ms); "
+            f"longest collection {row['gc_max']:.1f} ms",
             flush=True,
         )
         series: list[tuple[float, int, int, int]] = row["db_series"]  # type: ignore[assignment]
@@ -518,7 +541,8 @@ async def bench(args: argparse.Namespace) -> int:
     )
     head = (
         "| clusters | routes | gateways | peer writes/s | cold etcd s | cold snap s | cpu % | "
-        "apply max ms | lag max ms | svc p50/p99 ms | dead ms | leases | rss MB | etcd db MB |"
+        "apply max ms | lag max / own CPU ms | svc p50/p99 ms | dead ms | leases | rss MB | "
+        "etcd db MB |"
     )
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
@@ -526,7 +550,8 @@ async def bench(args: argparse.Namespace) -> int:
         print(
             f"| {r['clusters']} | {r['routes']} | {r['gateways']} | {r['rate']:.0f} | "
             f"{r['cold']:.2f} | {r['cold_snap']:.2f} | {r['cpu']:.1f} | {r['apply_max']:.1f} | "
-            f"{r['lag_max']:.1f} | {r['svc_p50']:.1f}/{r['svc_p99']:.1f} | {r['dead']:.0f} | "
+            f"{r['lag_max']:.1f} / {r['lag_own']:.1f} | "
+            f"{r['svc_p50']:.1f}/{r['svc_p99']:.1f} | {r['dead']:.0f} | "
             f"{r['leases']} | {r['rss']:.0f} | {r['db']:.1f} |"
         )
     return 0

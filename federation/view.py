@@ -149,18 +149,25 @@ def _decode(parsed: ParsedKey, data: bytes) -> Any:
     raise ItemError(f"unknown kind {kind}")  # pragma: no cover - the layout knows them all
 
 
+def fingerprint(value: bytes) -> tuple[int, int]:
+    """Stands for a value once decoded (its bytes need not be kept): length and hash."""
+    return len(value), hash(value)
+
+
 class DecodeCache:
-    """Decoded items by key, reused while a key's mod revision and value do not change."""
+    """Decoded items by key, reused while a key's mod revision and value do not change.
+
+    It keeps a fingerprint of each value, not its bytes."""
 
     def __init__(self) -> None:
-        self._items: dict[str, tuple[KV, Item]] = {}
+        self._items: dict[str, tuple[int, tuple[int, int], Item]] = {}
 
     def get(self, layout: KeyLayout, kv: KV) -> Item:
         hit = self._items.get(kv.key)
-        if hit is not None and hit[0].mod_revision == kv.mod_revision and hit[0].value == kv.value:
-            return hit[1]
+        if hit is not None and hit[0] == kv.mod_revision and hit[1] == fingerprint(kv.value):
+            return hit[2]
         item = decode_item(layout, kv)
-        self._items[kv.key] = (kv, item)
+        self._items[kv.key] = (kv.mod_revision, fingerprint(kv.value), item)
         return item
 
     def retain(self, keys: Mapping[str, object]) -> None:

@@ -28,6 +28,9 @@ match its key, a service that names an unknown cluster, or a key the layout does
 know is listed in ``view.rejected`` and the previous good value of that key keeps
 serving. The barrier keys (``applying``, ``generation``) are the watcher's business
 and feed no part of the view.
+
+Health and endpoint values are held decoded only (``federation.viewkeys``: their
+bytes are dropped once applied, a fingerprint recognises a replay).
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from federation.acme_records import txt_name
+from federation.acme_view import AcmeChallenges
 from federation.aggregate import assess_pair, pair_opinions
 from federation.etcd import KV
 from federation.health_summary import summary_name
-from federation.keys import HELD_KINDS, KeyLayout, Kind, view_skips
+from federation.keys import KeyLayout, Kind
 from federation.manifest_view import static_endpoints
 from federation.model import (
     ANY,
@@ -57,6 +60,7 @@ from federation.model import (
     Zone,
 )
 from federation.view import DecodeCache, Item, decode_item
+from federation.viewkeys import KeyTable
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +124,8 @@ class ViewState:
         prev = previous if previous is not None else RoutingView()
         # the previous view: fallback values for items rejected before this state saw them
         self._fallback = prev
-        self.kvs: dict[str, KV] = {}
+        self._keys = KeyTable(layout)  # every key (runtime values slimmed once decoded)
+        self.kvs: dict[str, KV] = self._keys.kvs
         self._items: dict[str, Item] = {}
         self._rejected: dict[str, Rejection] = {}
         # config
@@ -142,14 +147,7 @@ class ViewState:
         self._obs_keys: dict[str, set[str]] = {}  # observer id -> the health keys it signs
         self.health: dict[Pair, ServiceHealth] = {}
         self.config_revision = 0
-        # ACME HTTP-01 key authorizations by token (acme/challenge/{token}), answered by
-        # every gateway (gateway/acme_challenge.py); acme/lock/{name} feeds nothing
-        self.acme_challenges: dict[str, str] = {}
-        # TLS-ALPN-01 key authorizations by name (acme/alpn/{name}); DNS-01 TXT values by
-        # name (acme/dns/{name}) and by the TXT record's owner (_acme-challenge.<name>)
-        self.acme_alpn: dict[str, str] = {}
-        self._acme_dns: dict[str, str] = {}
-        self.acme_txt: dict[str, tuple[str, ...]] = {}
+        self.acme = AcmeChallenges()  # answered by every gateway (gateway/acme_*.py)
         self._view = _EMPTY
 
     # ------------------------------------------------------------------ reading
@@ -174,34 +172,9 @@ class ViewState:
         self, delta: Delta, *, revision: int, now: float, config_floor: int = 0
     ) -> RoutingView:
         """Apply one delta (``None`` = deleted) and return the new view at ``revision``."""
-        touched: dict[Kind, list[str]] = {}
-        unknown: list[str] = []
-        for key in sorted(delta):
-            kv = delta[key]
-            rest = key[len(self.layout.prefix) :] if key.startswith(self.layout.prefix) else None
-            if rest is not None and view_skips(rest):
-                continue
-            old = self.kvs.get(key)
-            if kv is None:
-                if old is None:
-                    continue
-                del self.kvs[key]
-            else:
-                if (
-                    old is not None
-                    and old.mod_revision == kv.mod_revision
-                    and old.value == kv.value
-                ):
-                    continue
-                self.kvs[key] = kv
-            parsed = self.layout.parse(key)
-            if parsed is None:
-                unknown.append(key)
-            else:
-                touched.setdefault(parsed.kind, []).append(key)
-                if parsed.kind in HELD_KINDS and kv is not None:
-                    self.config_revision = max(self.config_revision, kv.mod_revision)
-        self.config_revision = max(self.config_revision, config_floor)
+        changes = self._keys.take(delta)
+        touched, unknown = changes.by_kind, changes.unknown
+        self.config_revision = max(self.config_revision, self._keys.config_revision, config_floor)
         before = self._view
         for key in unknown:
             self._decode(key)  # keeps the rejection current (or drops it on deletion)
@@ -252,6 +225,7 @@ class ViewState:
         health_changed = self._assess(dirty_health, now)
         if config_changed:
             self.stats.config_rebuilds += 1
+        self._keys.slim(touched.get(Kind.HEALTH, ()), touched.get(Kind.ENDPOINTS, ()))
         self._fallback = _EMPTY  # from now on the fallback of a key is its current value
         view = self._publish(
             revision=revision,
@@ -265,36 +239,15 @@ class ViewState:
         return view
 
     def _apply_acme(self, keys: list[str]) -> bool:
-        """The challenges of ``keys`` (HTTP-01 tokens, TLS-ALPN-01 and DNS-01 names);
-        only the touched TXT names are rebuilt."""
         changed = False
-        txt_touched: set[str] = set()
         for key in keys:
             parsed = self.layout.parse(key)
             assert parsed is not None
-            item = self._decode(key)  # records or clears a rejection, whatever the form
             form, ident = parsed.parts
-            table = {"challenge": self.acme_challenges, "alpn": self.acme_alpn}.get(form)
-            if table is None and form == "dns":
-                table = self._acme_dns
-            if table is None:
-                continue  # lock/{name} feeds nothing
-            if item is None or item.error is not None:  # gone, or rejected: not answered
-                differs = table.pop(ident, None) is not None
-            elif table.get(ident) != item.value:
-                table[ident] = item.value
-                differs = True
-            else:
-                differs = False
-            changed |= differs
-            if differs and form == "dns":
-                txt_touched.add(txt_name(ident))
-        for owner in txt_touched:
-            values = tuple(sorted(v for n, v in self._acme_dns.items() if txt_name(n) == owner))
-            if values:
-                self.acme_txt[owner] = values
-            else:
-                self.acme_txt.pop(owner, None)
+            item = self._decode(key)  # records or clears a rejection, whatever the form
+            value = item.value if item is not None and item.error is None else None
+            changed |= self.acme.update(form, ident, value)
+        self.acme.settle()
         return changed
 
     # -- config
@@ -532,32 +485,42 @@ class ViewState:
         per_cluster: dict[str, int] = {}
         for c in markers.values():
             per_cluster[c] = per_cluster.get(c, 0) + 1
+        wide: dict[str, list[Observation]] = {}  # cluster -> its live cluster-wide opinions
+        fallback = self._fallback.health
+        assessed = 0
         for pair in pairs:
-            service = self.services.get(pair[0])
-            if service is None or pair[1] not in service.clusters or pair[1] not in self.clusters:
+            name, cluster = pair
+            service = self.services.get(name)
+            if service is None or cluster not in service.clusters or cluster not in self.clusters:
                 changed |= self.health.pop(pair, None) is not None
                 continue
-            self.stats.health_pairs += 1
+            assessed += 1
+            cluster_wide = wide.get(cluster)
+            if cluster_wide is None:
+                cluster_wide = self._live(self._obs_by_pair.get((ANY, cluster)), live)
+                wide[cluster] = cluster_wide
             opinions, silent = pair_opinions(
-                pair[0],
-                pair[1],
+                name,
+                cluster,
                 explicit=self._live(self._obs_by_pair.get(pair), live),
-                cluster_wide=self._live(self._obs_by_pair.get((ANY, pair[1])), live),
+                cluster_wide=cluster_wide,
                 markers=markers,
-                outside=len(markers) - per_cluster.get(pair[1], 0),
+                outside=len(markers) - per_cluster.get(cluster, 0),
             )
+            old = self.health.get(pair)
             health = assess_pair(
-                pair[0],
-                pair[1],
+                name,
+                cluster,
                 endpoints=self.endpoints.get(pair, ()),
                 observations=opinions,
-                previous=self.health.get(pair) or self._fallback.health.get(pair),
+                previous=old or fallback.get(pair),
                 now=now,
                 extra_voters=silent,
             )
-            if self.health.get(pair) != health:
+            if old is not health and old != health:
                 self.health[pair] = health
                 changed = True
+        self.stats.health_pairs += assessed
         return changed
 
     @staticmethod
@@ -607,11 +570,11 @@ class ViewState:
             source="etcd",
             stale=False,
             zones=self.zones if self.zones != before.zones else before.zones,
-            acme_challenges=(
-                MappingProxyType(dict(self.acme_challenges)) if acme else before.acme_challenges
-            ),
-            acme_alpn=MappingProxyType(dict(self.acme_alpn)) if acme else before.acme_alpn,
-            acme_txt=MappingProxyType(dict(self.acme_txt)) if acme else before.acme_txt,
+            acme_challenges=MappingProxyType(dict(self.acme.http))
+            if acme
+            else before.acme_challenges,
+            acme_alpn=MappingProxyType(dict(self.acme.alpn)) if acme else before.acme_alpn,
+            acme_txt=MappingProxyType(dict(self.acme.txt)) if acme else before.acme_txt,
         )
         return self._view
 

@@ -33,10 +33,10 @@ async def test_a_cold_load_is_frozen_out_of_later_collections(etcd: EtcdCluster)
 def test_health_bytes_are_dropped_once_decoded_and_a_replay_is_recognised() -> None:
     f = base_facts()
     obs = [Observation("gw-a", "a", "shop", "a", HealthState.HEALTHY, healthy=1, total=1)]
-    f.put(LAYOUT.health("gw-a"), obs)
+    f.put(LAYOUT.health_summary("a", "shop"), obs)
     state = ViewState(LAYOUT)
     view = state.apply(dict(f.kvs), revision=f.revision, now=1.0)
-    key = LAYOUT.health("gw-a")
+    key = LAYOUT.health_summary("a", "shop")
     assert state.kvs[key].value == b"" and view.observations == tuple(obs)
     assert state.kvs[LAYOUT.service("shop")].value  # config values are kept (apply diffs)
     decoded = state.stats.decoded

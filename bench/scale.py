@@ -580,6 +580,9 @@ def main() -> int:
     except ImportError:  # pragma: no cover
         pass
     if args.watcher:
+        from federation.heap import prefer_the_loop
+
+        prefer_the_loop()  # as fedgate serve does
         asyncio.run(watcher_main(args.watcher, args.marker, args.snapshot))
         return 0
     return asyncio.run(bench(args))

@@ -23,7 +23,19 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 from collections.abc import Iterator
+
+# how long a thread may hold the interpreter lock while another waits for it (s)
+LOOP_SWITCH_INTERVAL = 0.001
+
+
+def prefer_the_loop() -> None:
+    """Let the event loop take the interpreter lock back within 1 ms (Python's default is
+    5 ms) while a worker thread decodes a large delta: the loop's longest wait for the
+    lock is this interval. Process-wide, so called by the programs (``fedgate serve``,
+    the bench's watcher), never by the library."""
+    sys.setswitchinterval(LOOP_SWITCH_INTERVAL)
 
 
 def collect_young() -> None:

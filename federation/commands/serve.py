@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     from federation.logging import configure_logging
 
     configure_logging(settings.telemetry.log_format, settings.telemetry.log_level)
+    from federation.heap import prefer_the_loop
+
+    prefer_the_loop()
     try:
         return asyncio.run(GatewayProcess(settings).run())
     except StartupError as exc:

@@ -37,10 +37,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import structlog
-
 from federation import codec
 from federation.keys import KeyLayout
+from federation.logging import get_logger
 from federation.model import Cluster, Endpoint, Service
 
 if TYPE_CHECKING:
@@ -54,7 +53,7 @@ __all__ = [
     "kubernetes_api_client",
 ]
 
-log = structlog.get_logger("fedgate.discovery")
+log = get_logger(__name__)
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SOURCE = "kubernetes"  # Endpoint.source of every discovered endpoint

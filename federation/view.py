@@ -19,7 +19,6 @@ observations. ``config_revision`` is the highest mod revision among the config k
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,8 +35,6 @@ from federation.model import (
     Service,
     Zone,
 )
-
-log = logging.getLogger(__name__)
 
 # folders under the prefix that hold no routing facts (reserved or owned elsewhere)
 IGNORED_FOLDERS = ("ratelimit/",)

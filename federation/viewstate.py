@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import logging
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from federation.aggregate import assess_pair, pair_opinions
 from federation.etcd import KV
 from federation.keys import HELD_KINDS, KeyLayout, Kind
+from federation.logging import get_logger
 from federation.manifest_view import static_endpoints
 from federation.model import (
     ANY,
@@ -56,7 +56,7 @@ from federation.model import (
 )
 from federation.view import IGNORED_FOLDERS, DecodeCache, Item, decode_item
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Pair = tuple[str, str]
 Delta = Mapping[str, KV | None]
@@ -549,7 +549,7 @@ class ViewState:
         rejected = tuple(sorted(self._rejected.values(), key=lambda r: _sort_key(self.layout, r)))
         for r in rejected:
             if r not in before.rejected:
-                log.warning("etcd item rejected at revision %d: %s: %s", r.revision, r.key, r.error)
+                log.warning("view.rejected", revision=r.revision, key=r.key, error=r.error)
         self._view = RoutingView(
             revision=revision,
             config_revision=self.config_revision,

@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import random
 import time
 from collections.abc import Callable, Collection
@@ -55,12 +54,13 @@ from typing import Any
 from federation.etcd import KV, EtcdClient, EtcdCompacted, EtcdError, WatchBatch, WatchStream
 from federation.keys import HELD_KINDS, KeyLayout
 from federation.listing import list_prefix
+from federation.logging import get_logger
 from federation.model import RoutingView
 from federation.snapshot import SnapshotWriter, load_snapshot
 from federation.view import DecodeCache
 from federation.viewstate import ViewState
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 ViewCallback = Callable[[RoutingView], None]
 
@@ -193,7 +193,7 @@ class ViewWatcher:
                 except EtcdCompacted as exc:
                     self.stats.compactions += 1
                     self._need_reload = True
-                    log.info("watch: %s; reloading the whole prefix", exc)
+                    log.info("watch.compacted", error=str(exc), action="reload")
                     continue
                 except EtcdError as exc:
                     self._failures += 1
@@ -202,7 +202,7 @@ class ViewWatcher:
                     self.stats.connected = False
                     self.stats.last_error = str(exc)
                     if failures == 1:
-                        log.warning("etcd watch interrupted: %s", exc)
+                        log.warning("watch.interrupted", error=str(exc), failures=failures)
                     if self._revision == 0 and not self._ready.is_set():
                         self._serve_snapshot()
                     elif failures >= 2:
@@ -263,11 +263,7 @@ class ViewWatcher:
                 old.update((kv.key, kv) for kv in kvs if self._held_kind(kv.key))
         except EtcdCompacted:
             self.stats.barrier_compacted += 1
-            log.warning(
-                "an apply barrier stands since revision %d, which is compacted: keeping the "
-                "config of the last view until the apply completes",
-                applying.create_revision,
-            )
+            log.warning("watch.barrier_compacted", barrier=applying.create_revision)
             old = {k: kv for k, kv in self._state.kvs.items() if self._held_kind(k)}
         now = {k: kv for k, kv in listed.items() if self._held_kind(k)}
         held: Delta = {k: None for k in old if k not in now}
@@ -284,6 +280,7 @@ class ViewWatcher:
         self._failures = 0
         if self._streams > 1:
             self.stats.reconnects += 1
+            log.info("watch.resumed", revision=self._revision, reconnects=self.stats.reconnects)
         self.stats.connected = True
         self.stats.watching = True
         if self._view.stale and self._view.source == "etcd":
@@ -360,7 +357,7 @@ class ViewWatcher:
             if key == applying_key:
                 if value is not None and self._barrier == 0:
                     self._barrier = kv.create_revision
-                    log.info("apply barrier at revision %d: holding config", self._barrier)
+                    log.info("watch.barrier_holding", barrier=self._barrier)
                 elif value is None and self._barrier:
                     released = True
                     self._release()
@@ -461,7 +458,7 @@ class ViewWatcher:
         try:
             self._on_view(view)
         except Exception:
-            log.exception("on_view callback failed")
+            log.exception("watch.callback_failed")
 
     def _mark_stale(self) -> None:
         if not self._view.stale and self._ready.is_set():
@@ -473,10 +470,7 @@ class ViewWatcher:
         view = load_snapshot(self._snapshot_path)
         self.stats.snapshot_loaded = True
         if view is None:
-            log.warning("etcd unreachable at start and no usable snapshot")
+            log.warning("watch.no_snapshot")
             return
-        log.warning(
-            "etcd unreachable at start: serving the snapshot of revision %d (stale)",
-            view.revision,
-        )
+        log.warning("watch.serving_snapshot", revision=view.revision)
         self._emit(view)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +44,13 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import GoAwayFrame
 
+from federation.logging import get_logger
 from gateway.h2 import grpc
 from gateway.h2.stream import Stream, answer
 from gateway.protocol import _parse_target
 from gateway.types import ASGIApp
 
-log = logging.getLogger("fedgate.h2")
+log = get_logger(__name__)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
@@ -167,7 +167,7 @@ class H2ServerProtocol(asyncio.Protocol):
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            log.debug("h2 protocol error from %s: %s", self.client, exc)
+            log.debug("h2.protocol_error", client=self.client, error=str(exc))
             self.flush()
             self.close()
             return
@@ -355,7 +355,7 @@ class H2ServerProtocol(asyncio.Protocol):
         except asyncio.CancelledError:
             return
         except Exception:
-            log.exception("h2 stream %d of %s failed", stream.id, self.client)
+            log.exception("h2.stream_failed", stream=stream.id, client=self.client)
             if not stream.started:
                 await answer(stream, 500, "internal error")
             elif not stream.sent_end:
@@ -495,7 +495,7 @@ class H2ServerProtocol(asyncio.Protocol):
         if self.closed:
             return
         self.abuse = reason
-        log.warning("h2 client %s: %s; closing the connection", self.client, reason)
+        log.warning("h2.abuse", client=self.client, reason=reason)
         self.h2.clear_outbound_data_buffer()  # the acks of the flood are not sent
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.h2.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)

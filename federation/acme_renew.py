@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import time
 from collections.abc import Callable
@@ -20,9 +19,10 @@ from dataclasses import dataclass, field
 
 from federation.acme_client import AcmeOrderer
 from federation.acme_store import AcmeCert
+from federation.logging import get_logger
 from federation.vault import backoff_delay
 
-log = logging.getLogger("fedgate.acme")
+log = get_logger(__name__)
 
 Installer = Callable[[AcmeCert], None]
 
@@ -84,7 +84,7 @@ class AcmeRenewer:
         except Exception as exc:
             st.failures += 1
             st.problem = " ".join(str(exc).split())[:300] or type(exc).__name__
-            log.warning("acme %s: %s (keeping the current certificate)", name, st.problem)
+            log.warning("acme.renew_failed", name=name, error=st.problem, kept="current")
             if not force:
                 raise
 

@@ -25,7 +25,6 @@ import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-import structlog
 from prometheus_client.core import GaugeMetricFamily
 
 from federation import codec
@@ -40,6 +39,7 @@ from federation.endpointslices import (
 )
 from federation.keys import KeyLayout
 from federation.limits import MAX_ENDPOINTS_PER_KEY
+from federation.logging import get_logger
 from federation.model import Cluster, Endpoint, Service
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ __all__ = [
     "kubernetes_api_client",
 ]
 
-log = structlog.get_logger("fedgate.discovery")
+log = get_logger(__name__)
 
 
 class LeasedWriter(Protocol):

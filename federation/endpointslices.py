@@ -31,8 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
+from federation.logging import get_logger
 from federation.model import Endpoint, Service
 
 __all__ = [
@@ -45,7 +44,7 @@ __all__ = [
     "kubernetes_api_client",
 ]
 
-log = structlog.get_logger("fedgate.discovery")
+log = get_logger(__name__)
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SOURCE = "kubernetes"  # Endpoint.source of every discovered endpoint

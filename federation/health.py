@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import random
 import ssl
 import time
@@ -41,9 +40,10 @@ from federation import codec
 from federation.grpc_health import grpc_probe
 from federation.health_summary import compact
 from federation.keys import KeyLayout
+from federation.logging import get_logger
 from federation.model import ANY, HealthCheck, HealthState, Observation, RoutingView, Service
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PING_PATH = "/__fedgate/ping"
 DEGRADED_ERROR_RATE = 0.05
@@ -365,12 +365,9 @@ class HealthReporter:
             self.probes += 1
             if target.state.record(ok, self._clock()):
                 log.info(
-                    "%s %s %s is now %s",
-                    target.kind,
-                    target.name,
-                    target.address,
-                    "healthy" if target.state.healthy else "unhealthy",
-                )
+                    "health.changed", kind=target.kind, name=target.name, address=target.address,
+                    state="healthy" if target.state.healthy else "unhealthy",
+                )  # fmt: skip
                 if target.kind == "endpoint":
                     self._notify_local(target.name)
                 self._changed.set()
@@ -550,7 +547,7 @@ class HealthReporter:
         try:
             await self._lease.put(self._key, codec.encode(compact(current)))
         except Exception as exc:  # etcd down or lease lost: retried on the next round
-            log.debug("publishing health failed: %s", exc)
+            log.debug("health.publish_failed", error=str(exc))
             return False
         self._published = current
         self._published_at = now

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,9 +37,10 @@ from federation.etcd import KV, Delete, EtcdClient, EtcdError, Put, WatchStream
 from federation.health_summary import Summary, combine, content
 from federation.keys import HEALTH_REPORT, HEALTH_SUMMARY, KeyLayout
 from federation.leaselock import Held, LeaseLock
+from federation.logging import get_logger
 from federation.model import Observation
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 TXN_OPS = 64  # summary writes per transaction (etcd's default limit is 128)
 
@@ -106,7 +106,7 @@ class HealthLeader:
                 failures += 1
                 why = (str(exc) or type(exc).__name__).splitlines()[0]
                 say = log.warning if failures == 1 else log.debug  # once per outage
-                say("health leader of %s: %s", self._cluster, why)
+                say("health.leader_failed", cluster=self._cluster, error=why, failures=failures)
                 await asyncio.sleep(min(2.0, 0.1 * 2**failures) * random.uniform(0.5, 1.0))
 
     # ------------------------------------------------------------------ follower
@@ -130,7 +130,7 @@ class HealthLeader:
     # ------------------------------------------------------------------ leader
     def _step_down(self) -> None:
         if self.leading:
-            log.info("health leader of %s: stepping down", self._cluster)
+            log.info("health.leader_stepped_down", cluster=self._cluster)
         self.leading = False
         self._reporter.follow()
 
@@ -141,7 +141,7 @@ class HealthLeader:
     async def _lead(self, held: Held) -> None:
         self.leading = True
         self.terms += 1
-        log.info("health leader of %s: %s", self._cluster, self._id)
+        log.info("health.leader_elected", cluster=self._cluster, gateway=self._id)
         reports_at = self._layout.health_part(self._cluster, HEALTH_REPORT)
         summary_at = self._layout.health_part(self._cluster, HEALTH_SUMMARY)
         own_report = self._layout.health_report(self._cluster, self._id)
@@ -199,11 +199,11 @@ class HealthLeader:
         try:
             view = codec.decode_list(Observation, kv.value)
         except codec.CodecError as exc:
-            log.warning("health report %s rejected: %s", kv.key, str(exc).splitlines()[0])
+            log.warning("health.report_rejected", key=kv.key, error=str(exc).splitlines()[0])
             reports.pop(gateway, None)
             return
         if any(o.observer != gateway or o.observer_cluster != self._cluster for o in view):
-            log.warning("health report %s rejected: not by its gateway", kv.key)
+            log.warning("health.report_rejected", key=kv.key, error="not written by its gateway")
             reports.pop(gateway, None)
             return
         reports[gateway] = tuple(view)

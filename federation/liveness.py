@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -24,9 +23,10 @@ from typing import Any
 from federation import codec
 from federation.etcd import EtcdClient, EtcdError, LeaseNotFound
 from federation.keys import KeyLayout
+from federation.logging import get_logger
 from federation.model import GatewayRecord
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 NewLeaseCallback = Callable[[int], Awaitable[None]]
 
@@ -82,7 +82,7 @@ class GatewayLease:
         try:
             await self._grant()
         except EtcdError as exc:
-            log.warning("lease grant failed, retrying in the background: %s", exc)
+            log.warning("lease.grant_failed", error=str(exc))
         self._task = asyncio.get_running_loop().create_task(self._run(), name="gateway-lease")
 
     async def wait_granted(self, timeout: float | None = None) -> int:
@@ -137,7 +137,7 @@ class GatewayLease:
             try:
                 await callback(lease_id)
             except Exception as exc:  # an owner's failure must not stop the lease
-                log.warning("on_new_lease callback failed: %s", exc)
+                log.warning("lease.callback_failed", error=str(exc))
 
     async def _run(self) -> None:
         failures = 0
@@ -157,7 +157,7 @@ class GatewayLease:
                     lease_id = self._lease_id
                     ttl = await self._client.keepalive_once(lease_id)
                     if ttl <= 0:
-                        log.warning("lease %x expired; granting a new one", lease_id)
+                        log.warning("lease.expired", lease=f"{lease_id:x}")
                         self._lease_id = None
                         self._granted.clear()
                         await self._grant()
@@ -167,7 +167,7 @@ class GatewayLease:
             except EtcdError as exc:
                 failures += 1
                 if failures == 1:
-                    log.warning("lease keep-alive failed: %s", exc)
+                    log.warning("lease.keepalive_failed", error=str(exc))
 
 
 def _backoff(failures: int, *, cap: float) -> float:

@@ -1,9 +1,24 @@
-"""structlog configuration: JSON lines in production, a readable console on a terminal.
+"""Event logs: one helper, one chain, one rendering (JSON lines in production, a readable
+console on a terminal).
 
-``configure_logging(format, level)`` is called once by the composition root. Event logs
-(structlog and the standard library's ``logging``, e.g. uvicorn's) go to stderr; the
-gateway's access log (``gateway.telemetry``) goes to stdout in the same JSON shape
-(``timestamp``, ``level``, ``event`` first), so one log pipeline reads both.
+Every module of ``gateway/`` and ``federation/`` logs the same way::
+
+    from federation.logging import get_logger
+
+    log = get_logger("fedgate.watch")
+    log.warning("watch.interrupted", error=str(exc), failures=n)
+
+an event name (``area.what``, lower case) and key/value fields, never a formatted
+sentence (``tests/test_event_logs.py`` checks every call site). The helper wraps a
+standard-library logger, so events travel the standard library's way (levels, handlers,
+pytest's ``caplog``) and need no global structlog state: before ``configure_logging``
+warnings reach stderr through the standard library's last-resort handler.
+
+``configure_logging(format, level)`` is called once by the composition root: one
+handler on the root logger renders both the events and foreign records (uvicorn,
+asyncio, libraries) with the same processors, to stderr; the gateway's access log
+(``gateway.telemetry``) goes to stdout in the same JSON shape (``timestamp``, ``level``,
+``event`` first), so one log pipeline reads both.
 """
 
 from __future__ import annotations
@@ -49,43 +64,71 @@ def resolve_level(level: str | int) -> int:
         ) from None
 
 
+# what every event goes through before the standard library takes it (cheap: a disabled
+# level stops at the first processor)
+_CHAIN: list[Any] = [
+    structlog.stdlib.filter_by_level,
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
+    structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+]
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """The event logger of one module (see the module docstring)."""
+    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=_CHAIN,
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    return logger
+
+
+_HEAD = ("timestamp", "level", "event")
+
+
+def _head_first(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """``timestamp``, ``level``, ``event`` first (the access log's shape), then the fields."""
+    head: dict[str, Any] = {k: event.pop(k) for k in _HEAD if k in event}
+    head.update(event)
+    return head
+
+
 def configure_logging(
     format: str = "auto", level: str | int = "info", *, stream: TextIO | None = None
 ) -> str:
-    """Configure structlog and the standard library's logging; returns the format used."""
+    """Render events and foreign records alike on ``stream`` (default stderr); returns
+    the format used."""
     out = stream if stream is not None else sys.stderr
     fmt = resolve_format(format, out)
     lvl = resolve_level(level)
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
     renderer: Any
+    tail: list[Any]
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
-        shared_tail: list[Any] = [
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-        ]
+        tail = [structlog.processors.format_exc_info, _head_first]
     else:
-        colors = _colors(out)
-        renderer = structlog.dev.ConsoleRenderer(colors=colors)
-        shared_tail = [structlog.processors.StackInfoRenderer()]
-
-    structlog.configure(
-        processors=[*shared, *shared_tail, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.WriteLoggerFactory(file=out),
-        cache_logger_on_first_use=True,
-    )
-
-    # the standard library (uvicorn, asyncio, libraries) renders through the same chain
+        renderer = structlog.dev.ConsoleRenderer(colors=_colors(out))
+        tail = []
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            # foreign records (uvicorn's, asyncio's) get what _CHAIN gives an event
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *tail,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import tempfile
 import threading
@@ -37,6 +36,7 @@ from types import MappingProxyType
 from typing import Any
 
 from federation import codec
+from federation.logging import get_logger
 from federation.model import (
     Cluster,
     Endpoint,
@@ -49,7 +49,7 @@ from federation.model import (
     Zone,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 FORMAT = "fedgate-view/2"
 
@@ -225,12 +225,12 @@ def load_snapshot(path: str | os.PathLike[str]) -> RoutingView | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        log.warning("snapshot %s unreadable: %s", path, exc)
+        log.warning("snapshot.unreadable", path=str(path), error=str(exc))
         return None
     try:
         return decode_view(data)
     except SnapshotError as exc:
-        log.warning("snapshot %s ignored: %s", path, exc)
+        log.warning("snapshot.ignored", path=str(path), error=str(exc))
         return None
 
 
@@ -283,7 +283,7 @@ class SnapshotWriter:
             self.last_error = None
         except OSError as exc:
             self.last_error = str(exc)
-            log.warning("snapshot write to %s failed: %s", self.path, exc)
+            log.warning("snapshot.write_failed", path=str(self.path), error=str(exc))
 
     async def close(self) -> None:
         """Write what is pending and stop."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 from cryptography import x509
 
 from federation import tls_cache
+from federation.logging import get_logger
 from federation.settings import GatewaySettings, VaultSettings
 from federation.vault_session import VaultError as VaultError
 from federation.vault_session import VaultSession as VaultSession
@@ -42,7 +42,7 @@ from gateway.tls import (
     install,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # ------------------------------------------------------------------ pure helpers
 
@@ -297,7 +297,7 @@ class VaultTls:
                 self._last_error = message
                 cached, why = self._cached()
                 if cached is not None:
-                    log.warning("%s; serving the cached TLS material (%s)", message, why)
+                    log.warning("vault.serving_cache", error=message, cache=why)
                     self.served_from_cache = True
                     self._failures = 1  # run() asks Vault again at once, then backs off
                     self.contexts = build_contexts(
@@ -311,7 +311,7 @@ class VaultTls:
                 delay = backoff_delay(
                     attempt, initial=self._backoff_initial, maximum=self._backoff_max, rng=self._rng
                 )
-                log.warning("%s; %s; trying again in %.1fs", message, why, delay)
+                log.warning("vault.unavailable", error=message, cache=why, retry_in=round(delay, 2))
                 attempt += 1
                 await self._sleep(delay)
         self.contexts = build_contexts(public=public is not None, east_west=east_west is not None)
@@ -372,7 +372,7 @@ class VaultTls:
                 )
                 self.served_from_cache = False
             except OSError as exc:
-                log.warning("TLS cache %s not written: %s", self._cache_path, exc.strerror)
+                log.warning("vault.cache_write_failed", path=self._cache_path, error=exc.strerror)
 
     def _schedule(self) -> None:
         now = self._clock()

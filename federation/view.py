@@ -19,7 +19,6 @@ observations. ``config_revision`` is the highest mod revision among the config k
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -39,7 +38,6 @@ from federation.model import (
     Zone,
 )
 
-log = logging.getLogger(__name__)
 
 
 class ItemError(ValueError):

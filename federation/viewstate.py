@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import logging
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
@@ -46,6 +45,7 @@ from federation.aggregate import assess_pair, pair_opinions
 from federation.etcd import KV
 from federation.health_summary import summary_name
 from federation.keys import KeyLayout, Kind
+from federation.logging import get_logger
 from federation.manifest_view import static_endpoints
 from federation.model import (
     ANY,
@@ -62,7 +62,7 @@ from federation.model import (
 from federation.view import DecodeCache, Item, decode_item
 from federation.viewkeys import KeyTable
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Pair = tuple[str, str]
 Delta = Mapping[str, KV | None]
@@ -547,7 +547,7 @@ class ViewState:
         rejected = tuple(sorted(self._rejected.values(), key=lambda r: _sort_key(self.layout, r)))
         for r in rejected:
             if r not in before.rejected:
-                log.warning("etcd item rejected at revision %d: %s: %s", r.revision, r.key, r.error)
+                log.warning("view.rejected", revision=r.revision, key=r.key, error=r.error)
         self._view = RoutingView(
             revision=revision,
             config_revision=self.config_revision,

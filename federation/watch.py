@@ -50,7 +50,6 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import logging
 import random
 import time
 from collections.abc import Callable, Collection
@@ -60,12 +59,13 @@ from federation import heap
 from federation.etcd import KV, EtcdClient, EtcdCompacted, EtcdError, WatchBatch, WatchStream
 from federation.keys import HELD_KINDS, KeyLayout, view_skips
 from federation.listing import list_prefix
+from federation.logging import get_logger
 from federation.model import RoutingView
 from federation.snapshot import SnapshotWriter, load_snapshot
 from federation.view import DecodeCache
 from federation.viewstate import ViewState
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 ViewCallback = Callable[[RoutingView], None]
 
@@ -207,7 +207,7 @@ class ViewWatcher:
                 except EtcdCompacted as exc:
                     self.stats.compactions += 1
                     self._need_reload = True
-                    log.info("watch: %s; reloading the whole prefix", exc)
+                    log.info("watch.compacted", error=str(exc), action="reload")
                     continue
                 except EtcdError as exc:
                     self._failures += 1
@@ -216,7 +216,7 @@ class ViewWatcher:
                     self.stats.connected = False
                     self.stats.last_error = str(exc)
                     if failures == 1:
-                        log.warning("etcd watch interrupted: %s", exc)
+                        log.warning("watch.interrupted", error=str(exc), failures=failures)
                     if self._revision == 0 and not self._ready.is_set():
                         await self._serve_snapshot()
                     elif failures >= 2:
@@ -284,11 +284,7 @@ class ViewWatcher:
                 old.update((kv.key, kv) for kv in kvs if self._held_kind(kv.key))
         except EtcdCompacted:
             self.stats.barrier_compacted += 1
-            log.warning(
-                "an apply barrier stands since revision %d, which is compacted: keeping the "
-                "config of the last view until the apply completes",
-                applying.create_revision,
-            )
+            log.warning("watch.barrier_compacted", barrier=applying.create_revision)
             old = {k: kv for k, kv in self._state.kvs.items() if self._held_kind(k)}
         now = {k: kv for k, kv in listed.items() if self._held_kind(k)}
         held: Delta = {k: None for k in old if k not in now}
@@ -305,6 +301,7 @@ class ViewWatcher:
         self._failures = 0
         if self._streams > 1:
             self.stats.reconnects += 1
+            log.info("watch.resumed", revision=self._revision, reconnects=self.stats.reconnects)
         self.stats.connected = True
         self.stats.watching = True
         if self._view.stale and self._view.source == "etcd":
@@ -384,7 +381,7 @@ class ViewWatcher:
             if key == applying_key:
                 if value is not None and self._barrier == 0:
                     self._barrier = kv.create_revision
-                    log.info("apply barrier at revision %d: holding config", self._barrier)
+                    log.info("watch.barrier_holding", barrier=self._barrier)
                 elif value is None and self._barrier:
                     released = True
                     self._release()
@@ -505,7 +502,7 @@ class ViewWatcher:
         try:
             self._on_view(view)
         except Exception:
-            log.exception("on_view callback failed")
+            log.exception("watch.callback_failed")
 
     def _mark_stale(self) -> None:
         if not self._view.stale and self._ready.is_set():
@@ -517,10 +514,7 @@ class ViewWatcher:
         view = await asyncio.to_thread(load_snapshot, self._snapshot_path)
         self.stats.snapshot_loaded = True
         if view is None:
-            log.warning("etcd unreachable at start and no usable snapshot")
+            log.warning("watch.no_snapshot")
             return
-        log.warning(
-            "etcd unreachable at start: serving the snapshot of revision %d (stale)",
-            view.revision,
-        )
+        log.warning("watch.serving_snapshot", revision=view.revision)
         self._emit(view)

@@ -17,7 +17,9 @@ or two random numbers and a bisect.
 *Panic*: when no cluster is usable, requests spread over every reachable candidate rather
 than failing closed. *Failback*: a cluster seen down by this gateway and usable again gets
 a share ramping linearly from ~0 to full over ``Failover.failback_window`` (longer when it
-flaps), so traffic returns gradually and does not oscillate. *Local ejection*: passive and
+flaps), so traffic returns gradually and does not oscillate; a cluster this gateway has
+only seen absent so far (no live gateway there yet: its view is still filling in) gets its
+full share when it first appears usable: nothing recovered. *Local ejection*: passive and
 immediate, ``consecutive_failures`` failed tries in a row take a cluster out for this
 gateway only (``eject_for``, doubling on repeat up to ``max_eject``); after that one
 failure sends it out again until a success clears it. Local probe results
@@ -67,6 +69,7 @@ class _Track:
     """What this gateway saw of a (service, cluster) over time, for failback ramps."""
 
     usable: bool = True
+    seen: bool = True  # False while this gateway has only seen it absent (view filling in)
     seen_down: bool = False
     confirmed: bool = True  # a try succeeded since it came back: the ramp runs
     down_at: float = 0.0
@@ -385,7 +388,7 @@ class Placement:
         if ejected_for > 0 and not why:
             why = f"ejected locally for {ejected_for:.1f}s after consecutive failures"
         usable = not unreachable and not why and state in _USABLE_STATES and capacity > 0
-        ramp = self._ramp(service, name, usable, now)
+        ramp = self._ramp(service, name, usable, now, present=not unreachable)
         cand = Candidate(
             cluster=name,
             tier=tier,
@@ -434,15 +437,30 @@ class Placement:
             return health.state, health.score, 0, "no healthy endpoint"
         return health.state, health.score, capacity, ""
 
-    def _ramp(self, service: Service, cluster: str, usable: bool, now: float) -> float:
+    def _ramp(
+        self, service: Service, cluster: str, usable: bool, now: float, present: bool
+    ) -> float:
+        """``present``: the cluster is in this gateway's view (for a remote one: a live
+        gateway there); ``usable``: it may take first tries."""
         key = (service.name, cluster)
         tr = self._tracks.get(key)
         if tr is None:
-            tr = self._tracks[key] = _Track(usable=usable)
-            if not usable:
+            tr = self._tracks[key] = _Track(usable=usable, seen=usable or present)
+            if not usable and present:
                 tr.seen_down, tr.down_at = True, now
                 tr.downs.append(now)
             return 1.0
+        if not tr.seen:
+            # only seen absent so far (no live gateway there yet: this gateway's view was
+            # still filling in), now present: nothing recovered, no ramp, no flap
+            if not present:
+                return 0.0
+            tr.seen = True
+            if usable:
+                tr.usable = True
+                return 1.0
+            tr.seen_down, tr.down_at = True, now
+            tr.downs.append(now)
         if not usable:
             if tr.usable:
                 tr.downs = [t for t in tr.downs if now - t < FLAP_MEMORY]

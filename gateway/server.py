@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import logging
 import socket
 import ssl
 from typing import Any
@@ -41,8 +40,6 @@ from gateway.resilience import CircuitBreakers, RetryBudget
 from gateway.telemetry import Telemetry
 from gateway.tls import TlsContexts
 from gateway.types import ASGIApp, ViewHolder
-
-log = logging.getLogger("fedgate.server")
 
 
 def _bind(hostport: str) -> socket.socket:

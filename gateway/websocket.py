@@ -9,6 +9,9 @@ Admission (route, access policy, rate limit) and the try loop (placement, balanc
 breaker, passive statistics, retry decision) are those of HTTP requests
 (``gateway/admission.py``, ``gateway/pipeline.py``): a handshake that cannot connect
 moves to another endpoint or the next cluster, never the same remote gateway twice.
+Each try gets its CLIENT span (the handshake's ends with 101); the handshake's outcome is
+what the breaker and passive statistics count, but the endpoint stays in flight for the
+least-request balancer until the WebSocket closes.
 Route rules: the route's conditions and a weighted split choose the service as for HTTP;
 a redirect route refuses the upgrade (404); the route's request rewrites apply to the
 upgrade sent to a local endpoint.
@@ -84,6 +87,7 @@ async def proxy_websocket(
         forwarded=forwarded, peer_id=admitted.peer_id,
     )  # fmt: skip
     upstream: ClientConnection | None = None
+    open_on: str | None = None  # the local endpoint holding the open WebSocket
     status = 502
     host_raw = head.host_raw
     local = local_request(admitted, target, path, base)  # the route's rewrites, if any
@@ -122,6 +126,7 @@ async def proxy_websocket(
         except InvalidStatus as exc:  # an answer, not a tunnel: relayed as a close
             status = exc.response.status_code
             ex.record(status < 500)
+            ex.try_span(status, None)
             break
         except TimeoutError:
             kind = FailureKind.TIMEOUT
@@ -138,15 +143,21 @@ async def proxy_websocket(
                 await upstream.close()
                 upstream = None
                 ex.record(False)
+                ex.try_span(None, kind)
                 ex.last = (status_for(kind), why)
                 if not ex.retry(kind, status=None, sent=False, replayable=True,
                                 now=loop.time()):  # fmt: skip
                     break
                 continue
         if upstream is not None:
-            ex.record(True)
+            ex.record(True)  # the handshake's outcome: breaker, passive statistics
+            ex.try_span(101, None)
+            if not t.remote:  # least-request: the endpoint is busy until the close
+                plane.balancer.started(t.address)
+                open_on = t.address
             break
         ex.record(False)
+        ex.try_span(None, kind)
         if kind is FailureKind.CONNECT:
             plane.telemetry.connect_error(service.name, t.cluster)
         ex.last = (status_for(kind), f"websocket to {t.address} failed ({kind.value})")
@@ -165,7 +176,6 @@ async def proxy_websocket(
             protocol=scope.get("http_version", "1.1"), scheme=scheme,
         )  # fmt: skip
         return
-    await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
 
     async def client_to_upstream() -> None:
         assert upstream is not None
@@ -201,11 +211,13 @@ async def proxy_websocket(
                 }
             )
 
-    tasks = [
-        asyncio.ensure_future(client_to_upstream()),
-        asyncio.ensure_future(upstream_to_client()),
-    ]
+    tasks: list[asyncio.Future[None]] = []
     try:
+        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+        tasks = [
+            asyncio.ensure_future(client_to_upstream()),
+            asyncio.ensure_future(upstream_to_client()),
+        ]
         done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if tasks[0] in done:
             # the client left: let the upstream close handshake finish briefly
@@ -218,6 +230,8 @@ async def proxy_websocket(
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await upstream.close()
+        if open_on is not None:  # counted at the handshake: only the in-flight slot ends
+            plane.balancer.finished(open_on, ok=None)
         plane.telemetry.end(
             trace, method="GET", host=head.host or "", path=path, service=service.name,
             cluster=last.cluster if last is not None else None,

@@ -124,9 +124,9 @@ class GatewayProcess:
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         async def guarded() -> None:
-            import structlog
+            from federation.logging import get_logger
 
-            log = structlog.get_logger("fedgate.serve")
+            log = get_logger(__name__)
             delay = 0.5
             while not self._stop.is_set():
                 try:
@@ -135,7 +135,7 @@ class GatewayProcess:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # a background part failed: log, back off, run again
-                    log.error("background task failed", task=name, error=repr(exc))
+                    log.error("serve.task_failed", task=name, error=repr(exc))
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), timeout=delay)
                     delay = min(delay * 2, 10.0)
@@ -143,10 +143,9 @@ class GatewayProcess:
         self.tasks.append(asyncio.create_task(guarded(), name=name))
 
     async def run(self) -> int:
-        import structlog
-
         from federation.api import create_admin_app
         from federation.keys import KeyLayout
+        from federation.logging import get_logger
         from federation.model import GatewayRecord, RoutingView
         from federation.ratelimit_share import live_gateway_count
         from gateway.balancer import Balancer
@@ -164,7 +163,7 @@ class GatewayProcess:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         s = self.settings
-        log = structlog.get_logger("fedgate.serve")
+        log = get_logger(__name__)
         gateway_id = s.gateway_id
         layout = KeyLayout(s.etcd.prefix)
         holder = ViewHolder()
@@ -207,7 +206,7 @@ class GatewayProcess:
             except VaultError as exc:
                 raise StartupError(str(exc)) from None
             if started is None:  # SIGTERM while waiting for Vault: nothing to drain
-                log.info("stopped while waiting for vault", gateway=gateway_id)
+                log.info("serve.stopped", gateway=gateway_id, waited_for="vault")
                 return 0
             tls = started
         elif s.listen.east_west and not s.insecure_east_west:
@@ -404,10 +403,10 @@ class GatewayProcess:
             if registration is not None:
                 self._spawn("acme-status", lambda: acme.report(registration.update))
 
-        log.info("gateway started", gateway=gateway_id, cluster=s.cluster, listeners=gateway.bound)
+        log.info("serve.started", gateway=gateway_id, cluster=s.cluster, listeners=gateway.bound)
         await self._stop.wait()
 
-        log.info("draining", timeout=s.limits.drain_timeout)
+        log.info("serve.draining", timeout=s.limits.drain_timeout)
         if acme is not None:
             await acme.close()
         await gateway.drain(s.limits.drain_timeout)
@@ -426,7 +425,7 @@ class GatewayProcess:
             with contextlib.suppress(Exception):
                 await client.close()
         telemetry.close()  # flush the last access-log lines and spans
-        log.info("stopped", gateway=gateway_id)
+        log.info("serve.stopped", gateway=gateway_id)
         return 0
 
     async def _unless_stopped(self, work: Coroutine[Any, Any, T]) -> T | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import logging
 import socket
 import time
 from collections.abc import Callable
@@ -26,12 +25,13 @@ from typing import Any, cast
 import dns.flags
 import dns.message
 
+from federation.logging import get_logger
 from federation.model import RateLimit, Service
 from gateway.dns.wire import Responder
 from gateway.ratelimit import RateLimiter
 from gateway.types import ViewHolder
 
-log = logging.getLogger("fedgate.dns")
+log = get_logger(__name__)
 
 TCP_IDLE = 10.0  # seconds a TCP connection may wait for its next query
 MAX_TCP_CONNECTIONS = 256
@@ -74,7 +74,7 @@ class _Udp(asyncio.DatagramProtocol):
             self.transport.sendto(reply, addr)
 
     def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.: ignored
-        log.debug("dns udp error: %s", exc)
+        log.debug("dns.udp_error", error=str(exc))
 
 
 class DnsServer:

@@ -18,7 +18,6 @@ serve gets an error rcode (FORMERR, NOTIMP, REFUSED, BADVERS).
 from __future__ import annotations
 
 import ipaddress
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,11 +33,12 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from federation.logging import get_logger
 from federation.model import RoutingView
 from gateway.dns.answers import DnsAnswers, IPAddress
 from gateway.dns.resolve import NXDOMAIN, REFUSED, Record, Resolution, resolve
 
-log = logging.getLogger("fedgate.dns")
+log = get_logger(__name__)
 
 MAX_UDP_PAYLOAD = 1232
 MIN_UDP_PAYLOAD = 512
@@ -197,7 +197,7 @@ class Responder:
         try:
             return self._respond(view, query, wire, peer, tcp=tcp)
         except Exception as exc:  # a bug must not take the listener down: SERVFAIL
-            log.warning("dns: answering %s failed: %r", query.question[0].name, exc)
+            log.warning("dns.answer_failed", name=str(query.question[0].name), error=repr(exc))
             try:
                 return self._error(query, dns.rcode.SERVFAIL), "SERVFAIL"
             except Exception:

@@ -27,7 +27,6 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import cast
 
 import h2.config
 import h2.connection
@@ -36,6 +35,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from gateway.h2.plumbing import H2Plumbing
 from gateway.proxy import CONNECT, PROTOCOL, RESET, UpstreamError
 
 PoolKey = tuple[str, int, bool]
@@ -104,11 +104,8 @@ class H2Stream:
                 raise self.error
             if self.ended:
                 return  # the server answered in full: the rest is not wanted
-            try:
-                window = min(
-                    conn.h2.local_flow_control_window(self.id), conn.h2.max_outbound_frame_size
-                )
-            except h2.exceptions.StreamClosedError:
+            window = conn.send_window(self.id)
+            if window is None:
                 return
             if window <= 0:
                 self.event.clear()
@@ -163,47 +160,32 @@ class H2Stream:
         self.event.set()
 
 
-class H2Connection(asyncio.Protocol):
+class H2Connection(H2Plumbing):
     """One upstream HTTP/2 connection carrying many streams."""
 
     def __init__(self, pool: H2Pool, key: PoolKey) -> None:
-        self.pool = pool
-        self.key = key
-        # upstream answers are validated (they may reach an HTTP/1.1 client); the request
-        # headers come from a validated client request and the gateway's own
-        config = h2.config.H2Configuration(
-            client_side=True, header_encoding=None, validate_inbound_headers=True,
-            validate_outbound_headers=False, normalize_outbound_headers=False,
-        )  # fmt: skip
-        self.h2 = h2.connection.H2Connection(config=config)
-        self.h2.local_settings = h2.settings.Settings(
-            client=True,
-            initial_values={
+        super().__init__(
+            client_side=True,
+            settings={
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 256 * 1024,
             },
+            window=WINDOW,
         )
-        self.loop = asyncio.get_running_loop()
-        self._flush_pending = False
-        self.transport: asyncio.Transport | None = None
+        self.pool = pool
+        self.key = key
         self.streams: dict[int, H2Stream] = {}
-        self.closed = False
         self.goaway = False
         self.idle_since = time.monotonic()
-        self._paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(WINDOW - 65535)
-        self.flush()
+        self.start(transport)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -222,16 +204,6 @@ class H2Connection(asyncio.Protocol):
         self._fail_all(UpstreamError(RESET, "upstream closed the connection", sent=True))
         self.pool.forget(self)
         self.resume_writing()
-
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
 
     # ------------------------------------------------------------ events
     def _event(self, event: h2.events.Event) -> None:
@@ -313,17 +285,6 @@ class H2Connection(asyncio.Protocol):
         self.flush()
         return stream
 
-    def ack(self, stream_id: int, flow: int) -> None:
-        if flow <= 0 or self.closed:
-            return
-        try:
-            self.h2.acknowledge_received_data(flow, stream_id)
-        except (h2.exceptions.StreamClosedError, KeyError):
-            self.h2.increment_flow_control_window(flow)
-        except h2.exceptions.ProtocolError:
-            return
-        self.flush()
-
     def finished(self, stream: H2Stream) -> None:
         if self.streams.pop(stream.id, None) is not None:
             # what the stream left unread still counts against the connection window
@@ -338,25 +299,6 @@ class H2Connection(asyncio.Protocol):
             self.pool.wake(self.key)
         if self.goaway and not self.streams:
             self.close()
-
-    def flush(self) -> None:
-        """Write what h2 has queued, once per event-loop iteration: the frames of every
-        stream that made progress in this iteration go out in one write."""
-        if not self._flush_pending:
-            self._flush_pending = True
-            self.loop.call_soon(self.flush_now)
-
-    def flush_now(self) -> None:
-        self._flush_pending = False
-        data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    async def drain(self) -> None:
-        if self._paused and not self.closed:
-            waiter = asyncio.get_running_loop().create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
 
     def _fail_all(self, error: UpstreamError) -> None:
         for stream in list(self.streams.values()):

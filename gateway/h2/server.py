@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +44,14 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import GoAwayFrame
 
+from federation.logging import get_logger
 from gateway.h2 import grpc
+from gateway.h2.plumbing import H2Plumbing
 from gateway.h2.stream import Stream, answer
 from gateway.protocol import _parse_target
 from gateway.types import ASGIApp
 
-log = logging.getLogger("fedgate.h2")
+log = get_logger(__name__)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
@@ -89,7 +90,7 @@ class _Budget:
         return self.count <= self.limit
 
 
-class H2ServerProtocol(asyncio.Protocol):
+class H2ServerProtocol(H2Plumbing):
     """One HTTP/2 client connection."""
 
     def __init__(
@@ -105,6 +106,16 @@ class H2ServerProtocol(asyncio.Protocol):
         tasks: set[asyncio.Task[None]],
         limit_concurrency: int | None = None,
     ) -> None:
+        super().__init__(
+            client_side=False,
+            settings={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            },
+            window=limits.connection_window,
+        )
         self.app = app
         self.limits = limits
         self.scheme = scheme
@@ -114,32 +125,10 @@ class H2ServerProtocol(asyncio.Protocol):
         self.connections = connections
         self.tasks = tasks
         self.limit_concurrency = limit_concurrency
-        self.loop = asyncio.get_running_loop()
-        self._flush_pending = False
-        # what clients send is validated; what we send was validated where it came from
-        # (llhttp for HTTP/1.1 upstreams, h2 for HTTP/2 ones) or is the gateway's own
-        config = h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_inbound_headers=True,
-            validate_outbound_headers=False, normalize_outbound_headers=False,
-        )  # fmt: skip
-        self.h2 = h2.connection.H2Connection(config=config)
-        self.h2.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window,
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-            },
-        )
         # enforced from the first frame, not only once the client acknowledged SETTINGS
         self.h2.decoder.max_header_list_size = limits.max_header_list_size
-        self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Stream] = {}
-        self.closed = False
         self.draining = False
-        self.write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
         self._resets = _Budget(limits.max_resets)
         self._settings = _Budget(limits.max_settings)
         self._pings = _Budget(limits.max_pings)
@@ -152,13 +141,8 @@ class H2ServerProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
         self.connections.add(self)
-        self.h2.initiate_connection()
-        extra = self.limits.connection_window - 65535
-        if extra > 0:
-            self.h2.increment_flow_control_window(extra)
-        self.flush()
+        self.start(transport)
         self._schedule()
 
     def data_received(self, data: bytes) -> None:
@@ -167,7 +151,7 @@ class H2ServerProtocol(asyncio.Protocol):
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            log.debug("h2 protocol error from %s: %s", self.client, exc)
+            log.debug("h2.protocol_error", client=self.client, error=str(exc))
             self.flush()
             self.close()
             return
@@ -199,20 +183,7 @@ class H2ServerProtocol(asyncio.Protocol):
         for stream in list(self.streams.values()):
             self._reset_stream(stream)
         self.streams.clear()
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
+        self.resume_writing()  # writers waiting for the buffer to drain see the close
 
     # ------------------------------------------------------------ events
     def _event(self, event: h2.events.Event) -> None:
@@ -355,7 +326,7 @@ class H2ServerProtocol(asyncio.Protocol):
         except asyncio.CancelledError:
             return
         except Exception:
-            log.exception("h2 stream %d of %s failed", stream.id, self.client)
+            log.exception("h2.stream_failed", stream=stream.id, client=self.client)
             if not stream.started:
                 await answer(stream, 500, "internal error")
             elif not stream.sent_end:
@@ -371,30 +342,6 @@ class H2ServerProtocol(asyncio.Protocol):
         self.loop.create_task(answer(stream, status, text))
 
     # ------------------------------------------------------------ output
-    def flush(self) -> None:
-        """Write what h2 has queued, once per event-loop iteration: the frames of every
-        stream that made progress in this iteration go out in one write."""
-        if not self._flush_pending:
-            self._flush_pending = True
-            self.loop.call_soon(self.flush_now)
-
-    def flush_now(self) -> None:
-        self._flush_pending = False
-        data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    def ack(self, stream_id: int, flow: int) -> None:
-        """The app took ``flow`` bytes of this stream: the client may send that many more."""
-        if flow <= 0 or self.closed:
-            return
-        with contextlib.suppress(h2.exceptions.StreamClosedError, KeyError):
-            self.h2.acknowledge_received_data(flow, stream_id)
-            self.flush()
-            return
-        self.h2.increment_flow_control_window(flow)  # the stream is gone: the connection's
-        self.flush()
-
     def send_headers(
         self, stream: Stream, headers: list[tuple[bytes, bytes]], *, end: bool
     ) -> None:
@@ -426,11 +373,8 @@ class H2ServerProtocol(asyncio.Protocol):
                     stream.sent_end = True
                     self._stream_done(stream)
                 return
-            try:
-                window = min(
-                    self.h2.local_flow_control_window(stream.id), self.h2.max_outbound_frame_size
-                )
-            except h2.exceptions.StreamClosedError:
+            window = self.send_window(stream.id)
+            if window is None:
                 self._reset_stream(stream)
                 return
             if window <= 0:
@@ -452,10 +396,7 @@ class H2ServerProtocol(asyncio.Protocol):
                 stream.sent_end = True
                 self._stream_done(stream)
                 return
-            if self.write_paused:
-                waiter = self.loop.create_future()
-                self._drain_waiters.append(waiter)
-                await waiter
+            await self.drain()
 
     def reset_stream(self, stream: Stream, code: h2.errors.ErrorCodes) -> None:
         if not self.closed and not stream.reset:
@@ -495,7 +436,7 @@ class H2ServerProtocol(asyncio.Protocol):
         if self.closed:
             return
         self.abuse = reason
-        log.warning("h2 client %s: %s; closing the connection", self.client, reason)
+        log.warning("h2.abuse", client=self.client, reason=reason)
         self.h2.clear_outbound_data_buffer()  # the acks of the flood are not sent
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.h2.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)

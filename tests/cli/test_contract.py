@@ -9,6 +9,7 @@ needs a real process: closed pipes and SIGINT at a random moment.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import random
 import signal
@@ -215,7 +216,8 @@ def test_unreachable_vault_at_start_waits_and_says_why(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
         try:
-            wait_for(lambda: "again in" in log.read_text(), timeout=30, what="the wait's log")
+            wait_for(lambda: "vault.unavailable" in log.read_text(), timeout=30,
+                     what="the wait's log")  # fmt: skip
             assert proc.poll() is None, log.read_text()  # still waiting, not exited
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
@@ -225,8 +227,9 @@ def test_unreachable_vault_at_start_waits_and_says_why(tmp_path: Path) -> None:
                 proc.wait()
     text = log.read_text()
     assert "Traceback" not in text and proc.returncode in (0, 143), (proc.returncode, text)
-    first = text.splitlines()[0]
-    assert "vault" in first and "again in" in first, text
+    first = json.loads(text.splitlines()[0])  # one event per line (not a TTY: JSON)
+    assert first["event"] == "vault.unavailable" and first["retry_in"] > 0, text
+    assert first["error"].startswith("vault http://"), text
 
 
 def test_a_bug_is_still_one_line(

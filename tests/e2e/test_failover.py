@@ -37,12 +37,43 @@ from tests.e2e.conftest import (
     served_share,
     windows,
 )
-from tests.support.wait import async_wait_for
+from tests.support.wait import async_wait_for, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 RATE = 150.0
 SLOW = 0.25  # a GET slower than this was held up by a failed try
+
+
+@pytest.fixture
+def federation(federation: FailoverFederation) -> FailoverFederation:
+    """A drill starts from a converged federation: every gateway plans with every
+    cluster live and healthy. Each gateway answering ``/readyz`` is not that: under a
+    CPU hog the first drill began while the entry gateway had no live gateway of gcp in
+    its view yet (which placement then took for a recovery: gcp at the floor share,
+    then the failback ramp, before traffic settled on it)."""
+    last: list[str] = []
+    try:
+        wait_for(lambda: converged(federation, last), timeout=30.0, interval=0.1,
+                 what="every gateway sees every cluster live and healthy")  # fmt: skip
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {last}") from None
+    return federation
+
+
+def converged(fed: FailoverFederation, last: list[str]) -> bool:
+    """Every gateway's plan has every cluster live, healthy and usable (``last``: what
+    was not, the last time)."""
+    last.clear()
+    for entry in fed.gateways:
+        candidates = fed.explain(entry).get("candidates", [])
+        if len(candidates) != len(fed.topology):
+            last.append(f"{entry}: {len(candidates)} candidates")
+        for c in candidates:
+            reason = str(c.get("reason", ""))
+            if c.get("state") != "healthy" or reason.startswith(("excluded", "not usable")):
+                last.append(f"{entry} -> {c.get('cluster')}: {c.get('state')}, {reason}")
+    return not last
 
 
 async def call(fn: Callable[..., Any], *args: Any) -> Any:

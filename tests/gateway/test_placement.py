@@ -287,6 +287,31 @@ def test_startup_does_not_ramp() -> None:
     assert firsts(p, v, service(), 100) == Counter({"aws": 100})
 
 
+def test_a_cluster_first_seen_usable_late_does_not_ramp() -> None:
+    """A gateway's first plan may come while its view is still filling in (a remote
+    cluster without a live gateway yet, its health not yet known). That absence is no
+    recovery and no flap. Before: the cluster stayed at the floor until a try succeeded
+    there, then ramped over the failback window, and the absence lengthened every later
+    ramp (the e2e failover drill waited over 15 s for traffic on gcp under a CPU hog)."""
+    clock = Clock()
+    p = Placement("onprem", clock=clock, rng=random.Random(5))
+    svc = service(failover=Failover(failback_window=10.0))
+    healthy = {"aws": (H, 1.0, 3), "gcp": (H, 1.0, 3), "onprem": (U, 0.0, 0)}
+    for _ in range(3):  # no live gateway in aws yet
+        assert firsts(p, view(healthy, gateways=("gcp", "onprem")), svc)["aws"] == 0
+        clock.t += 1
+    assert 0.35 < firsts(p, view(healthy), svc)["aws"] / 2000 < 0.65  # full share at once
+    # once seen usable, a real down and up ramps back over one plain window
+    clock.t += 1
+    p.plan(view({**healthy, "aws": (U, 0.0, 0)}), svc)
+    clock.t += 1
+    back = view(healthy)
+    assert firsts(p, back, svc)["aws"] / 2000 < 0.05
+    p.local_success("web", "aws")
+    clock.t += 10.1
+    assert 0.35 < firsts(p, back, svc)["aws"] / 2000 < 0.65
+
+
 def test_own_cluster_recovery_ramps_back_from_remote() -> None:
     clock = Clock()
     p = Placement("aws", clock=clock, rng=random.Random(4))

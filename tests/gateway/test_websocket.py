@@ -8,14 +8,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 import uvloop
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from federation.model import Retries
+from gateway.telemetry import Telemetry
 from tests.gateway.harness import RunningGateway, cluster, running_gateway, service, view_of
 from tests.gateway.rawhttp import HostileUpstream
 from tests.support.backend import Backend
 from tests.support.ports import free_port
+from tests.support.wait import async_wait_for
 
 
 @pytest.fixture
@@ -119,7 +124,9 @@ async def test_websocket_tries_go_through_breakers_and_passive_stats(
     plane = g.gateway.plane
     assert ("retry", "c1") in plane.breakers.states()
     assert plane.passive.snapshot()[("retry", "c1")][2] >= 6  # every try recorded
-    assert g.balancer.active(b1.address) == 0  # started and finished in pairs
+    await async_wait_for(  # started and finished in pairs, once each WebSocket is closed
+        lambda: g.balancer.active(b1.address) == 0, timeout=5.0, what="in-flight back to 0"
+    )
 
 
 async def test_websocket_never_tries_the_same_remote_gateway_twice() -> None:
@@ -138,3 +145,75 @@ async def test_websocket_never_tries_the_same_remote_gateway_twice() -> None:
                 async with ws(g):
                     pass
     assert remote.connections == 1
+
+
+async def test_an_open_websocket_stays_in_flight_until_it_closes(
+    gw: tuple[RunningGateway, Backend],
+) -> None:
+    """Least-request balancing sees a WebSocket as busy for its whole life, not only
+    during the handshake."""
+    g, b1 = gw
+    async with ws(g) as one, ws(g) as two:
+        for conn in (one, two):
+            await conn.send("ping")
+            assert await asyncio.wait_for(conn.recv(), 5) == "b1:ping"
+        assert g.balancer.active(b1.address) == 2
+    await async_wait_for(
+        lambda: g.balancer.active(b1.address) == 0, timeout=5.0, what="in-flight back to 0"
+    )
+    async with ws(g) as conn:  # a close by the upstream ends it too
+        await conn.send("close:4001")
+        with pytest.raises(ConnectionClosed):
+            await conn.recv()
+    await async_wait_for(
+        lambda: g.balancer.active(b1.address) == 0, timeout=5.0, what="in-flight back to 0"
+    )
+
+
+async def test_one_client_span_per_websocket_try() -> None:
+    """A WebSocket's tries get the CLIENT spans HTTP tries get: a failed connect, then
+    the handshake (101), both children of the request's SERVER span."""
+    exporter = InMemorySpanExporter()
+    telemetry = Telemetry(
+        gateway_id="gw", cluster="c1", metrics=False, access_log=False, span_exporter=exporter
+    )
+
+    def finished(kind: SpanKind) -> list[ReadableSpan]:
+        telemetry.flush()
+        return [s for s in exporter.get_finished_spans() if s.kind is kind]
+
+    async with Backend("b1", host="127.0.0.2") as b1:
+        dead = f"127.0.0.4:{free_port('127.0.0.4')}"
+        v = view_of(
+            [service("retry", "retry.test", retries=Retries(attempts=2, budget_percent=100))],
+            endpoints={("retry", "c1"): [dead, b1.address]},
+        )
+        async with running_gateway(v, telemetry=telemetry) as g:
+            for n in range(1, 7):  # until a handshake met the dead endpoint first
+                async with ws(g, host="retry.test") as conn:
+                    await conn.send("ping")
+                    assert await asyncio.wait_for(conn.recv(), 5) == "b1:ping"
+                await async_wait_for(
+                    lambda n=n: len(finished(SpanKind.SERVER)) == n,  # type: ignore[misc]
+                    timeout=5.0,
+                    what="the request's span",
+                )
+                if any("error.type" in (c.attributes or {}) for c in finished(SpanKind.CLIENT)):
+                    break
+    servers = finished(SpanKind.SERVER)
+    clients = finished(SpanKind.CLIENT)
+    telemetry.close()
+    tries: dict[int, list[ReadableSpan]] = {}
+    for c in clients:
+        assert c.parent is not None
+        tries.setdefault(c.parent.span_id, []).append(c)
+    assert sorted(tries) == sorted(s.context.span_id for s in servers)  # each has its tries
+    two = max(tries.values(), key=len)
+    assert len(two) == 2, [c.attributes for c in clients]
+    failed, handshake = sorted(two, key=lambda s: s.start_time or 0)
+    assert failed.attributes is not None and handshake.attributes is not None
+    assert failed.attributes["error.type"] == "connect-failure"
+    assert failed.attributes["server.address"] == "127.0.0.4"
+    assert handshake.attributes["http.response.status_code"] == 101
+    assert handshake.attributes["fedgate.upstream_cluster"] == "c1"
+    assert handshake.attributes["server.port"] == b1.port

@@ -70,5 +70,7 @@ async def test_without_material_it_waits_and_says_why(caplog: pytest.LogCaptureF
     caplog.set_level(logging.WARNING, logger="federation.vault")
     with pytest.raises(TimeoutError):  # still waiting: it did not give up
         await asyncio.wait_for(vault_tls(None).start(wait=True), timeout=1.0)
-    retries = [r.getMessage() for r in caplog.records if "trying again" in r.getMessage()]
-    assert len(retries) >= 2 and "no TLS cache configured" in retries[0]
+    events = [r.msg for r in caplog.records if isinstance(r.msg, dict)]
+    retries = [e for e in events if e["event"] == "vault.unavailable"]
+    assert len(retries) >= 2 and retries[0]["cache"] == "no TLS cache configured"
+    assert retries[0]["retry_in"] > 0 and "vault http://127.0.0.1" in retries[0]["error"]

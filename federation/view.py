@@ -39,7 +39,6 @@ from federation.model import (
 )
 
 
-
 class ItemError(ValueError):
     """One etcd item that cannot be used; the message is one line."""
 

@@ -24,9 +24,9 @@ from gateway.cycles import FastCycle
 from gateway.failures import FailureKind, Reply, status_for
 from gateway.forward import relay
 from gateway.pipeline import Exchange
-from gateway.plane import Target
 from gateway.protocol import GatewayProtocol
 from gateway.proxy import UpstreamConnection
+from gateway.tracecontext import NO_TRACE
 from gateway.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -85,28 +85,46 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
     # committed: from here on this is the request's Exchange
     client = scope.get("client")
     client_ip = client[0] if client else "0.0.0.0"
-    trace = plane.telemetry.begin(headers)
+    telemetry = plane.telemetry
+    trace = telemetry.begin(headers) if telemetry.tracing else NO_TRACE
     now = conn.loop.time()
     timeouts = service.timeouts
-    ex = Exchange(plane, view, service, b"GET", trace, plane.clock(), now + timeouts.request, plan)
+    ex = FastExchange(plane, view, service, b"GET", trace, plane.clock(), now + timeouts.request,
+                      plan)  # fmt: skip
+    ex.app = app
+    ex.protocol = protocol
+    ex.fast = fast
+    ex.host = host
+    ex.host_raw = host_raw
+    ex.path = path
+    ex.client_ip = client_ip
     ex.begin_try(target, breaker)
     target_bytes: bytes = scope["raw_path"]
     qs = scope["query_string"]
     if qs:
         target_bytes = target_bytes + b"?" + qs
-    head = hygiene.upstream_head(
-        b"GET",
-        target_bytes,
-        host_raw,
-        headers,
-        client_ip=client_ip,
-        scheme=app.scheme,
-        trust_forwarded=client_ip in plane.trusted,
-        traceparent=trace.traceparent or None,
-        hops=1,
-    )
+    # a keep-alive client repeats its request head: the upstream head is made once per
+    # distinct (headers, target) on a connection (not with a traceparent of our own)
+    key = (target_bytes, *headers)
+    memo = protocol.fast_memo
+    if memo is not None and memo[0] == key and not trace.traceparent:
+        head = memo[1]
+    else:
+        head = hygiene.upstream_head(
+            b"GET",
+            target_bytes,
+            host_raw,
+            headers,
+            client_ip=client_ip,
+            scheme=app.scheme,
+            trust_forwarded=client_ip in plane.trusted,
+            traceparent=trace.traceparent or None,
+            hops=1,
+        )
+        if not trace.traceparent:
+            protocol.fast_memo = (key, head)
     plane.fast_served += 1
-    conn.listener = FastExchange(app, protocol, fast, ex, target, host, host_raw, path, client_ip)
+    conn.listener = ex
     # conn.write + conn.set_timeout inlined: an idle connection just taken from the pool
     # has a transport, no error and no answer
     conn.sent = True
@@ -117,54 +135,32 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
     return True
 
 
-class FastExchange:
-    """One callback exchange: the upstream connection's listener (see :func:`try_fast`)."""
+class FastExchange(Exchange):
+    """One callback exchange: the request's :class:`~gateway.pipeline.Exchange` itself,
+    with what the callbacks need, and the upstream connection's listener (see
+    :func:`try_fast`). One object per request: a fallback hands it on as the Exchange."""
 
-    __slots__ = (
-        "app",
-        "client_ip",
-        "ex",
-        "fast",
-        "host",
-        "host_raw",
-        "path",
-        "protocol",
-        "target",
-    )
+    __slots__ = ("app", "client_ip", "fast", "host", "host_raw", "path", "protocol")
 
-    def __init__(
-        self,
-        app: ListenerApp,
-        protocol: GatewayProtocol,
-        fast: FastCycle,
-        ex: Exchange,
-        target: Target,
-        host: str,
-        host_raw: bytes,
-        path: str,
-        client_ip: str,
-    ) -> None:
-        self.app = app
-        self.protocol = protocol
-        self.fast = fast
-        self.ex = ex
-        self.target = target
-        self.host = host
-        self.host_raw = host_raw
-        self.path = path
-        self.client_ip = client_ip
+    app: ListenerApp
+    protocol: GatewayProtocol
+    fast: FastCycle
+    host: str
+    host_raw: bytes
+    path: str
+    client_ip: str
 
     def upstream_event(self, conn: UpstreamConnection) -> None:
         conn.listener = None
-        ex = self.ex
-        plane = ex.plane
+        ex = self
+        plane = self.plane
         error = conn.error
         if error is not None:
             ex.record(False)
             if ex.trace.span is not None:
                 ex.try_span(None, error.kind)
             if error.kind is FailureKind.CONNECT:
-                plane.telemetry.connect_error(ex.service.name, self.target.cluster)
+                plane.telemetry.connect_error(ex.service.name, self._cluster())
             plane.pool.discard(conn)
             ex.last = (status_for(error.kind), str(error))
             if ex.retry(error.kind, status=None, sent=error.sent, replayable=True,
@@ -205,36 +201,30 @@ class FastExchange:
                 self._end(499)
             return
         whole = conn.take_all() or b""
+        known = conn.known
+        head = known.relay if known is not None else None
+        if head is None:
+            head = _relay_head(status, conn.headers, len(whole))
+            if head is None:  # a Connection header naming other headers (rare)
+                plane.pool.release(conn)
+                self._answer(status, hygiene.response_headers(conn.headers, status), whole)
+                return
+            if known is not None:
+                known.relay = head  # the next answer with this head is served from it
         plane.pool.release(conn)
-        # hygiene.response_headers and the serialization in one pass: hop-by-hop headers
-        # dropped; a Connection header naming other headers (rare) takes the long way
-        parts = [STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status]
-        has_length = False
-        drop = hygiene.RESPONSE_DROP_NO_BODY if status == 204 or status == 304 else _DROP
-        for name, value in conn.headers:
-            if name in drop:
-                if name == b"connection" and value != b"keep-alive" and value != b"close":
-                    self._answer(status, hygiene.response_headers(conn.headers, status), whole)
-                    return
-                continue
-            if name == b"content-length":
-                has_length = True
-            parts += (name, b": ", value, b"\r\n")
-        if not has_length and status != 204 and status != 304:
-            parts.append(b"content-length: %d\r\n" % len(whole))
         fast = self.fast
         if fast.keep_alive:
-            parts += (b"\r\n", whole)
-            self.protocol.fast_respond(b"".join(parts), fast)
+            self.protocol.fast_respond(b"".join((head, b"\r\n", whole)), fast)
         else:
-            parts += (b"connection: close\r\n\r\n", whole)
-            self.protocol.fast_respond(b"".join(parts), fast, close=True)
-        ex.bytes_out = len(whole)
+            self.protocol.fast_respond(
+                b"".join((head, b"connection: close\r\n\r\n", whole)), fast, close=True
+            )
+        self.bytes_out = len(whole)
         self._end(status)
 
     def _fallback(self) -> None:
         resume = functools.partial(
-            self.app.resume, self.ex, self.host, self.host_raw, self.path, self.client_ip
+            self.app.resume, self, self.host, self.host_raw, self.path, self.client_ip
         )
         if not self.protocol.fast_fallback(self.fast, resume):
             self._end(499)  # the client is gone
@@ -257,15 +247,42 @@ class FastExchange:
         self.protocol.fast_respond(b"".join(parts), self.fast, close=close)
         self._end(status)
 
+    def _cluster(self) -> str:
+        target = self.tried_last
+        assert target is not None  # the first try began in try_fast
+        return target.cluster
+
     def _end(self, status: int) -> None:
-        ex = self.ex
-        plane = ex.plane
+        plane = self.plane
         scope = self.fast.scope
+        target = self.tried_last
+        assert target is not None
         plane.telemetry.end(
-            ex.trace, method="GET", host=self.host, path=self.path,
-            service=ex.service.name, cluster=self.target.cluster,
-            upstream=self.target.address, status=status,
-            duration=plane.clock() - ex.start, client=self.client_ip, retries=ex.retries,
-            forwarded=False, bytes_out=ex.bytes_out, upstream_time=ex.upstream_time,
-            headers=scope["headers"], protocol=scope["http_version"], scheme=self.app.scheme,
+            self.trace, method="GET", host=self.host, path=self.path,
+            service=self.service.name, cluster=target.cluster, upstream=target.address,
+            status=status, duration=plane.clock() - self.start, client=self.client_ip,
+            retries=self.tries - 1, forwarded=False, bytes_out=self.bytes_out,
+            upstream_time=self.upstream_time, headers=scope["headers"],
+            protocol=scope["http_version"], scheme=self.app.scheme,
         )  # fmt: skip
+
+
+def _relay_head(status: int, headers: list[tuple[bytes, bytes]], length: int) -> bytes | None:
+    """The client's answer head for a whole upstream answer, without its final CRLF:
+    ``hygiene.response_headers`` and the serialization in one pass (hop-by-hop headers
+    dropped, a Content-Length added when missing); None when a Connection header names
+    other headers (rare: the caller takes the long way)."""
+    parts = [STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status]
+    has_length = False
+    drop = hygiene.RESPONSE_DROP_NO_BODY if status == 204 or status == 304 else _DROP
+    for name, value in headers:
+        if name in drop:
+            if name == b"connection" and value != b"keep-alive" and value != b"close":
+                return None
+            continue
+        if name == b"content-length":
+            has_length = True
+        parts += (name, b": ", value, b"\r\n")
+    if not has_length and status != 204 and status != 304:
+        parts.append(b"content-length: %d\r\n" % length)
+    return b"".join(parts)

@@ -89,6 +89,9 @@ class GatewayProtocol(HttpToolsProtocol):
         self.draining = False
         self._drain_at: float | None = None
         self._fast: FastCycle | None = None  # the callback exchange in flight
+        self._try_fast = getattr(self.app, "try_fast", None)  # the app's callback entry
+        # the last (request key, upstream head) of a callback exchange (gateway/fastpath.py)
+        self.fast_memo: tuple[tuple[bytes | tuple[bytes, bytes], ...], bytes] | None = None
 
     # ------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -312,7 +315,7 @@ class GatewayProtocol(HttpToolsProtocol):
             and not self.expect_100_continue
             and scope["method"] == "GET"
         ):
-            try_fast = getattr(app, "try_fast", None)
+            try_fast = self._try_fast
             if try_fast is not None:
                 fast = FastCycle(keep_alive, scope)
                 self.cycle = fast  # type: ignore[assignment]

@@ -70,6 +70,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_body_waiter",
         "_buffered",
+        "_clean",
         "_drain_waiter",
         "_has_length",
         "_head_bytes",
@@ -90,6 +91,7 @@ class UpstreamConnection(asyncio.Protocol):
         "idle_since",
         "keep_alive",
         "key",
+        "known",
         "listener",
         "loop",
         "no_body",
@@ -113,6 +115,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.no_body = False  # the request was HEAD: the answer has no body
         self.listener: Any = None  # a callback exchange (fast path): .upstream_event(conn)
         self._parser = httptools.HttpResponseParser(self)
+        self._clean = True  # the parser is between answers (not inside one)
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.write_paused = False
@@ -145,6 +148,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.error: UpstreamError | None = None
         self.sent = False
         self.received = False
+        self.known: KnownHead | None = None  # the answer's head, when taken as known
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -157,6 +161,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        fresh = self._clean and not self.status and not self._head_bytes and not self.no_body
+        if fresh and self._known_answer(data):
+            return
         if not self.status:
             self._head_bytes += len(data)  # bytes of this answer so far (>= its head)
         try:
@@ -172,9 +179,31 @@ class UpstreamConnection(asyncio.Protocol):
             # still in the head: bound what it may cost (one endless header line included)
             self._fail(PROTOCOL, "upstream response head too large")
             return
+        if fresh and self.complete:
+            _remember(self, data)
         listener = self.listener
         if listener is not None and self.status:
             listener.upstream_event(self)
+
+    def _known_answer(self, data: bytes) -> bool:
+        """A whole answer in one read whose head llhttp accepted before, byte for byte
+        (the common keep-alive case): taken as parsed then, without parsing it again."""
+        end = data.find(b"\r\n\r\n") + 4
+        known = _HEADS.get(data[:end]) if end > 3 else None
+        if known is None or len(data) - end != known.length:
+            return False
+        self.known = known
+        self.status = known.status
+        self.headers = list(known.headers)
+        self._has_length = True
+        if known.length:
+            self.chunks.append(data[end:])
+            self._buffered = known.length
+        self._complete()
+        listener = self.listener
+        if listener is not None:
+            listener.upstream_event(self)
+        return True
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -213,6 +242,9 @@ class UpstreamConnection(asyncio.Protocol):
                 w.set_result(None)
 
     # ------------------------------------------------------------ httptools callbacks
+    def on_message_begin(self) -> None:
+        self._clean = False
+
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name == b"content-length":
@@ -263,6 +295,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake_body()
 
     def on_message_complete(self) -> None:
+        self._clean = True
         if self.no_body and self.complete:
             return
         if self._informational:
@@ -403,6 +436,50 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.close()
         self.closed = True
+
+
+class KnownHead:
+    """A response head llhttp accepted (see :meth:`UpstreamConnection._known_answer`);
+    ``relay``: what a relay derived from it, kept for the next answer with this head (the
+    fast path's serialized head for the client)."""
+
+    __slots__ = ("headers", "length", "relay", "status")
+
+    def __init__(self, status: int, headers: tuple[tuple[bytes, bytes], ...], length: int) -> None:
+        self.status = status
+        self.headers = headers
+        self.length = length  # its Content-Length
+        self.relay: bytes | None = None
+
+
+# response heads llhttp accepted, byte for byte: a whole keep-alive answer framed by
+# Content-Length that arrives in one read and starts with one of them is taken without
+# parsing it again (its Date changes once a second: a few entries)
+_HEADS: dict[bytes, KnownHead] = {}
+_HEADS_MAX = 256
+_HEAD_MAX = 2048  # bytes of a head kept (at most 512 KiB in all)
+
+
+def _remember(conn: UpstreamConnection, data: bytes) -> None:
+    """After llhttp parsed ``data`` as exactly one whole answer (and nothing else): keep
+    its head for :meth:`UpstreamConnection._known_answer` when it is one that can be
+    taken again as is (2xx-5xx but 204/304, Content-Length framing, keep-alive)."""
+    if (
+        conn.error is not None
+        or not conn.keep_alive
+        or not conn._has_length
+        or conn.chunked
+        or conn.status < 200
+        or conn.status == 204
+        or conn.status == 304
+    ):
+        return
+    end = data.find(b"\r\n\r\n") + 4
+    if end < 4 or end > _HEAD_MAX or len(data) - end != conn._buffered or not conn._clean:
+        return  # an informational answer first, bytes past the answer, or a large head
+    if len(_HEADS) >= _HEADS_MAX:
+        _HEADS.clear()
+    _HEADS[data[:end]] = KnownHead(conn.status, tuple(conn.headers), conn._buffered)
 
 
 class UpstreamPool:

@@ -474,10 +474,17 @@ def main() -> int:
         default=0,
         help="with --base: interleaved fedgate-log / fedgate-log@base rounds",
     )
-    ap.add_argument("--ab-with", default="nginx,caddy",
-                    help="other targets run in every A/B round (ratios of the same rounds)")
-    ap.add_argument("--proxy-logs", choices=("on", "off"), default="on",
-                    help="nginx, HAProxy and Caddy write an access log (as fedgate-log does)")
+    ap.add_argument(
+        "--ab-with",
+        default="nginx,caddy",
+        help="other targets run in every A/B round (ratios of the same rounds)",
+    )
+    ap.add_argument(
+        "--proxy-logs",
+        choices=("on", "off"),
+        default="on",
+        help="nginx, HAProxy and Caddy write an access log (as fedgate-log does)",
+    )
     ap.add_argument("--pacing", choices=("fixed", "jitter"), default="fixed",
                     help="half-load waits: fixed (connections in step, bursts) or jittered "
                          "0.5-1.5x (same mean rate, spread arrivals)")  # fmt: skip

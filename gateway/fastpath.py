@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
+from federation.model import Service
 from gateway import hygiene
 from gateway.cycles import FastCycle
 from gateway.failures import FailureKind, Reply, status_for
@@ -26,6 +27,7 @@ from gateway.forward import relay
 from gateway.pipeline import Exchange
 from gateway.protocol import GatewayProtocol
 from gateway.proxy import UpstreamConnection
+from gateway.routing import RouteTable
 from gateway.tracecontext import NO_TRACE
 from gateway.types import Receive, Scope, Send
 
@@ -39,6 +41,32 @@ _STATUS = FailureKind.STATUS
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 
 
+class _Repeat:
+    """What one request head decided on a connection, for the next identical head: a
+    keep-alive client repeats its requests, and the same head against the same route
+    table decides the same (Host parse, route, service checks, upstream head)."""
+
+    __slots__ = ("head", "host", "host_raw", "key", "path", "service", "table")
+
+    def __init__(
+        self,
+        key: tuple[object, ...],
+        table: RouteTable,
+        service: Service,
+        host: str,
+        host_raw: bytes,
+        path: str,
+        head: bytes | None,
+    ) -> None:
+        self.key = key  # (request target, *headers)
+        self.table = table
+        self.service = service
+        self.host = host
+        self.host_raw = host_raw
+        self.path = path
+        self.head = head  # the upstream head (None when it carried our own traceparent)
+
+
 def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: FastCycle) -> bool:
     """Start a callback exchange for this GET, or return False (nothing counted yet)."""
     plane = app.plane
@@ -46,28 +74,43 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
         return False
     view, table = plane.current
     headers = scope["headers"]
-    host_raw = None
-    for name, value in headers:
-        if name == b"host":
-            host_raw = value
-        elif name[:10] == b"x-fedgate-":
+    target_bytes: bytes = scope["raw_path"]
+    qs = scope["query_string"]
+    if qs:
+        target_bytes = target_bytes + b"?" + qs
+    key = (target_bytes, *headers)
+    repeat: _Repeat | None = protocol.fast_memo
+    if repeat is not None and repeat.key == key and repeat.table is table:
+        service = repeat.service
+        host = repeat.host
+        host_raw = repeat.host_raw
+        path = repeat.path
+    else:
+        repeat = None
+        found = None
+        for name, value in headers:
+            if name == b"host":
+                found = value
+            elif name[:10] == b"x-fedgate-":
+                return False
+        if found is None:
             return False
-    if host_raw is None:
-        return False
-    host = plane.hosts.get(host_raw)
-    if host is None:
-        return False  # the ASGI path parses and caches it
-    path: str = scope["path"]
-    if "/." in path or (app.east_west and path == PING_PATH):
-        return False
-    match = table.match(host, path, "GET", headers, scope["query_string"])
-    if match is None or not match.plain:  # route rules and splits: the ASGI way applies them
-        return False
-    service = match.service
-    if service.protocol != "http":
-        return False  # HTTP/2 upstreams (h2, grpc): the ASGI path's H2 transport
-    if service.access is not None or service.rate_limit is not None:
-        return False
+        host_raw = found
+        parsed = plane.hosts.get(host_raw)
+        if parsed is None:
+            return False  # the ASGI path parses and caches it
+        host = parsed
+        path = scope["path"]
+        if "/." in path or (app.east_west and path == PING_PATH):
+            return False
+        match = table.match(host, path, "GET", headers, qs)
+        if match is None or not match.plain:  # route rules and splits: the ASGI way
+            return False
+        service = match.service
+        if service.protocol != "http":
+            return False  # HTTP/2 upstreams (h2, grpc): the ASGI path's H2 transport
+        if service.access is not None or service.rate_limit is not None:
+            return False
     plan = plane.placement.plan(view, service)
     if not plan or plan[0] != plane.cluster:
         return False
@@ -99,17 +142,8 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
     ex.path = path
     ex.client_ip = client_ip
     ex.begin_try(target, breaker)
-    target_bytes: bytes = scope["raw_path"]
-    qs = scope["query_string"]
-    if qs:
-        target_bytes = target_bytes + b"?" + qs
-    # a keep-alive client repeats its request head: the upstream head is made once per
-    # distinct (headers, target) on a connection (not with a traceparent of our own)
-    key = (target_bytes, *headers)
-    memo = protocol.fast_memo
-    if memo is not None and memo[0] == key and not trace.traceparent:
-        head = memo[1]
-    else:
+    head = repeat.head if repeat is not None and not trace.traceparent else None
+    if head is None:
         head = hygiene.upstream_head(
             b"GET",
             target_bytes,
@@ -121,8 +155,8 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
             traceparent=trace.traceparent or None,
             hops=1,
         )
-        if not trace.traceparent:
-            protocol.fast_memo = (key, head)
+        protocol.fast_memo = _Repeat(key, table, service, host, host_raw, path,
+                                     None if trace.traceparent else head)  # fmt: skip
     plane.fast_served += 1
     conn.listener = ex
     # conn.write + conn.set_timeout inlined: an idle connection just taken from the pool

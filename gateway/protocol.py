@@ -90,8 +90,8 @@ class GatewayProtocol(HttpToolsProtocol):
         self._drain_at: float | None = None
         self._fast: FastCycle | None = None  # the callback exchange in flight
         self._try_fast = getattr(self.app, "try_fast", None)  # the app's callback entry
-        # the last (request key, upstream head) of a callback exchange (gateway/fastpath.py)
-        self.fast_memo: tuple[tuple[bytes | tuple[bytes, bytes], ...], bytes] | None = None
+        # what the last callback exchange's request head decided (gateway/fastpath.py)
+        self.fast_memo: Any = None
 
     # ------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]

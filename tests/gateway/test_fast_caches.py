@@ -107,3 +107,24 @@ async def test_the_fast_paths_upstream_head_follows_every_request() -> None:
     ]
     parents = [s[3] for s in seen]
     assert all(parents) and len(set(parents)) == len(parents)  # a span of its own each
+
+
+async def test_a_repeated_request_follows_a_new_route_table() -> None:
+    async with Backend("b1", host="127.0.0.2") as b1, Backend("b2", host="127.0.0.3") as b2:
+        before = view_of([service("shop", "shop.test")], endpoints={("shop", "c1"): [b1.address]})
+        after = view_of(  # shop.test moves to shop2; shop stays, on another host
+            [service("shop", "other.test"), service("shop2", "shop.test")],
+            endpoints={("shop", "c1"): [b1.address], ("shop2", "c1"): [b2.address]},
+        )
+        async with running_gateway(before, fast_path=True) as gw:
+            async with await RawClient.connect(gw.addr()) as c:
+                names = []
+                for i in range(6):
+                    if i == 3:
+                        gw.holder.swap(after)  # the same request head, another route table
+                    await c.send(get("/same"))
+                    status, headers, _ = await c.response()
+                    assert status == 200
+                    names.append(headers[b"x-backend"])
+            assert gw.gateway.plane.fast_served >= 2
+    assert names == [b"b1", b"b1", b"b1", b"b2", b"b2", b"b2"]

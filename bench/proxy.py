@@ -237,13 +237,14 @@ def wrk(url: str, *, duration: int, connections: int, script: Path | None = None
 
 # the proxies' access logs (--proxy-logs on): a JSON line per request with about the fields
 # of fedgate's, to a file; nginx buffers like fedgate's batched writer
-NGINX_LOG = """log_format fedgate_like escape=json
-    '{{"time":"$time_iso8601","method":"$request_method","host":"$host","path":"$uri",'
+NGINX_LOG_FORMAT = """log_format fedgate_like escape=json
+    '{"time":"$time_iso8601","method":"$request_method","host":"$host","path":"$uri",'
     '"status":$status,"duration":$request_time,"upstream":"$upstream_addr",'
     '"upstream_time":"$upstream_response_time","client":"$remote_addr",'
     '"bytes_out":$body_bytes_sent,"user_agent":"$http_user_agent",'
-    '"request_id":"$http_x_request_id","protocol":"$server_protocol"}}';
-  access_log {d}/access.log fedgate_like buffer=64k flush=1s;"""
+    '"request_id":"$http_x_request_id","protocol":"$server_protocol"}';"""
+# in the server block: the http level's "access_log off" cancels any other at that level
+NGINX_LOG = "access_log {d}/access.log fedgate_like buffer=64k flush=1s;"
 HAPROXY_LOG = "  log stdout format raw local0\n  option httplog"
 CADDY_LOG = """log {{
     output file {path}
@@ -287,9 +288,10 @@ def target(name: str, procs: Procs, tmp: Path, backend: str) -> Iterator[tuple[s
     if name == "nginx":
         conf = nginx_conf(tmp, "proxy-nginx", f"""
   upstream backend {{ server {backend}; keepalive 64; }}
-  {NGINX_LOG.format(d=tmp / "proxy-nginx") if PROXY_LOGS else ""}
+  {NGINX_LOG_FORMAT if PROXY_LOGS else ""}
   server {{
     listen {HOST}:{port};
+    {NGINX_LOG.format(d=tmp / "proxy-nginx") if PROXY_LOGS else ""}
     location / {{
       proxy_pass http://backend;
       proxy_http_version 1.1;

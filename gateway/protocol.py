@@ -422,7 +422,9 @@ class GatewayProtocol(HttpToolsProtocol):
         if self.draining:
             transport.close()
             return
-        self.flow.resume_reading()
+        flow = self.flow
+        if flow.read_paused:
+            flow.resume_reading()
         self._since = self.loop.time()
         if self.pipeline:
             cycle, app = self.pipeline.pop()

@@ -7,13 +7,10 @@
     .venv/bin/python bench/proxy.py --protocol h2|grpc|both   (bench/proxy_h2.py: h2load
         against fedgate, nginx http2 and Caddy)
 
-``--base REV`` makes every fedgate variant also available as ``<variant>@base``: the same
-process, but importing ``gateway``/``federation`` from another checkout or a git revision
-(exported with ``git archive``: the code before a change); ``--ab-rounds N`` then runs
-``fedgate-log``, ``fedgate-log@base`` and the ``--ab-with`` targets (nginx and Caddy by
-default) in N interleaved rounds of 3 s max-rate runs, the order reversed every other
-round, and prints the medians of requests per CPU second and this tree's ratio to each
-(the A/B and the nginx / Caddy ratios of issue 12, from the same rounds).
+``--base REV`` makes every fedgate variant also available as ``<variant>@base``, importing
+``gateway``/``federation`` from another checkout or git revision; ``--ab-rounds N`` runs
+``fedgate-log``, ``fedgate-log@base`` and the ``--ab-with`` targets in N interleaved
+rounds (``bench/proxy_ab.py``): the A/B and the nginx / Caddy ratios from the same rounds.
 
 Set-up (one run, same machine, same backend, same load):
 
@@ -30,9 +27,7 @@ Set-up (one run, same machine, same backend, same load):
   nginx (``proxy_pass`` + ``keepalive 64`` upstream, ``access_log ... buffer=64k``),
   HAProxy (``nbthread 1``, ``http-reuse always``, ``option httplog`` to stdout), Caddy
   (``reverse_proxy`` with ``keepalive_idle_conns_per_host 64``, ``log`` in JSON to a
-  file, ``GOMAXPROCS=1``). Until this round nginx, HAProxy and Caddy ran without an
-  access log and Caddy with its default 32 idle connections while fedgate-log logged:
-  the ratios favoured them.
+  file, ``GOMAXPROCS=1``). (Before, only fedgate-log logged and Caddy kept 32.)
 * **load**: ``wrk -t 1 -c 50 -d 10s`` pinned to CPU 1, keep-alive. First the maximum
   (requests/s at a fixed concurrency of 50), then latency at **half of each one's
   maximum**: wrk with a Lua ``delay()`` that paces every connection at
@@ -65,6 +60,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from proxy_ab import base_tree, interleaved  # noqa: E402
 
 from tests.support.ports import free_port  # noqa: E402
 
@@ -413,50 +410,17 @@ def profile(pid: int, seconds: int, tmp: Path) -> str:
 
 def ab(procs: Procs, tmp: Path, backend: str, rounds: int, connections: int,
        others: list[str]) -> None:  # fmt: skip
-    """Interleaved A/B: fedgate-log (this tree) and fedgate-log@base, alternating, with
-    ``others`` (nginx, caddy, ...) in every round too: medians of requests per CPU second
-    and the ratios of this tree to each."""
-    import statistics
+    """Interleaved A/B (``bench/proxy_ab.py``): 3 s at max rate each, after 1 s warm-up."""
 
-    names = ["fedgate-log", "fedgate-log@base", *others]
-    per: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(rounds):
-        order = names if i % 2 == 0 else list(reversed(names))
-        for name in order:
-            with target(name, procs, tmp, backend) as (url, pgid):
-                wrk(url, duration=1, connections=connections)  # warm up
-                cpu0 = group_cpu(pgid)
-                wrk(url, duration=3, connections=connections)
-                cpu = group_cpu(pgid) - cpu0
-                if cpu > 0:
-                    per[name].append(wrk.last_requests / cpu)  # type: ignore[attr-defined]
-        print(f"A/B round {i + 1} (load {os.getloadavg()[0]:.1f}): " + ", ".join(
-            f"{n} {v[-1]:.0f}" for n, v in per.items() if v), flush=True)  # fmt: skip
-    med = {n: statistics.median(v) for n, v in per.items() if v}
-    mine = med.get("fedgate-log")
-    if not mine:
-        return
-    print("A/B medians (req/CPU-s, metrics + access log on): " + ", ".join(
-        f"{n} {v:.0f}" for n, v in med.items()), flush=True)  # fmt: skip
-    for n, v in med.items():
-        if n != "fedgate-log":
-            print(f"  fedgate-log / {n}: {mine / v:.2f}x", flush=True)
+    def measure(name: str) -> float | None:
+        with target(name, procs, tmp, backend) as (url, pgid):
+            wrk(url, duration=1, connections=connections)  # warm up
+            cpu0 = group_cpu(pgid)
+            wrk(url, duration=3, connections=connections)
+            cpu = group_cpu(pgid) - cpu0
+        return wrk.last_requests / cpu if cpu > 0 else None  # type: ignore[attr-defined]
 
-
-def base_tree(rev: str, tmp: Path) -> Path:
-    """``--base``: a checkout, or a git revision of this repository (exported to tmp)."""
-    path = Path(rev)
-    if path.is_dir():
-        return path.resolve()
-    out = tmp / "base"
-    out.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True,
-                             check=False)  # fmt: skip
-    if archive.returncode != 0:
-        raise SystemExit(f"--base {rev}: neither a folder nor a revision: "
-                         f"{archive.stderr.decode(errors='replace').strip()}")  # fmt: skip
-    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
-    return out
+    interleaved(["fedgate-log", "fedgate-log@base", *others], rounds, measure)
 
 
 def main() -> int:

@@ -27,8 +27,9 @@ from typing import Any, Protocol
 
 from gateway.bodies import RequestBody
 from gateway.failures import FailureKind
-from gateway.proxy import UpstreamConnection, UpstreamError, UpstreamPool, request_head
+from gateway.proxy import UpstreamConnection, UpstreamError
 from gateway.types import Receive
+from gateway.upstream_pool import UpstreamPool
 
 
 class TargetLike(Protocol):
@@ -199,3 +200,16 @@ async def _stream_body(
                 conn.write(b"0\r\n\r\n")
             body.done = True
             return
+
+
+def request_head(
+    method: str, target: bytes, host: bytes, headers: Sequence[tuple[bytes, bytes]], framing: bytes
+) -> bytes:
+    """Serialize a request head; ``framing`` is b"content-length: N\\r\\n", chunked or b""."""
+    parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+    for name, value in headers:
+        if name == b"host":
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    parts += (framing, b"\r\n")
+    return b"".join(parts)

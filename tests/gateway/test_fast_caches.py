@@ -11,7 +11,7 @@ import json
 import pytest
 import uvloop
 
-from gateway import proxy
+from gateway import known_heads
 from gateway.telemetry import Telemetry
 from tests.gateway.harness import running_gateway, service, view_of
 from tests.gateway.rawhttp import HostileUpstream, RawClient, get
@@ -73,7 +73,7 @@ async def test_a_known_answer_head_is_taken_only_for_a_whole_answer(fast_path: b
         (200, True, b""),
     ]
     assert up.connections == 1  # one upstream connection served them all, in order
-    assert HEAD in proxy._HEADS
+    assert HEAD in known_heads._HEADS
 
 
 async def test_the_fast_paths_upstream_head_follows_every_request() -> None:

@@ -2,14 +2,15 @@
 
     .venv/bin/python bench/proxy.py [--duration 10] [--connections 50]
         [--targets direct,fedgate,nginx,haproxy,caddy] [--profile]
-        [--base /path/to/other/checkout [--ab-rounds 10]]
+        [--base REV-or-checkout [--ab-rounds 10] [--ab-with nginx,caddy]]
+        [--proxy-logs on|off] [--pacing fixed|jitter]
     .venv/bin/python bench/proxy.py --protocol h2|grpc|both   (bench/proxy_h2.py: h2load
         against fedgate, nginx http2 and Caddy)
 
-``--base TREE`` makes every fedgate variant also available as ``<variant>@base``: the same
-process, but importing ``gateway``/``federation`` from another checkout (the code before a
-change); ``--ab-rounds N`` then alternates ``fedgate-log`` and ``fedgate-log@base`` in N
-pairs of 3 s max-rate runs (the interleaved A/B) and prints the medians.
+``--base REV`` makes every fedgate variant also available as ``<variant>@base``, importing
+``gateway``/``federation`` from another checkout or git revision; ``--ab-rounds N`` runs
+``fedgate-log``, ``fedgate-log@base`` and the ``--ab-with`` targets in N interleaved
+rounds (``bench/proxy_ab.py``): the A/B and the nginx / Caddy ratios from the same rounds.
 
 Set-up (one run, same machine, same backend, same load):
 
@@ -18,10 +19,15 @@ Set-up (one run, same machine, same backend, same load):
   never the bottleneck (it does ~45k req/s on that core *while* sharing it with wrk,
   the "direct" row), so each row measures its proxy.
 * **proxies**, each pinned to CPU 0 (``taskset -c 0``), one worker/thread/process each,
-  keep-alive to the backend, no access log:
-  fedgate (``fedgate serve`` from a manifest, metrics on, access log and tracing off),
-  nginx (``proxy_pass`` + ``keepalive 64`` upstream), HAProxy (``nbthread 1``,
-  ``http-reuse always``), Caddy (``reverse_proxy``, ``GOMAXPROCS=1``).
+  up to 64 idle keep-alive connections to the backend, **an access log on** (one JSON
+  line per request to a file, the way each writes it by default or buffered where it
+  can, like fedgate's batched log; ``--proxy-logs off`` for none):
+  fedgate (``fedgate serve`` from a manifest; ``fedgate`` metrics on, access log and
+  tracing off; ``fedgate-log`` metrics and access log on, what issue 12 measures),
+  nginx (``proxy_pass`` + ``keepalive 64`` upstream, ``access_log ... buffer=64k``),
+  HAProxy (``nbthread 1``, ``http-reuse always``, ``option httplog`` to stdout), Caddy
+  (``reverse_proxy`` with ``keepalive_idle_conns_per_host 64``, ``log`` in JSON to a
+  file, ``GOMAXPROCS=1``). (Before, only fedgate-log logged and Caddy kept 32.)
 * **load**: ``wrk -t 1 -c 50 -d 10s`` pinned to CPU 1, keep-alive. First the maximum
   (requests/s at a fixed concurrency of 50), then latency at **half of each one's
   maximum**: wrk with a Lua ``delay()`` that paces every connection at
@@ -55,6 +61,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from proxy_ab import base_tree, interleaved  # noqa: E402
+
 from tests.support.ports import free_port  # noqa: E402
 
 PROXY_CPU = "0"
@@ -72,6 +80,7 @@ TELEMETRY = {
     "fedgate-log": "{accessLog: true, metrics: true, tracing: {enabled: false}}",
 }
 BASE_TREE: Path | None = None  # --base
+PROXY_LOGS = True  # --proxy-logs: nginx, HAProxy and Caddy write an access log too
 BACKEND_HOST = "127.0.0.9"
 BODY = "hello from the backend\n"
 TOOLS = {"nginx": "nginx", "haproxy": "haproxy", "caddy": "caddy", "wrk": "wrk"}
@@ -223,6 +232,22 @@ def wrk(url: str, *, duration: int, connections: int, script: Path | None = None
     return rps, errors, pct("50"), pct("99")
 
 
+# the proxies' access logs (--proxy-logs on): a JSON line per request with about the fields
+# of fedgate's, to a file; nginx buffers like fedgate's batched writer
+NGINX_LOG_FORMAT = """log_format fedgate_like escape=json
+    '{"time":"$time_iso8601","method":"$request_method","host":"$host","path":"$uri",'
+    '"status":$status,"duration":$request_time,"upstream":"$upstream_addr",'
+    '"upstream_time":"$upstream_response_time","client":"$remote_addr",'
+    '"bytes_out":$body_bytes_sent,"user_agent":"$http_user_agent",'
+    '"request_id":"$http_x_request_id","protocol":"$server_protocol"}';"""
+# in the server block: the http level's "access_log off" cancels any other at that level
+NGINX_LOG = "access_log {d}/access.log fedgate_like buffer=64k flush=1s;"
+HAPROXY_LOG = "  log stdout format raw local0\n  option httplog"
+CADDY_LOG = """log {{
+    output file {path}
+    format json
+  }}"""
+
 PACE_LUA = """
 local d = tonumber(os.getenv("PACE_DELAY_MS") or "0")
 local jitter = os.getenv("PACE_JITTER") == "1"
@@ -260,8 +285,10 @@ def target(name: str, procs: Procs, tmp: Path, backend: str) -> Iterator[tuple[s
     if name == "nginx":
         conf = nginx_conf(tmp, "proxy-nginx", f"""
   upstream backend {{ server {backend}; keepalive 64; }}
+  {NGINX_LOG_FORMAT if PROXY_LOGS else ""}
   server {{
     listen {HOST}:{port};
+    {NGINX_LOG.format(d=tmp / "proxy-nginx") if PROXY_LOGS else ""}
     location / {{
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -284,6 +311,7 @@ defaults
   timeout server 60s
   http-reuse always
   option forwardfor
+{HAPROXY_LOG if PROXY_LOGS else ""}
 frontend fe
   bind {HOST}:{port}
   default_backend be
@@ -300,7 +328,12 @@ backend be
 }}
 http://:{port} {{
   bind {HOST}
-  reverse_proxy {backend}
+  reverse_proxy {backend} {{
+    transport http {{
+      keepalive_idle_conns_per_host 64
+    }}
+  }}
+  {CADDY_LOG.format(path=tmp / "caddy-access.log") if PROXY_LOGS else ""}
 }}
 """)
         p = procs.start(
@@ -375,28 +408,19 @@ def profile(pid: int, seconds: int, tmp: Path) -> str:
     return "\n".join(f"  {n * 100 / total:5.1f}%  {f}" for f, n in top)
 
 
-def ab(procs: Procs, tmp: Path, backend: str, rounds: int, connections: int) -> None:
-    """Interleaved A/B: fedgate-log (this tree) and fedgate-log@base, alternating."""
-    import statistics
+def ab(procs: Procs, tmp: Path, backend: str, rounds: int, connections: int,
+       others: list[str]) -> None:  # fmt: skip
+    """Interleaved A/B (``bench/proxy_ab.py``): 3 s at max rate each, after 1 s warm-up."""
 
-    per: dict[str, list[float]] = {"fedgate-log": [], "fedgate-log@base": []}
-    for i in range(rounds):
-        order = list(per) if i % 2 == 0 else list(reversed(per))
-        for name in order:
-            with target(name, procs, tmp, backend) as (url, pgid):
-                wrk(url, duration=1, connections=connections)  # warm up
-                cpu0 = group_cpu(pgid)
-                wrk(url, duration=3, connections=connections)
-                cpu = group_cpu(pgid) - cpu0
-                if cpu > 0:
-                    per[name].append(wrk.last_requests / cpu)  # type: ignore[attr-defined]
-        print(f"A/B round {i + 1}: " + ", ".join(
-            f"{n} {v[-1]:.0f}" for n, v in per.items() if v), flush=True)  # fmt: skip
-    new, old = per["fedgate-log"], per["fedgate-log@base"]
-    if new and old:
-        mn, mo = statistics.median(new), statistics.median(old)
-        print(f"A/B medians (req/CPU-s, metrics + access log on): this tree {mn:.0f}, "
-              f"base {mo:.0f}: {mn / mo:.2f}x", flush=True)  # fmt: skip
+    def measure(name: str) -> float | None:
+        with target(name, procs, tmp, backend) as (url, pgid):
+            wrk(url, duration=1, connections=connections)  # warm up
+            cpu0 = group_cpu(pgid)
+            wrk(url, duration=3, connections=connections)
+            cpu = group_cpu(pgid) - cpu0
+        return wrk.last_requests / cpu if cpu > 0 else None  # type: ignore[attr-defined]
+
+    interleaved(["fedgate-log", "fedgate-log@base", *others], rounds, measure)
 
 
 def main() -> int:
@@ -407,9 +431,8 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument(
         "--base",
-        type=Path,
         default=None,
-        help="another checkout: fedgate variants as <variant>@base",
+        help="another checkout or a git revision: fedgate variants as <variant>@base",
     )
     ap.add_argument(
         "--ab-rounds",
@@ -417,15 +440,27 @@ def main() -> int:
         default=0,
         help="with --base: interleaved fedgate-log / fedgate-log@base rounds",
     )
+    ap.add_argument(
+        "--ab-with",
+        default="nginx,caddy",
+        help="other targets run in every A/B round (ratios of the same rounds)",
+    )
+    ap.add_argument(
+        "--proxy-logs",
+        choices=("on", "off"),
+        default="on",
+        help="nginx, HAProxy and Caddy write an access log (as fedgate-log does)",
+    )
     ap.add_argument("--pacing", choices=("fixed", "jitter"), default="fixed",
                     help="half-load waits: fixed (connections in step, bursts) or jittered "
                          "0.5-1.5x (same mean rate, spread arrivals)")  # fmt: skip
     args = ap.parse_args()
-    global BASE_TREE
-    BASE_TREE = args.base.resolve() if args.base is not None else None
+    global BASE_TREE, PROXY_LOGS
+    PROXY_LOGS = args.proxy_logs == "on"
     ensure_tools()
     names = [t.strip() for t in args.targets.split(",") if t.strip()]
     tmp = Path(tempfile.mkdtemp(prefix="fedgate-bench-"))
+    BASE_TREE = base_tree(args.base, tmp) if args.base is not None else None
     procs = Procs()
     results: dict[str, Result] = {}
     load_before = os.getloadavg()
@@ -441,7 +476,8 @@ def main() -> int:
         procs.start(["nginx", "-c", str(conf)], cpu=LOAD_CPU, log=tmp / "backend.log")
         wait_http(f"http://{backend}/", "bench.test")
         if args.ab_rounds:
-            ab(procs, tmp, backend, args.ab_rounds, args.connections)
+            others = [t.strip() for t in args.ab_with.split(",") if t.strip()]
+            ab(procs, tmp, backend, args.ab_rounds, args.connections, others)
         for name in names:
             res = Result(name)
             with target(name, procs, tmp, backend) as (url, pgid):

@@ -38,13 +38,6 @@ class AccessLog:
         self._second = -1
         self._stamp = ""
 
-    def timestamp(self, now: float) -> str:
-        sec = int(now)
-        if sec != self._second:
-            self._second = sec
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._stamp}.{int((now - sec) * 1000):03d}Z"
-
     def write(self, line: str) -> None:
         pending = self._pending
         pending.append(line)
@@ -95,13 +88,18 @@ class AccessLog:
         request_id: str | None = None,
     ) -> str:
         e = escape
+        now = time.time()
+        sec = int(now)
+        if sec != self._second:  # the stamp of the second, made once a second
+            self._second = sec
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         tail = (
             f',"trace_id":"{trace.trace_id}","span_id":"{trace.span_id}"}}\n'
             if trace.trace_id
             else "}\n"
         )
         return (
-            f'{{"timestamp":"{self.timestamp(time.time())}","level":"info",'
+            f'{{"timestamp":"{self._stamp}.{int((now - sec) * 1000):03d}Z","level":"info",'
             f'"event":"access"{self.prefix}{e(method)},"host":{e(host)},'
             f'"path":{e(path)},"status":{status},"duration_ms":{duration * 1000.0:.3f},'
             f'"service":{"null" if service is None else e(service)},'

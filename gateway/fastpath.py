@@ -19,14 +19,16 @@ from typing import TYPE_CHECKING
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
+from federation.model import Service
 from gateway import hygiene
 from gateway.cycles import FastCycle
 from gateway.failures import FailureKind, Reply, status_for
 from gateway.forward import relay
 from gateway.pipeline import Exchange
-from gateway.plane import Target
 from gateway.protocol import GatewayProtocol
 from gateway.proxy import UpstreamConnection
+from gateway.routing import RouteTable
+from gateway.tracecontext import NO_TRACE
 from gateway.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -39,6 +41,32 @@ _STATUS = FailureKind.STATUS
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 
 
+class _Repeat:
+    """What one request head decided on a connection, for the next identical head: a
+    keep-alive client repeats its requests, and the same head against the same route
+    table decides the same (Host parse, route, service checks, upstream head)."""
+
+    __slots__ = ("head", "host", "host_raw", "key", "path", "service", "table")
+
+    def __init__(
+        self,
+        key: tuple[object, ...],
+        table: RouteTable,
+        service: Service,
+        host: str,
+        host_raw: bytes,
+        path: str,
+        head: bytes | None,
+    ) -> None:
+        self.key = key  # (request target, *headers)
+        self.table = table
+        self.service = service
+        self.host = host
+        self.host_raw = host_raw
+        self.path = path
+        self.head = head  # the upstream head (None when it carried our own traceparent)
+
+
 def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: FastCycle) -> bool:
     """Start a callback exchange for this GET, or return False (nothing counted yet)."""
     plane = app.plane
@@ -46,28 +74,43 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
         return False
     view, table = plane.current
     headers = scope["headers"]
-    host_raw = None
-    for name, value in headers:
-        if name == b"host":
-            host_raw = value
-        elif name[:10] == b"x-fedgate-":
+    target_bytes: bytes = scope["raw_path"]
+    qs = scope["query_string"]
+    if qs:
+        target_bytes = target_bytes + b"?" + qs
+    key = (target_bytes, *headers)
+    repeat: _Repeat | None = protocol.fast_memo
+    if repeat is not None and repeat.key == key and repeat.table is table:
+        service = repeat.service
+        host = repeat.host
+        host_raw = repeat.host_raw
+        path = repeat.path
+    else:
+        repeat = None
+        found = None
+        for name, value in headers:
+            if name == b"host":
+                found = value
+            elif name[:10] == b"x-fedgate-":
+                return False
+        if found is None:
             return False
-    if host_raw is None:
-        return False
-    host = plane.hosts.get(host_raw)
-    if host is None:
-        return False  # the ASGI path parses and caches it
-    path: str = scope["path"]
-    if "/." in path or (app.east_west and path == PING_PATH):
-        return False
-    match = table.match(host, path, "GET", headers, scope["query_string"])
-    if match is None or not match.plain:  # route rules and splits: the ASGI way applies them
-        return False
-    service = match.service
-    if service.protocol != "http":
-        return False  # HTTP/2 upstreams (h2, grpc): the ASGI path's H2 transport
-    if service.access is not None or service.rate_limit is not None:
-        return False
+        host_raw = found
+        parsed = plane.hosts.get(host_raw)
+        if parsed is None:
+            return False  # the ASGI path parses and caches it
+        host = parsed
+        path = scope["path"]
+        if "/." in path or (app.east_west and path == PING_PATH):
+            return False
+        match = table.match(host, path, "GET", headers, qs)
+        if match is None or not match.plain:  # route rules and splits: the ASGI way
+            return False
+        service = match.service
+        if service.protocol != "http":
+            return False  # HTTP/2 upstreams (h2, grpc): the ASGI path's H2 transport
+        if service.access is not None or service.rate_limit is not None:
+            return False
     plan = plane.placement.plan(view, service)
     if not plan or plan[0] != plane.cluster:
         return False
@@ -85,28 +128,37 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
     # committed: from here on this is the request's Exchange
     client = scope.get("client")
     client_ip = client[0] if client else "0.0.0.0"
-    trace = plane.telemetry.begin(headers)
+    telemetry = plane.telemetry
+    trace = telemetry.begin(headers) if telemetry.tracing else NO_TRACE
     now = conn.loop.time()
     timeouts = service.timeouts
-    ex = Exchange(plane, view, service, b"GET", trace, plane.clock(), now + timeouts.request, plan)
+    ex = FastExchange(plane, view, service, b"GET", trace, plane.clock(), now + timeouts.request,
+                      plan)  # fmt: skip
+    ex.app = app
+    ex.protocol = protocol
+    ex.fast = fast
+    ex.host = host
+    ex.host_raw = host_raw
+    ex.path = path
+    ex.client_ip = client_ip
     ex.begin_try(target, breaker)
-    target_bytes: bytes = scope["raw_path"]
-    qs = scope["query_string"]
-    if qs:
-        target_bytes = target_bytes + b"?" + qs
-    head = hygiene.upstream_head(
-        b"GET",
-        target_bytes,
-        host_raw,
-        headers,
-        client_ip=client_ip,
-        scheme=app.scheme,
-        trust_forwarded=client_ip in plane.trusted,
-        traceparent=trace.traceparent or None,
-        hops=1,
-    )
+    head = repeat.head if repeat is not None and not trace.traceparent else None
+    if head is None:
+        head = hygiene.upstream_head(
+            b"GET",
+            target_bytes,
+            host_raw,
+            headers,
+            client_ip=client_ip,
+            scheme=app.scheme,
+            trust_forwarded=client_ip in plane.trusted,
+            traceparent=trace.traceparent or None,
+            hops=1,
+        )
+        protocol.fast_memo = _Repeat(key, table, service, host, host_raw, path,
+                                     None if trace.traceparent else head)  # fmt: skip
     plane.fast_served += 1
-    conn.listener = FastExchange(app, protocol, fast, ex, target, host, host_raw, path, client_ip)
+    conn.listener = ex
     # conn.write + conn.set_timeout inlined: an idle connection just taken from the pool
     # has a transport, no error and no answer
     conn.sent = True
@@ -117,54 +169,32 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
     return True
 
 
-class FastExchange:
-    """One callback exchange: the upstream connection's listener (see :func:`try_fast`)."""
+class FastExchange(Exchange):
+    """One callback exchange: the request's :class:`~gateway.pipeline.Exchange` itself,
+    with what the callbacks need, and the upstream connection's listener (see
+    :func:`try_fast`). One object per request: a fallback hands it on as the Exchange."""
 
-    __slots__ = (
-        "app",
-        "client_ip",
-        "ex",
-        "fast",
-        "host",
-        "host_raw",
-        "path",
-        "protocol",
-        "target",
-    )
+    __slots__ = ("app", "client_ip", "fast", "host", "host_raw", "path", "protocol")
 
-    def __init__(
-        self,
-        app: ListenerApp,
-        protocol: GatewayProtocol,
-        fast: FastCycle,
-        ex: Exchange,
-        target: Target,
-        host: str,
-        host_raw: bytes,
-        path: str,
-        client_ip: str,
-    ) -> None:
-        self.app = app
-        self.protocol = protocol
-        self.fast = fast
-        self.ex = ex
-        self.target = target
-        self.host = host
-        self.host_raw = host_raw
-        self.path = path
-        self.client_ip = client_ip
+    app: ListenerApp
+    protocol: GatewayProtocol
+    fast: FastCycle
+    host: str
+    host_raw: bytes
+    path: str
+    client_ip: str
 
     def upstream_event(self, conn: UpstreamConnection) -> None:
         conn.listener = None
-        ex = self.ex
-        plane = ex.plane
+        ex = self
+        plane = self.plane
         error = conn.error
         if error is not None:
             ex.record(False)
             if ex.trace.span is not None:
                 ex.try_span(None, error.kind)
             if error.kind is FailureKind.CONNECT:
-                plane.telemetry.connect_error(ex.service.name, self.target.cluster)
+                plane.telemetry.connect_error(ex.service.name, self._cluster())
             plane.pool.discard(conn)
             ex.last = (status_for(error.kind), str(error))
             if ex.retry(error.kind, status=None, sent=error.sent, replayable=True,
@@ -205,36 +235,30 @@ class FastExchange:
                 self._end(499)
             return
         whole = conn.take_all() or b""
+        known = conn.known
+        head = known.relay if known is not None else None
+        if head is None:
+            head = _relay_head(status, conn.headers, len(whole))
+            if head is None:  # a Connection header naming other headers (rare)
+                plane.pool.release(conn)
+                self._answer(status, hygiene.response_headers(conn.headers, status), whole)
+                return
+            if known is not None:
+                known.relay = head  # the next answer with this head is served from it
         plane.pool.release(conn)
-        # hygiene.response_headers and the serialization in one pass: hop-by-hop headers
-        # dropped; a Connection header naming other headers (rare) takes the long way
-        parts = [STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status]
-        has_length = False
-        drop = hygiene.RESPONSE_DROP_NO_BODY if status == 204 or status == 304 else _DROP
-        for name, value in conn.headers:
-            if name in drop:
-                if name == b"connection" and value != b"keep-alive" and value != b"close":
-                    self._answer(status, hygiene.response_headers(conn.headers, status), whole)
-                    return
-                continue
-            if name == b"content-length":
-                has_length = True
-            parts += (name, b": ", value, b"\r\n")
-        if not has_length and status != 204 and status != 304:
-            parts.append(b"content-length: %d\r\n" % len(whole))
         fast = self.fast
         if fast.keep_alive:
-            parts += (b"\r\n", whole)
-            self.protocol.fast_respond(b"".join(parts), fast)
+            self.protocol.fast_respond(b"".join((head, b"\r\n", whole)), fast)
         else:
-            parts += (b"connection: close\r\n\r\n", whole)
-            self.protocol.fast_respond(b"".join(parts), fast, close=True)
-        ex.bytes_out = len(whole)
+            self.protocol.fast_respond(
+                b"".join((head, b"connection: close\r\n\r\n", whole)), fast, close=True
+            )
+        self.bytes_out = len(whole)
         self._end(status)
 
     def _fallback(self) -> None:
         resume = functools.partial(
-            self.app.resume, self.ex, self.host, self.host_raw, self.path, self.client_ip
+            self.app.resume, self, self.host, self.host_raw, self.path, self.client_ip
         )
         if not self.protocol.fast_fallback(self.fast, resume):
             self._end(499)  # the client is gone
@@ -257,15 +281,42 @@ class FastExchange:
         self.protocol.fast_respond(b"".join(parts), self.fast, close=close)
         self._end(status)
 
+    def _cluster(self) -> str:
+        target = self.tried_last
+        assert target is not None  # the first try began in try_fast
+        return target.cluster
+
     def _end(self, status: int) -> None:
-        ex = self.ex
-        plane = ex.plane
+        plane = self.plane
         scope = self.fast.scope
+        target = self.tried_last
+        assert target is not None
         plane.telemetry.end(
-            ex.trace, method="GET", host=self.host, path=self.path,
-            service=ex.service.name, cluster=self.target.cluster,
-            upstream=self.target.address, status=status,
-            duration=plane.clock() - ex.start, client=self.client_ip, retries=ex.retries,
-            forwarded=False, bytes_out=ex.bytes_out, upstream_time=ex.upstream_time,
-            headers=scope["headers"], protocol=scope["http_version"], scheme=self.app.scheme,
+            self.trace, method="GET", host=self.host, path=self.path,
+            service=self.service.name, cluster=target.cluster, upstream=target.address,
+            status=status, duration=plane.clock() - self.start, client=self.client_ip,
+            retries=self.tries - 1, forwarded=False, bytes_out=self.bytes_out,
+            upstream_time=self.upstream_time, headers=scope["headers"],
+            protocol=scope["http_version"], scheme=self.app.scheme,
         )  # fmt: skip
+
+
+def _relay_head(status: int, headers: list[tuple[bytes, bytes]], length: int) -> bytes | None:
+    """The client's answer head for a whole upstream answer, without its final CRLF:
+    ``hygiene.response_headers`` and the serialization in one pass (hop-by-hop headers
+    dropped, a Content-Length added when missing); None when a Connection header names
+    other headers (rare: the caller takes the long way)."""
+    parts = [STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status]
+    has_length = False
+    drop = hygiene.RESPONSE_DROP_NO_BODY if status == 204 or status == 304 else _DROP
+    for name, value in headers:
+        if name in drop:
+            if name == b"connection" and value != b"keep-alive" and value != b"close":
+                return None
+            continue
+        if name == b"content-length":
+            has_length = True
+        parts += (name, b": ", value, b"\r\n")
+    if not has_length and status != 204 and status != 304:
+        parts.append(b"content-length: %d\r\n" % length)
+    return b"".join(parts)

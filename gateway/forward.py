@@ -32,7 +32,7 @@ from gateway.hygiene import BACKEND_HEADER, FORWARDED_HEADER, PEER_HEADER
 from gateway.pipeline import Exchange
 from gateway.proxy import UpstreamError
 from gateway.rules import apply_header_rules
-from gateway.transport import Answer, Transport
+from gateway.transport import Answer, Transport, TryRequest
 from gateway.types import Message, Receive, Send
 
 _STATUS = FailureKind.STATUS
@@ -90,10 +90,11 @@ async def forward(
         transport = plane.transport(target)
         try:
             conn = await transport.send(
-                target, method=method, path=to, host=to_host, headers=hdrs, body=body,
-                receive=receive, connect_timeout=service.timeouts.connect,
-                per_try=ex.deadline - loop.time() if call_deadline else ex.per_try,
-                deadline=ex.deadline,
+                target,
+                TryRequest(
+                    method, to, to_host, hdrs, body, receive, service.timeouts.connect,
+                    ex.deadline - loop.time() if call_deadline else ex.per_try, ex.deadline,
+                ),
             )  # fmt: skip
         except UpstreamError as failure:
             ex.record(False)

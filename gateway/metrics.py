@@ -77,9 +77,12 @@ class RequestMetrics:
         if c is None:
             c = self.counts[key] = [0, 0, 0, 0]
         c[0] += 1
-        c[1] += retries
-        c[2] += bytes_in
-        c[3] += bytes_out
+        if retries:
+            c[1] += retries
+        if bytes_in:
+            c[2] += bytes_in
+        if bytes_out:
+            c[3] += bytes_out
         hkey = (service, cluster)
         h = self.hists.get(hkey)
         if h is None:

@@ -19,7 +19,6 @@ from gateway.h2.transport import H2Transport
 from gateway.latency import LatencyTracker
 from gateway.passive import PassiveStats
 from gateway.placement import Placement
-from gateway.proxy import UpstreamPool
 from gateway.ratelimit import RateLimiter
 from gateway.resilience import CircuitBreakers, RetryBudget
 from gateway.routing import RouteTable
@@ -32,6 +31,7 @@ from gateway.tls import (
 )
 from gateway.transport import Http1Transport, TargetLike, Transport
 from gateway.types import Scope, ViewHolder
+from gateway.upstream_pool import UpstreamPool
 
 
 class Target:

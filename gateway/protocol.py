@@ -89,6 +89,9 @@ class GatewayProtocol(HttpToolsProtocol):
         self.draining = False
         self._drain_at: float | None = None
         self._fast: FastCycle | None = None  # the callback exchange in flight
+        self._try_fast = getattr(self.app, "try_fast", None)  # the app's callback entry
+        # what the last callback exchange's request head decided (gateway/fastpath.py)
+        self.fast_memo: Any = None
 
     # ------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -312,7 +315,7 @@ class GatewayProtocol(HttpToolsProtocol):
             and not self.expect_100_continue
             and scope["method"] == "GET"
         ):
-            try_fast = getattr(app, "try_fast", None)
+            try_fast = self._try_fast
             if try_fast is not None:
                 fast = FastCycle(keep_alive, scope)
                 self.cycle = fast  # type: ignore[assignment]
@@ -419,7 +422,9 @@ class GatewayProtocol(HttpToolsProtocol):
         if self.draining:
             transport.close()
             return
-        self.flow.resume_reading()
+        flow = self.flow
+        if flow.read_paused:
+            flow.resume_reading()
         self._since = self.loop.time()
         if self.pipeline:
             cycle, app = self.pipeline.pop()

@@ -1,12 +1,11 @@
-"""The upstream client: an asyncio Protocol with an httptools response parser, pooled.
+"""The upstream client: an asyncio Protocol with an httptools response parser.
 
-One :class:`UpstreamConnection` carries one request at a time (no pipelining). The
-:class:`UpstreamPool` keeps idle keep-alive connections per (host, port, TLS) and hands
-them out newest first; connections idle longer than the idle timeout are closed by a
-periodic sweep. Bodies stream both ways with backpressure: the request body is written
-as the client sends it and waits while the upstream socket's buffer is full; the
-response body is queued up to a high-water mark, above which the upstream socket stops
-being read until the client has taken the data.
+One :class:`UpstreamConnection` carries one request at a time (no pipelining); the pool
+of idle keep-alive connections is ``gateway/upstream_pool.py``. Bodies stream both ways
+with backpressure: the request body is written as the client sends it and waits while
+the upstream socket's buffer is full; the response body is queued up to a high-water
+mark, above which the upstream socket stops being read until the client has taken the
+data. A whole answer whose head is known (``gateway/known_heads.py``) is not parsed twice.
 
 Response framing is checked strictly: llhttp rejects Content-Length together with
 Transfer-Encoding, duplicate or malformed Content-Length and bad header characters; on
@@ -21,14 +20,13 @@ import asyncio
 import collections
 import contextlib
 import socket
-import ssl
-import time
-from collections.abc import Sequence
 from typing import Any, cast
 
 import httptools
 
+from gateway import known_heads
 from gateway.failures import FailureKind
+from gateway.known_heads import KnownHead
 
 HIGH_WATER = 256 * 1024  # queued response bytes above which upstream reads pause
 LOW_WATER = 64 * 1024
@@ -70,6 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_body_waiter",
         "_buffered",
+        "_clean",
         "_drain_waiter",
         "_has_length",
         "_head_bytes",
@@ -90,6 +89,7 @@ class UpstreamConnection(asyncio.Protocol):
         "idle_since",
         "keep_alive",
         "key",
+        "known",
         "listener",
         "loop",
         "no_body",
@@ -113,6 +113,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.no_body = False  # the request was HEAD: the answer has no body
         self.listener: Any = None  # a callback exchange (fast path): .upstream_event(conn)
         self._parser = httptools.HttpResponseParser(self)
+        self._clean = True  # the parser is between answers (not inside one)
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.write_paused = False
@@ -145,6 +146,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.error: UpstreamError | None = None
         self.sent = False
         self.received = False
+        self.known: KnownHead | None = None  # the answer's head, when taken as known
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -157,6 +159,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        fresh = self._clean and not self.status and not self._head_bytes and not self.no_body
+        if fresh and self._known_answer(data):
+            return
         if not self.status:
             self._head_bytes += len(data)  # bytes of this answer so far (>= its head)
         try:
@@ -172,9 +177,40 @@ class UpstreamConnection(asyncio.Protocol):
             # still in the head: bound what it may cost (one endless header line included)
             self._fail(PROTOCOL, "upstream response head too large")
             return
+        if (  # one whole answer that can be taken again as is: its head is known from now on
+            fresh
+            and self.complete
+            and self._clean
+            and self.keep_alive
+            and self._has_length
+            and not self.chunked
+            and self.error is None
+            and 200 <= self.status != 204
+            and self.status != 304
+        ):
+            known_heads.remember(data, self.status, tuple(self.headers), self._buffered)
         listener = self.listener
         if listener is not None and self.status:
             listener.upstream_event(self)
+
+    def _known_answer(self, data: bytes) -> bool:
+        """A whole answer in one read whose head llhttp accepted before (``known_heads``):
+        taken as parsed then."""
+        found = known_heads.find(data)
+        if found is None:
+            return False
+        known, end = found
+        self.known = known
+        self.status = known.status
+        self.headers = list(known.headers)
+        self._has_length = True
+        if known.length:
+            self.chunks.append(data[end:])
+            self._buffered = known.length
+        self._complete()
+        if self.listener is not None:
+            self.listener.upstream_event(self)
+        return True
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -213,6 +249,9 @@ class UpstreamConnection(asyncio.Protocol):
                 w.set_result(None)
 
     # ------------------------------------------------------------ httptools callbacks
+    def on_message_begin(self) -> None:
+        self._clean = False
+
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name == b"content-length":
@@ -263,6 +302,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake_body()
 
     def on_message_complete(self) -> None:
+        self._clean = True
         if self.no_body and self.complete:
             return
         if self._informational:
@@ -403,191 +443,3 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.close()
         self.closed = True
-
-
-class UpstreamPool:
-    """Idle keep-alive connections per upstream (host, port, TLS)."""
-
-    def __init__(
-        self,
-        *,
-        max_idle_per_upstream: int = 256,
-        idle_timeout: float = 60.0,
-        clock: collections.abc.Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_idle = max_idle_per_upstream
-        self.idle_timeout = idle_timeout
-        self._clock = clock
-        self._idle: dict[PoolKey, list[UpstreamConnection]] = {}
-        self._sweeper: asyncio.TimerHandle | None = None
-        self._closed = False
-        self._live: set[UpstreamConnection] = set()
-        self._deadlines: asyncio.TimerHandle | None = None
-        self.sweep_interval = 0.05  # resolution of per-try and idle timeouts
-        self._last_sweep = 0.0
-        self.connects = 0  # new connections opened (for tests and stats)
-        self.reuses = 0
-
-    async def acquire(
-        self,
-        host: str,
-        port: int,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
-        connect_timeout: float,
-    ) -> tuple[UpstreamConnection, bool]:
-        """An idle connection (reused=True) or a new one; raises UpstreamError(CONNECT)."""
-        key = (host, port, ssl_context is not None)
-        idle = self._idle.get(key)
-        while idle:
-            conn = idle.pop()
-            if conn.closed or conn.transport is None or conn.transport.is_closing():
-                continue
-            conn.begin()
-            self.reuses += 1
-            return conn, True
-        loop = asyncio.get_running_loop()
-        conn = UpstreamConnection(key, loop, self._live)
-        if self._deadlines is None and not self._closed:
-            self._deadlines = loop.call_later(self.sweep_interval, self._check_deadlines, loop)
-        try:
-            async with asyncio.timeout(connect_timeout):
-                await loop.create_connection(
-                    lambda: conn,
-                    host,
-                    port,
-                    ssl=ssl_context,
-                    server_hostname=(server_hostname or host) if ssl_context else None,
-                )
-        except TimeoutError:
-            conn.close()
-            raise UpstreamError(
-                CONNECT, f"connect to {host}:{port} timed out", sent=False
-            ) from None
-        except (OSError, ssl.SSLError) as exc:
-            conn.close()
-            raise UpstreamError(
-                CONNECT, f"connect to {host}:{port} failed: {exc}", sent=False
-            ) from None
-        self.connects += 1
-        return conn, False
-
-    def release(self, conn: UpstreamConnection) -> None:
-        """Give a connection back after its response was read to the end."""
-        transport = conn.transport
-        if (  # reusable?
-            self._closed
-            or not conn.complete
-            or not conn.keep_alive
-            or conn.error is not None
-            or conn.closed
-            or conn.chunks
-            or transport is None
-            or transport.is_closing()
-        ):
-            conn.close()
-            return
-        idle = self._idle.get(conn.key)
-        if idle is None:
-            idle = self._idle[conn.key] = []
-        if len(idle) >= self.max_idle:
-            conn.close()
-            return
-        conn.idle_since = self._clock()
-        idle.append(conn)
-        if self._sweeper is None:
-            self._sweeper = conn.loop.call_later(self.idle_timeout / 2 + 0.1, self._sweep)
-
-    def take_idle(self, key: PoolKey) -> UpstreamConnection | None:
-        """An idle keep-alive connection to ``key`` right now, or None (no waiting)."""
-        idle = self._idle.get(key)
-        while idle:
-            conn = idle.pop()
-            if conn.closed or conn.transport is None or conn.transport.is_closing():
-                continue
-            if conn.status or conn.received:  # conn.begin()
-                conn._reset_response()
-            self.reuses += 1
-            return conn
-        return None
-
-    def put_back(self, conn: UpstreamConnection) -> None:
-        """Return a connection just taken with :meth:`take_idle` and not used."""
-        if self._closed:
-            conn.close()
-            return
-        self._idle.setdefault(conn.key, []).append(conn)
-
-    def _check_deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
-        # time the process did not run (a stalled or starved event loop) is nobody's
-        # failure: an answer may be waiting unread in the socket. Deadlines move by it.
-        lag = now - self._last_sweep - self.sweep_interval if self._last_sweep else 0.0
-        self._last_sweep = now
-        live = list(self._live)
-        if lag > MAX_SWEEP_LAG:
-            for conn in live:
-                if conn.deadline:
-                    conn.deadline += lag
-                if conn._idle_limit:
-                    conn._last_rx += lag
-        for conn in live:
-            if conn.deadline:
-                conn.check_deadline(now)
-        if self._closed and not self._live:
-            self._deadlines = None
-            self._last_sweep = 0.0
-            return
-        self._deadlines = loop.call_later(self.sweep_interval, self._check_deadlines, loop)
-
-    def discard(self, conn: UpstreamConnection) -> None:
-        conn.close()
-
-    def _sweep(self) -> None:
-        self._sweeper = None
-        cutoff = self._clock() - self.idle_timeout
-        any_left = False
-        for key, idle in list(self._idle.items()):
-            keep = [c for c in idle if c.idle_since > cutoff and not c.closed]
-            for c in idle:
-                if c not in keep:
-                    c.close()
-            if keep:
-                self._idle[key] = keep
-                any_left = True
-            else:
-                del self._idle[key]
-        if any_left and not self._closed:
-            loop = asyncio.get_running_loop()
-            self._sweeper = loop.call_later(self.idle_timeout / 2 + 0.1, self._sweep)
-
-    def idle_count(self) -> int:
-        return sum(len(v) for v in self._idle.values())
-
-    def close(self) -> None:
-        """Close every idle connection (drain); connections in use close on release."""
-        self._closed = True
-        if self._deadlines is not None and not self._live:
-            self._deadlines.cancel()
-            self._deadlines = None
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        for idle in self._idle.values():
-            for c in idle:
-                c.close()
-        self._idle.clear()
-
-
-def request_head(
-    method: str, target: bytes, host: bytes, headers: Sequence[tuple[bytes, bytes]], framing: bytes
-) -> bytes:
-    """Serialize a request head; ``framing`` is b"content-length: N\\r\\n", chunked or b""."""
-    parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
-    for name, value in headers:
-        if name == b"host":
-            continue
-        parts += (name, b": ", value, b"\r\n")
-    parts += (framing, b"\r\n")
-    return b"".join(parts)

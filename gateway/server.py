@@ -34,12 +34,12 @@ from gateway.passive import PassiveStats
 from gateway.placement import Placement
 from gateway.plane import DataPlane
 from gateway.protocol import GatewayWebSocketProtocol, protocol_class
-from gateway.proxy import UpstreamPool
 from gateway.ratelimit import RateLimiter
 from gateway.resilience import CircuitBreakers, RetryBudget
 from gateway.telemetry import Telemetry
 from gateway.tls import TlsContexts
 from gateway.types import ASGIApp, ViewHolder
+from gateway.upstream_pool import UpstreamPool
 
 
 def _bind(hostport: str) -> socket.socket:

@@ -1,7 +1,8 @@
 """Send one try to an upstream: the seam between the try loop and a wire protocol.
 
-The try loop (``gateway/forward.py``) hands a transport the target, the request (method,
-target, Host, the headers after hygiene, the body) and the deadlines, and gets back an
+The try loop (``gateway/forward.py``) hands a transport the target and a
+:class:`TryRequest` (method, target, Host, the headers after hygiene, the body, the
+deadlines: one value, whatever the protocol), and gets back an
 :class:`UpstreamConnection` whose response head has arrived (``status``, ``headers``;
 ``read_body()`` / ``take_all()`` for the body), or an
 :class:`~gateway.proxy.UpstreamError` whose ``kind`` is a
@@ -21,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.bodies import RequestBody
 from gateway.failures import FailureKind
-from gateway.proxy import UpstreamConnection, UpstreamError, UpstreamPool, request_head
+from gateway.proxy import UpstreamConnection, UpstreamError
 from gateway.types import Receive
+from gateway.upstream_pool import UpstreamPool
 
 
 class TargetLike(Protocol):
@@ -59,6 +62,30 @@ class Answer(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class TryRequest:
+    """What one try sends, as the try loop hands it to any transport."""
+
+    method: str
+    path: bytes  # the request target
+    host: bytes
+    headers: Sequence[tuple[bytes, bytes]]  # after hygiene, without framing
+    body: RequestBody
+    receive: Receive  # the client's ASGI receive (the body, the client leaving)
+    connect_timeout: float
+    per_try: float  # seconds for the answer's head once the request is out
+    deadline: float  # the loop time nothing may go past
+
+    def time_left(self) -> tuple[asyncio.AbstractEventLoop, float]:
+        """The running loop and the seconds left before the deadline; a try with none
+        left fails with TIMEOUT before anything is sent."""
+        loop = asyncio.get_running_loop()
+        remaining = self.deadline - loop.time()
+        if remaining <= 0:
+            raise UpstreamError(FailureKind.TIMEOUT, "request timeout", sent=False)
+        return loop, remaining
+
+
 class Transport(Protocol):
     """Sends one try (see the module docstring)."""
 
@@ -67,20 +94,7 @@ class Transport(Protocol):
         """Does the transport notice the client leaving by itself (no relay watcher)?"""
         ...
 
-    async def send(
-        self,
-        target: TargetLike,
-        *,
-        method: str,
-        path: bytes,
-        host: bytes,
-        headers: Sequence[tuple[bytes, bytes]],
-        body: RequestBody,
-        receive: Receive,
-        connect_timeout: float,
-        per_try: float,
-        deadline: float,
-    ) -> Answer: ...
+    async def send(self, target: TargetLike, req: TryRequest) -> Answer: ...
 
     def done(self, conn: Any, *, reuse: bool = True) -> None: ...
 
@@ -101,33 +115,17 @@ class Http1Transport:
         self.pool = pool
         self.check_server = check_server  # run once per new connection, before any byte
 
-    async def send(
-        self,
-        target: TargetLike,
-        *,
-        method: str,
-        path: bytes,
-        host: bytes,
-        headers: Sequence[tuple[bytes, bytes]],
-        body: RequestBody,
-        receive: Receive,
-        connect_timeout: float,
-        per_try: float,
-        deadline: float,
-    ) -> UpstreamConnection:
+    async def send(self, target: TargetLike, req: TryRequest) -> UpstreamConnection:
         """Send the request and wait for the response head (``per_try`` seconds from the
-        moment the request is sent; never past ``deadline``, a ``loop.time()``)."""
-        loop = asyncio.get_running_loop()
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            raise UpstreamError(FailureKind.TIMEOUT, "request timeout", sent=False)
+        moment the request is sent; never past the deadline)."""
+        loop, remaining = req.time_left()
         pool = self.pool
         conn, reused = await pool.acquire(
             target.host,
             target.port,
             ssl_context=target.ssl,
             server_hostname=target.server_hostname,
-            connect_timeout=min(connect_timeout, remaining),
+            connect_timeout=min(req.connect_timeout, remaining),
         )
         if not reused and self.check_server is not None:
             tr = conn.transport
@@ -135,14 +133,16 @@ class Http1Transport:
             if why is not None:
                 pool.discard(conn)
                 raise UpstreamError(FailureKind.CONNECT, why, sent=False)
-        conn.no_body = method == "HEAD"
-        head = request_head(method, path, host, headers, body.framing)
+        conn.no_body = req.method == "HEAD"
+        body = req.body
+        head = request_head(req.method, req.path, req.host, req.headers, body.framing)
+        deadline = req.deadline
         try:
             if body.buffered:
                 conn.write(head + body.prefix if body.prefix else head)
             else:
-                await _stream_body(conn, head, body, receive, deadline)
-            conn.set_timeout(max(0.0, min(per_try, deadline - loop.time())))
+                await _stream_body(conn, head, body, req.receive, deadline)
+            conn.set_timeout(max(0.0, min(req.per_try, deadline - loop.time())))
             await conn.read_head()
         except BaseException:
             pool.discard(conn)
@@ -200,3 +200,16 @@ async def _stream_body(
                 conn.write(b"0\r\n\r\n")
             body.done = True
             return
+
+
+def request_head(
+    method: str, target: bytes, host: bytes, headers: Sequence[tuple[bytes, bytes]], framing: bytes
+) -> bytes:
+    """Serialize a request head; ``framing`` is b"content-length: N\\r\\n", chunked or b""."""
+    parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+    for name, value in headers:
+        if name == b"host":
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    parts += (framing, b"\r\n")
+    return b"".join(parts)

@@ -24,7 +24,7 @@ from gateway.bodies import RequestBody
 from gateway.failures import FailureKind, Reply
 from gateway.h2.client import H2Pool, H2Stream
 from gateway.proxy import UpstreamError
-from gateway.transport import ServerCheck, TargetLike
+from gateway.transport import ServerCheck, TargetLike, TryRequest
 from gateway.types import Receive
 
 _NOT_SENT = frozenset({b"host", b"transfer-encoding", b"grpc-timeout", b"content-length"})
@@ -114,28 +114,14 @@ class H2Transport:
             return None
         return lambda ssl_object: check(target, ssl_object)
 
-    async def send(
-        self,
-        target: TargetLike,
-        *,
-        method: str,
-        path: bytes,
-        host: bytes,
-        headers: Sequence[tuple[bytes, bytes]],
-        body: RequestBody,
-        receive: Receive,
-        connect_timeout: float,
-        per_try: float,
-        deadline: float,
-    ) -> H2Answer:
+    async def send(self, target: TargetLike, req: TryRequest) -> H2Answer:
         """Open a stream, start the body and wait for the response head (``per_try``
-        seconds; never past ``deadline``, a ``loop.time()``)."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        remaining = deadline - now
-        if remaining <= 0:
-            raise UpstreamError(FailureKind.TIMEOUT, "request timeout", sent=False)
-        out = _request_headers(method, path, host, headers, target.ssl is not None, body)
+        seconds; never past the deadline)."""
+        _, remaining = req.time_left()
+        body = req.body
+        headers = req.headers
+        out = _request_headers(req.method, req.path, req.host, headers, target.ssl is not None,
+                               body)  # fmt: skip
         for name, _value in headers:
             if name == b"grpc-timeout":
                 out.append((b"grpc-timeout", b"%dm" % max(1, int(remaining * 1000))))
@@ -145,15 +131,15 @@ class H2Transport:
         pump: asyncio.Task[bool] | None = None
         try:
             try:
-                async with asyncio.timeout(min(per_try, remaining)):
+                async with asyncio.timeout(min(req.per_try, remaining)):
                     stream = await self.pool.open_stream(
                         target.host, target.port, out,
                         end=body.done and not kept and not body.trailers,
                         ssl_context=target.ssl, server_hostname=target.server_hostname,
-                        connect_timeout=min(connect_timeout, remaining),
+                        connect_timeout=min(req.connect_timeout, remaining),
                         verify=self._verifier(target),
                     )  # fmt: skip
-                    pump = asyncio.ensure_future(_pump(stream, body, kept, receive))
+                    pump = asyncio.ensure_future(_pump(stream, body, kept, req.receive))
                     await stream.read_head()
             except TimeoutError:
                 raise UpstreamError(

@@ -12,8 +12,8 @@ import pytest
 import uvloop
 
 from federation.model import Retries, Timeouts
-from gateway.proxy import UpstreamPool
 from gateway.server import Gateway
+from gateway.upstream_pool import UpstreamPool
 from tests.gateway.harness import running_gateway, service, settings_for, view_of
 from tests.gateway.rawhttp import HostileUpstream, RawClient, get
 from tests.support.backend import Backend, RawUpstream

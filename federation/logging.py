@@ -136,7 +136,17 @@ def configure_logging(
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(lvl)
+    for name in _FOREIGN:  # configured earlier (uvicorn's default config): back to the root
+        foreign = logging.getLogger(name)
+        for h in list(foreign.handlers):
+            foreign.removeHandler(h)
+        foreign.propagate = True
     return fmt
+
+
+# loggers whose libraries may have given them handlers of their own that stop
+# propagation (uvicorn's default logging config does): rendered by the root's handler
+_FOREIGN = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def _colors(stream: TextIO) -> bool:

@@ -220,3 +220,38 @@ def test_foreign_records_and_failures_render_in_the_same_shape() -> None:
     assert uvicorn["logger"] == "uvicorn.error"
     assert failed["event"] == "probe.failed" and failed["stream"] == 3
     assert failed["level"] == "error" and "RuntimeError: boom" in failed["exception"]
+
+
+def test_uvicorn_records_render_in_the_same_shape_after_uvicorn_configured_its_loggers() -> None:
+    """uvicorn's default logging config gives its loggers handlers that stop propagation;
+    configured afterwards, the one rendering still gets their records (this failed when
+    another test had built a default ``uvicorn.Config`` earlier in the same process)."""
+    import io
+    import logging
+
+    import uvicorn
+
+    from federation.logging import configure_logging
+
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    saved_loggers = {
+        n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in names
+    }
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    out = io.StringIO()
+    try:
+        uvicorn.Config(app=lambda *a: None, lifespan="off")  # applies uvicorn's LOGGING_CONFIG
+        assert logging.getLogger("uvicorn").propagate is False
+        configure_logging("json", "info", stream=out)
+        logging.getLogger("uvicorn.error").warning("Invalid HTTP request %s.", "received")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for n, (handlers, propagate) in saved_loggers.items():
+            logging.getLogger(n).handlers[:] = handlers
+            logging.getLogger(n).propagate = propagate
+    (record,) = _events(out.getvalue())
+    assert (
+        record["event"] == "Invalid HTTP request received." and record["logger"] == "uvicorn.error"
+    )

@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -154,6 +155,8 @@ class LocalFederation:
             for proc in self.backends[spec.name]:
                 proc.start()
             self.gateways[spec.name] = self._gateway(spec)
+        for spec in self.topology:
+            self.wait_backends(spec.name)
         self.manifest_path = self.base_dir / "federation.yaml"
         self.manifest_path.write_text(yaml.safe_dump(self.manifest(), sort_keys=False))
         self.fedgate("apply", str(self.manifest_path), "--etcd", self.etcd.endpoint)
@@ -318,6 +321,19 @@ class LocalFederation:
                 return False
 
         wait_for(ready, timeout=timeout, interval=0.1, what=f"gateway {cluster} ready")
+
+    def wait_backends(self, cluster: str, timeout: float = 30.0) -> None:
+        """Every backend of ``cluster`` accepts connections (a gateway started before
+        would probe them down and route its first requests to another cluster)."""
+        address = next(spec.address for spec in self.topology if spec.name == cluster)
+
+        def listening() -> bool:
+            for port in self.backend_ports[cluster]:
+                with socket.create_connection((address, port), timeout=1):
+                    pass
+            return True
+
+        wait_for(listening, timeout=timeout, interval=0.05, what=f"backends of {cluster} listening")
 
     def kill_backends(self, cluster: str) -> None:
         for proc in self.backends[cluster]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import structlog
 from kubernetes import client as k8s
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -109,7 +109,7 @@ async def _written(client: EtcdClient, count: int) -> tuple[Endpoint, ...]:
 
 
 async def test_a_service_past_the_cap_is_written_capped_and_said_so(
-    kube: KubeApiServer, store: tuple[EtcdClient, GatewayLease]
+    kube: KubeApiServer, store: tuple[EtcdClient, GatewayLease], caplog: pytest.LogCaptureFixture
 ) -> None:
     client, _ = store
     over = 7
@@ -118,23 +118,24 @@ async def test_a_service_past_the_cap_is_written_capped_and_said_so(
     for pod in pods[:3]:  # unready pods are the ones left out
         kube.set_pod("shop", pod, ready=False, serving=False)
     registry = CollectorRegistry(auto_describe=False)
-    with structlog.testing.capture_logs() as logs:
-        async with discovering(kube, store, registry) as discovery:
-            eps = await _written(client, MAX_ENDPOINTS_PER_KEY)
-            assert all(e.routable for e in eps)
-            assert discovery.status()["dropped"] == {"checkout": over}
-            text = generate_latest(registry).decode()
-            assert f'fedgate_discovery_endpoints_dropped{{service="checkout"}} {over}.0' in text
-            assert lint_text(text) == []
-            # back under the cap: everything written, the note and the series gone
-            kube.scale("shop", "checkout", MAX_ENDPOINTS_PER_KEY - 10)
-            await _written(client, MAX_ENDPOINTS_PER_KEY - 10)
-            assert discovery.status()["dropped"] == {}
-            text = generate_latest(registry).decode()
-            assert 'fedgate_discovery_endpoints_dropped{service="checkout"}' not in text
+    caplog.set_level(logging.INFO, logger="federation.discovery")
+    async with discovering(kube, store, registry) as discovery:
+        eps = await _written(client, MAX_ENDPOINTS_PER_KEY)
+        assert all(e.routable for e in eps)
+        assert discovery.status()["dropped"] == {"checkout": over}
+        text = generate_latest(registry).decode()
+        assert f'fedgate_discovery_endpoints_dropped{{service="checkout"}} {over}.0' in text
+        assert lint_text(text) == []
+        # back under the cap: everything written, the note and the series gone
+        kube.scale("shop", "checkout", MAX_ENDPOINTS_PER_KEY - 10)
+        await _written(client, MAX_ENDPOINTS_PER_KEY - 10)
+        assert discovery.status()["dropped"] == {}
+        text = generate_latest(registry).decode()
+        assert 'fedgate_discovery_endpoints_dropped{service="checkout"}' not in text
+    logs = [r.msg for r in caplog.records if isinstance(r.msg, dict)]
     capped = [e for e in logs if e["event"] == "endpoints.capped"]
     assert len(capped) == 1, capped  # one line, not one per write
-    assert capped[0]["log_level"] == "warning"
+    assert capped[0]["level"] == "warning"
     assert capped[0]["found"] == MAX_ENDPOINTS_PER_KEY + over
     assert capped[0]["written"] == MAX_ENDPOINTS_PER_KEY
     assert any(e["event"] == "endpoints.cap_lifted" for e in logs)

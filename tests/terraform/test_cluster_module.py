@@ -81,4 +81,4 @@ def test_terraform_test_with_mocked_providers(tmp_path: Path) -> None:
     assert init.returncode == 0, init.output
     result = tf.run("test", "-no-color", cwd=where, timeout=300)
     assert result.returncode == 0, result.output
-    assert "6 passed, 0 failed" in result.output, result.output
+    assert "13 passed, 0 failed" in result.output, result.output

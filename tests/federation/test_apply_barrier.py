@@ -172,7 +172,7 @@ def test_killed_apply_is_resumed_from_the_same_host(
                     if await client.get(LAYOUT.applying()) is not None:
                         proc.send_signal(signal.SIGKILL)
                         return True
-                    await asyncio.sleep(0.002)
+                    await asyncio.sleep(0.002)  # poll until the 30 s deadline above
             return False
 
         caught = asyncio.run(wait_barrier())

@@ -468,7 +468,7 @@ async def test_a_cancel_that_meets_a_change_stops_the_reporter(
     task = fed.task
     assert task is not None
     for _ in range(20):  # the reporter spends most of its time waiting for a change
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # poll, bounded: 20 tries (1 s deadline)
         if not fed.reporter._changed.is_set():
             break
     fed.reporter._changed.set()

@@ -71,7 +71,7 @@ async def put_retrying(client: EtcdClient, ops: list[Put], *, deadline: float = 
         except EtcdUnavailable:
             if time.monotonic() > end:
                 raise
-            await asyncio.sleep(0.05)  # back off before the next try
+            await asyncio.sleep(0.05)  # pacing: back off before the next try
 
 
 def rotations(endpoints: list[str]) -> list[list[str]]:
@@ -125,7 +125,7 @@ async def test_etcd_down_10s_view_kept_then_converges(etcd: EtcdCluster) -> None
             while time.monotonic() - down_at < 10.0:
                 view = run.watcher.view
                 assert same_content(view, good) and view.revision == good.revision
-                await asyncio.sleep(0.2)  # sampling the view during the outage
+                await asyncio.sleep(0.2)  # pacing: sampling the view during the outage
             assert run.watcher.stats.failures >= 2
             etcd.restart()
             rev = await client.put(LAYOUT.cluster("after"), codec.encode(cluster("after")))

@@ -105,7 +105,7 @@ async def test_one_leader_summarises_and_a_follower_takes_over(etcd: EtcdCluster
         moved: Observation = await async_wait_for(summarised(3, first), what="own change")
         assert moved.state is UP
         sink(views[first].view)  # the same again: nothing to write
-        await asyncio.sleep(0.3)  # (a write would show within this; none is the point)
+        await asyncio.sleep(0.3)  # pacing: a window for a write that must not come
         assert leaders[first].writes == writes + 1
 
         # every gateway's view decodes the summary, never the reports or the lock

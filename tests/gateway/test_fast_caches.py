@@ -35,7 +35,7 @@ async def _answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
         elif head.startswith(b"GET /split "):
             writer.write(HEAD + b"he")
             await writer.drain()
-            await asyncio.sleep(0.05)  # the behaviour under test: the rest in a later read
+            await asyncio.sleep(0.05)  # pacing: the behaviour under test (the rest in a later read)
             writer.write(b"llo")
         else:
             writer.write(HEAD + b"hello")

@@ -300,7 +300,7 @@ async def test_a_stalled_event_loop_is_not_an_upstream_timeout(b1: Backend) -> N
         conn.write(b"GET /?sleep=0.2 HTTP/1.1\r\nhost: shop.test\r\n\r\n")
         conn.set_timeout(0.4)
         await asyncio.sleep(0.1)  # a few deadline sweeps run
-        time.sleep(0.6)  # noqa: ASYNC251 - pacing: the whole loop stalls (under test)
+        time.sleep(0.6)  # noqa: ASYNC251  # pacing: the whole loop stalls (under test)
         await conn.read_head()
         assert conn.status == 200
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -43,25 +43,6 @@ def _service(name: str, *, port: int = 8080, clusters: tuple[str, ...] = (CLUSTE
 
 
 # ------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture
-def kube() -> Iterator[KubeApiServer]:
-    with KubeApiServer(host="127.0.0.23", bookmark_interval=0.2) as api:
-        yield api
-
-
-@pytest.fixture
-async def store(etcd: EtcdCluster) -> AsyncIterator[tuple[EtcdClient, GatewayLease]]:
-    client = EtcdClient(etcd.endpoints, timeout=2.0)
-    await client.connect()
-    lease = GatewayLease(client, ttl=3)
-    await lease.start()
-    try:
-        yield client, lease
-    finally:
-        await lease.stop()
-        await client.close()
 
 
 class Running:

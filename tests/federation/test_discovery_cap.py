@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from kubernetes import client as k8s
@@ -27,7 +27,6 @@ from federation.limits import MAX_ENDPOINTS_PER_KEY
 from federation.liveness import GatewayLease
 from federation.model import Endpoint
 from tests.federation.test_discovery import CLUSTER, LAYOUT, _cluster, _service
-from tests.support.etcd import EtcdCluster
 from tests.support.kube_api import KubeApiServer
 from tests.support.promlint import lint_text
 from tests.support.wait import async_wait_for
@@ -49,25 +48,6 @@ def test_cap_keeps_routable_endpoints_first_in_address_order() -> None:
     assert [e.address for e in kept] == sorted(e.address for e in kept)
     kept, dropped = cap_endpoints(eps, 7)  # every routable one, then unready ones
     assert dropped == 3 and sum(e.routable for e in kept) == 5
-
-
-@pytest.fixture
-def kube() -> Iterator[KubeApiServer]:
-    with KubeApiServer(host="127.0.0.23", bookmark_interval=0.2) as api:
-        yield api
-
-
-@pytest.fixture
-async def store(etcd: EtcdCluster) -> AsyncIterator[tuple[EtcdClient, GatewayLease]]:
-    client = EtcdClient(etcd.endpoints, timeout=2.0)
-    await client.connect()
-    lease = GatewayLease(client, ttl=3)
-    await lease.start()
-    try:
-        yield client, lease
-    finally:
-        await lease.stop()
-        await client.close()
 
 
 @contextlib.asynccontextmanager

@@ -10,6 +10,7 @@ in the next step)."""
 
 from __future__ import annotations
 
+import errno
 import socket
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from federation.devstack.ports import (
     ephemeral_range,
     free_port,
 )
+from gateway.dns import DnsAnswers, DnsServer, Responder
+from tests.dns.test_hostile import _holder
 from tests.support.etcd import EtcdCluster
 from tests.support.gateway_proc import GatewayProcess, manifest_yaml
 from tests.support.wait import ProcessExited
@@ -143,6 +146,21 @@ def test_a_gateway_that_cannot_bind_fails_at_once() -> None:
         started = time.monotonic()
         # before: the predicate's "gateway exited" was taken for "not ready yet" and the
         # wait ran to its deadline (here 60 s) before a DeadlineExceeded
-        with pytest.raises(ProcessExited, match="cannot bind a listener"):
+        # and the one line names the listener that could not bind
+        with pytest.raises(ProcessExited, match=rf"cannot bind a listener \(127.0.0.1:{port}\): "):
             gw.start()
     assert time.monotonic() - started < 30
+
+
+async def test_a_busy_dns_port_names_its_address_and_transport() -> None:
+    port = free_port(HOST)
+    for kind, where in (
+        (socket.SOCK_DGRAM, f"{HOST}:{port} udp"),
+        (socket.SOCK_STREAM, f"{HOST}:{port} tcp"),
+    ):
+        srv = DnsServer(_holder(), Responder(DnsAnswers()))
+        with socket.socket(socket.AF_INET, kind) as busy:
+            busy.bind((HOST, port))
+            with pytest.raises(OSError) as caught:
+                await srv.start(f"{HOST}:{port}")
+        assert caught.value.filename == where and caught.value.errno == errno.EADDRINUSE

@@ -65,7 +65,8 @@ def bindable(host: str, port: int) -> bool:
 
 
 class PortAllocator:
-    """Hands out each port of ``span`` at most once, block by claimed block."""
+    """Hands out the ports of ``span`` block by claimed block, each once (a port again
+    only when every block is claimed and its own were all walked)."""
 
     def __init__(self, span: range | None = None, lock_dir: Path | None = None) -> None:
         self.span = span if span is not None else allocation_span()

@@ -54,9 +54,9 @@ def _bind(hostport: str) -> socket.socket:
         sock.bind((host, port))
         sock.listen(2048)
         sock.setblocking(False)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise OSError(exc.errno, exc.strerror, hostport) from None  # names the listener
     return sock
 
 

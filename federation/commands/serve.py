@@ -342,7 +342,8 @@ class GatewayProcess:
             await gateway.start()
             dns_address = await _start_dns(s, dns_server)
         except OSError as exc:
-            raise StartupError(f"cannot bind a listener: {exc.strerror or exc}") from None
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise StartupError(f"cannot bind a listener{where}: {exc.strerror or exc}") from None
 
         # -- background parts: watch, liveness, health, discovery, certificate renewal
         if watcher is not None and client is not None:

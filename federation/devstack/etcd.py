@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from federation.devstack.certs import IssuedFiles, TestCa
-from federation.devstack.poll import stop_process, wait_for
+from federation.devstack.poll import ProcessExited, stop_process, wait_for
 from federation.devstack.ports import free_ports
 from federation.etcd_conn import EtcdTls
 
@@ -137,7 +137,7 @@ class EtcdCluster:
     def start(self, timeout: float = 30.0) -> EtcdCluster:
         for m in self.members:
             self._spawn(m, new=not m.data_dir.exists())
-        self.wait_healthy(timeout=timeout)
+        self.wait_healthy(timeout=timeout, started=self.members)
         return self
 
     def _spawn(self, m: EtcdMember, *, new: bool) -> None:
@@ -194,8 +194,18 @@ class EtcdCluster:
         except Exception:
             return False
 
-    def wait_healthy(self, timeout: float = 30.0) -> None:
+    def wait_healthy(self, timeout: float = 30.0, started: Sequence[EtcdMember] = ()) -> None:
+        """Every running member answers healthy. A member of ``started`` (just spawned)
+        that exits meanwhile (its port taken, a bad flag) fails at once with its log,
+        instead of leaving the others to be reported healthy without it."""
+
         def ok() -> bool:
+            for m in started:
+                if m.proc is not None and m.proc.poll() is not None:
+                    log = m.log_path.read_text(errors="replace") if m.log_path.exists() else ""
+                    raise ProcessExited(
+                        f"etcd {m.name} exited at start ({m.proc.returncode}):\n{log[-1500:]}"
+                    )
             return all(self.member_health(m) for m in self.members if m.running)
 
         wait_for(ok, timeout=timeout, interval=0.05, what="etcd healthy")
@@ -237,7 +247,7 @@ class EtcdCluster:
     def restart_member(self, m: EtcdMember, timeout: float = 30.0) -> None:
         self.stop_member(m)
         self._spawn(m, new=False)
-        self.wait_healthy(timeout=timeout)
+        self.wait_healthy(timeout=timeout, started=[m])
 
     def stop(self) -> None:
         for m in self.members:
@@ -248,7 +258,7 @@ class EtcdCluster:
             self.stop_member(m)
         for m in self.members:
             self._spawn(m, new=False)
-        self.wait_healthy(timeout=timeout)
+        self.wait_healthy(timeout=timeout, started=self.members)
 
     def close(self) -> None:
         self.stop()

@@ -28,7 +28,7 @@ import yaml
 
 from federation.devstack.etcd import EtcdCluster
 from federation.devstack.openbao import OpenBao, PkiSetup
-from federation.devstack.poll import stop_process, wait_for
+from federation.devstack.poll import ProcessExited, stop_process, wait_for
 from federation.devstack.ports import free_port
 
 DEMO_HOST = "shop.demo.local"
@@ -313,7 +313,7 @@ class LocalFederation:
                 tail = (
                     gw.proc.log.read_text(errors="replace")[-2000:] if gw.proc.log.exists() else ""
                 )
-                raise RuntimeError(f"gateway {cluster} exited:\n{tail}")
+                raise ProcessExited(f"gateway {cluster} exited:\n{tail}")
             try:
                 with urllib.request.urlopen(gw.admin_url + "/readyz", timeout=1) as r:
                     return bool(r.status == 200)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from federation.devstack.poll import stop_process, wait_for
+from federation.devstack.poll import ProcessExited, stop_process, wait_for
 from federation.devstack.ports import free_port
 
 GATEWAY_POLICY = """
@@ -87,7 +87,7 @@ class OpenBao:
 
     def _healthy(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"OpenBao exited; see {self.base_dir / 'bao.log'}")
+            raise ProcessExited(f"OpenBao exited; see {self.base_dir / 'bao.log'}")
         return bool(self.client().sys.is_initialized())
 
     def client(self) -> Any:

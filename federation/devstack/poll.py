@@ -14,6 +14,11 @@ class DeadlineExceeded(AssertionError):
     """The condition did not hold before the deadline."""
 
 
+class ProcessExited(RuntimeError):
+    """The process waited for has exited: the condition never will hold (:func:`wait_for`
+    raises it at once instead of polling on to the deadline)."""
+
+
 def wait_for(
     predicate: Callable[[], T],
     *,
@@ -29,6 +34,8 @@ def wait_for(
             value = predicate()
             if value:
                 return value
+        except ProcessExited:
+            raise
         except Exception as exc:  # the condition may raise until it holds
             last_exc = exc
         if time.monotonic() >= deadline:

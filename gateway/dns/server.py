@@ -172,17 +172,19 @@ class DnsServer:
         for attempt in range(_BIND_TRIES):
             udp = socket.socket(family, socket.SOCK_DGRAM)
             tcp = socket.socket(family, socket.SOCK_STREAM)
+            where = f"{hostport} udp"
             try:
                 udp.bind((host, port))
                 bound_port = udp.getsockname()[1]
+                where = f"{host}:{bound_port} tcp"
                 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 tcp.bind((host, bound_port))
                 tcp.listen(256)
-            except OSError:
+            except OSError as exc:
                 udp.close()
                 tcp.close()
                 if port != 0 or attempt == _BIND_TRIES - 1:
-                    raise
+                    raise OSError(exc.errno, exc.strerror, where) from None
                 continue
             break
         udp.setblocking(False)

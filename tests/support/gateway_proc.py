@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from federation.devstack.poll import stop_process
+from federation.devstack.poll import ProcessExited, stop_process
 from tests.support.ports import free_ports
 from tests.support.wait import wait_for
 
@@ -103,7 +103,7 @@ class GatewayProcess:
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"gateway exited with {self.proc.returncode}: {self.log()[-2000:]}")
+            raise ProcessExited(f"gateway exited with {self.proc.returncode}: {self.log()[-2000:]}")
         with urllib.request.urlopen(self.url("admin") + "/readyz", timeout=1) as r:
             return bool(r.status == 200)
 

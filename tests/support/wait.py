@@ -7,9 +7,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from federation.devstack.poll import DeadlineExceeded, wait_for
+from federation.devstack.poll import DeadlineExceeded, ProcessExited, wait_for
 
-__all__ = ["DeadlineExceeded", "async_wait_for", "wait_for"]
+__all__ = ["DeadlineExceeded", "ProcessExited", "async_wait_for", "wait_for"]
 
 T = TypeVar("T")
 
@@ -31,6 +31,8 @@ async def async_wait_for(
                 value = await value
             if value:
                 return value  # type: ignore[return-value]
+        except ProcessExited:
+            raise
         except Exception as exc:
             last_exc = exc
         if time.monotonic() >= deadline:

@@ -71,7 +71,9 @@ async def forward(
         if seconds is not None and loop.time() + seconds < ex.deadline:
             ex.deadline = loop.time() + seconds
             call_deadline = True
-    while ex.next_try():
+    begun = ex.target is not None  # the fast path's pick, with no idle connection to it
+    while begun or ex.next_try():
+        begun = False
         target = ex.target
         assert target is not None
         hdrs: Sequence[tuple[bytes, bytes]] = local_headers

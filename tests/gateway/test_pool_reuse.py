@@ -1,0 +1,99 @@
+"""Upstream connection reuse across a client's keep-alive requests: the balancer decides
+once per request (the fast path's pick is the endpoint dialled when no idle connection
+to it exists), and an answer's upstream connection is idle in the pool by the time the
+client has the whole answer, on both request paths."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from collections.abc import Set as AbstractSet
+
+import httpx
+import pytest
+import uvloop
+
+from federation.model import Endpoint
+from gateway.balancer import Balancer
+from tests.gateway.harness import running_gateway, service, view_of
+from tests.gateway.test_proxy import GENEROUS, H
+from tests.support.backend import Backend
+
+
+@pytest.fixture
+def event_loop_policy() -> uvloop.EventLoopPolicy:
+    return uvloop.EventLoopPolicy()  # the gateway runs on uvloop in production
+
+
+@pytest.fixture
+async def two() -> AsyncIterator[tuple[Backend, Backend]]:
+    async with Backend("b1", host="127.0.0.2") as b1, Backend("b2", host="127.0.0.3") as b2:
+        yield b1, b2
+
+
+class InTurn(Balancer):
+    """The real balancer, steered into a strict turn by its own exclusion: the pick of
+    each call is known in advance, so the test is no draw of random numbers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.picks: list[str] = []
+
+    def pick(
+        self,
+        service: str,
+        cluster: str,
+        endpoints: Sequence[Endpoint],
+        *,
+        exclude: AbstractSet[str] = frozenset(),
+    ) -> Endpoint | None:
+        turn = endpoints[len(self.picks) % len(endpoints)].address
+        others = {e.address for e in endpoints if e.address != turn}
+        ep = super().pick(service, cluster, endpoints, exclude={*exclude, *others})
+        if ep is not None:
+            self.picks.append(ep.address)
+        return ep
+
+
+async def test_the_fast_path_pick_is_the_endpoint_dialled(two: tuple[Backend, Backend]) -> None:
+    """A keep-alive GET whose picked endpoint has no idle connection goes to that
+    endpoint (dialled the ASGI way), not to a second, independent pick: with picks in
+    strict turn, every request lands where its pick said, one pick per request, and once
+    both endpoints have a connection every GET takes the fast path."""
+    b1, b2 = two
+    v = view_of(
+        [service("shop", "shop.test", retries=GENEROUS)],
+        endpoints={("shop", "c1"): [b1.address, b2.address]},
+    )
+    async with running_gateway(v, fast_path=True) as gw:
+        turn = InTurn()
+        gw.gateway.plane.balancer = turn
+        async with httpx.AsyncClient(base_url=gw.url(), timeout=5) as c:
+            rs = [await c.get("/r", headers=H) for _ in range(12)]
+        plane = gw.gateway.plane
+        answered = [b1.address if r.json()["name"] == "b1" else b2.address for r in rs]
+        assert [r.status_code for r in rs] == [200] * 12
+        assert answered == turn.picks  # one decision per request, and the one honoured
+        assert plane.pool.connects == 2
+        assert plane.fast_served == 12 - 2  # all but the two that dialled
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "asgi"])
+@pytest.mark.parametrize("query", ["", "?stream=3&chunk=100"], ids=["whole", "streamed"])
+async def test_connection_is_idle_once_the_answer_is_received(
+    two: tuple[Backend, Backend], fast_path: bool, query: str
+) -> None:
+    """The upstream connection is back in the pool before the client can send its next
+    request: right after each answer is fully read, nothing is in use, so a client that
+    asks again at once reuses it (one connection for the whole run)."""
+    b1, _ = two
+    v = view_of([service("shop", "shop.test")], endpoints={("shop", "c1"): [b1.address]})
+    async with (
+        running_gateway(v, fast_path=fast_path) as gw,
+        httpx.AsyncClient(base_url=gw.url(), timeout=5) as c,
+    ):
+        pool = gw.gateway.plane.pool
+        for i in range(6):
+            r = await c.get("/i" + query, headers=H)
+            assert r.status_code == 200
+            assert pool.idle_count() == 1, f"answer {i}: its upstream connection is not idle"
+        assert pool.connects == 1

@@ -213,6 +213,13 @@ async def relay(
             except TimeoutError:
                 transport.done(conn, reuse=False)
                 raise Reply(499, "client stopped reading") from None
+        if not trailing:
+            # the answer is complete: its connection goes back to the pool before the last
+            # write (which may wait for a slow client), ready for the client's next request;
+            # the watcher first, which must never close it once another request has it
+            if watcher is not None:
+                watcher.cancel()
+            transport.done(conn)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except UpstreamError as failure:
         transport.done(conn, reuse=False)
@@ -231,7 +238,7 @@ async def relay(
             watcher.cancel()
     if h2answer is not None and trailing:
         await send({"type": "http.response.trailers", "headers": list(h2answer.trailers)})
-    transport.done(conn)
+        transport.done(conn)
     return sent
 
 

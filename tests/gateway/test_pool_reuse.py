@@ -5,6 +5,8 @@ client has the whole answer, on both request paths."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from collections.abc import Set as AbstractSet
 
@@ -14,6 +16,12 @@ import uvloop
 
 from federation.model import Endpoint
 from gateway.balancer import Balancer
+from gateway.bodies import RequestBody
+from gateway.forward import relay
+from gateway.plane import Target
+from gateway.transport import Http1Transport, TryRequest
+from gateway.types import Message
+from gateway.upstream_pool import UpstreamPool
 from tests.gateway.harness import running_gateway, service, view_of
 from tests.gateway.test_proxy import GENEROUS, H
 from tests.support.backend import Backend
@@ -97,3 +105,56 @@ async def test_connection_is_idle_once_the_answer_is_received(
             assert r.status_code == 200
             assert pool.idle_count() == 1, f"answer {i}: its upstream connection is not idle"
         assert pool.connects == 1
+
+
+async def test_a_streamed_answer_frees_its_connection_before_the_last_write() -> None:
+    """The relay hands a streamed answer's connection back once the upstream has sent it
+    all, before the client's last write (which waits as long as a slow client does), and
+    not after: at the moment of that write the connection is already idle in the pool.
+    The upstream sends its head and a first chunk, and the rest only once the relay has
+    started (so the answer is streamed, never taken whole)."""
+    go = asyncio.Event()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n")
+                await go.wait()
+                go.clear()
+                writer.write(b"3\r\ndef\r\n0\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.2", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = UpstreamPool()
+    transport = Http1Transport(pool)
+    target = Target("c1", f"127.0.0.2:{port}", "127.0.0.2", port, remote=False)
+    loop = asyncio.get_running_loop()
+
+    async def receive() -> Message:  # a client that stays (the relay's watcher waits)
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    idle_at_last_write: list[int] = []
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            go.set()  # the rest of the answer may come now
+        elif not message.get("more_body"):
+            idle_at_last_write.append(pool.idle_count())
+
+    try:
+        for _ in range(2):
+            req = TryRequest(
+                "GET", b"/s", b"shop.test", [], RequestBody(None, False, None, 5.0), receive,
+                2.0, 5.0, loop.time() + 5,
+            )  # fmt: skip
+            conn = await transport.send(target, req)
+            assert conn.status == 200 and not conn.complete
+            assert await relay(conn, transport, send, receive, idle=5.0, watch=True) == 6
+        assert idle_at_last_write == [1, 1]
+        assert pool.connects == 1
+    finally:
+        pool.close()
+        server.close()

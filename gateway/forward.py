@@ -220,7 +220,13 @@ async def relay(
             if watcher is not None:
                 watcher.cancel()
             transport.done(conn)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        try:
+            async with asyncio.timeout(idle):  # a client that stops taking the last bytes
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError:
+            if trailing:
+                transport.done(conn, reuse=False)
+            raise Reply(499, "client stopped reading") from None
     except UpstreamError as failure:
         transport.done(conn, reuse=False)
         if grpc_call and trailing:  # the call ends with a status

@@ -17,6 +17,7 @@ import uvloop
 from federation.model import Endpoint
 from gateway.balancer import Balancer
 from gateway.bodies import RequestBody
+from gateway.failures import Reply
 from gateway.forward import relay
 from gateway.plane import Target
 from gateway.transport import Http1Transport, TryRequest
@@ -107,54 +108,98 @@ async def test_connection_is_idle_once_the_answer_is_received(
         assert pool.connects == 1
 
 
-async def test_a_streamed_answer_frees_its_connection_before_the_last_write() -> None:
-    """The relay hands a streamed answer's connection back once the upstream has sent it
-    all, before the client's last write (which waits as long as a slow client does), and
-    not after: at the moment of that write the connection is already idle in the pool.
-    The upstream sends its head and a first chunk, and the rest only once the relay has
-    started (so the answer is streamed, never taken whole)."""
-    go = asyncio.Event()
+class SplitUpstream:
+    """A keep-alive upstream that sends each answer's head and first chunk, and the rest
+    only when told (``go``): an answer the relay streams, never takes whole."""
 
-    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 await reader.readuntil(b"\r\n\r\n")
                 writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n")
-                await go.wait()
-                go.clear()
+                await self.go.wait()
+                self.go.clear()
                 writer.write(b"3\r\ndef\r\n0\r\n\r\n")
         writer.close()
 
-    server = await asyncio.start_server(upstream, "127.0.0.2", 0)
-    port = server.sockets[0].getsockname()[1]
+    async def __aenter__(self) -> SplitUpstream:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.2", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    def target(self) -> Target:
+        return Target("c1", f"127.0.0.2:{self.port}", "127.0.0.2", self.port, remote=False)
+
+
+async def _stay() -> Message:  # a client that stays (the relay's watcher waits on it)
+    await asyncio.Event().wait()
+    return {"type": "http.disconnect"}
+
+
+def _get() -> TryRequest:
+    loop = asyncio.get_running_loop()
+    return TryRequest(
+        "GET", b"/s", b"shop.test", [], RequestBody(None, False, None, 5.0), _stay,
+        2.0, 5.0, loop.time() + 5,
+    )  # fmt: skip
+
+
+async def test_a_streamed_answer_frees_its_connection_before_the_last_write() -> None:
+    """The relay hands a streamed answer's connection back once the upstream has sent it
+    all, before the client's last write (which waits as long as a slow client does), and
+    not after: at the moment of that write the connection is already idle in the pool."""
     pool = UpstreamPool()
     transport = Http1Transport(pool)
-    target = Target("c1", f"127.0.0.2:{port}", "127.0.0.2", port, remote=False)
-    loop = asyncio.get_running_loop()
-
-    async def receive() -> Message:  # a client that stays (the relay's watcher waits)
-        await asyncio.Event().wait()
-        return {"type": "http.disconnect"}
-
     idle_at_last_write: list[int] = []
+    async with SplitUpstream() as up:
 
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            go.set()  # the rest of the answer may come now
-        elif not message.get("more_body"):
-            idle_at_last_write.append(pool.idle_count())
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                up.go.set()  # the rest of the answer may come now
+            elif not message.get("more_body"):
+                idle_at_last_write.append(pool.idle_count())
 
-    try:
-        for _ in range(2):
-            req = TryRequest(
-                "GET", b"/s", b"shop.test", [], RequestBody(None, False, None, 5.0), receive,
-                2.0, 5.0, loop.time() + 5,
-            )  # fmt: skip
-            conn = await transport.send(target, req)
-            assert conn.status == 200 and not conn.complete
-            assert await relay(conn, transport, send, receive, idle=5.0, watch=True) == 6
-        assert idle_at_last_write == [1, 1]
-        assert pool.connects == 1
-    finally:
-        pool.close()
-        server.close()
+        try:
+            for _ in range(2):
+                conn = await transport.send(up.target(), _get())
+                assert conn.status == 200 and not conn.complete
+                assert await relay(conn, transport, send, _stay, idle=5.0, watch=True) == 6
+        finally:
+            pool.close()
+    assert idle_at_last_write == [1, 1]
+    assert pool.connects == 1
+
+
+async def test_a_client_that_never_takes_the_last_write_is_cut() -> None:
+    """The last write of a streamed answer is bounded like every other one (the idle
+    limit): a client that stops reading there ends the exchange (499) instead of holding
+    it until it closes, and the upstream connection, complete, stays reusable."""
+    pool = UpstreamPool()
+    transport = Http1Transport(pool)
+    async with SplitUpstream() as up:
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                up.go.set()
+            elif not message.get("more_body"):
+                await asyncio.Event().wait()  # flow control: the client takes nothing more
+
+        try:
+            conn = await transport.send(up.target(), _get())
+            with pytest.raises(Reply) as cut:
+                await asyncio.wait_for(
+                    relay(conn, transport, send, _stay, idle=0.2, watch=True), timeout=10
+                )
+            assert cut.value.status == 499
+            assert pool.idle_count() == 1
+        finally:
+            pool.close()

@@ -6,8 +6,11 @@ recording and retry decision) and drives its first try by callbacks — the clie
 protocol writes the upstream head straight onto an idle pooled connection, and the
 upstream connection's ``data_received`` writes the whole answer back. Only the common
 case qualifies (a known host, a plain route (no rules, no split) without access policy
-or rate limit, the local cluster first in the plan, an idle keep-alive connection to the
-picked endpoint); anything else declines before anything is counted. A try that fails
+or rate limit, the local cluster first in the plan); anything else declines before
+anything is counted. Without an idle keep-alive connection to the endpoint picked, the
+exchange goes on the ASGI way with its first try begun, and that try dials the endpoint
+picked: one balancer decision per request, so a cold endpoint gets its first connection
+instead of a second pick sending the request elsewhere. A try that fails
 in a retryable way hands its Exchange (trace, tries, tried endpoints, budget) to the ASGI
 path (:meth:`ListenerApp.resume`), and so does an answer whose body is still arriving.
 """
@@ -119,18 +122,17 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
         return False
     pool = plane.pool
     conn = pool.take_idle(target.pool_key)
-    if conn is None:
-        return False
     breaker = plane.breakers.get(service.name, plan[0], service.circuit_breaker)
     if not breaker.try_acquire():
-        pool.put_back(conn)
+        if conn is not None:
+            pool.put_back(conn)
         return False
     # committed: from here on this is the request's Exchange
     client = scope.get("client")
     client_ip = client[0] if client else "0.0.0.0"
     telemetry = plane.telemetry
     trace = telemetry.begin(headers) if telemetry.tracing else NO_TRACE
-    now = conn.loop.time()
+    now = protocol.loop.time()
     timeouts = service.timeouts
     ex = FastExchange(plane, view, service, b"GET", trace, plane.clock(), now + timeouts.request,
                       plan)  # fmt: skip
@@ -142,6 +144,11 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
     ex.path = path
     ex.client_ip = client_ip
     ex.begin_try(target, breaker)
+    if conn is None:
+        # no idle connection to the endpoint picked: the ASGI path dials that one (the
+        # try begun here), never a second pick of its own (the balancer decides once)
+        ex._fallback()
+        return True
     head = repeat.head if repeat is not None and not trace.traceparent else None
     if head is None:
         head = hygiene.upstream_head(
@@ -261,6 +268,7 @@ class FastExchange(Exchange):
             self.app.resume, self, self.host, self.host_raw, self.path, self.client_ip
         )
         if not self.protocol.fast_fallback(self.fast, resume):
+            self.record(None)  # a try begun and not sent (try_fast's cold pick): no one's fault
             self._end(499)  # the client is gone
 
     def _answer(

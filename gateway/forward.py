@@ -71,7 +71,9 @@ async def forward(
         if seconds is not None and loop.time() + seconds < ex.deadline:
             ex.deadline = loop.time() + seconds
             call_deadline = True
-    while ex.next_try():
+    begun = ex.target is not None  # the fast path's pick, with no idle connection to it
+    while begun or ex.next_try():
+        begun = False
         target = ex.target
         assert target is not None
         hdrs: Sequence[tuple[bytes, bytes]] = local_headers
@@ -211,7 +213,20 @@ async def relay(
             except TimeoutError:
                 transport.done(conn, reuse=False)
                 raise Reply(499, "client stopped reading") from None
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not trailing:
+            # the answer is complete: its connection goes back to the pool before the last
+            # write (which may wait for a slow client), ready for the client's next request;
+            # the watcher first, which must never close it once another request has it
+            if watcher is not None:
+                watcher.cancel()
+            transport.done(conn)
+        try:
+            async with asyncio.timeout(idle):  # a client that stops taking the last bytes
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError:
+            if trailing:
+                transport.done(conn, reuse=False)
+            raise Reply(499, "client stopped reading") from None
     except UpstreamError as failure:
         transport.done(conn, reuse=False)
         if grpc_call and trailing:  # the call ends with a status
@@ -229,7 +244,7 @@ async def relay(
             watcher.cancel()
     if h2answer is not None and trailing:
         await send({"type": "http.response.trailers", "headers": list(h2answer.trailers)})
-    transport.done(conn)
+        transport.done(conn)
     return sent
 
 

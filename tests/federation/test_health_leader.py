@@ -18,6 +18,7 @@ from federation.etcd import EtcdClient
 from federation.health_leader import HealthLeader
 from federation.health_summary import compact
 from federation.keys import KeyLayout
+from federation.liveness import GatewayLease
 from federation.model import ANY, GatewayRecord, HealthState, Observation
 from federation.view import load_view
 from tests.federation.test_view import cluster, service
@@ -58,8 +59,14 @@ async def test_one_leader_summarises_and_a_follower_takes_over(etcd: EtcdCluster
     setup = EtcdClient(etcd.endpoints)
     clients = {g: EtcdClient(etcd.endpoints, timeout=1.0) for g in ("gw1", "gw2")}
     views = {"gw1": LocalView("gw1", 1), "gw2": LocalView("gw2", 2)}
+    leases = {g: GatewayLease(clients[g], ttl=TTL) for g in views}
+    for lease in leases.values():
+        await lease.start()
     leaders = {
-        g: HealthLeader(client=clients[g], layout=LAYOUT, reporter=views[g], ttl=TTL) for g in views
+        g: HealthLeader(
+            client=clients[g], layout=LAYOUT, reporter=views[g], lease=leases[g], ttl=TTL
+        )
+        for g in views
     }
     for c in (cluster("a"), cluster("b")):
         await setup.put(LAYOUT.cluster(c.name), codec.encode(c))
@@ -132,6 +139,9 @@ async def test_one_leader_summarises_and_a_follower_takes_over(etcd: EtcdCluster
         for task in tasks.values():
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
+        for g in leases:
+            with contextlib.suppress(Exception):
+                await leases[g].stop()
         for client in (*clients.values(), setup):
             with contextlib.suppress(Exception):
                 await client.close()

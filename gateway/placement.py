@@ -250,6 +250,18 @@ class Placement:
         out: list[dict[str, object]] = []
         for cand in p.candidates:
             share = shares.get(cand.cluster, 0.0)
+            reason = self._reason(cand, share, p, chosen)
+            voted = view.health_of(service.name, cand.cluster) if cand.local else None
+            if cand.usable and voted is not None and voted.state is HealthState.UNHEALTHY:
+                own = (
+                    "its own probes decide here"
+                    if service.name in self._probes
+                    else "its probes have not reported yet"
+                )
+                reason += (
+                    f"; the federation says unhealthy ({voted.down_votes}/{voted.observers}"
+                    f" observers report down), not this gateway's evidence: {own}"
+                )
             out.append(
                 {
                     "cluster": cand.cluster,
@@ -260,7 +272,7 @@ class Placement:
                     "share": round(share, 4),
                     "retry_rank": rank.get(cand.cluster),
                     "chosen": cand.cluster == chosen,
-                    "reason": self._reason(cand, share, p, chosen),
+                    "reason": reason,
                 }
             )
         return out

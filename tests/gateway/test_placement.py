@@ -435,10 +435,13 @@ def test_a_just_started_gateway_keeps_its_own_cluster_while_others_vote_it_down(
     rows = {r["cluster"]: r for r in p.explain(voted_down, svc)}
     assert rows["aws"]["state"] == "unknown" and rows["aws"]["chosen"]
     assert "own cluster" in str(rows["aws"]["reason"])
+    assert "probes have not reported yet" in str(rows["aws"]["reason"])  # and says why
     # its probes report: the whole share at once, nothing recovered, no ramp
     clock.t += 0.5
     p.local_endpoints("web", healthy=3, total=3)
     assert firsts(p, voted_down, svc, 200) == Counter({"aws": 200})
+    rows = {r["cluster"]: r for r in p.explain(voted_down, svc)}
+    assert "its own probes decide here" in str(rows["aws"]["reason"])
     # every other gateway still follows the federation's verdict (the quorum)
     other = Placement("onprem", clock=clock, rng=random.Random(3))
     assert firsts(other, voted_down, svc, 200) == Counter({"onprem": 200})

@@ -200,16 +200,18 @@ class HealthLeader:
         own_report = self._layout.health_report(self._cluster, self._id)
         self._own = None
         self._own_changed.clear()
-        self._reporter.lead(self._take_own)
-        with contextlib.suppress(TimeoutError):  # the own view comes with the next round
-            async with asyncio.timeout(1.0):
-                await self._own_changed.wait()
-        with contextlib.suppress(EtcdError):
-            await self._client.delete(own_report)  # the leader's view is read in memory
+        self._reporter.lead(self._take_own)  # its view comes in memory from now on
         revision, kvs = await self._client.get_prefix(reports_at)
         reports: dict[str, tuple[Observation, ...]] = {}
         for kv in kvs:
-            self._read_report(reports, reports_at, kv)
+            self._read_report(reports, reports_at, kv, own_too=True)
+        # until the reporter hands its view over, its last report stands for it: the
+        # summary is re-signed at once, without waiting for the reporter's next round
+        last = reports.pop(self._id, None)
+        if self._own is None and last is not None:
+            self._own = last
+        with contextlib.suppress(EtcdError):
+            await self._client.delete(own_report)  # the leader's view is read in memory
         self._peers = len(reports)
         _, old = await self._client.get_prefix(summary_at)
         # every key is written again at once: signed by this leader, under its lease
@@ -255,9 +257,18 @@ class HealthLeader:
                 await reader
             await stream.aclose()
 
-    def _read_report(self, reports: dict[str, tuple[Observation, ...]], at: str, kv: KV) -> None:
+    def _read_report(
+        self,
+        reports: dict[str, tuple[Observation, ...]],
+        at: str,
+        kv: KV,
+        *,
+        own_too: bool = False,
+    ) -> None:
+        """A report into ``reports`` (a hostile one is one log line); the leader's own
+        report only when ``own_too`` (its view comes in memory)."""
         gateway = kv.key[len(at) :]
-        if gateway == self._id:
+        if gateway == self._id and not own_too:
             return
         try:
             view = codec.decode_list(Observation, kv.value)

@@ -24,7 +24,10 @@ immediate, ``consecutive_failures`` failed tries in a row take a cluster out for
 gateway only (``eject_for``, doubling on repeat up to ``max_eject``); after that one
 failure sends it out again until a success clears it. Local probe results
 (:meth:`Placement.local_endpoints`) override the shared view for the own cluster, so a
-local outage takes effect without a round trip through etcd.
+local outage takes effect without a round trip through etcd. Until they report (a gateway
+just started), the own cluster is judged by its own evidence only: its summary's endpoint
+counts, else its routable endpoints; other clusters voting it unreachable is no reason
+for this gateway, which reaches its endpoints without them, to send its traffic away.
 
 Remote clusters without any live gateway (no :class:`GatewayRecord` in the view) are not
 candidates at all: nobody would answer there.
@@ -247,6 +250,18 @@ class Placement:
         out: list[dict[str, object]] = []
         for cand in p.candidates:
             share = shares.get(cand.cluster, 0.0)
+            reason = self._reason(cand, share, p, chosen)
+            voted = view.health_of(service.name, cand.cluster) if cand.local else None
+            if cand.usable and voted is not None and voted.state is HealthState.UNHEALTHY:
+                own = (
+                    "its own probes decide here"
+                    if service.name in self._probes
+                    else "its probes have not reported yet"
+                )
+                reason += (
+                    f"; the federation says unhealthy ({voted.down_votes}/{voted.observers}"
+                    f" observers report down), not this gateway's evidence: {own}"
+                )
             out.append(
                 {
                     "cluster": cand.cluster,
@@ -257,7 +272,7 @@ class Placement:
                     "share": round(share, 4),
                     "retry_rank": rank.get(cand.cluster),
                     "chosen": cand.cluster == chosen,
-                    "reason": self._reason(cand, share, p, chosen),
+                    "reason": reason,
                 }
             )
         return out
@@ -426,6 +441,13 @@ class Placement:
             if routable == 0:
                 return HealthState.UNKNOWN, 0.0, 0, "no routable endpoint"
             return HealthState.UNKNOWN, UNKNOWN_SCORE, routable, ""
+        if is_local and health.state is HealthState.UNHEALTHY and health.healthy_endpoints > 0:
+            # not probed here yet (a gateway just started): the own cluster is judged by
+            # its own evidence, the endpoint counts of its summary. A majority of other
+            # clusters voting it down says that *they* cannot reach its gateways (or that
+            # they answered them 5xx): this gateway serves it without them, so it stays
+            # first, unknown, until its own probes report (healthy until proven otherwise)
+            return HealthState.UNKNOWN, UNKNOWN_SCORE, health.healthy_endpoints, ""
         if health.state is HealthState.UNHEALTHY:
             if health.total_endpoints and health.healthy_endpoints == 0:
                 why = f"no healthy endpoint (0/{health.total_endpoints})"

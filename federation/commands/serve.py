@@ -378,7 +378,9 @@ class GatewayProcess:
             self._spawn("health", reporter.run)
             from federation.health_leader import HealthLeader
 
-            leader = HealthLeader(client=client, layout=layout, reporter=reporter, ttl=lease.ttl)
+            leader = HealthLeader(
+                client=client, layout=layout, reporter=reporter, lease=lease, ttl=lease.ttl
+            )
             self._spawn("health-leader", leader.run)
             self._start_discovery(client, layout, lease, holder, gateway_id)
         if vault is not None:

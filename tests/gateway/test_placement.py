@@ -418,3 +418,44 @@ def test_a_recovered_cluster_stays_at_the_floor_until_a_try_succeeds() -> None:
     assert 0.15 < firsts(p, back, svc, 2000)["aws"] / 2000 < 0.35
     clock.t += 1.1
     assert 0.4 < firsts(p, back, svc, 2000)["aws"] / 2000 < 0.6
+
+
+def test_a_just_started_gateway_keeps_its_own_cluster_while_others_vote_it_down() -> None:
+    """A gateway's first plans come before its own probes report. Another cluster that
+    pinged it before it listened (or while it was restarting) votes it unreachable, and
+    with no summary of its own cluster yet that one vote is a majority: the federation
+    sees the cluster unhealthy. Before: the gateway took that for its own cluster's
+    health, sent its first requests to the tier-1 cluster, then ramped its own cluster
+    back from 2 % over the failback window (tests/e2e/test_bad_input.py, under load)."""
+    clock = Clock()
+    p = Placement("aws", clock=clock, rng=random.Random(3))
+    svc = service(clusters=("aws", "onprem"), failover=Failover(failback_window=5.0))
+    voted_down = view({"aws": (U, 0.0, 3), "onprem": (H, 1.0, 3)}, svc=svc)
+    assert firsts(p, voted_down, svc, 200) == Counter({"aws": 200})
+    rows = {r["cluster"]: r for r in p.explain(voted_down, svc)}
+    assert rows["aws"]["state"] == "unknown" and rows["aws"]["chosen"]
+    assert "own cluster" in str(rows["aws"]["reason"])
+    assert "probes have not reported yet" in str(rows["aws"]["reason"])  # and says why
+    # its probes report: the whole share at once, nothing recovered, no ramp
+    clock.t += 0.5
+    p.local_endpoints("web", healthy=3, total=3)
+    assert firsts(p, voted_down, svc, 200) == Counter({"aws": 200})
+    rows = {r["cluster"]: r for r in p.explain(voted_down, svc)}
+    assert "its own probes decide here" in str(rows["aws"]["reason"])
+    # every other gateway still follows the federation's verdict (the quorum)
+    other = Placement("onprem", clock=clock, rng=random.Random(3))
+    assert firsts(other, voted_down, svc, 200) == Counter({"onprem": 200})
+    # and the own cluster's own evidence still counts before the probes: its summary
+    # (another gateway of the cluster) sees no healthy endpoint
+    fresh = Placement("aws", clock=clock, rng=random.Random(3))
+    dead = view({"aws": (U, 0.0, 0), "onprem": (H, 1.0, 3)}, svc=svc)
+    assert fresh.plan(dead, svc)[0] == "onprem"
+
+
+def test_own_cluster_unknown_and_remote_healthy_stays_local() -> None:
+    p = Placement("aws", clock=Clock(), rng=random.Random(2))
+    svc = service(clusters=("aws", "onprem"))
+    v = view({"aws": (K, 0.5, 3), "onprem": (H, 1.0, 3)}, svc=svc)
+    assert firsts(p, v, svc, 200) == Counter({"aws": 200})
+    v = view({"onprem": (H, 1.0, 3)}, svc=svc)  # no summary of its own cluster at all
+    assert firsts(p, v, svc, 200) == Counter({"aws": 200})

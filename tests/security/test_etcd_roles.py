@@ -251,6 +251,14 @@ def test_a_real_gateway_runs_on_its_role_alone_and_the_operator_applies(
                 return kv is not None and kv.lease != 0
 
         wait_for(lambda: asyncio.run(registered()), timeout=20, what="gateway record")
+
+        async def summarised() -> bool:  # as its cluster's health leader, under its lease
+            async with client(bootstrapped, "fedgate-operator") as c:
+                record = await c.get(LAYOUT.gateway(name, "gw-tls"))
+                _, kvs = await c.get_prefix(LAYOUT.health_part(name, "summary"))
+                return record is not None and any(kv.lease == record.lease for kv in kvs)
+
+        wait_for(lambda: asyncio.run(summarised()), timeout=20, what="summary under its lease")
         assert "permission denied" not in proc.log()
 
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any, TypeVar, get_args, get_origin
 
-from federation import boundcheck, limits
+from federation import boundcheck, frozen, limits
 
 T = TypeVar("T")
 
@@ -474,7 +474,8 @@ def _dataclass(tp: Any) -> Decoder:
     """A decoder written for ``tp`` (one function, fields inline): per value it costs a
     dict lookup and a type check per field, not a walk of the annotations. The object
     is built with positional arguments (a missing optional field: its default, as
-    ``__init__`` would take it), or by keyword when a field is keyword-only."""
+    ``__init__`` would take it) by ``federation.frozen.builder``, or by keyword when a
+    field is keyword-only."""
     hints = _hints(tp)
     env: dict[str, Any] = {
         "Refused": _Refused,
@@ -514,8 +515,9 @@ def _dataclass(tp: Any) -> Decoder:
             inline = (f"v = d{i}(v)",)
         body.extend(f"        {line}" for line in inline)
         body.append(f"        a{i} = v" if positional else f"        kw[{f.name!r}] = v")
-    if positional:
-        body.append(f"    return tp({', '.join(f'a{i}' for i in range(len(fields)))})")
+    if positional:  # every field given: the class's builder (federation.frozen)
+        env["build"] = frozen.builder(tp)
+        body.append(f"    return build({', '.join(f'a{i}' for i in range(len(fields)))})")
     else:
         body.append("    return tp(**kw)")
     exec("\n".join(body), env)  # our own source, built from the class's field names

@@ -127,6 +127,7 @@ IGNORED_FOLDERS = ("ratelimit/",)
 # the parts of ``health/{cluster}/``: what the view reads, and what only the leader reads
 HEALTH_SUMMARY, HEALTH_REPORT, HEALTH_LOCK = "summary", "report", "lock"
 _HEALTH_PARTS = frozenset({HEALTH_SUMMARY, HEALTH_REPORT, HEALTH_LOCK})
+_LEADER_ONLY = (HEALTH_REPORT, HEALTH_LOCK)
 
 
 def view_skips(rest: str) -> bool:
@@ -137,7 +138,7 @@ def view_skips(rest: str) -> bool:
     if not rest.startswith("health/"):
         return False
     parts = rest.split("/")
-    return len(parts) == 4 and parts[2] in (HEALTH_REPORT, HEALTH_LOCK)
+    return len(parts) == 4 and parts[2] in _LEADER_ONLY
 
 
 def grants_of(writer: Writer) -> tuple[Grant, ...]:
@@ -158,6 +159,9 @@ _ARITY = {
 }
 
 
+_KINDS = {kind.value: kind for kind in Kind}
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
     kind: Kind
@@ -166,6 +170,13 @@ class ParsedKey:
     @property
     def is_config(self) -> bool:
         return self.kind in CONFIG_KINDS
+
+
+def parsed_view_skips(parsed: ParsedKey | None, rest: str) -> bool:
+    """:func:`view_skips` of a key (``rest``: without the prefix) already parsed."""
+    if parsed is None:
+        return view_skips(rest)
+    return parsed.kind is Kind.HEALTH and parsed.parts[1] in _LEADER_ONLY
 
 
 def range_end(prefix: bytes) -> bytes:
@@ -257,14 +268,12 @@ class KeyLayout:
                 return None
         if not key.startswith(self.prefix):
             return None
-        rest = key[len(self.prefix) :]
-        head, _, tail = rest.partition("/")
-        try:
-            kind = Kind(head)
-        except ValueError:
+        head, _, tail = key[len(self.prefix) :].partition("/")
+        kind = _KINDS.get(head)  # a dict lookup: Kind(head) costs ~1 us a key
+        if kind is None:
             return None
         parts = tuple(tail.split("/")) if tail else ()
-        if len(parts) != _ARITY[kind] or any(not p for p in parts):
+        if len(parts) != _ARITY[kind] or "" in parts:
             return None
         if kind is Kind.HEALTH and parts[1] not in _HEALTH_PARTS:
             return None

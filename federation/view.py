@@ -73,7 +73,11 @@ def _decode_federation(data: bytes) -> tuple[str, tuple[Zone, ...]]:
 
 def decode_item(layout: KeyLayout, kv: KV) -> Item:
     """Decode one etcd item on its own (no cross-item checks)."""
-    parsed = layout.parse(kv.key)
+    return decode_parsed(kv, layout.parse(kv.key))
+
+
+def decode_parsed(kv: KV, parsed: ParsedKey | None) -> Item:
+    """:func:`decode_item` of an item whose key is parsed already (``layout.parse``)."""
     if parsed is None:
         return Item(kv.key, kv.mod_revision, None, error="key not in the layout")
     try:
@@ -163,7 +167,16 @@ class DecodeCache:
         hit = self._items.get(kv.key)
         if hit is not None and hit[0] == kv.mod_revision and hit[1] == fingerprint(kv.value):
             return hit[2]
-        item = decode_item(layout, kv)
+        return self.put(kv, decode_item(layout, kv))
+
+    def get_parsed(self, kv: KV, parsed: ParsedKey | None) -> Item:
+        """:meth:`get` of an item whose key is parsed already."""
+        hit = self._items.get(kv.key)
+        if hit is not None and hit[0] == kv.mod_revision and hit[1] == fingerprint(kv.value):
+            return hit[2]
+        return self.put(kv, decode_parsed(kv, parsed))
+
+    def put(self, kv: KV, item: Item) -> Item:
         self._items[kv.key] = (kv.mod_revision, fingerprint(kv.value), item)
         return item
 

@@ -14,16 +14,18 @@ import itertools
 from collections.abc import Iterable, Mapping
 
 from federation.etcd import KV
-from federation.keys import HELD_KINDS, KeyLayout, Kind, view_skips
+from federation.keys import HELD_KINDS, KeyLayout, Kind, ParsedKey, parsed_view_skips
 from federation.view import fingerprint
 
 
 @dataclasses.dataclass
 class Changes:
-    """The keys a delta changed: by kind, and those the layout does not know."""
+    """The keys a delta changed: by kind, and those the layout does not know; each
+    changed key parsed (once: the view state decodes it with this)."""
 
     by_kind: dict[Kind, list[str]] = dataclasses.field(default_factory=dict)
     unknown: list[str] = dataclasses.field(default_factory=list)
+    parsed: dict[str, ParsedKey | None] = dataclasses.field(default_factory=dict)
 
 
 class KeyTable:
@@ -37,9 +39,12 @@ class KeyTable:
         """Take ``delta`` in (``None`` = deleted); the keys whose value changed."""
         out = Changes()
         prefix = self.layout.prefix
+        cut = len(prefix)
+        parse = self.layout.parse
         for key in sorted(delta):
             kv = delta[key]
-            if key.startswith(prefix) and view_skips(key[len(prefix) :]):
+            parsed = parse(key)
+            if key.startswith(prefix) and parsed_view_skips(parsed, key[cut:]):
                 continue
             old = self.kvs.get(key)
             if kv is None:
@@ -51,7 +56,7 @@ class KeyTable:
                 if old is not None and self._same(old, kv):
                     continue
                 self.kvs[key] = kv
-            parsed = self.layout.parse(key)
+            out.parsed[key] = parsed
             if parsed is None:
                 out.unknown.append(key)
             else:

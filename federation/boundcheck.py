@@ -38,6 +38,11 @@ def check(obj: Any) -> None:
     _plan(cls)(obj)
 
 
+def checker(cls: type) -> Checker:
+    """:func:`check` of an object whose class is ``cls``, the plan looked up once."""
+    return _plan(cls)
+
+
 def _is_model(value: Any) -> bool:
     # dataclasses.is_dataclass(value) and not isinstance(value, type), inlined
     return not isinstance(value, type) and hasattr(type(value), "__dataclass_fields__")
@@ -103,7 +108,7 @@ def _meta(meta: object) -> Checker:
         return duration
     if isinstance(meta, AfterValidator | BeforeValidator):
         func: Checker = meta.func  # type: ignore[assignment]
-        return func
+        return _remembered(func)
     if isinstance(meta, annotated_types.MinLen):
         least = meta.min_length
 
@@ -120,6 +125,29 @@ def _meta(meta: object) -> Checker:
             raise Refused
 
     return finite
+
+
+# the schema's validators are pure functions of one value (syntax checks: names, hosts,
+# paths, addresses, durations): a string one of them accepted once it accepts again.
+# Names repeat in every value (a service lists 20 clusters; 40,000 per cold build).
+_REMEMBER_MAX_LEN = 256  # longer strings are checked each time
+_REMEMBER_MAX = 1 << 14  # strings remembered per validator (then forgotten at once)
+
+
+def _remembered(func: Checker) -> Checker:
+    """``func``, skipped for a string it accepted before (anything else: called)."""
+    passed: set[str] = set()
+
+    def validator(value: Any) -> None:
+        if type(value) is str and value in passed:
+            return
+        func(value)
+        if type(value) is str and len(value) <= _REMEMBER_MAX_LEN:
+            if len(passed) >= _REMEMBER_MAX:
+                passed.clear()
+            passed.add(value)
+
+    return validator
 
 
 def _annotated(annotation: Any, metadata: tuple[object, ...]) -> Checker:

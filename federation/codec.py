@@ -192,15 +192,37 @@ def _decode_list_fast(cls: type[T], data: bytes | str) -> tuple[T, ...]:
     else:
         raw = _parse_fast(data)
     tp: Any = cls
-    if type(raw) is not list or len(raw) > _list_limit(tp):
-        raise _Refused
-    decoder = _compiled(tp)
-    return tuple([_checked(decoder, item) for item in raw])
+    items: tuple[T, ...] = _list_decoder(tp)(raw)
+    return items
 
 
 @cache
-def _list_limit(cls: type) -> int:
-    return limits.list_limit(cls)[0]
+def _list_decoder(cls: type) -> Decoder:
+    """A list of ``cls`` (at most its per-key limit), each item decoded and checked as
+    :func:`_checked` does; the decoder and the checks looked up once, not per item."""
+    limit = limits.list_limit(cls)[0]
+    decoder = _compiled(cls)
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+
+        def decode_values(raw: Any) -> Any:
+            if type(raw) is not list or len(raw) > limit:
+                raise _Refused
+            return tuple([_checked(decoder, item) for item in raw])
+
+        return decode_values
+    check = boundcheck.checker(cls)  # a dataclass decoder returns a cls, nothing else
+
+    def decode_objects(raw: Any) -> Any:
+        if type(raw) is not list or len(raw) > limit:
+            raise _Refused
+        out = []
+        for item in raw:
+            obj = decoder(item)
+            check(obj)
+            out.append(obj)
+        return tuple(out)
+
+    return decode_objects
 
 
 @cache

@@ -46,8 +46,11 @@ skips them without decoding (:func:`view_skips`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+
+from federation.frozen import builder
 
 DEFAULT_PREFIX = "/fedgate/"
 
@@ -172,6 +175,10 @@ class ParsedKey:
         return self.kind in CONFIG_KINDS
 
 
+# ParsedKey(kind, parts) at half the cost (every key of a cold list is parsed)
+_PARSED_KEY: Callable[[Kind, tuple[str, ...]], ParsedKey] = builder(ParsedKey)
+
+
 def parsed_view_skips(parsed: ParsedKey | None, rest: str) -> bool:
     """:func:`view_skips` of a key (``rest``: without the prefix) already parsed."""
     if parsed is None:
@@ -279,7 +286,7 @@ class KeyLayout:
             return None
         if kind is Kind.ENDPOINTS:  # stored cluster first (a per-cluster prefix)
             parts = (parts[1], parts[0], parts[2])
-        return ParsedKey(kind, parts)
+        return _PARSED_KEY(kind, parts)
 
     @property
     def prefix_bytes(self) -> bytes:

@@ -26,6 +26,7 @@ from typing import Any
 from federation import codec, limits
 from federation.acme_records import check_acme_challenge
 from federation.etcd import KV, EtcdClient
+from federation.frozen import builder
 from federation.health_summary import summary_name
 from federation.keys import HEALTH_SUMMARY, KeyLayout, Kind, ParsedKey
 from federation.model import (
@@ -52,6 +53,9 @@ class Item:
     parsed: ParsedKey | None
     value: Any = None
     error: str | None = None
+
+
+_ITEM: Callable[[str, int, ParsedKey, Any, None], Item] = builder(Item)  # Item(...), cheaper
 
 
 def _decode_federation(data: bytes) -> tuple[str, tuple[Zone, ...]]:
@@ -84,7 +88,7 @@ def decode_parsed(kv: KV, parsed: ParsedKey | None) -> Item:
         value = _decode(parsed, kv.value)
     except (codec.CodecError, ItemError) as exc:
         return Item(kv.key, kv.mod_revision, parsed, error=str(exc).splitlines()[0])
-    return Item(kv.key, kv.mod_revision, parsed, value=value)
+    return _ITEM(kv.key, kv.mod_revision, parsed, value, None)  # Item(..., value=value)
 
 
 def _decode(parsed: ParsedKey, data: bytes) -> Any:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import math
 
+import pytest
+
 from federation.aggregate import LATENCY_SCALE_MS, UNKNOWN_SCORE, score
 from federation.codec import encode
 from federation.etcd import KV
@@ -96,3 +98,40 @@ def test_the_key_table_hands_each_changed_key_parsed_once() -> None:
     )
     assert changes.parsed["/elsewhere"] is None
     assert changes.unknown == ["/elsewhere", LAYOUT.prefix + "nope/x"]
+
+
+def test_a_remembered_validator_still_refuses_what_it_refused() -> None:
+    from federation import boundcheck
+
+    calls: list[object] = []
+
+    def only_short(value: object) -> None:
+        calls.append(value)
+        if not isinstance(value, str) or len(value) > 3:
+            raise ValueError("too long")
+
+    check = boundcheck._remembered(only_short)
+    check("abc")
+    check("abc")  # remembered: not asked again
+    assert calls == ["abc"]
+    for _ in range(2):  # a refusal is never remembered
+        with pytest.raises(ValueError):
+            check("abcd")
+    assert calls == ["abc", "abcd", "abcd"]
+    with pytest.raises(ValueError):
+        check(12)  # not a string: asked every time
+    long = "x" * (boundcheck._REMEMBER_MAX_LEN + 1)
+    with pytest.raises(ValueError):
+        check(long)
+
+
+def test_a_service_naming_a_bad_cluster_is_refused_after_good_ones() -> None:
+    from federation.codec import CodecError, decode
+    from federation.devstack.shape import Shape
+    from federation.model import Service
+
+    good = Shape(30).service(1)
+    assert decode(Service, encode(good)) == good  # its cluster names remembered
+    bad = encode(good).replace(b'"c0008"', b'"C0008"')
+    with pytest.raises(CodecError, match="clusters"):
+        decode(Service, bad)

@@ -73,7 +73,8 @@ def _prefix(clusters: int, *, bad: bool) -> dict[str, Any]:
             layout.prefix + "acme/what/x": b"y",
         }
         puts += [_put(k, v) for k, v in hostile.items()]
-    return {p.key: KV(p.key, p.value, rev, rev, 0) for rev, p in enumerate(puts, start=2)}
+    kvs = {p.key: KV(p.key, p.value, rev, rev, 0) for rev, p in enumerate(puts, start=2)}
+    return {key: kvs[key] for key in sorted(kvs)}  # by key, as etcd lists them
 
 
 def _put(key: str, value: bytes) -> Any:

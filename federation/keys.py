@@ -130,7 +130,7 @@ IGNORED_FOLDERS = ("ratelimit/",)
 # the parts of ``health/{cluster}/``: what the view reads, and what only the leader reads
 HEALTH_SUMMARY, HEALTH_REPORT, HEALTH_LOCK = "summary", "report", "lock"
 _HEALTH_PARTS = frozenset({HEALTH_SUMMARY, HEALTH_REPORT, HEALTH_LOCK})
-_LEADER_ONLY = (HEALTH_REPORT, HEALTH_LOCK)
+_LEADER_ONLY = (HEALTH_REPORT, HEALTH_LOCK)  # the parts no view reads
 
 
 def view_skips(rest: str) -> bool:
@@ -179,10 +179,9 @@ class ParsedKey:
 _PARSED_KEY: Callable[[Kind, tuple[str, ...]], ParsedKey] = builder(ParsedKey)
 
 
-def parsed_view_skips(parsed: ParsedKey | None, rest: str) -> bool:
-    """:func:`view_skips` of a key (``rest``: without the prefix) already parsed."""
-    if parsed is None:
-        return view_skips(rest)
+def parsed_view_skips(parsed: ParsedKey) -> bool:
+    """:func:`view_skips` of a key the layout parsed (a key it does not parse: ask
+    :func:`view_skips`)."""
     return parsed.kind is Kind.HEALTH and parsed.parts[1] in _LEADER_ONLY
 
 

@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterable, Mapping
 
 from federation.etcd import KV
 from federation.frozen import builder
-from federation.keys import HELD_KINDS, KeyLayout, Kind, ParsedKey, parsed_view_skips
+from federation.keys import (
+    HELD_KINDS,
+    KeyLayout,
+    Kind,
+    ParsedKey,
+    parsed_view_skips,
+    view_skips,
+)
 from federation.view import fingerprint
 
 _KV: Callable[[str, bytes, int, int, int], KV] = builder(KV)  # KV(...), at half the cost
@@ -47,7 +54,10 @@ class KeyTable:
         for key in sorted(delta):
             kv = delta[key]
             parsed = parse(key)
-            if key.startswith(prefix) and parsed_view_skips(parsed, key[cut:]):
+            if parsed is not None:
+                if parsed_view_skips(parsed):
+                    continue
+            elif key.startswith(prefix) and view_skips(key[cut:]):
                 continue
             old = self.kvs.get(key)
             if kv is None:

@@ -126,7 +126,6 @@ class ViewState:
         self._fallback = prev
         self._keys = KeyTable(layout)  # every key (runtime values slimmed once decoded)
         self.kvs: dict[str, KV] = self._keys.kvs
-        self._items: dict[str, Item] = {}
         self._rejected: dict[str, Rejection] = {}
         # config
         self.federation = ""
@@ -258,13 +257,11 @@ class ViewState:
         """The current item of ``key`` (None once deleted); records or clears its rejection."""
         kv = self.kvs.get(key)
         if kv is None:
-            self._items.pop(key, None)
             self._rejected.pop(key, None)
             return None
         cache, parsed = self._cache, self._parsed[key]
         item = cache.get_parsed(kv, parsed) if cache is not None else decode_parsed(kv, parsed)
         self.stats.decoded += 1
-        self._items[key] = item
         if item.error is not None:
             self._reject(item, item.error)
         else:

@@ -75,7 +75,8 @@ def test_a_parsed_key_is_skipped_exactly_as_view_skips_says() -> None:
     ]
     for rest in rests:
         parsed = LAYOUT.parse(LAYOUT.prefix + rest)
-        assert parsed_view_skips(parsed, rest) == view_skips(rest), rest
+        if parsed is not None:
+            assert parsed_view_skips(parsed) == view_skips(rest), rest
 
 
 def test_the_key_table_hands_each_changed_key_parsed_once() -> None:

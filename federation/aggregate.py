@@ -25,10 +25,11 @@ Pure and cheap: called by the view builder on every view change.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from statistics import median
 from types import MappingProxyType
 
+from federation.frozen import builder
 from federation.model import (
     ANY,
     Cluster,
@@ -39,6 +40,9 @@ from federation.model import (
     Service,
     ServiceHealth,
 )
+
+# ServiceHealth(*fields), at half the cost
+_SERVICE_HEALTH: Callable[..., ServiceHealth] = builder(ServiceHealth)
 
 DEGRADED_ERROR_RATE = 0.05  # above this recent error rate a cluster is degraded
 UNKNOWN_SCORE = 0.5  # the score factor of a cluster nobody has observed yet
@@ -148,7 +152,7 @@ def assess_pair(
     What the incremental view (``federation.viewstate``) calls for each pair a change
     touched; :func:`aggregate` is the same over every pair.
     """
-    return _judge(service, cluster, endpoints, observations, extra_voters, previous, now)
+    return judge(service, cluster, endpoints, observations, extra_voters, previous, now)
 
 
 def assess(
@@ -164,14 +168,14 @@ def assess(
     ``extra_voters`` are silent healthy voters (other clusters' gateways that ping this
     one and did not report it unreachable): they count as voters, carry no statistics.
     """
-    return _judge(service, cluster, endpoints, observations, extra_voters, None, 0.0)
+    return judge(service, cluster, endpoints, observations, extra_voters, None, 0.0)
 
 
 def _median(values: list[float]) -> float:
     return values[0] if len(values) == 1 else median(values)
 
 
-def _judge(
+def judge(
     service: str,
     cluster: str,
     endpoints: Sequence[Endpoint],
@@ -180,9 +184,12 @@ def _judge(
     previous: ServiceHealth | None,
     now: float,
 ) -> ServiceHealth:
-    """:func:`assess`, ``since`` = ``previous.since`` while the state is unchanged, else
-    ``now``. Built once per pair (40,000 pairs at 1,000 clusters): the common pair has
-    one opinion, its cluster's summary, so nothing here costs more than a pass."""
+    """:func:`assess_pair` with positional arguments (the view state calls it per pair):
+    ``since`` = ``previous.since`` while the state is unchanged, else ``now``.
+
+    Built once per pair (40,000 pairs at 1,000 clusters): the common pair has one
+    opinion, its cluster's summary, so nothing here costs more than a pass, and that
+    case makes no intermediate list."""
     # one opinion per observer: the newest
     opinions: Sequence[Observation]
     if len(observations) <= 1:
@@ -194,7 +201,11 @@ def _judge(
             if seen is None or obs.at >= seen.at:
                 latest[obs.observer] = obs
         opinions = list(latest.values())
-    own = [o for o in opinions if o.observer_cluster == cluster]
+    own: Sequence[Observation]
+    if len(opinions) == 1:
+        own = opinions if opinions[0].observer_cluster == cluster else ()
+    else:
+        own = [o for o in opinions if o.observer_cluster == cluster]
 
     own_degraded = False
     if own:
@@ -235,17 +246,17 @@ def _judge(
     else:
         state = HealthState.HEALTHY
 
-    return ServiceHealth(
+    return _SERVICE_HEALTH(
         service,
         cluster,
         state,
-        score(
+        _score(
             state,
-            healthy=healthy,
-            total=total,
-            error_rate=error_rate,
-            latency_ms=latency_ms,
-            down_share=down / n_voters if n_voters else 0.0,
+            healthy,
+            total,
+            error_rate,
+            latency_ms,
+            down / n_voters if n_voters else 0.0,
         ),
         healthy,
         total,
@@ -267,6 +278,18 @@ def score(
     down_share: float = 0.0,
 ) -> float:
     """0..1, higher is healthier: healthy share x success rate^2 x latency factor."""
+    return _score(state, healthy, total, error_rate, latency_ms, down_share)
+
+
+def _score(
+    state: HealthState,
+    healthy: int,
+    total: int,
+    error_rate: float,
+    latency_ms: float,
+    down_share: float,
+) -> float:
+    """:func:`score`, positional (once per assessed pair)."""
     if state is HealthState.UNHEALTHY or total <= 0:
         return 0.0
     share = min(1.0, healthy / total)
@@ -275,4 +298,8 @@ def score(
     value = share * success * success * latency * (1.0 - 0.5 * down_share)
     if state is HealthState.UNKNOWN:
         value *= UNKNOWN_SCORE
+    if value >= 1.0:
+        return 1.0  # round(1.0, 4): the common case, without round's decimal conversion
+    if value <= 0.0:
+        return 0.0
     return round(max(0.0, min(1.0, value)), 4)

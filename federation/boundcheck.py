@@ -38,6 +38,11 @@ def check(obj: Any) -> None:
     _plan(cls)(obj)
 
 
+def checker(cls: type) -> Checker:
+    """:func:`check` of an object whose class is ``cls``, the plan looked up once."""
+    return _plan(cls)
+
+
 def _is_model(value: Any) -> bool:
     # dataclasses.is_dataclass(value) and not isinstance(value, type), inlined
     return not isinstance(value, type) and hasattr(type(value), "__dataclass_fields__")
@@ -54,26 +59,36 @@ def _nothing(value: Any) -> None:
 
 @cache
 def _plan(cls: type) -> Checker:
-    doc = tuple(
-        (name, _annotated(info.annotation, tuple(info.metadata)))
-        for name, info in limits._doc_fields(cls)
-    )
+    """The checks of ``cls``, written as one function (fields inline, as the compiled
+    decoders are): per field an attribute read, its validators, and the structural walk
+    only for a value that may hold more (not None, not a plain scalar)."""
+    env: dict[str, Any] = {"Refused": Refused, "isfinite": math.isfinite}
+    env.update(SCALARS=_SCALARS, nested=_nested)
+    body = ["def check_object(obj):"]
+    for i, (name, info) in enumerate(limits._doc_fields(cls)):
+        metas, structural, plain = _split(info.annotation, tuple(info.metadata))
+        body.append(f"    v = obj.{name}")
+        for j, meta in enumerate(metas):
+            env[f"m{i}_{j}"] = meta
+            body.append(f"    m{i}_{j}(v)")
+        env[f"s{i}"] = structural
+        if plain:  # nothing to walk in None or a scalar
+            body.append(f"    if v is not None and type(v) not in SCALARS: s{i}(v)")
+        else:
+            body.append(f"    if v is not None: s{i}(v)")
     extra = limits._EXTRA.get(cls.__name__)
-    extra_check = extra[0] if extra is not None else None
+    if extra is not None:
+        env["extra"] = extra[0]
+        body.append("    extra(obj)")
     floats, nested = limits._other_fields(cls)
-
-    def check_object(obj: Any) -> None:
-        for name, chk in doc:
-            chk(getattr(obj, name))
-        if extra_check is not None:
-            extra_check(obj)
-        for name in floats:
-            value = getattr(obj, name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise Refused
-        for name in nested:
-            _nested(getattr(obj, name))
-
+    for name in floats:
+        body.append(f"    v = obj.{name}")
+        body.append("    if isinstance(v, float) and not isfinite(v): raise Refused")
+    for name in nested:
+        body.append(f"    nested(obj.{name})")
+    body.append("    return None")
+    exec("\n".join(body), env)  # our own source, built from the class's field names
+    check_object: Checker = env["check_object"]
     return check_object
 
 
@@ -103,7 +118,7 @@ def _meta(meta: object) -> Checker:
         return duration
     if isinstance(meta, AfterValidator | BeforeValidator):
         func: Checker = meta.func  # type: ignore[assignment]
-        return func
+        return _remembered(func)
     if isinstance(meta, annotated_types.MinLen):
         least = meta.min_length
 
@@ -122,33 +137,32 @@ def _meta(meta: object) -> Checker:
     return finite
 
 
+# the schema's validators are pure functions of one value (syntax checks: names, hosts,
+# paths, addresses, durations): a string one of them accepted once it accepts again.
+# Names repeat in every value (a service lists 20 clusters; 40,000 per cold build).
+_REMEMBER_MAX_LEN = 256  # longer strings are checked each time
+_REMEMBER_MAX = 1 << 14  # strings remembered per validator (then forgotten at once)
+
+
+def _remembered(func: Checker) -> Checker:
+    """``func``, skipped for a string it accepted before (anything else: called)."""
+    passed: set[str] = set()
+
+    def validator(value: Any) -> None:
+        if type(value) is str and value in passed:
+            return
+        func(value)
+        if type(value) is str and len(value) <= _REMEMBER_MAX_LEN:
+            if len(passed) >= _REMEMBER_MAX:
+                passed.clear()
+            passed.add(value)
+
+    return validator
+
+
 def _annotated(annotation: Any, metadata: tuple[object, ...]) -> Checker:
     """``limits._check_annotated(annotation, metadata, value)`` as a closure of value."""
-    metas = tuple(_meta(m) for m in metadata)
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    structural: Checker
-    if origin is typing.Annotated:
-        structural = _annotated(args[0], tuple(annotation.__metadata__))
-    elif origin is typing.Union or origin is types.UnionType:
-        first = next((a for a in args if a is not type(None)), None)
-        structural = _annotated(first, ()) if first is not None else _nothing
-    else:
-        items = _annotated(args[0], ()) if origin is list else None
-        values = _annotated(args[1], ()) if origin is dict else None
-
-        def structural(value: Any) -> None:
-            if type(value) in _SCALARS:
-                return
-            if items is not None and isinstance(value, tuple | list | frozenset):
-                for item in sorted(value) if isinstance(value, frozenset) else value:
-                    items(item)
-            elif values is not None and isinstance(value, Mapping):
-                for item in value.values():
-                    values(item)
-            elif _is_model(value):
-                check(value)
-
+    metas, structural, _ = _split(annotation, metadata)
     if not metas:
 
         def bare(value: Any) -> None:
@@ -164,3 +178,36 @@ def _annotated(annotation: Any, metadata: tuple[object, ...]) -> Checker:
             structural(value)
 
     return annotated
+
+
+def _split(
+    annotation: Any, metadata: tuple[object, ...]
+) -> tuple[tuple[Checker, ...], Checker, bool]:
+    """The parts of :func:`_annotated`: the metadata's checks (on every value), the
+    structural check (on a value that is not None), and whether that one is *plain*:
+    it does nothing to a scalar (an ``Annotated`` or union annotation is not: its inner
+    metadata checks scalars too)."""
+    metas = tuple(_meta(m) for m in metadata)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return metas, _annotated(args[0], tuple(annotation.__metadata__)), False
+    if origin is typing.Union or origin is types.UnionType:
+        first = next((a for a in args if a is not type(None)), None)
+        return metas, (_annotated(first, ()) if first is not None else _nothing), False
+    items = _annotated(args[0], ()) if origin is list else None
+    values = _annotated(args[1], ()) if origin is dict else None
+
+    def structural(value: Any) -> None:
+        if type(value) in _SCALARS:
+            return
+        if items is not None and isinstance(value, tuple | list | frozenset):
+            for item in sorted(value) if isinstance(value, frozenset) else value:
+                items(item)
+        elif values is not None and isinstance(value, Mapping):
+            for item in value.values():
+                values(item)
+        elif _is_model(value):
+            check(value)
+
+    return metas, structural, True

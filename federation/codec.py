@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any, TypeVar, get_args, get_origin
 
-from federation import boundcheck, limits
+from federation import boundcheck, frozen, limits
 
 T = TypeVar("T")
 
@@ -192,15 +192,37 @@ def _decode_list_fast(cls: type[T], data: bytes | str) -> tuple[T, ...]:
     else:
         raw = _parse_fast(data)
     tp: Any = cls
-    if type(raw) is not list or len(raw) > _list_limit(tp):
-        raise _Refused
-    decoder = _compiled(tp)
-    return tuple([_checked(decoder, item) for item in raw])
+    items: tuple[T, ...] = _list_decoder(tp)(raw)
+    return items
 
 
 @cache
-def _list_limit(cls: type) -> int:
-    return limits.list_limit(cls)[0]
+def _list_decoder(cls: type) -> Decoder:
+    """A list of ``cls`` (at most its per-key limit), each item decoded and checked as
+    :func:`_checked` does; the decoder and the checks looked up once, not per item."""
+    limit = limits.list_limit(cls)[0]
+    decoder = _compiled(cls)
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+
+        def decode_values(raw: Any) -> Any:
+            if type(raw) is not list or len(raw) > limit:
+                raise _Refused
+            return tuple([_checked(decoder, item) for item in raw])
+
+        return decode_values
+    check = boundcheck.checker(cls)  # a dataclass decoder returns a cls, nothing else
+
+    def decode_objects(raw: Any) -> Any:
+        if type(raw) is not list or len(raw) > limit:
+            raise _Refused
+        out = []
+        for item in raw:
+            obj = decoder(item)
+            check(obj)
+            out.append(obj)
+        return tuple(out)
+
+    return decode_objects
 
 
 @cache
@@ -474,7 +496,8 @@ def _dataclass(tp: Any) -> Decoder:
     """A decoder written for ``tp`` (one function, fields inline): per value it costs a
     dict lookup and a type check per field, not a walk of the annotations. The object
     is built with positional arguments (a missing optional field: its default, as
-    ``__init__`` would take it), or by keyword when a field is keyword-only."""
+    ``__init__`` would take it) by ``federation.frozen.builder``, or by keyword when a
+    field is keyword-only."""
     hints = _hints(tp)
     env: dict[str, Any] = {
         "Refused": _Refused,
@@ -514,8 +537,9 @@ def _dataclass(tp: Any) -> Decoder:
             inline = (f"v = d{i}(v)",)
         body.extend(f"        {line}" for line in inline)
         body.append(f"        a{i} = v" if positional else f"        kw[{f.name!r}] = v")
-    if positional:
-        body.append(f"    return tp({', '.join(f'a{i}' for i in range(len(fields)))})")
+    if positional:  # every field given: the class's builder (federation.frozen)
+        env["build"] = frozen.builder(tp)
+        body.append(f"    return build({', '.join(f'a{i}' for i in range(len(fields)))})")
     else:
         body.append("    return tp(**kw)")
     exec("\n".join(body), env)  # our own source, built from the class's field names

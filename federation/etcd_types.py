@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import aetcd.rpc as rpc
+
+from federation.frozen import builder
 
 __all__ = [
     "KV",
@@ -79,13 +82,16 @@ class LeaseNotFound(EtcdError):
 
 
 def kv_of(kv: Any) -> KV:
-    return KV(
-        key=kv.key.decode("utf-8", "surrogateescape"),
-        value=bytes(kv.value),
-        mod_revision=int(kv.mod_revision),
-        create_revision=int(kv.create_revision),
-        lease=int(kv.lease),
+    return _KV(  # KV(key, value, mod_revision, create_revision, lease): once per key listed
+        kv.key.decode("utf-8", "surrogateescape"),
+        bytes(kv.value),
+        int(kv.mod_revision),
+        int(kv.create_revision),
+        int(kv.lease),
     )
+
+
+_KV: Callable[[str, bytes, int, int, int], KV] = builder(KV)  # federation.frozen
 
 
 def is_rpc_error(exc: BaseException) -> bool:

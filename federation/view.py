@@ -26,6 +26,7 @@ from typing import Any
 from federation import codec, limits
 from federation.acme_records import check_acme_challenge
 from federation.etcd import KV, EtcdClient
+from federation.frozen import builder
 from federation.health_summary import summary_name
 from federation.keys import HEALTH_SUMMARY, KeyLayout, Kind, ParsedKey
 from federation.model import (
@@ -54,6 +55,9 @@ class Item:
     error: str | None = None
 
 
+_ITEM: Callable[[str, int, ParsedKey, Any, None], Item] = builder(Item)  # Item(...), cheaper
+
+
 def _decode_federation(data: bytes) -> tuple[str, tuple[Zone, ...]]:
     """The federation key: its name and the DNS zones the gateways serve."""
     try:
@@ -73,14 +77,18 @@ def _decode_federation(data: bytes) -> tuple[str, tuple[Zone, ...]]:
 
 def decode_item(layout: KeyLayout, kv: KV) -> Item:
     """Decode one etcd item on its own (no cross-item checks)."""
-    parsed = layout.parse(kv.key)
+    return decode_parsed(kv, layout.parse(kv.key))
+
+
+def decode_parsed(kv: KV, parsed: ParsedKey | None) -> Item:
+    """:func:`decode_item` of an item whose key is parsed already (``layout.parse``)."""
     if parsed is None:
         return Item(kv.key, kv.mod_revision, None, error="key not in the layout")
     try:
         value = _decode(parsed, kv.value)
     except (codec.CodecError, ItemError) as exc:
         return Item(kv.key, kv.mod_revision, parsed, error=str(exc).splitlines()[0])
-    return Item(kv.key, kv.mod_revision, parsed, value=value)
+    return _ITEM(kv.key, kv.mod_revision, parsed, value, None)  # Item(..., value=value)
 
 
 def _decode(parsed: ParsedKey, data: bytes) -> Any:
@@ -163,7 +171,16 @@ class DecodeCache:
         hit = self._items.get(kv.key)
         if hit is not None and hit[0] == kv.mod_revision and hit[1] == fingerprint(kv.value):
             return hit[2]
-        item = decode_item(layout, kv)
+        return self.put(kv, decode_item(layout, kv))
+
+    def get_parsed(self, kv: KV, parsed: ParsedKey | None) -> Item:
+        """:meth:`get` of an item whose key is parsed already."""
+        hit = self._items.get(kv.key)
+        if hit is not None and hit[0] == kv.mod_revision and hit[1] == fingerprint(kv.value):
+            return hit[2]
+        return self.put(kv, decode_parsed(kv, parsed))
+
+    def put(self, kv: KV, item: Item) -> Item:
         self._items[kv.key] = (kv.mod_revision, fingerprint(kv.value), item)
         return item
 

@@ -77,6 +77,19 @@ LAYOUT = KeyLayout("/fedgate/")
 # ------------------------------------------------------------------ watcher process
 
 
+def children_cpu() -> float:
+    """CPU seconds of this process's live children (the snapshot writer process)."""
+    me, total = os.getpid(), 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 async def watcher_main(endpoints: str, marker: str, snapshot: str) -> None:
     from federation.liveness import GatewayLease
     from federation.watch import ViewWatcher
@@ -119,6 +132,7 @@ async def watcher_main(endpoints: str, marker: str, snapshot: str) -> None:
 
     gc.callbacks.append(on_gc)
     cpu0 = time.process_time()
+    child0 = children_cpu()
     t0 = time.monotonic()
 
     async def ticker() -> None:
@@ -134,8 +148,18 @@ async def watcher_main(endpoints: str, marker: str, snapshot: str) -> None:
     await loop.run_in_executor(None, sys.stdin.readline)  # the parent says: report
     elapsed = time.monotonic() - t0
     cpu = time.process_time() - cpu0
+    child_cpu = children_cpu() - child0
     tick.cancel()
     stats = watcher.stats.as_dict()
+    writer = watcher.snapshot_writer
+    if writer is not None:  # the snapshot writer process: what went to it, what it wrote
+        stats["snapshot"] = {
+            "handovers": writer.handovers,
+            "blocks": writer.blocks_sent,
+            "writes": writer.writes,
+            "restarts": writer.restarts,
+            "cpu": child_cpu / elapsed,
+        }
     report = {
         "cpu": cpu / elapsed,
         "lag_max_ms": lag_max * 1000,
@@ -505,6 +529,14 @@ async def bench(args: argparse.Namespace) -> int:
             f"longest collection {row['gc_max']:.1f} ms",
             flush=True,
         )
+        snap = stats.get("snapshot")
+        if snap:
+            print(
+                f"# {size} clusters: snapshot writer process: {snap['handovers']} hand-overs "
+                f"of {snap['blocks']} changed items, {snap['writes']} files written, "
+                f"{snap['restarts']} restarts, its CPU {snap['cpu'] * 100:.1f}% of a core",
+                flush=True,
+            )
         series: list[tuple[float, int, int, int]] = row["db_series"]  # type: ignore[assignment]
         if series:
             mb = 1e6

@@ -31,21 +31,24 @@ import dataclasses
 import os
 import pickle
 import random
+import secrets
 import struct
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import federation
+from federation import codec
 from federation.backoff import backoff_delay
 from federation.keys import KeyLayout
 from federation.logging import get_logger
-from federation.model import RoutingView
+from federation.model import RoutingView, Service
 from federation.snapshot import facts, line, write_snapshot
 from federation.snapshot_delta import Touched, changes
+from federation.snapshot_file import dumps
 
 log = get_logger(__name__)
 
@@ -58,6 +61,7 @@ RESTART_INITIAL, RESTART_MAX = 0.1, 10.0  # the backoff between two starts (s)
 # the folder holding the ``federation`` package, for the child's imports
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(federation.__file__)))
 _MULTI = frozenset({"endpoint", "rejected", "zone"})  # blocks of several items
+_LONG = 64  # a service of more routes is encoded route by route
 
 
 class _Gone(Exception):
@@ -72,13 +76,26 @@ def snapshot_part(view: RoutingView) -> RoutingView:
     return dataclasses.replace(view, observations=(), health=MappingProxyType({}))
 
 
-def _block(tag: str, value: object | None) -> bytes | None:
-    if value is None:
-        return None
+def _pieces(tag: str, value: object) -> Iterator[bytes]:
+    """One block's bytes, in pieces that are each cheap to encode (the hand-over checks
+    the clock between two): an item's line, or a large service's line route by route
+    (a service of 10,000 routes is 0.27 s of encoding in one go)."""
     if tag in _MULTI:
         assert isinstance(value, tuple)
-        return b"\n".join(line(tag, item) for item in value) if value else None
-    return line(tag, value)
+        for i, item in enumerate(value):
+            yield (b"\n" if i else b"") + line(tag, item)
+    elif isinstance(value, Service) and len(value.routes) > _LONG:
+        plain = codec.to_plain(dataclasses.replace(value, routes=()))
+        mark = f"routes-{secrets.token_hex(8)}"
+        plain["routes"] = mark
+        head, found, tail = dumps([tag, plain]).partition(f'"{mark}"'.encode())
+        assert found and mark.encode() not in tail
+        yield head + b"["
+        for i, route in enumerate(value.routes):
+            yield (b"," if i else b"") + dumps(codec.to_plain(route))
+        yield b"]" + tail
+    else:
+        yield line(tag, value)
 
 
 @dataclasses.dataclass
@@ -251,6 +268,8 @@ class SnapshotWriter:
                 await self._feed(child)
             except (OSError, _Gone) as exc:
                 error = str(exc)
+            except Exception as exc:  # a bug here must not end the snapshots for good
+                error = f"{type(exc).__name__}: {exc}".splitlines()[0]
             else:  # pragma: no cover - _feed returns only when the child is gone
                 error = ""
             finally:
@@ -303,18 +322,20 @@ class SnapshotWriter:
         assert stdout is not None
         try:
             while raw := await stdout.readline():
-                kind, _, rest = raw.decode(errors="replace").strip().partition(" ")
-                if kind == "W":
-                    self._wrote(child, int(rest.split()[0]))
-                elif kind == "F":
-                    future = child.flushes.pop(int(rest), None)
+                text = raw.decode(errors="replace").strip()
+                kind, _, rest = text.partition(" ")
+                number = rest.split(" ", 1)[0]
+                if kind == "W" and number.isdigit():
+                    self._wrote(child, int(number))
+                elif kind == "F" and number.isdigit():
+                    future = child.flushes.pop(int(number), None)
                     if future is not None and not future.done():
                         future.set_result(True)
                 elif kind == "E":
                     self._failed(rest)
-                elif raw.strip():
-                    child.error = raw.decode(errors="replace").strip()
-        except (ValueError, OSError) as exc:  # an overlong or garbled line: stop it
+                elif text:
+                    child.error = text  # not an answer: a traceback's line, say
+        except (ValueError, OSError) as exc:  # an overlong line, a read error: stop it
             child.error = str(exc)
             with contextlib.suppress(ProcessLookupError):
                 child.proc.kill()
@@ -340,6 +361,8 @@ class SnapshotWriter:
                 await asyncio.sleep(self._debounce)
             await self._hand_over(child)
             if self._flush_asked:
+                if self._latest is not self._sent:  # a newer view came during that one
+                    await self._hand_over(child)
                 self._flush_asked = False
                 for seq in list(child.flushes):
                     child.send(("flush", seq))
@@ -353,14 +376,18 @@ class SnapshotWriter:
         batch: list[tuple[str, Any, bytes | None]] = []
         until = time.perf_counter() + SLICE
         for tag, key, value in changes(sent, view, touched):
-            batch.append((tag, key, _block(tag, value)))
-            if time.perf_counter() >= until:
-                child.send(("put", batch))
-                self.blocks_sent += len(batch)
-                batch = []
-                await child.drained()
-                await asyncio.sleep(0)
-                until = time.perf_counter() + SLICE
+            parts: list[bytes] = []
+            for piece in () if value is None else _pieces(tag, value):
+                parts.append(piece)
+                if time.perf_counter() >= until:  # the loop's turn
+                    if batch:
+                        child.send(("put", batch))
+                        self.blocks_sent += len(batch)
+                        batch = []
+                    await child.drained()
+                    await asyncio.sleep(0)
+                    until = time.perf_counter() + SLICE
+            batch.append((tag, key, b"".join(parts) or None))
         if batch:
             child.send(("put", batch))
             self.blocks_sent += len(batch)

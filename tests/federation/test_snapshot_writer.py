@@ -5,6 +5,7 @@ Real processes: every test runs the real ``python -m federation.snapshot_child``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -268,3 +269,29 @@ asyncio.run(main())
         return view is not None and "late" in view.clusters
 
     await async_wait_for(written, timeout=20, what="the child's last write")
+
+
+async def test_a_large_service_is_encoded_route_by_route(tmp_path: Path) -> None:
+    """A service of many routes is encoded in pieces (the loop served between them) that
+    make exactly its line."""
+    from federation.model import Route
+    from federation.snapshot import line
+    from federation.snapshot_writer import _pieces
+
+    routes = tuple(Route(host="one.example.com", path_prefix=f"/p{i}") for i in range(300))
+    big = dataclasses.replace(service("shop", ("a", "b")), routes=routes)
+    pieces = list(_pieces("service", big))
+    assert len(pieces) == 302 and b"".join(pieces) == line("service", big)
+
+    feed = Feed(richer_facts())
+    path = tmp_path / "view.json"
+    writer = SnapshotWriter(path, layout=LAYOUT, debounce=0.0)
+    try:
+        writer.schedule(feed.view, None)
+        keys = feed.put(LAYOUT.service("shop"), big)
+        writer.schedule(feed.view, keys)
+        await writer.flush()
+    finally:
+        await writer.close()
+    view = on_disk(path)
+    assert view is not None and view.services["shop"].routes == routes

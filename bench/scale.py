@@ -77,17 +77,22 @@ LAYOUT = KeyLayout("/fedgate/")
 # ------------------------------------------------------------------ watcher process
 
 
-def children_cpu() -> float:
-    """CPU seconds of this process's live children (the snapshot writer process)."""
-    me, total = os.getpid(), 0.0
+def children_usage() -> tuple[float, float]:
+    """CPU seconds and the largest peak RSS (MB) of this process's live children (the
+    snapshot writer process)."""
+    me, cpu, rss = os.getpid(), 0.0, 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != me:
+                continue
+            cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for line in (stat.parent / "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    rss = max(rss, int(line.split()[1]) / 1024)
         except OSError:
             continue
-        if int(fields[1]) == me:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return cpu, rss
 
 
 async def watcher_main(endpoints: str, marker: str, snapshot: str) -> None:
@@ -132,7 +137,7 @@ async def watcher_main(endpoints: str, marker: str, snapshot: str) -> None:
 
     gc.callbacks.append(on_gc)
     cpu0 = time.process_time()
-    child0 = children_cpu()
+    child0, _ = children_usage()
     t0 = time.monotonic()
 
     async def ticker() -> None:
@@ -148,7 +153,8 @@ async def watcher_main(endpoints: str, marker: str, snapshot: str) -> None:
     await loop.run_in_executor(None, sys.stdin.readline)  # the parent says: report
     elapsed = time.monotonic() - t0
     cpu = time.process_time() - cpu0
-    child_cpu = children_cpu() - child0
+    child_cpu, child_rss = children_usage()
+    child_cpu -= child0
     tick.cancel()
     stats = watcher.stats.as_dict()
     writer = watcher.snapshot_writer
@@ -159,6 +165,7 @@ async def watcher_main(endpoints: str, marker: str, snapshot: str) -> None:
             "writes": writer.writes,
             "restarts": writer.restarts,
             "cpu": child_cpu / elapsed,
+            "rss_mb": child_rss,
         }
     report = {
         "cpu": cpu / elapsed,
@@ -534,7 +541,8 @@ async def bench(args: argparse.Namespace) -> int:
             print(
                 f"# {size} clusters: snapshot writer process: {snap['handovers']} hand-overs "
                 f"of {snap['blocks']} changed items, {snap['writes']} files written, "
-                f"{snap['restarts']} restarts, its CPU {snap['cpu'] * 100:.1f}% of a core",
+                f"{snap['restarts']} restarts, its CPU {snap['cpu'] * 100:.1f}% of a core, "
+                f"max RSS {snap['rss_mb']:.0f} MB",
                 flush=True,
             )
         series: list[tuple[float, int, int, int]] = row["db_series"]  # type: ignore[assignment]

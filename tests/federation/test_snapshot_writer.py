@@ -28,6 +28,7 @@ from federation.snapshot_writer import SnapshotWriter, snapshot_part
 from federation.view import same_content
 from federation.viewstate import ViewState
 from tests.federation.test_view import LAYOUT, Facts, base_facts, cluster, service
+from tests.support.etcd import EtcdCluster
 from tests.support.wait import async_wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -295,3 +296,35 @@ async def test_a_large_service_is_encoded_route_by_route(tmp_path: Path) -> None
         await writer.close()
     view = on_disk(path)
     assert view is not None and view.services["shop"].routes == routes
+
+
+async def test_a_cut_snapshot_is_refused_and_the_gateway_waits_for_etcd(
+    etcd: EtcdCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real watcher writes the snapshot through the child; the file cut in half is
+    refused with one line, nothing is served, and etcd's view comes when etcd does."""
+    from federation.etcd import EtcdClient
+    from tests.federation.test_etcd_faults import watchers
+    from tests.federation.test_watch import seed
+
+    caplog.set_level(logging.WARNING)
+    snapshot = tmp_path / "view.json"
+    async with EtcdClient(etcd.endpoints) as client:
+        rev = await seed(client)
+        async with watchers([etcd.endpoints], snapshot_path=str(snapshot)) as (run,):
+            await run.reaches(rev)
+    data = snapshot.read_bytes()
+    assert decode_view(data).revision == rev  # written at the watcher's end
+    snapshot.write_bytes(data[: len(data) // 2])
+    etcd.stop()
+    async with watchers([etcd.endpoints], snapshot_path=str(snapshot)) as (run,):
+        await async_wait_for(lambda: run.watcher.stats.snapshot_loaded, timeout=20)
+        assert run.views == []  # nothing served from a cut file
+        events = [r.msg for r in caplog.records if isinstance(r.msg, dict)]
+        ignored = [e for e in events if e["event"] == "snapshot.ignored"]
+        assert len(ignored) == 1 and "digest mismatch" in ignored[0]["error"]
+        assert "\n" not in ignored[0]["error"]
+        assert any(e["event"] == "watch.no_snapshot" for e in events)
+        etcd.restart()
+        view = await run.reaches(rev, timeout=20)
+        assert view.source == "etcd" and not view.stale

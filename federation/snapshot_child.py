@@ -41,7 +41,7 @@ from typing import Any
 
 from federation.snapshot_file import TAGS, assemble, write_atomic
 
-HEADER = struct.Struct(">I")
+FRAME = struct.Struct(">I")  # an order: its length, then its pickle
 
 
 class Copy:
@@ -103,13 +103,15 @@ def answer(text: str) -> None:
 
 def frames(buffer: bytearray) -> list[tuple[Any, ...]]:
     """The whole frames at the head of ``buffer`` (taken out of it)."""
-    out = []
-    while len(buffer) >= HEADER.size:
-        (size,) = HEADER.unpack_from(buffer)
-        if len(buffer) < HEADER.size + size:
+    out, at = [], 0
+    while len(buffer) - at >= FRAME.size:
+        (size,) = FRAME.unpack_from(buffer, at)
+        end = at + FRAME.size + size
+        if len(buffer) < end:
             break
-        out.append(pickle.loads(buffer[HEADER.size : HEADER.size + size]))
-        del buffer[: HEADER.size + size]
+        out.append(pickle.loads(memoryview(buffer)[at + FRAME.size : end]))
+        at = end
+    del buffer[:at]
     return out
 
 

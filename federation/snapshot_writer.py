@@ -32,7 +32,6 @@ import os
 import pickle
 import random
 import secrets
-import struct
 import subprocess
 import sys
 import time
@@ -48,12 +47,12 @@ from federation.keys import KeyLayout
 from federation.logging import get_logger
 from federation.model import RoutingView, Service
 from federation.snapshot import facts, line, write_snapshot
+from federation.snapshot_child import FRAME
 from federation.snapshot_delta import Touched, changes
 from federation.snapshot_file import dumps
 
 log = get_logger(__name__)
 
-HEADER = struct.Struct(">I")  # a frame: its length, then a pickle (federation.snapshot_child)
 SLICE = 0.0005  # the longest stretch of encoding between two turns of the event loop (s)
 MAX_BUFFER = 64 << 20  # bytes waiting for a child that does not read: it is stuck
 DRAIN_TIMEOUT = 30.0  # seconds a child may take to read a whole view
@@ -139,7 +138,7 @@ class _Child:
         if self.gone.is_set() or self.stdin.is_closing():
             raise _Gone("the writer process is gone")
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        self.stdin.write(HEADER.pack(len(data)) + data)
+        self.stdin.write(FRAME.pack(len(data)) + data)
         if self.stdin.transport.get_write_buffer_size() > MAX_BUFFER:
             raise _Gone("the writer process does not read its pipe")
 

@@ -77,6 +77,24 @@ LAYOUT = KeyLayout("/fedgate/")
 # ------------------------------------------------------------------ watcher process
 
 
+def children_usage() -> tuple[float, float]:
+    """CPU seconds and the largest peak RSS (MB) of this process's live children (the
+    snapshot writer process)."""
+    me, cpu, rss = os.getpid(), 0.0, 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != me:
+                continue
+            cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for line in (stat.parent / "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    rss = max(rss, int(line.split()[1]) / 1024)
+        except OSError:
+            continue
+    return cpu, rss
+
+
 async def watcher_main(endpoints: str, marker: str, snapshot: str) -> None:
     from federation.liveness import GatewayLease
     from federation.watch import ViewWatcher
@@ -119,6 +137,7 @@ async def watcher_main(endpoints: str, marker: str, snapshot: str) -> None:
 
     gc.callbacks.append(on_gc)
     cpu0 = time.process_time()
+    child0, _ = children_usage()
     t0 = time.monotonic()
 
     async def ticker() -> None:
@@ -134,8 +153,20 @@ async def watcher_main(endpoints: str, marker: str, snapshot: str) -> None:
     await loop.run_in_executor(None, sys.stdin.readline)  # the parent says: report
     elapsed = time.monotonic() - t0
     cpu = time.process_time() - cpu0
+    child_cpu, child_rss = children_usage()
+    child_cpu -= child0
     tick.cancel()
     stats = watcher.stats.as_dict()
+    writer = watcher.snapshot_writer
+    if writer is not None:  # the snapshot writer process: what went to it, what it wrote
+        stats["snapshot"] = {
+            "handovers": writer.handovers,
+            "blocks": writer.blocks_sent,
+            "writes": writer.writes,
+            "restarts": writer.restarts,
+            "cpu": child_cpu / elapsed,
+            "rss_mb": child_rss,
+        }
     report = {
         "cpu": cpu / elapsed,
         "lag_max_ms": lag_max * 1000,
@@ -505,6 +536,15 @@ async def bench(args: argparse.Namespace) -> int:
             f"longest collection {row['gc_max']:.1f} ms",
             flush=True,
         )
+        snap = stats.get("snapshot")
+        if snap:
+            print(
+                f"# {size} clusters: snapshot writer process: {snap['handovers']} hand-overs "
+                f"of {snap['blocks']} changed items, {snap['writes']} files written, "
+                f"{snap['restarts']} restarts, its CPU {snap['cpu'] * 100:.1f}% of a core, "
+                f"max RSS {snap['rss_mb']:.0f} MB",
+                flush=True,
+            )
         series: list[tuple[float, int, int, int]] = row["db_series"]  # type: ignore[assignment]
         if series:
             mb = 1e6

@@ -29,6 +29,7 @@ from typing import Any
 from cryptography import x509
 
 from federation import tls_cache
+from federation.backoff import backoff_delay as backoff_delay  # the one backoff
 from federation.logging import get_logger
 from federation.settings import GatewaySettings, VaultSettings
 from federation.vault_session import VaultError as VaultError
@@ -110,12 +111,6 @@ def renewal_delay(
     life = max(0.0, not_after - issued_at)
     at = issued_at + life * (2.0 / 3.0 + rng.uniform(-jitter, jitter))
     return max(0.0, at - now)
-
-
-def backoff_delay(attempt: int, *, initial: float, maximum: float, rng: random.Random) -> float:
-    """Jittered exponential backoff: ``initial * 2**attempt`` capped, times U(0.5, 1)."""
-    base = min(maximum, initial * (2.0 ** min(attempt, 30)))
-    return base * rng.uniform(0.5, 1.0)
 
 
 def _split_names(names: Sequence[str]) -> tuple[list[str], list[str]]:

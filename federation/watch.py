@@ -61,7 +61,8 @@ from federation.keys import HELD_KINDS, KeyLayout, view_skips
 from federation.listing import list_prefix
 from federation.logging import get_logger
 from federation.model import RoutingView
-from federation.snapshot import SnapshotWriter, load_snapshot
+from federation.snapshot import load_snapshot
+from federation.snapshot_writer import SnapshotWriter
 from federation.view import DecodeCache
 from federation.viewstate import ViewState
 
@@ -147,7 +148,9 @@ class ViewWatcher:
         self._max_backoff = max_backoff
         self._snapshot_path = snapshot_path
         self._writer = (
-            SnapshotWriter(snapshot_path, debounce=snapshot_debounce) if snapshot_path else None
+            SnapshotWriter(snapshot_path, layout=layout, debounce=snapshot_debounce)
+            if snapshot_path
+            else None
         )
         self._debounce = debounce
         self._max_delay = max_delay
@@ -190,6 +193,10 @@ class ViewWatcher:
     def state(self) -> ViewState:
         return self._state
 
+    @property
+    def snapshot_writer(self) -> SnapshotWriter | None:
+        return self._writer
+
     async def wait_ready(self, timeout: float | None = None) -> RoutingView:
         """Wait for a first view (from etcd or the snapshot)."""
         await asyncio.wait_for(self._ready.wait(), timeout)
@@ -198,6 +205,8 @@ class ViewWatcher:
     # -- the loop
     async def run(self) -> None:
         """List, then watch, forever (until cancelled). Resumes where it stopped."""
+        if self._writer is not None:
+            self._writer.start()  # its process forks this one: while the heap is small
         try:
             while True:
                 try:
@@ -492,8 +501,8 @@ class ViewWatcher:
         ):
             heap.settle(young=not full)  # after _emit: the listeners' structures too
             self._decoded_since_settle, self._settled_at = 0, loop.time()
-        if self._writer is not None:
-            self._writer.schedule(view)
+        if self._writer is not None:  # what changed goes to the writer process
+            self._writer.schedule(view, None if full else delta.keys())
 
     def _emit(self, view: RoutingView) -> None:
         self._view = view

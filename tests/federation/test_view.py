@@ -22,12 +22,12 @@ from federation.model import (
     Service,
 )
 from federation.snapshot import (
-    SnapshotWriter,
     decode_view,
     encode_view,
     load_snapshot,
     write_snapshot,
 )
+from federation.snapshot_writer import SnapshotWriter
 from federation.view import DecodeCache, build_view, same_content
 
 LAYOUT = KeyLayout("/fedgate/")

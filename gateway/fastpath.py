@@ -42,15 +42,15 @@ _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 
 
 class _Repeat:
-    """What one request head decided on a connection, for the next identical head: a
-    keep-alive client repeats its requests, and the same head against the same route
-    table decides the same (Host parse, route, service checks, upstream head)."""
+    """What one request decided on a connection, for the next read of the same bytes (the
+    protocol's ``KnownRequest.memo``): a keep-alive client repeats its requests, and the
+    same request against the same route table decides the same (Host parse, route,
+    service checks, upstream head)."""
 
-    __slots__ = ("head", "host", "host_raw", "key", "path", "service", "table")
+    __slots__ = ("head", "host", "host_raw", "path", "service", "table")
 
     def __init__(
         self,
-        key: tuple[object, ...],
         table: RouteTable,
         service: Service,
         host: str,
@@ -58,7 +58,6 @@ class _Repeat:
         path: str,
         head: bytes | None,
     ) -> None:
-        self.key = key  # (request target, *headers)
         self.table = table
         self.service = service
         self.host = host
@@ -74,13 +73,9 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
         return False
     view, table = plane.current
     headers = scope["headers"]
-    target_bytes: bytes = scope["raw_path"]
-    qs = scope["query_string"]
-    if qs:
-        target_bytes = target_bytes + b"?" + qs
-    key = (target_bytes, *headers)
-    repeat: _Repeat | None = protocol.fast_memo
-    if repeat is not None and repeat.key == key and repeat.table is table:
+    request = protocol.request  # set when this request may come again byte for byte
+    repeat: _Repeat | None = request.memo if request is not None else None
+    if repeat is not None and repeat.table is table:
         service = repeat.service
         host = repeat.host
         host_raw = repeat.host_raw
@@ -103,7 +98,7 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
         path = scope["path"]
         if "/." in path or (app.east_west and path == PING_PATH):
             return False
-        match = table.match(host, path, "GET", headers, qs)
+        match = table.match(host, path, "GET", headers, scope["query_string"])
         if match is None or not match.plain:  # route rules and splits: the ASGI way
             return False
         service = match.service
@@ -144,6 +139,10 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
     ex.begin_try(target, breaker)
     head = repeat.head if repeat is not None and not trace.traceparent else None
     if head is None:
+        target_bytes: bytes = scope["raw_path"]
+        qs = scope["query_string"]
+        if qs:
+            target_bytes = target_bytes + b"?" + qs
         head = hygiene.upstream_head(
             b"GET",
             target_bytes,
@@ -155,8 +154,9 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
             traceparent=trace.traceparent or None,
             hops=1,
         )
-        protocol.fast_memo = _Repeat(key, table, service, host, host_raw, path,
-                                     None if trace.traceparent else head)  # fmt: skip
+        if repeat is None and request is not None:
+            repeat = request.memo = _Repeat(table, service, host, host_raw, path,
+                                            None if trace.traceparent else head)  # fmt: skip
     plane.fast_served += 1
     conn.listener = ex
     # conn.write + conn.set_timeout inlined: an idle connection just taken from the pool
@@ -288,9 +288,9 @@ class FastExchange(Exchange):
 
     def _end(self, status: int) -> None:
         plane = self.plane
-        scope = self.fast.scope
         target = self.tried_last
         assert target is not None
+        scope = self.fast.scope
         plane.telemetry.end(
             self.trace, method="GET", host=self.host, path=self.path,
             service=self.service.name, cluster=target.cluster, upstream=target.address,

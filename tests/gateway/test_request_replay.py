@@ -1,0 +1,87 @@
+"""A read that repeats the last request byte for byte is taken as parsed then
+(``GatewayProtocol._replay``), and a repeated request's end (metrics, access log) is made
+from parts kept for it (``gateway/fixedend.py``): neither ever changes an answer, a log
+line or a counter. Each test runs on the fast path and the ASGI path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvloop
+
+from gateway.protocol import _LIVE, GatewayProtocol
+from tests.gateway.harness import running_gateway, service, view_of
+from tests.gateway.rawhttp import RawClient, get
+from tests.support.backend import Backend
+from tests.support.wait import async_wait_for
+
+SAME = get("/same")
+
+
+@pytest.fixture
+def event_loop_policy() -> uvloop.EventLoopPolicy:
+    return uvloop.EventLoopPolicy()
+
+
+@pytest.fixture
+async def b1() -> AsyncIterator[Backend]:
+    async with Backend("b1", host="127.0.0.2") as b:
+        yield b
+
+
+def _in_head() -> list[GatewayProtocol]:
+    return [p for conns in _LIVE.values() for p in conns if p._in_head]
+
+
+async def _path_of(c: RawClient) -> tuple[int, dict[str, Any]]:
+    status, _, body = await c.response()
+    return status, json.loads(body)
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "asgi"])
+async def test_the_same_bytes_inside_a_request_head_are_part_of_it(
+    b1: Backend, fast_path: bool
+) -> None:
+    """The bytes of the known request, read while a head is half received, continue that
+    head (here: the value of its last header); they are not a request of their own."""
+    v = view_of([service("shop", "shop.test")], endpoints={("shop", "c1"): [b1.address]})
+    async with running_gateway(v, fast_path=fast_path) as gw:
+        async with await RawClient.connect(gw.addr()) as c:
+            for _ in range(3):  # the first leaves an idle upstream connection; then known
+                await c.send(SAME)
+                status, info = await _path_of(c)
+                assert (status, info["path"]) == (200, "/same")
+            await c.send(b"GET /other HTTP/1.1\r\nX-Pad: 1")
+            await async_wait_for(_in_head, timeout=5, what="the half head read")
+            await c.send(SAME)
+            status, info = await _path_of(c)
+            assert status == 200 and info["path"] == "/other"
+            assert dict(info["headers"])["x-pad"] == "1GET /same HTTP/1.1"
+            await c.send(SAME)  # and the connection goes on
+            status, info = await _path_of(c)
+            assert (status, info["path"]) == (200, "/same")
+        assert (gw.gateway.plane.fast_served >= 3) == fast_path
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "asgi"])
+async def test_the_same_bytes_as_a_body_are_a_body(b1: Backend, fast_path: bool) -> None:
+    v = view_of([service("shop", "shop.test")], endpoints={("shop", "c1"): [b1.address]})
+    head = f"POST /post HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {len(SAME)}\r\n\r\n"
+    async with (
+        running_gateway(v, fast_path=fast_path) as gw,
+        await RawClient.connect(gw.addr()) as c,
+    ):
+        for _ in range(2):
+            await c.send(SAME)
+            assert (await _path_of(c))[1]["path"] == "/same"
+        await c.send(head.encode() + SAME)
+        status, info = await _path_of(c)
+        assert (status, info["path"], info["body"]) == (200, "/post", SAME.decode())
+        # two requests in one read, twice: each answered, in order
+        await c.send(SAME + get("/two"))
+        await c.send(SAME + get("/two"))
+        paths = [(await _path_of(c))[1]["path"] for _ in range(4)]
+        assert paths == ["/same", "/two", "/same", "/two"]

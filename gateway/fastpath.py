@@ -23,8 +23,10 @@ from federation.model import Service
 from gateway import hygiene
 from gateway.cycles import FastCycle
 from gateway.failures import FailureKind, Reply, status_for
+from gateway.fixedend import FixedEnd
 from gateway.forward import relay
 from gateway.pipeline import Exchange
+from gateway.plane import Target
 from gateway.protocol import GatewayProtocol
 from gateway.proxy import UpstreamConnection
 from gateway.routing import RouteTable
@@ -39,15 +41,17 @@ _NO_EXCLUDE: frozenset[str] = frozenset()
 _DROP = hygiene.RESPONSE_DROP
 _STATUS = FailureKind.STATUS
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_ENDS_MAX = 16  # upstream targets per repeated request whose end is kept
 
 
 class _Repeat:
     """What one request decided on a connection, for the next read of the same bytes (the
     protocol's ``KnownRequest.memo``): a keep-alive client repeats its requests, and the
     same request against the same route table decides the same (Host parse, route,
-    service checks, upstream head)."""
+    service checks, upstream head), and ends the same way but for its numbers (``ends``:
+    per upstream target, the metrics and access-log line made once)."""
 
-    __slots__ = ("head", "host", "host_raw", "path", "service", "table")
+    __slots__ = ("ends", "head", "host", "host_raw", "path", "service", "table")
 
     def __init__(
         self,
@@ -64,6 +68,7 @@ class _Repeat:
         self.host_raw = host_raw
         self.path = path
         self.head = head  # the upstream head (None when it carried our own traceparent)
+        self.ends: dict[Target, FixedEnd | None] = {}
 
 
 def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: FastCycle) -> bool:
@@ -157,6 +162,7 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
         if repeat is None and request is not None:
             repeat = request.memo = _Repeat(table, service, host, host_raw, path,
                                             None if trace.traceparent else head)  # fmt: skip
+    ex.repeat = repeat if trace is NO_TRACE else None
     plane.fast_served += 1
     conn.listener = ex
     # conn.write + conn.set_timeout inlined: an idle connection just taken from the pool
@@ -174,7 +180,7 @@ class FastExchange(Exchange):
     with what the callbacks need, and the upstream connection's listener (see
     :func:`try_fast`). One object per request: a fallback hands it on as the Exchange."""
 
-    __slots__ = ("app", "client_ip", "fast", "host", "host_raw", "path", "protocol")
+    __slots__ = ("app", "client_ip", "fast", "host", "host_raw", "path", "protocol", "repeat")
 
     app: ListenerApp
     protocol: GatewayProtocol
@@ -183,6 +189,7 @@ class FastExchange(Exchange):
     host_raw: bytes
     path: str
     client_ip: str
+    repeat: _Repeat | None  # what this request's head decided, when it may come again
 
     def upstream_event(self, conn: UpstreamConnection) -> None:
         conn.listener = None
@@ -290,6 +297,19 @@ class FastExchange(Exchange):
         plane = self.plane
         target = self.tried_last
         assert target is not None
+        repeat = self.repeat
+        if repeat is not None:  # a request that may come again: its end's fixed parts kept
+            ends = repeat.ends
+            if target in ends:
+                end = ends[target]
+            else:
+                if len(ends) >= _ENDS_MAX:
+                    ends.clear()
+                end = ends[target] = self._fixed_end(target)
+            if end is not None:
+                end.end(status, plane.clock() - self.start, self.tries - 1, self.bytes_out,
+                        self.upstream_time)  # fmt: skip
+                return
         scope = self.fast.scope
         plane.telemetry.end(
             self.trace, method="GET", host=self.host, path=self.path,
@@ -298,6 +318,14 @@ class FastExchange(Exchange):
             retries=self.tries - 1, forwarded=False, bytes_out=self.bytes_out,
             upstream_time=self.upstream_time, headers=scope["headers"],
             protocol=scope["http_version"], scheme=self.app.scheme,
+        )  # fmt: skip
+
+    def _fixed_end(self, target: Target) -> FixedEnd | None:
+        scope = self.fast.scope
+        return self.plane.telemetry.fixed_end(
+            method="GET", host=self.host, path=self.path, service=self.service.name,
+            cluster=target.cluster, upstream=target.address, client=self.client_ip,
+            headers=scope["headers"], protocol=scope["http_version"],
         )  # fmt: skip
 
 

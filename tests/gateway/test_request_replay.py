@@ -5,6 +5,7 @@ line or a counter. Each test runs on the fast path and the ASGI path."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 import uvloop
 
 from gateway.protocol import _LIVE, GatewayProtocol
+from gateway.telemetry import Telemetry
 from tests.gateway.harness import running_gateway, service, view_of
 from tests.gateway.rawhttp import RawClient, get
 from tests.support.backend import Backend
@@ -85,3 +87,41 @@ async def test_the_same_bytes_as_a_body_are_a_body(b1: Backend, fast_path: bool)
         await c.send(SAME + get("/two"))
         paths = [(await _path_of(c))[1]["path"] for _ in range(4)]
         assert paths == ["/same", "/two", "/same", "/two"]
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "asgi"])
+async def test_a_repeated_requests_log_lines_and_counters_are_those_of_any_request(
+    b1: Backend, fast_path: bool
+) -> None:
+    stream = io.StringIO()
+    tel = Telemetry(gateway_id="gw", cluster="c1", tracing=False, log_stream=stream)
+    v = view_of([service("shop", "shop.test")], endpoints={("shop", "c1"): [b1.address]})
+    req = get("/same?q=1", extra="User-Agent: replay/1\r\nX-Request-Id: r-1\r\n")
+    async with running_gateway(v, fast_path=fast_path, telemetry=tel) as gw:
+        async with await RawClient.connect(gw.addr()) as c:
+            sizes = []
+            for path in ("/warm", "/same?q=1", "/same?q=1", "/same?q=1", "/same?q=1&status=503"):
+                await c.send(req if path == "/same?q=1" else get(path))
+                status, _, body = await c.response()
+                sizes.append((status, len(body)))
+        tel._log.flush()
+        served = gw.gateway.plane.fast_served
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(x["status"], x["bytes_out"]) for x in lines] == sizes
+    varying = ("timestamp", "duration_ms", "upstream_ms", "bytes_out", "status")
+    fixed = [{k: v for k, v in x.items() if k not in varying} for x in lines[1:4]]
+    assert fixed[0] == fixed[1] == fixed[2]
+    assert fixed[0] == {
+        "level": "info", "event": "access", "gateway": "gw", "cluster": "c1", "method": "GET",
+        "host": "shop.test", "path": "/same", "service": "shop", "upstream_cluster": "c1",
+        "upstream": b1.address, "client": "127.0.0.1", "retries": 0, "forwarded": False,
+        "bytes_in": 0, "user_agent": "replay/1", "protocol": "HTTP/1.1", "request_id": "r-1",
+    }  # fmt: skip
+    assert all(x["timestamp"].endswith("Z") and x["upstream_ms"] is not None for x in lines)
+    assert (served >= 3) == fast_path
+    counts = tel._requests.counts
+    assert counts[("shop", "c1", 200)][0] == 4
+    assert counts[("shop", "c1", 200)][3] == sum(n for s, n in sizes if s == 200)
+    assert counts[("shop", "c1", 503)][0] == 1
+    hist = tel._requests.hists[("shop", "c1")]
+    assert sum(hist[:-1]) == 5

@@ -228,19 +228,15 @@ class GatewayProtocol(HttpToolsProtocol):
             return False
         try:
             # on_message_begin .. on_headers_complete
-            self.url = known.url
             self.expect_100_continue = False
-            self.headers = headers = list(known.headers)
-            scope = known.scope.copy()
-            scope["headers"] = headers
-            scope["state"] = {}
-            self.scope = scope
-            type(self)._idle.pop(self, None)  # a request is in progress
-            self._since = self.loop.time()
             self._has_length = False
             self._te = None
+            type(self)._idle.pop(self, None)  # a request is in progress
+            self._since = self.loop.time()
             self.request = known
-            self._dispatch(scope, known.keep_alive)
+            # the scope is shared by the replays: an ASGI app gets a copy of its own
+            self.scope = scope = known.scope
+            self._dispatch(scope, known.keep_alive, known.fast)
             # on_message_complete
             cycle = self.cycle
             if not cycle.response_complete:
@@ -355,24 +351,25 @@ class GatewayProtocol(HttpToolsProtocol):
             target = _parse_target(url)
         scope["raw_path"], scope["path"], scope["query_string"] = target
         keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
+        bodiless = not self._has_length and self._te is None and not self.expect_100_continue
+        fast = bodiless and method == b"GET"  # may be served by callbacks
         if (
             keep_alive
-            and not self._has_length
-            and self._te is None
-            and not self.expect_100_continue
-            and (method == b"GET" or method == b"HEAD")
+            and bodiless
+            and (fast or method == b"HEAD")
             and not self.parser.should_upgrade()
         ):  # a request without a body that leaves the connection open: may be replayed
-            self._candidate = self.request = KnownRequest(
-                scope.copy(), tuple(self.headers), url, keep_alive
-            )
+            known = scope.copy()
+            known["headers"] = tuple(self.headers)
+            known["state"] = {}
+            self._candidate = self.request = KnownRequest(known, keep_alive, fast)
         else:
             self.request = None
-        self._dispatch(scope, keep_alive)
+        self._dispatch(scope, keep_alive, fast)
 
-    def _dispatch(self, scope: Any, keep_alive: bool) -> None:
-        """A request head is complete: serve it by callbacks, start its ASGI task, or
-        queue it behind the request in flight."""
+    def _dispatch(self, scope: Any, keep_alive: bool, fast: bool) -> None:
+        """A request head is complete: serve it by callbacks (``fast``: a GET without a
+        body), start its ASGI task, or queue it behind the request in flight."""
         app = self.app
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
@@ -380,22 +377,18 @@ class GatewayProtocol(HttpToolsProtocol):
         keep_alive = keep_alive and not self.draining
         existing = self.cycle
         idle = (existing is None or existing.response_complete) and self._fast is None
-        if (
-            idle
-            and app is self.app
-            and not self._has_length
-            and self._te is None
-            and not self.expect_100_continue
-            and scope["method"] == "GET"
-        ):
+        if fast and idle and app is self.app:
             try_fast = self._try_fast
             if try_fast is not None:
-                fast = FastCycle(keep_alive, scope)
-                self.cycle = fast  # type: ignore[assignment]
-                self._fast = fast
-                if try_fast(self, scope, fast):
+                callbacks = FastCycle(keep_alive, scope)
+                self.cycle = callbacks  # type: ignore[assignment]
+                self._fast = callbacks
+                if try_fast(self, scope, callbacks):
                     return
                 self._fast = None
+        request = self.request
+        if request is not None and scope is request.scope:  # a replay's shared scope
+            self.scope = scope = _own(scope)
         # the newest request's cycle receives its body (uvicorn's model); one queued
         # behind a request in flight starts when that one's answer is complete
         self.cycle = cycle = self._new_cycle(keep_alive, scope)
@@ -440,7 +433,7 @@ class GatewayProtocol(HttpToolsProtocol):
         if fast is not self._fast or fast.disconnected or self.transport.is_closing():
             return False
         self._fast = None
-        cycle = self._new_cycle(fast.keep_alive, fast.scope)
+        cycle = self._new_cycle(fast.keep_alive, _own(fast.scope))
         if self.cycle is cast(object, fast):
             self.cycle = cycle  # nothing pipelined behind it
         cycle.more_body = fast.more_body
@@ -529,20 +522,26 @@ class GatewayProtocol(HttpToolsProtocol):
 
 class KnownRequest:
     """A request that came whole in one read (no body, keep-alive): its bytes and what
-    parsing them gave (the scope before dispatch, the headers, the target); ``memo``:
-    what the app decided for it, for its next replay (``gateway/fastpath.py``)."""
+    parsing them gave (the scope before dispatch, its headers a tuple: shared by the
+    replays, which read it only; ``_own`` copies it for an ASGI app); ``memo``: what the
+    app decided for it, for its next replay (``gateway/fastpath.py``)."""
 
-    __slots__ = ("data", "headers", "keep_alive", "memo", "scope", "url")
+    __slots__ = ("data", "fast", "keep_alive", "memo", "scope")
 
-    def __init__(
-        self, scope: Any, headers: tuple[tuple[bytes, bytes], ...], url: bytes, keep_alive: bool
-    ) -> None:
+    def __init__(self, scope: Any, keep_alive: bool, fast: bool) -> None:
         self.data = b""
         self.scope = scope
-        self.headers = headers
-        self.url = url
         self.keep_alive = keep_alive
+        self.fast = fast  # a GET: may be served by callbacks
         self.memo: Any = None
+
+
+def _own(scope: Any) -> Any:
+    """A copy of a request's scope for an ASGI app (its own headers list and state)."""
+    own = scope.copy()
+    own["headers"] = list(scope["headers"])
+    own["state"] = {}
+    return own
 
 
 _KNOWN_MAX = 8192  # bytes of a request kept for its replay

@@ -125,3 +125,18 @@ async def test_a_repeated_requests_log_lines_and_counters_are_those_of_any_reque
     assert counts[("shop", "c1", 503)][0] == 1
     hist = tel._requests.hists[("shop", "c1")]
     assert sum(hist[:-1]) == 5
+
+
+async def test_an_asgi_app_gets_a_scope_of_its_own_from_a_replay(b1: Backend) -> None:
+    """The replays share the known request's scope (headers a tuple); the ASGI path, which
+    may change a scope, gets a copy (headers a list, its own state)."""
+    v = view_of([service("shop", "shop.test")], endpoints={("shop", "c1"): [b1.address]})
+    async with running_gateway(v, fast_path=False) as gw, await RawClient.connect(gw.addr()) as c:
+        for _ in range(3):
+            await c.send(SAME)
+            assert (await _path_of(c))[1]["path"] == "/same"
+        (conn,) = [p for conns in _LIVE.values() for p in conns if p._known is not None]
+        known = conn._known
+        assert known is not None and isinstance(known.scope["headers"], tuple)
+        assert conn.scope is not known.scope and isinstance(conn.scope["headers"], list)
+        assert conn.scope["state"] is not known.scope["state"]

@@ -544,7 +544,7 @@ def _own(scope: Any) -> Any:
     return own
 
 
-_KNOWN_MAX = 8192  # bytes of a request kept for its replay
+_KNOWN_MAX = 4096  # bytes of a request kept for its replay (per connection)
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 

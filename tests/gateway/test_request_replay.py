@@ -140,3 +140,15 @@ async def test_an_asgi_app_gets_a_scope_of_its_own_from_a_replay(b1: Backend) ->
         assert known is not None and isinstance(known.scope["headers"], tuple)
         assert conn.scope is not known.scope and isinstance(conn.scope["headers"], list)
         assert conn.scope["state"] is not known.scope["state"]
+
+
+async def test_a_large_request_is_answered_and_not_kept(b1: Backend) -> None:
+    v = view_of([service("shop", "shop.test")], endpoints={("shop", "c1"): [b1.address]})
+    big = get("/big", extra=f"X-Big: {'b' * 5000}\r\n")
+    async with running_gateway(v, fast_path=True) as gw, await RawClient.connect(gw.addr()) as c:
+        for _ in range(3):
+            await c.send(big)
+            status, info = await _path_of(c)
+            assert (status, len(dict(info["headers"])["x-big"])) == (200, 5000)
+        kept = [p._known for conns in _LIVE.values() for p in conns]
+        assert kept == [None]  # more than 4 KiB: parsed every time, nothing kept

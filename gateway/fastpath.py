@@ -160,8 +160,10 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
             hops=1,
         )
         if repeat is None and request is not None:
-            repeat = request.memo = _Repeat(table, service, host, host_raw, path,
-                                            None if trace.traceparent else head)  # fmt: skip
+            request.memo = _Repeat(table, service, host, host_raw, path,
+                                   None if trace.traceparent else head)  # fmt: skip
+    # a request that came again: its end's fixed parts are kept (made on its first repeat,
+    # so that requests that never repeat do not pay for them)
     ex.repeat = repeat if trace is NO_TRACE else None
     plane.fast_served += 1
     conn.listener = ex

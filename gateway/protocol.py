@@ -97,6 +97,7 @@ class GatewayProtocol(HttpToolsProtocol):
         self._candidate: KnownRequest | None = None  # the request being parsed, if it may be
         self._between = True  # the parser is between messages
         self._begun = 0  # messages begun in the current read
+        self._unrepeated = 0  # requests kept since the last replay
 
     # ------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -228,6 +229,7 @@ class GatewayProtocol(HttpToolsProtocol):
             return False
         try:
             # on_message_begin .. on_headers_complete
+            self._unrepeated = 0
             self.expect_100_continue = False
             self._has_length = False
             self._te = None
@@ -353,18 +355,18 @@ class GatewayProtocol(HttpToolsProtocol):
         keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
         bodiless = not self._has_length and self._te is None and not self.expect_100_continue
         fast = bodiless and method == b"GET"  # may be served by callbacks
-        if (
-            keep_alive
-            and bodiless
-            and (fast or method == b"HEAD")
-            and not self.parser.should_upgrade()
-        ):  # a request without a body that leaves the connection open: may be replayed
-            known = scope.copy()
-            known["headers"] = tuple(self.headers)
-            known["state"] = {}
-            self._candidate = self.request = KnownRequest(known, keep_alive, fast)
-        else:
-            self.request = None
+        self.request = None
+        if keep_alive and bodiless and (fast or method == b"HEAD"):
+            # a request without a body that leaves the connection open: may be replayed;
+            # from a client whose requests do not repeat, only every 64th is kept
+            self._unrepeated = unrepeated = self._unrepeated + 1
+            if (
+                unrepeated <= _UNREPEATED_MAX or not unrepeated & 63
+            ) and not self.parser.should_upgrade():
+                known = scope.copy()
+                known["headers"] = tuple(self.headers)
+                known["state"] = {}
+                self._candidate = self.request = KnownRequest(known, keep_alive, fast)
         self._dispatch(scope, keep_alive, fast)
 
     def _dispatch(self, scope: Any, keep_alive: bool, fast: bool) -> None:
@@ -545,6 +547,7 @@ def _own(scope: Any) -> Any:
 
 
 _KNOWN_MAX = 4096  # bytes of a request kept for its replay (per connection)
+_UNREPEATED_MAX = 8  # requests kept in a row without a replay before keeping fewer
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 

@@ -152,3 +152,19 @@ async def test_a_large_request_is_answered_and_not_kept(b1: Backend) -> None:
             assert (status, len(dict(info["headers"])["x-big"])) == (200, 5000)
         kept = [p._known for conns in _LIVE.values() for p in conns]
         assert kept == [None]  # more than 4 KiB: parsed every time, nothing kept
+
+
+async def test_a_client_that_stops_varying_is_replayed_again(b1: Backend) -> None:
+    """Requests that never repeat are kept less often (every 64th); once the client
+    repeats itself, its requests are replayed again."""
+    v = view_of([service("shop", "shop.test")], endpoints={("shop", "c1"): [b1.address]})
+    async with running_gateway(v, fast_path=True) as gw, await RawClient.connect(gw.addr()) as c:
+        for i in range(12):
+            await c.send(get(f"/vary/{i}"))
+            assert (await _path_of(c))[1]["path"] == f"/vary/{i}"
+        (conn,) = [p for conns in _LIVE.values() for p in conns]
+        assert conn._unrepeated == 12
+        for _ in range(60):
+            await c.send(SAME)
+            assert (await _path_of(c))[1]["path"] == "/same"
+        assert conn._unrepeated == 0  # kept at the 64th, replayed from the 65th

@@ -18,6 +18,9 @@ _FLUSH_LINES = 256
 escape = json.encoder.encode_basestring_ascii
 
 
+# the fixed parts of a JSON line, between the numbers of one request (AccessLog.json)
+JsonParts = tuple[str, str, str, str]
+
 _PROTOCOLS = {v: escape(f"HTTP/{v}") for v in ("1.0", "1.1", "2", "3")}
 
 
@@ -87,31 +90,70 @@ class AccessLog:
         protocol: str = "1.1",
         request_id: str | None = None,
     ) -> str:
-        e = escape
-        now = time.time()
-        sec = int(now)
-        if sec != self._second:  # the stamp of the second, made once a second
-            self._second = sec
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        parts = self.json_parts(
+            method, host, path, service, cluster, upstream, client, forwarded, bytes_in,
+            user_agent, protocol, request_id,
+        )  # fmt: skip
         tail = (
             f',"trace_id":"{trace.trace_id}","span_id":"{trace.span_id}"}}\n'
             if trace.trace_id
             else "}\n"
         )
+        return self.json(parts, status, duration, retries, bytes_out, upstream_time, tail)
+
+    def json_parts(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        service: str | None,
+        cluster: str | None,
+        upstream: str | None,
+        client: str,
+        forwarded: bool,
+        bytes_in: int,
+        user_agent: str | None,
+        protocol: str,
+        request_id: str | None,
+    ) -> JsonParts:
+        """The parts of a JSON line that do not change between two requests of one client
+        with the same head to the same upstream (see :meth:`json`)."""
+        e = escape
         return (
-            f'{{"timestamp":"{self._stamp}.{int((now - sec) * 1000):03d}Z","level":"info",'
-            f'"event":"access"{self.prefix}{e(method)},"host":{e(host)},'
-            f'"path":{e(path)},"status":{status},"duration_ms":{duration * 1000.0:.3f},'
-            f'"service":{"null" if service is None else e(service)},'
+            f'Z","level":"info","event":"access"{self.prefix}{e(method)},"host":{e(host)},'
+            f'"path":{e(path)},"status":',
+            f',"service":{"null" if service is None else e(service)},'
             f'"upstream_cluster":{"null" if cluster is None else e(cluster)},'
             f'"upstream":{"null" if upstream is None else e(upstream)},'
-            f'"client":{e(client)},"retries":{retries},'
-            f'"forwarded":{"true" if forwarded else "false"},'
-            f'"bytes_in":{bytes_in},"bytes_out":{bytes_out},"upstream_ms":'
-            f"{'null' if upstream_time is None else f'{upstream_time * 1000.0:.3f}'},"
-            f'"user_agent":{"null" if user_agent is None else e(user_agent)},'
+            f'"client":{e(client)},"retries":',
+            f',"forwarded":{"true" if forwarded else "false"},"bytes_in":{bytes_in},"bytes_out":',
+            f',"user_agent":{"null" if user_agent is None else e(user_agent)},'
             f'"protocol":{_PROTOCOLS.get(protocol) or protocol_json(protocol)},'
-            f'"request_id":{"null" if request_id is None else e(request_id)}{tail}'
+            f'"request_id":{"null" if request_id is None else e(request_id)}',
+        )
+
+    def json(
+        self,
+        parts: JsonParts,
+        status: int,
+        duration: float,
+        retries: int,
+        bytes_out: int,
+        upstream_time: float | None,
+        tail: str = "}\n",
+    ) -> str:
+        """A JSON line: its fixed ``parts`` with this request's numbers and the time now
+        (``tail``: the trace fields and the closing brace)."""
+        now = time.time()
+        sec = int(now)
+        if sec != self._second:  # the stamp of the second, made once a second
+            self._second = sec
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        a, b, c, d = parts
+        return (
+            f'{{"timestamp":"{self._stamp}.{int((now - sec) * 1000):03d}{a}{status},'
+            f'"duration_ms":{duration * 1000.0:.3f}{b}{retries}{c}{bytes_out},"upstream_ms":'
+            f"{'null' if upstream_time is None else f'{upstream_time * 1000.0:.3f}'}{d}{tail}"
         )
 
     def console_line(

@@ -26,8 +26,10 @@ from federation.model import Service
 from gateway import hygiene
 from gateway.cycles import FastCycle
 from gateway.failures import FailureKind, Reply, status_for
+from gateway.fixedend import FixedEnd
 from gateway.forward import relay
 from gateway.pipeline import Exchange
+from gateway.plane import Target
 from gateway.protocol import GatewayProtocol
 from gateway.proxy import UpstreamConnection
 from gateway.routing import RouteTable
@@ -42,18 +44,20 @@ _NO_EXCLUDE: frozenset[str] = frozenset()
 _DROP = hygiene.RESPONSE_DROP
 _STATUS = FailureKind.STATUS
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_ENDS_MAX = 16  # upstream targets per repeated request whose end is kept
 
 
 class _Repeat:
-    """What one request head decided on a connection, for the next identical head: a
-    keep-alive client repeats its requests, and the same head against the same route
-    table decides the same (Host parse, route, service checks, upstream head)."""
+    """What one request decided on a connection, for the next read of the same bytes (the
+    protocol's ``KnownRequest.memo``): a keep-alive client repeats its requests, and the
+    same request against the same route table decides the same (Host parse, route,
+    service checks, upstream head), and ends the same way but for its numbers (``ends``:
+    per upstream target, the metrics and access-log line made once)."""
 
-    __slots__ = ("head", "host", "host_raw", "key", "path", "service", "table")
+    __slots__ = ("ends", "head", "host", "host_raw", "path", "service", "table")
 
     def __init__(
         self,
-        key: tuple[object, ...],
         table: RouteTable,
         service: Service,
         host: str,
@@ -61,13 +65,13 @@ class _Repeat:
         path: str,
         head: bytes | None,
     ) -> None:
-        self.key = key  # (request target, *headers)
         self.table = table
         self.service = service
         self.host = host
         self.host_raw = host_raw
         self.path = path
         self.head = head  # the upstream head (None when it carried our own traceparent)
+        self.ends: dict[Target, FixedEnd | None] = {}
 
 
 def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: FastCycle) -> bool:
@@ -77,13 +81,9 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
         return False
     view, table = plane.current
     headers = scope["headers"]
-    target_bytes: bytes = scope["raw_path"]
-    qs = scope["query_string"]
-    if qs:
-        target_bytes = target_bytes + b"?" + qs
-    key = (target_bytes, *headers)
-    repeat: _Repeat | None = protocol.fast_memo
-    if repeat is not None and repeat.key == key and repeat.table is table:
+    request = protocol.request  # set when this request may come again byte for byte
+    repeat: _Repeat | None = request.memo if request is not None else None
+    if repeat is not None and repeat.table is table:
         service = repeat.service
         host = repeat.host
         host_raw = repeat.host_raw
@@ -106,7 +106,7 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
         path = scope["path"]
         if "/." in path or (app.east_west and path == PING_PATH):
             return False
-        match = table.match(host, path, "GET", headers, qs)
+        match = table.match(host, path, "GET", headers, scope["query_string"])
         if match is None or not match.plain:  # route rules and splits: the ASGI way
             return False
         service = match.service
@@ -151,6 +151,10 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
         return True
     head = repeat.head if repeat is not None and not trace.traceparent else None
     if head is None:
+        target_bytes: bytes = scope["raw_path"]
+        qs = scope["query_string"]
+        if qs:
+            target_bytes = target_bytes + b"?" + qs
         head = hygiene.upstream_head(
             b"GET",
             target_bytes,
@@ -162,8 +166,12 @@ def try_fast(app: ListenerApp, protocol: GatewayProtocol, scope: Scope, fast: Fa
             traceparent=trace.traceparent or None,
             hops=1,
         )
-        protocol.fast_memo = _Repeat(key, table, service, host, host_raw, path,
-                                     None if trace.traceparent else head)  # fmt: skip
+        if repeat is None and request is not None:
+            request.memo = _Repeat(table, service, host, host_raw, path,
+                                   None if trace.traceparent else head)  # fmt: skip
+    # a request that came again: its end's fixed parts are kept (made on its first repeat,
+    # so that requests that never repeat do not pay for them)
+    ex.repeat = repeat if trace is NO_TRACE else None
     plane.fast_served += 1
     conn.listener = ex
     # conn.write + conn.set_timeout inlined: an idle connection just taken from the pool
@@ -181,7 +189,7 @@ class FastExchange(Exchange):
     with what the callbacks need, and the upstream connection's listener (see
     :func:`try_fast`). One object per request: a fallback hands it on as the Exchange."""
 
-    __slots__ = ("app", "client_ip", "fast", "host", "host_raw", "path", "protocol")
+    __slots__ = ("app", "client_ip", "fast", "host", "host_raw", "path", "protocol", "repeat")
 
     app: ListenerApp
     protocol: GatewayProtocol
@@ -190,6 +198,7 @@ class FastExchange(Exchange):
     host_raw: bytes
     path: str
     client_ip: str
+    repeat: _Repeat | None  # what this request's head decided, when it may come again
 
     def upstream_event(self, conn: UpstreamConnection) -> None:
         conn.listener = None
@@ -296,9 +305,22 @@ class FastExchange(Exchange):
 
     def _end(self, status: int) -> None:
         plane = self.plane
-        scope = self.fast.scope
         target = self.tried_last
         assert target is not None
+        repeat = self.repeat
+        if repeat is not None:  # a request that may come again: its end's fixed parts kept
+            ends = repeat.ends
+            if target in ends:
+                end = ends[target]
+            else:
+                if len(ends) >= _ENDS_MAX:
+                    ends.clear()
+                end = ends[target] = self._fixed_end(target)
+            if end is not None:
+                end.end(status, plane.clock() - self.start, self.tries - 1, self.bytes_out,
+                        self.upstream_time)  # fmt: skip
+                return
+        scope = self.fast.scope
         plane.telemetry.end(
             self.trace, method="GET", host=self.host, path=self.path,
             service=self.service.name, cluster=target.cluster, upstream=target.address,
@@ -306,6 +328,14 @@ class FastExchange(Exchange):
             retries=self.tries - 1, forwarded=False, bytes_out=self.bytes_out,
             upstream_time=self.upstream_time, headers=scope["headers"],
             protocol=scope["http_version"], scheme=self.app.scheme,
+        )  # fmt: skip
+
+    def _fixed_end(self, target: Target) -> FixedEnd | None:
+        scope = self.fast.scope
+        return self.plane.telemetry.fixed_end(
+            method="GET", host=self.host, path=self.path, service=self.service.name,
+            cluster=target.cluster, upstream=target.address, client=self.client_ip,
+            headers=scope["headers"], protocol=scope["http_version"],
         )  # fmt: skip
 
 

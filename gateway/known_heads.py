@@ -12,6 +12,7 @@ HeaderList = tuple[tuple[bytes, bytes], ...]
 
 _HEADS_MAX = 256
 _HEAD_MAX = 2048
+_LAST_MAX = 16384  # bytes of the last answer kept for the comparison
 
 
 class KnownHead:
@@ -29,15 +30,27 @@ class KnownHead:
 
 _HEADS: dict[bytes, KnownHead] = {}
 
+# the last whole answer found, and what was found: a backend answers the same bytes again
+# (until its Date header turns), found by one comparison
+_last: bytes = b""
+_last_found: tuple[KnownHead, int] | None = None
+
 
 def find(data: bytes) -> tuple[KnownHead, int] | None:
     """The known head ``data`` begins with and where it ends, when the rest of ``data`` is
     exactly its body (no byte missing, none past it); else None."""
+    global _last, _last_found
+    if data == _last:
+        return _last_found
     end = data.find(b"\r\n\r\n") + 4
     known = _HEADS.get(data[:end]) if end > 3 else None
     if known is None or len(data) - end != known.length:
         return None
-    return known, end
+    found = (known, end)
+    if len(data) <= _LAST_MAX:
+        _last = data
+        _last_found = found
+    return found
 
 
 def remember(data: bytes, status: int, headers: HeaderList, body_length: int) -> None:

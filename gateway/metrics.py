@@ -90,6 +90,25 @@ class RequestMetrics:
         h[bisect_left(BUCKETS, duration)] += 1
         h[-1] += duration
 
+    def counts_of(self, service: str, cluster: str, status: int) -> list[int]:
+        """The counters ``observe`` adds to for (service, cluster, status), made when first
+        asked: [requests, retries, request bytes, response bytes]. A caller that keeps the
+        list adds to it directly (a repeated request's end: ``gateway/fixedend.py``)."""
+        key = (service, cluster, status)
+        c = self.counts.get(key)
+        if c is None:
+            c = self.counts[key] = [0, 0, 0, 0]
+        return c
+
+    def histogram_of(self, service: str, cluster: str) -> list[float]:
+        """The latency histogram ``observe`` adds to for (service, cluster): bucket counts,
+        +Inf count, sum (see ``counts_of``)."""
+        key = (service, cluster)
+        h = self.hists.get(key)
+        if h is None:
+            h = self.hists[key] = [0.0] * (self._nb + 2)
+        return h
+
     def connect_error(self, service: str, cluster: str) -> None:
         key = (service, cluster)
         c = self.connect_errors.get(key)

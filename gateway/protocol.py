@@ -90,8 +90,14 @@ class GatewayProtocol(HttpToolsProtocol):
         self._drain_at: float | None = None
         self._fast: FastCycle | None = None  # the callback exchange in flight
         self._try_fast = getattr(self.app, "try_fast", None)  # the app's callback entry
-        # what the last callback exchange's request head decided (gateway/fastpath.py)
-        self.fast_memo: Any = None
+        # the last request read whole in one read, for the next read of the same bytes
+        self._known: KnownRequest | None = None
+        # the request being dispatched, when it may be replayed (its ``memo`` is the app's)
+        self.request: KnownRequest | None = None
+        self._candidate: KnownRequest | None = None  # the request being parsed, if it may be
+        self._between = True  # the parser is between messages
+        self._begun = 0  # messages begun in the current read
+        self._unrepeated = 0  # requests kept since the last replay
 
     # ------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -181,6 +187,12 @@ class GatewayProtocol(HttpToolsProtocol):
             return
         self._spoke = True
         self._drain_at = None  # the client is talking: let it finish
+        known = self._known
+        if known is not None and data == known.data and self._between and self._replay(known):
+            return
+        between = self._between
+        self._begun = 0
+        self._candidate = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -193,10 +205,48 @@ class GatewayProtocol(HttpToolsProtocol):
             else:
                 self.reject(400, f"Invalid HTTP request: {exc}")
             return
+        candidate = self._candidate
+        if candidate is not None:
+            self._candidate = None
+            # one whole request, alone in this read, from a parser between messages: the
+            # same bytes next time are the same request (see ``_replay``)
+            if between and self._begun == 1 and self._between and len(data) <= _KNOWN_MAX:
+                candidate.data = data
+                self._known = candidate
         if self._in_head:
             self._raw_head += len(data)
             if self._raw_head > 2 * self.max_header_bytes + 4096:
                 self.reject(431, "Request header block too large")
+
+    def _replay(self, known: KnownRequest) -> bool:
+        """The read is byte for byte the last request that came whole in one read (a
+        keep-alive client repeating itself): take it as parsed then, without llhttp and
+        its callbacks (the same bytes from a parser between messages parse the same, and
+        leave the parser between messages again). Only while no request is in flight (a
+        pipelined one goes through the parser and the queue); False: parse it."""
+        existing = self.cycle
+        if (existing is not None and not existing.response_complete) or self._fast is not None:
+            return False
+        try:
+            # on_message_begin .. on_headers_complete
+            self._unrepeated = 0
+            self.expect_100_continue = False
+            self._has_length = False
+            self._te = None
+            type(self)._idle.pop(self, None)  # a request is in progress
+            self._since = self.loop.time()
+            self.request = known
+            # the scope is shared by the replays: an ASGI app gets a copy of its own
+            self.scope = scope = known.scope
+            self._dispatch(scope, known.keep_alive, known.fast)
+            # on_message_complete
+            cycle = self.cycle
+            if not cycle.response_complete:
+                cycle.more_body = False
+                cycle.message_event.set()
+        except Exception as exc:  # as llhttp reports an exception raised in a callback
+            self.reject(400, f"Invalid HTTP request: {exc}")
+        return True
 
     def _on_upgrade(self) -> None:
         if self._should_upgrade():
@@ -234,6 +284,8 @@ class GatewayProtocol(HttpToolsProtocol):
         }
         self.scope = scope
         type(self)._idle.pop(self, None)  # a request is in progress
+        self._between = False
+        self._begun += 1
         self._in_head = True
         self._since = self.loop.time()
         self._head_size = 0
@@ -300,29 +352,45 @@ class GatewayProtocol(HttpToolsProtocol):
         if target is None:
             target = _parse_target(url)
         scope["raw_path"], scope["path"], scope["query_string"] = target
+        keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
+        bodiless = not self._has_length and self._te is None and not self.expect_100_continue
+        fast = bodiless and method == b"GET"  # may be served by callbacks
+        self.request = None
+        if keep_alive and bodiless and (fast or method == b"HEAD"):
+            # a request without a body that leaves the connection open: may be replayed;
+            # from a client whose requests do not repeat, only every 64th is kept
+            self._unrepeated = unrepeated = self._unrepeated + 1
+            if (
+                unrepeated <= _UNREPEATED_MAX or not unrepeated & 63
+            ) and not self.parser.should_upgrade():
+                known = scope.copy()
+                known["headers"] = tuple(self.headers)
+                known["state"] = {}
+                self._candidate = self.request = KnownRequest(known, keep_alive, fast)
+        self._dispatch(scope, keep_alive, fast)
+
+    def _dispatch(self, scope: Any, keep_alive: bool, fast: bool) -> None:
+        """A request head is complete: serve it by callbacks (``fast``: a GET without a
+        body), start its ASGI task, or queue it behind the request in flight."""
         app = self.app
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             app = service_unavailable
-        keep_alive = http_version != "1.0" and self.parser.should_keep_alive() and not self.draining
+        keep_alive = keep_alive and not self.draining
         existing = self.cycle
         idle = (existing is None or existing.response_complete) and self._fast is None
-        if (
-            idle
-            and app is self.app
-            and not self._has_length
-            and self._te is None
-            and not self.expect_100_continue
-            and scope["method"] == "GET"
-        ):
+        if fast and idle and app is self.app:
             try_fast = self._try_fast
             if try_fast is not None:
-                fast = FastCycle(keep_alive, scope)
-                self.cycle = fast  # type: ignore[assignment]
-                self._fast = fast
-                if try_fast(self, scope, fast):
+                callbacks = FastCycle(keep_alive, scope)
+                self.cycle = callbacks  # type: ignore[assignment]
+                self._fast = callbacks
+                if try_fast(self, scope, callbacks):
                     return
                 self._fast = None
+        request = self.request
+        if request is not None and scope is request.scope:  # a replay's shared scope
+            self.scope = scope = _own(scope)
         # the newest request's cycle receives its body (uvicorn's model); one queued
         # behind a request in flight starts when that one's answer is complete
         self.cycle = cycle = self._new_cycle(keep_alive, scope)
@@ -367,7 +435,7 @@ class GatewayProtocol(HttpToolsProtocol):
         if fast is not self._fast or fast.disconnected or self.transport.is_closing():
             return False
         self._fast = None
-        cycle = self._new_cycle(fast.keep_alive, fast.scope)
+        cycle = self._new_cycle(fast.keep_alive, _own(fast.scope))
         if self.cycle is cast(object, fast):
             self.cycle = cycle  # nothing pipelined behind it
         cycle.more_body = fast.more_body
@@ -410,6 +478,10 @@ class GatewayProtocol(HttpToolsProtocol):
         )
         self.transport.close()
 
+    def on_message_complete(self) -> None:
+        self._between = True
+        super().on_message_complete()
+
     def send_400_response(self, msg: str) -> None:
         self.reject(400, msg)
 
@@ -449,6 +521,33 @@ class GatewayProtocol(HttpToolsProtocol):
             if cls._sweeper is None:
                 cls._sweeper = self.loop.call_later(cls._sweep_interval(), cls._sweep, self.loop)
 
+
+class KnownRequest:
+    """A request that came whole in one read (no body, keep-alive): its bytes and what
+    parsing them gave (the scope before dispatch, its headers a tuple: shared by the
+    replays, which read it only; ``_own`` copies it for an ASGI app); ``memo``: what the
+    app decided for it, for its next replay (``gateway/fastpath.py``)."""
+
+    __slots__ = ("data", "fast", "keep_alive", "memo", "scope")
+
+    def __init__(self, scope: Any, keep_alive: bool, fast: bool) -> None:
+        self.data = b""
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.fast = fast  # a GET: may be served by callbacks
+        self.memo: Any = None
+
+
+def _own(scope: Any) -> Any:
+    """A copy of a request's scope for an ASGI app (its own headers list and state)."""
+    own = scope.copy()
+    own["headers"] = list(scope["headers"])
+    own["state"] = {}
+    return own
+
+
+_KNOWN_MAX = 4096  # bytes of a request kept for its replay (per connection)
+_UNREPEATED_MAX = 8  # requests kept in a row without a replay before keeping fewer
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 

@@ -37,6 +37,7 @@ from prometheus_client import (
 from federation.model import RoutingView
 from gateway.accesslog import AccessLog
 from gateway.accesslog import escape as _escape
+from gateway.fixedend import FixedEnd
 from gateway.metrics import BUCKETS, CONTENT_TYPE, NO_CLUSTER, NO_SERVICE, RequestMetrics
 from gateway.tracecontext import (
     NO_TRACE,
@@ -290,6 +291,40 @@ class Telemetry:
             start,
         )
 
+    def fixed_end(
+        self,
+        *,
+        method: str,
+        host: str,
+        path: str,
+        service: str,
+        cluster: str,
+        upstream: str,
+        client: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        protocol: str,
+        forwarded: bool = False,
+        bytes_in: int = 0,
+    ) -> FixedEnd | None:
+        """What :meth:`end` does for requests that differ only in status, times, retries
+        and response bytes (a repeated request head on one connection, one upstream), with
+        the rest made once (``gateway/fixedend.py``); None when tracing is on (each
+        request has its ids and span) or the log is not JSON: :meth:`end` then."""
+        if self.tracing or (self.access_log and self.log_format != "json"):
+            return None
+        agent, request_id = _client_ids(headers)
+        parts = self._log.json_parts(
+            method, host, path, service, cluster, upstream, client, forwarded, bytes_in, agent,
+            protocol, request_id,
+        )  # fmt: skip
+        return FixedEnd(
+            self._requests if self.metrics else None,
+            self._log if self.access_log else None,
+            parts,
+            service,
+            cluster,
+        )
+
     def end(
         self,
         trace: RequestTrace,
@@ -325,12 +360,7 @@ class Telemetry:
         span = trace.span
         if not self.access_log and span is None:
             return
-        agent = request_id = None
-        for name, value in headers:
-            if name == b"user-agent":
-                agent = value.decode("latin-1")
-            elif name == b"x-request-id":
-                request_id = value.decode("latin-1")
+        agent, request_id = _client_ids(headers)
         if self.access_log:
             if self.log_format == "json":
                 self._log.write(
@@ -537,3 +567,14 @@ def _installed_version() -> str:
         return metadata.version("fedgate")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def _client_ids(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """The client's User-Agent and X-Request-Id (for the access log and the span)."""
+    agent = request_id = None
+    for name, value in headers:
+        if name == b"user-agent":
+            agent = value.decode("latin-1")
+        elif name == b"x-request-id":
+            request_id = value.decode("latin-1")
+    return agent, request_id

@@ -128,3 +128,16 @@ async def test_a_repeated_request_follows_a_new_route_table() -> None:
                     names.append(headers[b"x-backend"])
             assert gw.gateway.plane.fast_served >= 2
     assert names == [b"b1", b"b1", b"b1", b"b2", b"b2", b"b2"]
+
+
+def test_a_known_head_is_found_only_with_exactly_its_body() -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-test: find\r\n\r\n"
+    known_heads.remember(head + b"abc", 200, ((b"content-length", b"3"),), 3)
+    for _ in range(2):  # the second time the same bytes are compared with the last found
+        found = known_heads.find(head + b"abc")
+        assert found is not None and found[1] == len(head) and found[0].status == 200
+    assert known_heads.find(head + b"xyz") is not None  # another body of that length
+    assert known_heads.find(head + b"abcd") is None  # a byte past the answer
+    assert known_heads.find(head + b"ab") is None  # a byte missing
+    assert known_heads.find(head.replace(b"find", b"fine") + b"abc") is None  # another head
+    assert known_heads.find(head + b"abc") is not None

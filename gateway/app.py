@@ -211,8 +211,9 @@ class ListenerApp:
         receive: Receive,
         send: Send,
     ) -> None:
-        """Go on with an exchange the fast path began (its try failed in a retryable way):
-        the same trace, tries, tried endpoints and budget."""
+        """Go on with an exchange the fast path began: its try failed in a retryable way,
+        or its pick had no idle connection (that try goes on here, dialling the endpoint
+        picked). The same trace, tries, tried endpoints and budget."""
         plane = self.plane
         status = 502
         try:

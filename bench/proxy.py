@@ -200,12 +200,31 @@ http {{
     return conf
 
 
+# --vary: every request differs from the one before it on its connection (a counter in
+# the query), as a fleet's clients mostly do; the default repeats one request (wrk's way)
+VARY_LUA = """
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/?n=" .. n)
+end
+"""
+VARY_SCRIPT: Path | None = None
+
+
 def wrk(url: str, *, duration: int, connections: int, script: Path | None = None,
         env: dict[str, str] | None = None) -> tuple[float, int, float, float]:  # fmt: skip
     """(requests/s, errors, p50 ms, p99 ms) from one wrk run on the load CPU; the number
-    of requests is left in ``wrk.last_requests``."""
+    of requests is left in ``wrk.last_requests``. With ``--vary`` every request differs."""
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t", "1", "-c", str(connections),
            "-d", f"{duration}s", "--latency", "-H", "Host: bench.test"]  # fmt: skip
+    if VARY_SCRIPT is not None:
+        if script is not None:  # the pacing script with the varying request added
+            both = script.with_name("vary-" + script.name)
+            both.write_text(script.read_text() + VARY_SCRIPT.read_text())
+            script = both
+        else:
+            script = VARY_SCRIPT
     if script is not None:
         cmd += ["-s", str(script)]
     out = subprocess.run(
@@ -454,12 +473,18 @@ def main() -> int:
     ap.add_argument("--pacing", choices=("fixed", "jitter"), default="fixed",
                     help="half-load waits: fixed (connections in step, bursts) or jittered "
                          "0.5-1.5x (same mean rate, spread arrivals)")  # fmt: skip
+    ap.add_argument("--vary", action="store_true",
+                    help="every request differs from the one before (a counter in the "
+                         "query); default: wrk repeats one request")  # fmt: skip
     args = ap.parse_args()
-    global BASE_TREE, PROXY_LOGS
+    global BASE_TREE, PROXY_LOGS, VARY_SCRIPT
     PROXY_LOGS = args.proxy_logs == "on"
     ensure_tools()
     names = [t.strip() for t in args.targets.split(",") if t.strip()]
     tmp = Path(tempfile.mkdtemp(prefix="fedgate-bench-"))
+    if args.vary:
+        VARY_SCRIPT = tmp / "vary.lua"
+        VARY_SCRIPT.write_text(VARY_LUA)
     BASE_TREE = base_tree(args.base, tmp) if args.base is not None else None
     procs = Procs()
     results: dict[str, Result] = {}
@@ -531,7 +556,8 @@ def main() -> int:
     load_after = os.getloadavg()
 
     print()
-    print(f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.pacing} pacing; "
+    print(f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.pacing} pacing, "
+          f"{'every request different' if args.vary else 'one request repeated'}; "
           f"proxy on CPU {PROXY_CPU}, wrk + "
           f"nginx backend on CPU {LOAD_CPU}; load average before "
           f"{load_before[0]:.2f}, after {load_after[0]:.2f}")  # fmt: skip

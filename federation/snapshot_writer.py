@@ -179,8 +179,10 @@ class SnapshotWriter:
         layout: KeyLayout | None = None,
         debounce: float = 0.5,
         min_interval: float = 10.0,
+        flush_timeout: float = FLUSH_TIMEOUT,
     ) -> None:
         self.path = Path(path)
+        self._flush_timeout = flush_timeout
         self._layout = layout  # without it every hand-over compares the views whole
         self._debounce = debounce
         self._min_interval = min_interval  # the child writes at most this often
@@ -231,8 +233,10 @@ class SnapshotWriter:
         self.start()
         self._wake.set()
 
-    async def flush(self, timeout: float = FLUSH_TIMEOUT) -> None:
-        """Have the latest view written now: by the child, or else by this process."""
+    async def flush(self) -> None:
+        """Have the latest view written now: by the child (waiting ``flush_timeout`` at
+        most), or else by this process."""
+        timeout = self._flush_timeout
         if self._latest is None or self._written is self._latest:
             return
         if self._child is None and self._spawning:  # starting: it will be there shortly
@@ -309,7 +313,7 @@ class SnapshotWriter:
                     for future in child.flushes.values():
                         if not future.done():
                             future.set_result(False)
-                    await child.stop(timeout=FLUSH_TIMEOUT)
+                    await child.stop(timeout=self._flush_timeout)
             if child is not None and child.wrote:
                 attempt = 0
             delay = backoff_delay(attempt, initial=RESTART_INITIAL, maximum=RESTART_MAX,

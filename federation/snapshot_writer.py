@@ -13,7 +13,7 @@ What the event loop pays per update is the keys' prefix test; per hand-over, the
 encoding of what changed, in slices of at most ``SLICE`` seconds with the loop served
 between them. Nothing holds the interpreter lock against the loop: no worker thread, no
 collection of a whole view's lines. A whole view is sent only to a new child (at start
-and after a restart) or after a full reload, in the same slices.
+and after a restart) or after a full reload, in the same slices, paced (``WHOLE_PAUSE``).
 
 The child never blocks nor crashes the gateway: the pipe is written without waiting,
 a child that stops reading for ``DRAIN_TIMEOUT`` or lets ``MAX_BUFFER`` bytes pile up is
@@ -54,6 +54,9 @@ from federation.snapshot_file import dumps
 log = get_logger(__name__)
 
 SLICE = 0.0005  # the longest stretch of encoding between two turns of the event loop (s)
+# a whole view (to a new child, after a full reload) is not urgent: after each slice the
+# loop idles this long, so an update applied in a worker thread meanwhile gets the lock
+WHOLE_PAUSE = 0.002
 MAX_BUFFER = 64 << 20  # bytes waiting for a child that does not read: it is stuck
 DRAIN_TIMEOUT = 30.0  # seconds a child may take to read a whole view
 FLUSH_TIMEOUT = 10.0  # seconds to wait for the child's write at flush / close
@@ -176,8 +179,10 @@ class SnapshotWriter:
         layout: KeyLayout | None = None,
         debounce: float = 0.5,
         min_interval: float = 10.0,
+        flush_timeout: float = FLUSH_TIMEOUT,
     ) -> None:
         self.path = Path(path)
+        self._flush_timeout = flush_timeout
         self._layout = layout  # without it every hand-over compares the views whole
         self._debounce = debounce
         self._min_interval = min_interval  # the child writes at most this often
@@ -228,8 +233,10 @@ class SnapshotWriter:
         self.start()
         self._wake.set()
 
-    async def flush(self, timeout: float = FLUSH_TIMEOUT) -> None:
-        """Have the latest view written now: by the child, or else by this process."""
+    async def flush(self) -> None:
+        """Have the latest view written now: by the child (waiting ``flush_timeout`` at
+        most), or else by this process."""
+        timeout = self._flush_timeout
         if self._latest is None or self._written is self._latest:
             return
         if self._child is None and self._spawning:  # starting: it will be there shortly
@@ -254,13 +261,15 @@ class SnapshotWriter:
         """Write the last state, then stop the writer process."""
         if self._closing:
             return
-        await self.flush()
-        self._closing = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        try:
+            await self.flush()
+        finally:  # even when cancelled: the process is told to stop (it writes what it has)
+            self._closing = True
+            task, self._task = self._task, None
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _write_here(self) -> None:
         view = self._latest
@@ -304,7 +313,7 @@ class SnapshotWriter:
                     for future in child.flushes.values():
                         if not future.done():
                             future.set_result(False)
-                    await child.stop(timeout=FLUSH_TIMEOUT)
+                    await child.stop(timeout=self._flush_timeout)
             if child is not None and child.wrote:
                 attempt = 0
             delay = backoff_delay(attempt, initial=RESTART_INITIAL, maximum=RESTART_MAX,
@@ -391,6 +400,7 @@ class SnapshotWriter:
             return
         self._touched = Touched()
         self._sent = None  # partial until the commit below
+        pause = WHOLE_PAUSE if sent is None or touched is None else 0.0
         batch: list[tuple[str, Any, bytes | None]] = []
         until = time.perf_counter() + SLICE
         for tag, key, value in changes(sent, view, touched):
@@ -403,7 +413,7 @@ class SnapshotWriter:
                         self.blocks_sent += len(batch)
                         batch = []
                     await child.drained()
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(pause)
                     until = time.perf_counter() + SLICE
             batch.append((tag, key, b"".join(parts) or None))
         if batch:

@@ -5,6 +5,7 @@ Real processes: every test runs the real ``python -m federation.snapshot_child``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -328,3 +329,34 @@ async def test_a_cut_snapshot_is_refused_and_the_gateway_waits_for_etcd(
         etcd.restart()
         view = await run.reaches(rev, timeout=20)
         assert view.source == "etcd" and not view.stale
+
+
+async def test_a_stopped_writer_process_blocks_nothing(tmp_path: Path) -> None:
+    """A child that stops reading (SIGSTOP): updates go on, close() ends within its
+    timeouts, the last view is written by the gateway itself and the child is killed."""
+    import asyncio
+    import time
+
+    path = tmp_path / "view.json"
+    feed = Feed(richer_facts())
+    writer = SnapshotWriter(path, layout=LAYOUT, debounce=0.0, flush_timeout=1.0)
+    writer.schedule(feed.view, None)
+    await writer.flush()
+    pid = writer.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for i in range(20):
+            keys = feed.put(LAYOUT.cluster(f"x{i}"), cluster(f"x{i}"))
+            writer.schedule(feed.view, keys)
+            await asyncio.sleep(0)  # the hand-overs run: into a pipe nobody reads
+        started = time.monotonic()
+        await writer.close()
+        assert time.monotonic() - started < 15
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    view = on_disk(path)
+    assert view is not None and same_content(view, snapshot_part(feed.view))
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped

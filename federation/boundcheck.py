@@ -140,8 +140,8 @@ def _meta(meta: object) -> Checker:
 # the schema's validators are pure functions of one value (syntax checks: names, hosts,
 # paths, addresses, durations): a string one of them accepted once it accepts again.
 # Names repeat in every value (a service lists 20 clusters; 40,000 per cold build).
-_REMEMBER_MAX_LEN = 256  # longer strings are checked each time
-_REMEMBER_MAX = 1 << 14  # strings remembered per validator (then forgotten at once)
+_REMEMBER_MAX_LEN = 64  # longer strings are checked each time (names are shorter)
+_REMEMBER_MAX = 1 << 13  # strings remembered per validator (then forgotten at once)
 
 
 def _remembered(func: Checker) -> Checker:

@@ -29,6 +29,7 @@ know is listed in ``view.rejected`` and the previous good value of that key keep
 serving. The barrier keys (``applying``, ``generation``) are the watcher's business
 and feed no part of the view.
 
+The summaries' indexes (by pair, by observer, markers) are ``federation.obsindex``'s.
 Health and endpoint values are held decoded only (``federation.viewkeys``: their
 bytes are dropped once applied, a fingerprint recognises a replay).
 """
@@ -59,6 +60,7 @@ from federation.model import (
     ServiceHealth,
     Zone,
 )
+from federation.obsindex import live_opinions, reindex
 from federation.view import DecodeCache, Item, decode_parsed
 from federation.viewkeys import KeyTable
 
@@ -443,42 +445,7 @@ class ViewState:
                 new = obs_values[key]
             if new is old:
                 continue
-            marker = None
-            for o in new:
-                if o.service == ANY and o.cluster == ANY:
-                    marker = o
-                    break
-            if marker is None:
-                self._markers.pop(key, None)
-            else:
-                self._markers[key] = (marker.observer, marker.observer_cluster)
-            for o in old:
-                signed = obs_keys.get(o.observer)
-                if signed is not None:
-                    signed.discard(key)
-                    if not signed:
-                        del obs_keys[o.observer]
-            for o in old:
-                pair = (o.service, o.cluster)
-                pairs.add(pair)
-                by_observer = by_pair.get(pair)
-                if by_observer is not None:
-                    by_observer.pop(key, None)
-                    if not by_observer:
-                        del by_pair[pair]
-            for o in new:
-                signed = obs_keys.get(o.observer)
-                if signed is None:
-                    obs_keys[o.observer] = {key}
-                else:
-                    signed.add(key)
-                pair = (o.service, o.cluster)
-                pairs.add(pair)
-                by_observer = by_pair.get(pair)
-                if by_observer is None:
-                    by_pair[pair] = {key: [o]}
-                else:
-                    by_observer.setdefault(key, []).append(o)
+            reindex(key, old, new, self._markers, obs_keys, by_pair, pairs)
         return pairs
 
     def _expand(self, pairs: set[Pair]) -> set[Pair]:
@@ -515,8 +482,8 @@ class ViewState:
             assessed += 1
             cluster_wide = wide.get(cluster)
             if cluster_wide is None:
-                cluster_wide = wide[cluster] = _live(by_pair.get((ANY, cluster)), live)
-            explicit = _live(by_pair.get(pair), live)
+                cluster_wide = wide[cluster] = live_opinions(by_pair.get((ANY, cluster)), live)
+            explicit = live_opinions(by_pair.get(pair), live)
             if cluster_wide or markers:
                 opinions, silent = pair_opinions(
                     name,
@@ -590,21 +557,6 @@ class ViewState:
             acme_txt=MappingProxyType(dict(self.acme.txt)) if acme else before.acme_txt,
         )
         return self._view
-
-
-def _live(
-    by_observer: dict[str, list[Observation]] | None, live: Mapping[str, GatewayRecord]
-) -> list[Observation]:
-    """The observations of live observers, by key (one key: the common case, no sort)."""
-    if not by_observer:
-        return []
-    if len(by_observer) == 1:
-        for found in by_observer.values():
-            if len(found) == 1:  # one key of one observation: a summary, the common case
-                first = found[0]
-                return [first] if first.observer in live else []
-            return [o for o in found if o.observer in live]
-    return [o for key in sorted(by_observer) for o in by_observer[key] if o.observer in live]
 
 
 def full_delta(kvs: Mapping[str, KV]) -> dict[str, KV | None]:

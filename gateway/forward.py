@@ -27,6 +27,7 @@ from gateway import hygiene
 from gateway.bodies import RequestBody
 from gateway.failures import FailureKind, Reply, status_for
 from gateway.h2 import grpc
+from gateway.h2.stream import IDLE_KEY
 from gateway.h2.transport import H2Answer
 from gateway.hygiene import BACKEND_HEADER, FORWARDED_HEADER, PEER_HEADER
 from gateway.pipeline import Exchange
@@ -176,6 +177,7 @@ async def relay(
         elif tail and trailers:
             start["trailers"] = True
         start["headers"] = out
+        start[IDLE_KEY] = idle  # the HTTP/2 server bounds each wait for the client by it
         await send(start)
         await send({"type": "http.response.body", "body": whole, "more_body": False})
         if tail and trailers:
@@ -189,7 +191,7 @@ async def relay(
         watcher = asyncio.ensure_future(_watch_disconnect(receive, conn))
     sent = 0
     try:
-        start = {"type": "http.response.start", "status": status, "headers": out}
+        start = {"type": "http.response.start", "status": status, "headers": out, IDLE_KEY: idle}
         if trailing:
             start["trailers"] = True
         await send(start)
@@ -213,20 +215,19 @@ async def relay(
             except TimeoutError:
                 transport.done(conn, reuse=False)
                 raise Reply(499, "client stopped reading") from None
-        if not trailing:
-            # the answer is complete: its connection goes back to the pool before the last
-            # write (which may wait for a slow client), ready for the client's next request;
-            # the watcher first, which must never close it once another request has it
-            if watcher is not None:
-                watcher.cancel()
-            transport.done(conn)
-        try:
-            async with asyncio.timeout(idle):  # a client that stops taking the last bytes
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except TimeoutError:
-            if trailing:
-                transport.done(conn, reuse=False)
-            raise Reply(499, "client stopped reading") from None
+        # the answer is complete (its trailers too): its connection goes back to the pool
+        # before the last writes (which may wait for a slow client), ready for the client's
+        # next request; the watcher first, which must never close it once another has it
+        if watcher is not None:
+            watcher.cancel()
+        transport.done(conn)
+        await _bounded(send, {"type": "http.response.body", "body": b"", "more_body": False},
+                       idle)  # fmt: skip
+        if h2answer is not None and trailing:
+            await _bounded(
+                send, {"type": "http.response.trailers", "headers": list(h2answer.trailers)},
+                idle,
+            )  # fmt: skip
     except UpstreamError as failure:
         transport.done(conn, reuse=False)
         if grpc_call and trailing:  # the call ends with a status
@@ -242,10 +243,17 @@ async def relay(
     finally:
         if watcher is not None and not watcher.done():
             watcher.cancel()
-    if h2answer is not None and trailing:
-        await send({"type": "http.response.trailers", "headers": list(h2answer.trailers)})
-        transport.done(conn)
     return sent
+
+
+async def _bounded(send: Send, message: Message, idle: float) -> None:
+    """One write to the client once the upstream's part is over: a client that takes
+    nothing for ``idle`` seconds ends the exchange as its own doing (499)."""
+    try:
+        async with asyncio.timeout(idle):
+            await send(message)
+    except TimeoutError:
+        raise Reply(499, "client stopped reading") from None
 
 
 async def _watch_disconnect(receive: Receive, conn: Answer) -> None:

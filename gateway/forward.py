@@ -9,12 +9,13 @@ the exchange (the upstream connection is closed, never pinned by a stalled clien
 
 gRPC calls (``protocol: grpc`` services, ``content-type: application/grpc``) take three
 protocol steps in the same loop: ``grpc-timeout`` becomes the deadline (never later than
-``timeouts.request``; it also bounds the wait for each try's head and the answer's
-streaming); an answer whose ``grpc-status`` is in ``retries.grpcStatus`` (UNAVAILABLE by
-default) is a failed try, retried like a 503 but whatever the method; response trailers
-are relayed (ASGI ``http.response.trailers``) and a failure mid-answer ends the call with
-a gRPC status in the trailers rather than a broken stream. Gateway errors become
-trailers-only gRPC answers in the HTTP/2 server (``gateway/h2/stream.py``).
+``timeouts.request``; it also bounds the wait for each try's head, the answer's
+streaming and every write of it to the client); an answer whose ``grpc-status`` is in
+``retries.grpcStatus`` (UNAVAILABLE by default) is a failed try, retried like a 503 but
+whatever the method; response trailers are relayed (ASGI ``http.response.trailers``)
+and a failure mid-answer ends the call with a gRPC status in the trailers rather than a
+broken stream. Gateway errors become trailers-only gRPC answers in the HTTP/2 server
+(``gateway/h2/stream.py``).
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ async def relay(
         elif tail and trailers:
             start["trailers"] = True
         start["headers"] = out
-        start[IDLE_KEY] = idle  # the HTTP/2 server bounds each wait for the client by it
+        start[IDLE_KEY] = _limit(idle, until)  # the HTTP/2 server bounds its waits by it
         await send(start)
         await send({"type": "http.response.body", "body": whole, "more_body": False})
         if tail and trailers:
@@ -191,7 +192,8 @@ async def relay(
         watcher = asyncio.ensure_future(_watch_disconnect(receive, conn))
     sent = 0
     try:
-        start = {"type": "http.response.start", "status": status, "headers": out, IDLE_KEY: idle}
+        start = {"type": "http.response.start", "status": status, "headers": out,
+                 IDLE_KEY: _limit(idle, until)}  # fmt: skip
         if trailing:
             start["trailers"] = True
         await send(start)
@@ -210,7 +212,7 @@ async def relay(
                 break
             sent += len(chunk)
             try:
-                async with asyncio.timeout(idle):
+                async with asyncio.timeout(idle if until is None else _limit(idle, until)):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except TimeoutError:
                 transport.done(conn, reuse=False)
@@ -222,11 +224,11 @@ async def relay(
             watcher.cancel()
         transport.done(conn)
         await _bounded(send, {"type": "http.response.body", "body": b"", "more_body": False},
-                       idle)  # fmt: skip
+                       _limit(idle, until))  # fmt: skip
         if h2answer is not None and trailing:
             await _bounded(
                 send, {"type": "http.response.trailers", "headers": list(h2answer.trailers)},
-                idle,
+                _limit(idle, until),
             )  # fmt: skip
     except UpstreamError as failure:
         transport.done(conn, reuse=False)
@@ -244,6 +246,14 @@ async def relay(
         if watcher is not None and not watcher.done():
             watcher.cancel()
     return sent
+
+
+def _limit(idle: float, until: float | None) -> float:
+    """How long one write may wait for the client: the idle limit, and never past the
+    call's deadline (``until``, a loop time) when there is one."""
+    if until is None:
+        return idle
+    return max(0.001, min(idle, until - asyncio.get_running_loop().time()))
 
 
 async def _bounded(send: Send, message: Message, idle: float) -> None:

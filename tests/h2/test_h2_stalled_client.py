@@ -16,6 +16,7 @@ import pytest
 
 from federation.model import Timeouts
 from tests.gateway.harness import running_gateway, service, settings_for, view_of
+from tests.h2.grpc_support import EchoServer
 from tests.support.backend import Backend
 
 pytestmark = pytest.mark.timeout(30)
@@ -44,11 +45,19 @@ class StalledClient:
     def flush(self) -> None:
         self.writer.write(self.h2.data_to_send())
 
-    def get(self, path: str) -> int:
+    def get(self, path: str, *, authority: str = AUTHORITY, grpc_timeout: str = "") -> int:
+        """A GET, or with ``grpc_timeout`` a unary gRPC call (one message) with that
+        deadline."""
         sid: int = self.h2.get_next_available_stream_id()
-        headers = [(b":method", b"GET"), (b":scheme", b"http"),
-                   (b":authority", AUTHORITY.encode()), (b":path", path.encode())]  # fmt: skip
-        self.h2.send_headers(sid, headers, end_stream=True)
+        headers = [(b":method", b"POST" if grpc_timeout else b"GET"), (b":scheme", b"http"),
+                   (b":authority", authority.encode()), (b":path", path.encode())]  # fmt: skip
+        if grpc_timeout:
+            headers += [(b"content-type", b"application/grpc"), (b"te", b"trailers"),
+                        (b"grpc-timeout", grpc_timeout.encode())]  # fmt: skip
+            self.h2.send_headers(sid, headers)
+            self.h2.send_data(sid, b"\x00\x00\x00\x00\x02hi", end_stream=True)
+        else:
+            self.h2.send_headers(sid, headers, end_stream=True)
         self.flush()
         return sid
 
@@ -119,3 +128,26 @@ async def test_a_client_that_never_opens_its_window(path: str) -> None:
             passive = g.gateway.plane.passive.snapshot()
     errors = passive[("shop", "c1")][0] if ("shop", "c1") in passive else 0.0
     assert errors == 0.0  # the client's doing, not the upstream's
+
+
+async def test_a_grpc_call_deadline_bounds_the_writes_to_a_stalled_client() -> None:
+    """A gRPC call whose client never opens its window: the stream is reset at the
+    call's deadline (grpc-timeout 1 s), not at the route's 10 s idle limit."""
+    with EchoServer("b1") as b:
+        view = view_of(
+            [service("echo", "echo.test", protocol="grpc", timeouts=Timeouts(request=10.0))],
+            endpoints={("echo", "c1"): [b.address]},
+        )
+        async with running_gateway(view) as g:
+            client = await StalledClient.connect(*g.addr())
+            try:
+                t0 = time.monotonic()
+                sid = client.get("/test.Echo/Unary", authority="echo.test", grpc_timeout="1S")
+                assert await client.until(lambda: sid in client.reset, 5), (
+                    "the stalled call outlived its deadline"
+                )
+                took = time.monotonic() - t0
+                assert client.status[sid] == 200 and sid not in client.ended
+            finally:
+                client.close()
+    assert 0.5 < took < 5

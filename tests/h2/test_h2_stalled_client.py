@@ -98,12 +98,13 @@ class StalledClient:
         self.writer.close()
 
 
-@pytest.mark.parametrize("path", ["/down?size=20000", "/nowhere"])
+@pytest.mark.parametrize("path", ["/down?size=20000", "/down?stream=400&chunk=16384", "/nowhere"])
 async def test_a_client_that_never_opens_its_window(path: str) -> None:
-    """A whole answer (the upstream's, or the gateway's own 404) to a stream whose window
-    stays 0: the stream is reset after the idle limit (was: its task waited forever, the
-    request never ended); a second stream on the same connection is answered meanwhile;
-    the upstream is not blamed."""
+    """An answer (the upstream's whole or streamed, or the gateway's own 404) to a stream
+    whose window stays 0: the stream is reset after the idle limit (was, for a whole
+    answer or the 404: its task waited forever, the request never ended; a streamed one
+    was already cut by the relay); a second stream on the same connection is answered
+    meanwhile; the upstream is released and not blamed."""
     async with Backend("b1", host="127.0.0.2") as b:
         view = view_of(
             [service("shop", AUTHORITY, prefix="/down", timeouts=Timeouts(request=0.5))],

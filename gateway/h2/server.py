@@ -469,8 +469,11 @@ class H2ServerProtocol(H2Plumbing):
         self.closed = True
         for stream in list(self.streams.values()):
             self._reset_stream(stream)
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None:
+            transport.close()  # waits to flush what is buffered: bounded for a non-reader
+            if transport.get_write_buffer_size():
+                self.loop.call_later(self.limits.write_timeout, transport.abort)
 
     def shutdown(self) -> None:
         """Drain: GOAWAY (streams already open finish), close once none is left."""

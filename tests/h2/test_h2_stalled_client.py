@@ -6,6 +6,7 @@ streams of the same connection are answered (the ``h2`` library as the client)."
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import h2.config
@@ -18,6 +19,7 @@ from federation.model import Timeouts
 from tests.gateway.harness import running_gateway, service, settings_for, view_of
 from tests.h2.grpc_support import EchoServer
 from tests.support.backend import Backend
+from tests.support.wait import async_wait_for
 
 pytestmark = pytest.mark.timeout(30)
 AUTHORITY = "shop.test"
@@ -152,3 +154,44 @@ async def test_a_grpc_call_deadline_bounds_the_writes_to_a_stalled_client() -> N
             finally:
                 client.close()
     assert 0.5 < took < 5
+
+
+async def test_a_closed_connection_to_a_client_that_reads_nothing_goes() -> None:
+    """A client that stops reading its socket, then floods PINGs: the gateway closes the
+    connection (GOAWAY ENHANCE_YOUR_CALM), and with its send buffer full that close used
+    to wait for a flush that never came, the connection kept (and counted against the
+    listener's cap) for ever; now it is aborted after the write limit."""
+    async with Backend("b1", host="127.0.0.2") as b:
+        view = view_of(
+            [service("shop", AUTHORITY, timeouts=Timeouts(request=1.0))],
+            endpoints={("shop", "c1"): [b.address]},
+        )
+        settings = settings_for(limits={"headerTimeout": 1.0})
+        async with running_gateway(view, settings=settings) as g:
+            server = g.gateway._servers["public"]  # no public view of a listener's connections
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, g.addr())
+            client = StalledClient(*await asyncio.open_connection(sock=sock))
+            try:
+                client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**30})
+                client.h2.increment_flow_control_window(2**30)
+                client.get("/down?size=30000000")  # then read nothing
+
+                def stuck() -> bool:
+                    return any(
+                        c.transport is not None and c.transport.get_write_buffer_size() > 0
+                        for c in server.server_state.connections
+                    )
+
+                await async_wait_for(stuck, timeout=10, what="the gateway's buffer full")
+                for n in range(150):  # past the PING budget (100 in 10 s)
+                    client.h2.ping(n.to_bytes(8, "big"))
+                client.flush()
+                await async_wait_for(
+                    lambda: not server.server_state.connections, timeout=10,
+                    what="the closed connection gone",
+                )  # fmt: skip
+            finally:
+                client.close()

@@ -9,12 +9,13 @@ the exchange (the upstream connection is closed, never pinned by a stalled clien
 
 gRPC calls (``protocol: grpc`` services, ``content-type: application/grpc``) take three
 protocol steps in the same loop: ``grpc-timeout`` becomes the deadline (never later than
-``timeouts.request``; it also bounds the wait for each try's head and the answer's
-streaming); an answer whose ``grpc-status`` is in ``retries.grpcStatus`` (UNAVAILABLE by
-default) is a failed try, retried like a 503 but whatever the method; response trailers
-are relayed (ASGI ``http.response.trailers``) and a failure mid-answer ends the call with
-a gRPC status in the trailers rather than a broken stream. Gateway errors become
-trailers-only gRPC answers in the HTTP/2 server (``gateway/h2/stream.py``).
+``timeouts.request``; it also bounds the wait for each try's head, the answer's
+streaming and every write of it to the client); an answer whose ``grpc-status`` is in
+``retries.grpcStatus`` (UNAVAILABLE by default) is a failed try, retried like a 503 but
+whatever the method; response trailers are relayed (ASGI ``http.response.trailers``)
+and a failure mid-answer ends the call with a gRPC status in the trailers rather than a
+broken stream. Gateway errors become trailers-only gRPC answers in the HTTP/2 server
+(``gateway/h2/stream.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from gateway import hygiene
 from gateway.bodies import RequestBody
 from gateway.failures import FailureKind, Reply, status_for
 from gateway.h2 import grpc
+from gateway.h2.stream import IDLE_KEY
 from gateway.h2.transport import H2Answer
 from gateway.hygiene import BACKEND_HEADER, FORWARDED_HEADER, PEER_HEADER
 from gateway.pipeline import Exchange
@@ -176,6 +178,7 @@ async def relay(
         elif tail and trailers:
             start["trailers"] = True
         start["headers"] = out
+        start[IDLE_KEY] = _limit(idle, until)  # the HTTP/2 server bounds its waits by it
         await send(start)
         await send({"type": "http.response.body", "body": whole, "more_body": False})
         if tail and trailers:
@@ -189,7 +192,8 @@ async def relay(
         watcher = asyncio.ensure_future(_watch_disconnect(receive, conn))
     sent = 0
     try:
-        start = {"type": "http.response.start", "status": status, "headers": out}
+        start = {"type": "http.response.start", "status": status, "headers": out,
+                 IDLE_KEY: _limit(idle, until)}  # fmt: skip
         if trailing:
             start["trailers"] = True
         await send(start)
@@ -208,25 +212,24 @@ async def relay(
                 break
             sent += len(chunk)
             try:
-                async with asyncio.timeout(idle):
+                async with asyncio.timeout(idle if until is None else _limit(idle, until)):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except TimeoutError:
                 transport.done(conn, reuse=False)
                 raise Reply(499, "client stopped reading") from None
-        if not trailing:
-            # the answer is complete: its connection goes back to the pool before the last
-            # write (which may wait for a slow client), ready for the client's next request;
-            # the watcher first, which must never close it once another request has it
-            if watcher is not None:
-                watcher.cancel()
-            transport.done(conn)
-        try:
-            async with asyncio.timeout(idle):  # a client that stops taking the last bytes
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except TimeoutError:
-            if trailing:
-                transport.done(conn, reuse=False)
-            raise Reply(499, "client stopped reading") from None
+        # the answer is complete (its trailers too): its connection goes back to the pool
+        # before the last writes (which may wait for a slow client), ready for the client's
+        # next request; the watcher first, which must never close it once another has it
+        if watcher is not None:
+            watcher.cancel()
+        transport.done(conn)
+        await _bounded(send, {"type": "http.response.body", "body": b"", "more_body": False},
+                       _limit(idle, until))  # fmt: skip
+        if h2answer is not None and trailing:
+            await _bounded(
+                send, {"type": "http.response.trailers", "headers": list(h2answer.trailers)},
+                _limit(idle, until),
+            )  # fmt: skip
     except UpstreamError as failure:
         transport.done(conn, reuse=False)
         if grpc_call and trailing:  # the call ends with a status
@@ -242,10 +245,25 @@ async def relay(
     finally:
         if watcher is not None and not watcher.done():
             watcher.cancel()
-    if h2answer is not None and trailing:
-        await send({"type": "http.response.trailers", "headers": list(h2answer.trailers)})
-        transport.done(conn)
     return sent
+
+
+def _limit(idle: float, until: float | None) -> float:
+    """How long one write may wait for the client: the idle limit, and never past the
+    call's deadline (``until``, a loop time) when there is one."""
+    if until is None:
+        return idle
+    return max(0.001, min(idle, until - asyncio.get_running_loop().time()))
+
+
+async def _bounded(send: Send, message: Message, idle: float) -> None:
+    """One write to the client once the upstream's part is over: a client that takes
+    nothing for ``idle`` seconds ends the exchange as its own doing (499)."""
+    try:
+        async with asyncio.timeout(idle):
+            await send(message)
+    except TimeoutError:
+        raise Reply(499, "client stopped reading") from None
 
 
 async def _watch_disconnect(receive: Receive, conn: Answer) -> None:

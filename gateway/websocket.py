@@ -191,16 +191,22 @@ async def proxy_websocket(
                 await upstream.close(code=code if _sendable(code) else 1000)
                 return
 
+    idle = service.timeouts.request  # a client that takes no frame for this long is gone
+
     async def upstream_to_client() -> None:
         assert upstream is not None
         try:
             async for frame in upstream:
-                if isinstance(frame, str):
-                    await send({"type": "websocket.send", "text": frame})
-                else:
-                    await send({"type": "websocket.send", "bytes": frame})
+                async with asyncio.timeout(idle):
+                    if isinstance(frame, str):
+                        await send({"type": "websocket.send", "text": frame})
+                    else:
+                        await send({"type": "websocket.send", "bytes": frame})
         except ConnectionClosed:
             pass
+        except TimeoutError:  # the client's doing: the upstream goes at once, unblamed
+            upstream.transport.abort()  # its close handshake would wait on a full pipe too
+            return
         code = upstream.close_code or 1000
         with contextlib.suppress(Exception):
             await send(

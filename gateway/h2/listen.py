@@ -76,6 +76,7 @@ def h2_limits(limits: Any, idle_timeout: float) -> H2Limits:
         max_header_list_size=limits.max_header_bytes,
         header_timeout=limits.header_timeout,
         idle_timeout=idle_timeout,
+        write_timeout=limits.header_timeout,  # the client's idle limit, both directions
     )
 
 

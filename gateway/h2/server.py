@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,7 @@ class H2Limits:
     connection_window: int = 4 * 1024 * 1024
     header_timeout: float = 10.0  # a header block must complete within this
     idle_timeout: float = 60.0  # a connection without streams closes after this
+    write_timeout: float = 10.0  # a stream whose answer makes no progress this long is reset
     window: float = 10.0  # the abuse budgets below count per this many seconds
     max_resets: int = 200  # streams the client resets before they complete
     max_settings: int = 100
@@ -377,9 +379,10 @@ class H2ServerProtocol(H2Plumbing):
             if window is None:
                 self._reset_stream(stream)
                 return
-            if window <= 0:
+            if window <= 0:  # the client's window is shut: wait, bounded, for it to open
                 stream.event.clear()
-                await stream.event.wait()
+                if not await self._progress(stream, stream.event.wait()):
+                    return
                 continue
             chunk, view = view[:window], view[window:]
             last = end and not view
@@ -396,7 +399,23 @@ class H2ServerProtocol(H2Plumbing):
                 stream.sent_end = True
                 self._stream_done(stream)
                 return
-            await self.drain()
+            if self.write_paused and not await self._progress(stream, self.drain()):
+                return
+
+    async def _progress(self, stream: Stream, wait: Coroutine[Any, Any, object]) -> bool:
+        """Wait for the client to take more of this stream's answer (its window to open,
+        or the socket's buffer to drain), at most the answer's idle limit (the route's, set
+        by the relay) or else ``limits.write_timeout``; past that the
+        stream is reset (CANCEL) and False returned: the app's next ``receive`` is
+        ``http.disconnect`` and its later writes go nowhere; other streams go on."""
+        try:
+            async with asyncio.timeout(stream.write_timeout or self.limits.write_timeout):
+                await wait
+        except TimeoutError:
+            log.debug("h2.stream_stalled", stream=stream.id, client=self.client)
+            self.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+            return False
+        return True
 
     def reset_stream(self, stream: Stream, code: h2.errors.ErrorCodes) -> None:
         if not self.closed and not stream.reset:
@@ -450,8 +469,11 @@ class H2ServerProtocol(H2Plumbing):
         self.closed = True
         for stream in list(self.streams.values()):
             self._reset_stream(stream)
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None:
+            transport.close()  # waits to flush what is buffered: bounded for a non-reader
+            if transport.get_write_buffer_size():
+                self.loop.call_later(self.limits.write_timeout, transport.abort)
 
     def shutdown(self) -> None:
         """Drain: GOAWAY (streams already open finish), close once none is left."""

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from gateway.h2.server import H2ServerProtocol
 
 # connection-specific fields never sent in HTTP/2 (RFC 9113 section 8.2.2)
+# an ``http.response.start`` key: how long each write of this answer may wait for the
+# client to take more (the route's idle limit; the listener's ``write_timeout`` without it)
+IDLE_KEY = "fedgate.idle"
+
 _RESPONSE_DROP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
@@ -49,6 +53,7 @@ class Stream:
         "task",
         "trailers",
         "trailers_wanted",
+        "write_timeout",
     )
 
     def __init__(self, conn: H2ServerProtocol, stream_id: int, *, ended: bool, grpc: bool):
@@ -70,6 +75,7 @@ class Stream:
         self.error_status = 0  # a non-200 answer to a gRPC request, being converted
         self.error_body = b""
         self.task: asyncio.Task[None] | None = None
+        self.write_timeout: float | None = None  # the answer's own limit (IDLE_KEY)
 
     # ------------------------------------------------------------ ASGI receive
     async def receive(self) -> Message:
@@ -103,6 +109,7 @@ class Stream:
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
             self.started = True
+            self.write_timeout = message.get(IDLE_KEY)
             status = int(message["status"])
             if self.grpc and status != 200:
                 self.error_status = status  # becomes a trailers-only gRPC answer

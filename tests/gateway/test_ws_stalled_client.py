@@ -1,0 +1,55 @@
+"""A WebSocket client that stops reading: the gateway's write of an upstream frame to it
+is bounded by the route's idle limit; past it the exchange ends as the client's doing
+(the upstream connection closed and its in-flight slot freed, nothing recorded against
+the upstream) instead of pinning the upstream until the client goes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from federation.model import Timeouts
+from tests.gateway.harness import running_gateway, service, view_of
+from tests.support.backend import Backend
+from tests.support.wait import async_wait_for
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def test_a_client_that_stops_reading_frees_the_upstream() -> None:
+    async with Backend("b1", host="127.0.0.2") as b:
+        view = view_of(
+            [service("shop", "shop.test", timeouts=Timeouts(request=0.5))],
+            endpoints={("shop", "c1"): [b.address]},
+        )
+        async with running_gateway(view) as g:
+            h, p = g.addr()
+            # max_queue=1: the client library stops reading its socket once one frame
+            # waits, and this client never calls recv()
+            async with connect(
+                "ws://shop.test/chat", host=h, port=p, proxy=None, max_queue=1,
+                max_size=None, compression=None, close_timeout=0.5,
+            ) as conn:  # fmt: skip
+                frame = b"z" * (256 * 1024)
+                for _ in range(200):  # echoed back by the backend, until the pipes fill
+                    if not g.balancer.active(b.address):
+                        break  # the gateway gave up on this client already
+                    try:
+                        await asyncio.wait_for(conn.send(frame), 0.5)
+                    except TimeoutError:
+                        break
+                    except ConnectionClosed:
+                        break
+                else:
+                    pytest.fail("200 frames of 256 KiB went through a client that reads none")
+                await async_wait_for(
+                    lambda: not g.balancer.active(b.address), timeout=10,
+                    what="the upstream freed from a client that reads nothing",
+                )  # fmt: skip
+                conn.transport.abort()  # the stalled client just goes
+            passive = g.gateway.plane.passive.snapshot()
+    errors = passive[("shop", "c1")][0] if ("shop", "c1") in passive else 0.0
+    assert errors == 0.0  # the client's doing, not the upstream's

@@ -36,7 +36,6 @@ bytes are dropped once applied, a fingerprint recognises a replay).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
@@ -59,6 +58,7 @@ from federation.model import (
     ServiceHealth,
     Zone,
 )
+from federation.observations import ObservationStore
 from federation.view import DecodeCache, Item, decode_parsed
 from federation.viewkeys import KeyTable
 
@@ -139,7 +139,7 @@ class ViewState:
         self._ep_values: dict[str, tuple[int, tuple[Endpoint, ...]]] = {}
         self._ep_keys: dict[Pair, set[str]] = {}
         self.endpoints: dict[Pair, tuple[Endpoint, ...]] = {}
-        self._obs_values: dict[str, tuple[Observation, ...]] = {}
+        self._obs_values = ObservationStore()  # health key -> its observations (shared)
         self._obs_by_pair: dict[Pair, dict[str, list[Observation]]] = {}
         # health key -> (observer, cluster) of the "*"/"*" marker it holds
         self._markers: dict[str, tuple[str, str]] = {}
@@ -569,15 +569,7 @@ class ViewState:
             services=MappingProxyType(dict(self.services)) if config else before.services,
             endpoints=MappingProxyType(dict(self.endpoints)) if endpoints else before.endpoints,
             gateways=MappingProxyType(dict(self.gateways)) if gateways else before.gateways,
-            observations=(
-                tuple(
-                    itertools.chain.from_iterable(
-                        self._obs_values[k] for k in sorted(self._obs_values)
-                    )
-                )
-                if observations
-                else before.observations
-            ),
+            observations=self._obs_values.freeze() if observations else before.observations,
             health=MappingProxyType(dict(self.health)) if health else before.health,
             rejected=rejected if rejected != before.rejected else before.rejected,
             source="etcd",

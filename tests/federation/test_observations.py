@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
+
 import pytest
 
+from federation import codec
 from federation.model import HealthState, Observation
 from federation.observations import BUCKETS, ObservationStore, ObservationTable
+from federation.view import same_content
 from federation.viewstate import ViewState
 from tests.federation.test_viewstate import CLUSTERS, LAYOUT, Store
 
@@ -100,3 +105,12 @@ def test_the_store_and_table_read_like_a_dict_and_a_tuple() -> None:
     assert table == one + two and store.freeze() == two  # the old table unchanged
     with pytest.raises(TypeError):
         hash(table)
+
+
+def test_a_table_encodes_compares_and_pickles_like_a_tuple() -> None:
+    store, by_key, state = _loaded(20)
+    view = state.apply(store.take(), revision=store.revision, now=1.0)
+    as_tuple = dataclasses.replace(view, observations=_expected(by_key))
+    assert codec.to_plain(view) == codec.to_plain(as_tuple)  # bench/coldbuild.py --dump
+    assert same_content(view, as_tuple)
+    assert pickle.loads(pickle.dumps(view.observations)) == as_tuple.observations

@@ -41,6 +41,7 @@ from types import MappingProxyType
 
 from federation.acme_view import AcmeChallenges
 from federation.aggregate import judge, pair_opinions
+from federation.cowmap import CowMap
 from federation.etcd import KV
 from federation.health_summary import summary_name
 from federation.keys import KeyLayout, Kind, ParsedKey
@@ -144,7 +145,7 @@ class ViewState:
         # health key -> (observer, cluster) of the "*"/"*" marker it holds
         self._markers: dict[str, tuple[str, str]] = {}
         self._obs_keys: dict[str, set[str]] = {}  # observer id -> the health keys it signs
-        self.health: dict[Pair, ServiceHealth] = {}
+        self.health: CowMap[Pair, ServiceHealth] = CowMap()  # published by freeze()
         self.config_revision = 0
         self.acme = AcmeChallenges()  # answered by every gateway (gateway/acme_*.py)
         self._parsed: dict[str, ParsedKey | None] = {}  # the keys being applied, parsed
@@ -569,8 +570,8 @@ class ViewState:
             services=MappingProxyType(dict(self.services)) if config else before.services,
             endpoints=MappingProxyType(dict(self.endpoints)) if endpoints else before.endpoints,
             gateways=MappingProxyType(dict(self.gateways)) if gateways else before.gateways,
-            observations=self._obs_values.freeze() if observations else before.observations,
-            health=MappingProxyType(dict(self.health)) if health else before.health,
+            observations=self._obs_values.table() if observations else before.observations,
+            health=self.health.freeze() if health else before.health,
             rejected=rejected if rejected != before.rejected else before.rejected,
             source="etcd",
             stale=False,

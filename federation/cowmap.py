@@ -68,16 +68,15 @@ class FrozenMap(Mapping[K, V]):
 class CowMap(Generic[K, V]):
     """A mutable map, bucketed, whose :meth:`freeze` shares every unchanged bucket."""
 
-    __slots__ = ("_buckets", "_frozen", "_len", "_owned")
+    __slots__ = ("_buckets", "_frozen", "_owned")
 
     def __init__(self) -> None:
         self._buckets: list[dict[K, V]] = [{} for _ in range(BUCKETS)]
         self._owned = bytearray(b"\x01" * BUCKETS)  # 1: no frozen map holds this bucket
         self._frozen: FrozenMap[K, V] | None = None  # the last one, while nothing changed
-        self._len = 0
 
-    def _writable(self, i: int) -> dict[K, V]:
-        self._frozen = None
+    def _copy(self, i: int) -> dict[K, V]:
+        """Bucket ``i``, copied first when a frozen map holds it."""
         if self._owned[i]:
             return self._buckets[i]
         bucket = self._buckets[i] = dict(self._buckets[i])
@@ -97,11 +96,10 @@ class CowMap(Generic[K, V]):
     def __contains__(self, key: K) -> bool:
         return key in self._buckets[hash(key) % BUCKETS]
 
-    def __setitem__(self, key: K, value: V) -> None:
-        bucket = self._writable(hash(key) % BUCKETS)
-        size = len(bucket)
-        bucket[key] = value
-        self._len += len(bucket) - size
+    def __setitem__(self, key: K, value: V) -> None:  # per assessment: kept to one call
+        i = hash(key) % BUCKETS
+        (self._buckets[i] if self._owned[i] else self._copy(i))[key] = value
+        self._frozen = None
 
     @overload
     def pop(self, key: K, /) -> V: ...
@@ -113,19 +111,19 @@ class CowMap(Generic[K, V]):
             if default:
                 return default[0]
             raise KeyError(key)
-        self._len -= 1
-        return self._writable(i).pop(key)
+        self._frozen = None
+        return self._copy(i).pop(key)
 
     def __iter__(self) -> Iterator[K]:
         return itertools.chain.from_iterable(self._buckets)
 
     def __len__(self) -> int:
-        return self._len
+        return sum(map(len, self._buckets))
 
     def freeze(self) -> FrozenMap[K, V]:
         """The current entries as a map no later write changes."""
         frozen = self._frozen
         if frozen is None:
-            frozen = self._frozen = FrozenMap(tuple(self._buckets), self._len)
+            frozen = self._frozen = FrozenMap(tuple(self._buckets), len(self))
             self._owned[:] = bytes(BUCKETS)
         return frozen

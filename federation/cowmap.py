@@ -5,7 +5,9 @@ The view state's runtime maps hold an entry per key or per (service, cluster) pa
 by ``dict(...)`` copied all of them: ~1 ms of one C call holding the interpreter lock
 per health write (the update runs in a worker thread; the event loop waits).
 
-:class:`CowMap` keeps its entries in :data:`BUCKETS` fixed buckets (by hash). Its
+:class:`CowMap` keeps its entries in :data:`BUCKETS` fixed buckets (by hash). The view
+state keeps its own plain dicts (read and written at C speed per pair) and
+:meth:`~CowMap.publish` brings the keys an update changed into the map. Its
 :meth:`~CowMap.freeze` returns a :class:`FrozenMap` holding references to the
 buckets (O(buckets)) and marks them shared; a later write copies the one bucket it
 touches first (O(entries / buckets)), so a frozen map never changes. Reading a frozen
@@ -19,7 +21,7 @@ Iteration follows the buckets, not the order of insertion.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Generic, TypeVar, overload
 
 K = TypeVar("K", bound=Hashable)
@@ -119,6 +121,33 @@ class CowMap(Generic[K, V]):
 
     def __len__(self) -> int:
         return sum(map(len, self._buckets))
+
+    def sync(self, source: Mapping[K, V], keys: Iterable[K]) -> None:
+        """Make these keys' entries what ``source`` holds (absent there: removed). One
+        loop, no call per key: a cold build syncs every pair."""
+        buckets, owned, copy = self._buckets, self._owned, self._copy
+        changed = False
+        for key in keys:
+            i = hash(key) % BUCKETS
+            bucket = buckets[i]
+            if key in source:
+                value = source[key]
+                if bucket.get(key) is value:  # assessed again, the same: nothing to copy
+                    continue
+                (bucket if owned[i] else copy(i))[key] = value
+            elif key in bucket:
+                del (bucket if owned[i] else copy(i))[key]
+            else:
+                continue
+            changed = True
+        if changed:
+            self._frozen = None
+
+    def publish(self, source: Mapping[K, V], keys: Iterable[K]) -> FrozenMap[K, V]:
+        """:meth:`sync` then :meth:`freeze`: the frozen map of ``source`` after a change
+        of ``keys`` (every other entry as last published)."""
+        self.sync(source, keys)
+        return self.freeze()
 
     def freeze(self) -> FrozenMap[K, V]:
         """The current entries as a map no later write changes."""

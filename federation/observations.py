@@ -19,7 +19,7 @@ read, by that reader, and kept.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import overload
 
 from federation.cowmap import CowMap, FrozenMap
@@ -82,9 +82,10 @@ class ObservationStore(CowMap[str, Values]):
         super().__init__()
         self._table = ObservationTable()
 
-    def table(self) -> ObservationTable:
-        """The current observations as a table no later write changes."""
-        frozen = self.freeze()
+    def table(self, source: Mapping[str, Values], keys: Iterable[str]) -> ObservationTable:
+        """The observations of ``source`` after a change of ``keys``, as a table no
+        later write changes."""
+        frozen = self.publish(source, keys)
         if self._table.source is not frozen:
             self._table = ObservationTable(frozen)
         return self._table

@@ -140,12 +140,14 @@ class ViewState:
         self._ep_values: dict[str, tuple[int, tuple[Endpoint, ...]]] = {}
         self._ep_keys: dict[Pair, set[str]] = {}
         self.endpoints: dict[Pair, tuple[Endpoint, ...]] = {}
-        self._obs_values = ObservationStore()  # health key -> its observations (shared)
+        self._obs_values: dict[str, tuple[Observation, ...]] = {}
+        self._obs_out = ObservationStore()  # what views hold of _obs_values (shared)
         self._obs_by_pair: dict[Pair, dict[str, list[Observation]]] = {}
         # health key -> (observer, cluster) of the "*"/"*" marker it holds
         self._markers: dict[str, tuple[str, str]] = {}
         self._obs_keys: dict[str, set[str]] = {}  # observer id -> the health keys it signs
-        self.health: CowMap[Pair, ServiceHealth] = CowMap()  # published by freeze()
+        self.health: dict[Pair, ServiceHealth] = {}
+        self._health_out: CowMap[Pair, ServiceHealth] = CowMap()  # what views hold of it
         self.config_revision = 0
         self.acme = AcmeChallenges()  # answered by every gateway (gateway/acme_*.py)
         self._parsed: dict[str, ParsedKey | None] = {}  # the keys being applied, parsed
@@ -238,6 +240,7 @@ class ViewState:
             observations=Kind.HEALTH in touched,
             health=health_changed,
             acme=acme_changed,
+            changed=(dirty_health, touched.get(Kind.HEALTH, ())),
         )
         return view
 
@@ -556,8 +559,10 @@ class ViewState:
         observations: bool,
         health: bool,
         acme: bool = False,
+        changed: tuple[Iterable[Pair], Iterable[str]] = ((), ()),
     ) -> RoutingView:
         before = self._view
+        pairs, health_keys = changed  # whose health / observations may have changed
         rejected = tuple(sorted(self._rejected.values(), key=lambda r: _sort_key(self.layout, r)))
         for r in rejected:
             if r not in before.rejected:
@@ -570,8 +575,12 @@ class ViewState:
             services=MappingProxyType(dict(self.services)) if config else before.services,
             endpoints=MappingProxyType(dict(self.endpoints)) if endpoints else before.endpoints,
             gateways=MappingProxyType(dict(self.gateways)) if gateways else before.gateways,
-            observations=self._obs_values.table() if observations else before.observations,
-            health=self.health.freeze() if health else before.health,
+            observations=(
+                self._obs_out.table(self._obs_values, health_keys)
+                if observations
+                else before.observations
+            ),
+            health=self._health_out.publish(self.health, pairs) if health else before.health,
             rejected=rejected if rejected != before.rejected else before.rejected,
             source="etcd",
             stale=False,

@@ -95,17 +95,19 @@ def test_a_view_with_no_health_write_keeps_the_same_table() -> None:
     assert second.observations is first.observations
 
 
-def test_the_store_and_table_read_like_a_dict_and_a_tuple() -> None:
+def test_the_store_publishes_what_changed_and_the_table_reads_like_a_tuple() -> None:
     store = ObservationStore()
     one, two = (_obs("a", "x"),), (_obs("b", "y"), _obs("b", "z"))
-    store["k2"], store["k1"] = two, one
-    assert store["k1"] == one and "k2" in store and store.get("nope") is None
-    table = store.table()
-    assert store.table() is table  # nothing changed: the same table
+    source = {"k2": two, "k1": one}
+    table = store.table(source, ["k1", "k2"])
+    assert store.table(source, []) is table  # nothing changed: the same table
     assert table == one + two and table[0] == one[0] and table[1:] == two
     assert list(table) == [*one, *two] and table != ObservationTable()
-    assert store.pop("k1") == one and store.pop("k1", None) is None
-    assert table == one + two and store.table() == two  # the old table unchanged
+    del source["k1"]
+    source["k0"] = two
+    later = store.table(source, ["k1", "k0"])  # k1 gone, k0 new
+    assert table == one + two and later == two + two  # the old table unchanged
+    assert store.get("k1") is None and "k0" in store and len(store) == 2
     with pytest.raises(TypeError):
         hash(table)
 

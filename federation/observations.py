@@ -7,10 +7,11 @@ Rebuilding that tuple on each write (sort 40,000 keys, chain 40,000 values) cost
 waited behind an update applied in a worker thread. Nothing on the request path
 reads it: the snapshot leaves it out, tests and tools read it whole.
 
-So the view state keeps its health keys in an :class:`ObservationStore`, a
-:class:`~federation.cowmap.CowMap` of ``key -> observations``: publishing a view freezes
-it (O(buckets), not O(keys)) and a later write copies only the bucket it touches, so a
-reader holding an older view keeps its content. The view's ``observations`` is an
+So the view state keeps its ``health key -> observations`` as a plain dict and, beside
+it, an :class:`ObservationStore` (a :class:`~federation.cowmap.CowMap`) that views hold:
+publishing a view syncs the keys the update touched into the store and freezes it
+(O(touched + buckets), not O(keys)); a later change copies only the bucket it touches,
+so a reader holding an older view keeps its content. The view's ``observations`` is an
 :class:`ObservationTable` over that frozen map: an immutable
 :class:`~collections.abc.Sequence` whose flat, key-ordered tuple is built on its first
 read, by that reader, and kept.

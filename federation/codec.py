@@ -22,7 +22,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any, TypeVar, get_args, get_origin
 
@@ -57,6 +57,8 @@ def to_plain(obj: Any) -> Any:
         return sorted(to_plain(v) for v in obj)
     if isinstance(obj, tuple | list):
         return [to_plain(v) for v in obj]
+    if isinstance(obj, Sequence) and not isinstance(obj, bytes | bytearray | memoryview):
+        return [to_plain(v) for v in obj]  # view.observations (federation.observations)
     return obj
 
 

@@ -14,7 +14,7 @@ import enum
 import ipaddress
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
@@ -482,7 +482,7 @@ class RoutingView:
         default_factory=lambda: MappingProxyType({})
     )
     gateways: Mapping[str, GatewayRecord] = field(default_factory=lambda: MappingProxyType({}))
-    observations: tuple[Observation, ...] = ()
+    observations: Sequence[Observation] = ()  # a tuple, or federation.observations' table
     health: Mapping[tuple[str, str], ServiceHealth] = field(
         default_factory=lambda: MappingProxyType({})
     )

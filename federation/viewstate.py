@@ -37,12 +37,12 @@ bytes are dropped once applied, a fingerprint recognises a replay).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from federation.acme_view import AcmeChallenges
 from federation.aggregate import judge, pair_opinions
+from federation.cowmap import CowMap
 from federation.etcd import KV
 from federation.health_summary import summary_name
 from federation.keys import KeyLayout, Kind, ParsedKey
@@ -60,6 +60,7 @@ from federation.model import (
     ServiceHealth,
     Zone,
 )
+from federation.observations import ObservationStore
 from federation.obsindex import live_opinions, reindex
 from federation.view import DecodeCache, Item, decode_parsed
 from federation.viewkeys import KeyTable
@@ -142,11 +143,13 @@ class ViewState:
         self._ep_keys: dict[Pair, set[str]] = {}
         self.endpoints: dict[Pair, tuple[Endpoint, ...]] = {}
         self._obs_values: dict[str, tuple[Observation, ...]] = {}
+        self._obs_out = ObservationStore()  # what views hold of _obs_values (shared)
         self._obs_by_pair: dict[Pair, dict[str, list[Observation]]] = {}
         # health key -> (observer, cluster) of the "*"/"*" marker it holds
         self._markers: dict[str, tuple[str, str]] = {}
         self._obs_keys: dict[str, set[str]] = {}  # observer id -> the health keys it signs
         self.health: dict[Pair, ServiceHealth] = {}
+        self._health_out: CowMap[Pair, ServiceHealth] = CowMap()  # what views hold of it
         self.config_revision = 0
         self.acme = AcmeChallenges()  # answered by every gateway (gateway/acme_*.py)
         self._parsed: dict[str, ParsedKey | None] = {}  # the keys being applied, parsed
@@ -239,6 +242,7 @@ class ViewState:
             observations=Kind.HEALTH in touched,
             health=health_changed,
             acme=acme_changed,
+            changed=(dirty_health, touched.get(Kind.HEALTH, ())),
         )
         return view
 
@@ -522,8 +526,10 @@ class ViewState:
         observations: bool,
         health: bool,
         acme: bool = False,
+        changed: tuple[Iterable[Pair], Iterable[str]] = ((), ()),
     ) -> RoutingView:
         before = self._view
+        pairs, health_keys = changed  # whose health / observations may have changed
         rejected = tuple(sorted(self._rejected.values(), key=lambda r: _sort_key(self.layout, r)))
         for r in rejected:
             if r not in before.rejected:
@@ -537,15 +543,11 @@ class ViewState:
             endpoints=MappingProxyType(dict(self.endpoints)) if endpoints else before.endpoints,
             gateways=MappingProxyType(dict(self.gateways)) if gateways else before.gateways,
             observations=(
-                tuple(
-                    itertools.chain.from_iterable(
-                        self._obs_values[k] for k in sorted(self._obs_values)
-                    )
-                )
+                self._obs_out.table(self._obs_values, health_keys)
                 if observations
                 else before.observations
             ),
-            health=MappingProxyType(dict(self.health)) if health else before.health,
+            health=self._health_out.publish(self.health, pairs) if health else before.health,
             rejected=rejected if rejected != before.rejected else before.rejected,
             source="etcd",
             stale=False,

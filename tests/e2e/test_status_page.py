@@ -86,6 +86,14 @@ def cluster_states(page: Any) -> dict[str, str]:
     return states
 
 
+def wait_in_page(page: Any, expression: str, *, timeout: float = 5) -> None:
+    """Poll a JavaScript expression from here under a deadline. Not
+    ``page.wait_for_function``: when its predicate is false at the first check it polls
+    inside the page with ``eval``, which the page's Content-Security-Policy forbids (the
+    login test failed so in a CI run whenever the refusal was not yet shown)."""
+    wait_for(lambda: page.evaluate(expression) is True, timeout=timeout, what=expression)
+
+
 def test_page_renders_every_cluster_and_follows_health(browser: Any, admin: AdminServer) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1360, "height": 1100})
@@ -97,9 +105,10 @@ def test_page_renders_every_cluster_and_follows_health(browser: Any, admin: Admi
         lambda m: errors.append(m.text) if m.type == "error" and "401" not in m.text else None,
     )
     page.goto(f"{admin.url}/#token={TOKEN}")
-    page.wait_for_function(
+    wait_in_page(
+        page,
         f"document.querySelectorAll('#clusters [data-cluster]').length === {len(CLUSTERS)}",
-        timeout=10_000,
+        timeout=10,
     )
     assert "token" not in page.url  # the token left the address bar
     states = cluster_states(page)
@@ -153,9 +162,7 @@ def test_page_asks_for_the_token(browser: Any, admin: AdminServer) -> None:
     assert page.is_hidden("#dashboard")
     page.fill("#token-input", "wrong-token")
     page.click("#login-form button")
-    page.wait_for_function(
-        "document.getElementById('login-error').textContent.includes('refused')", timeout=5_000
-    )
+    wait_in_page(page, "document.getElementById('login-error').textContent.includes('refused')")
     page.fill("#token-input", TOKEN)
     page.click("#login-form button")
     page.wait_for_selector("#dashboard:not([hidden])", timeout=5_000)
@@ -175,8 +182,7 @@ def test_page_shows_when_the_gateway_is_gone(browser: Any) -> None:
         page.goto(f"{server.url}/#token={TOKEN}")
         page.wait_for_selector("#clusters [data-cluster]", timeout=10_000)
     # the server stopped: the page says so, and keeps the last picture
-    # polled from here: the page's Content-Security-Policy forbids the eval that a
-    # string wait_for_function needs
+    # polled from here: see wait_in_page
     wait_for(
         lambda: "unreachable" in (page.locator("#updated").text_content() or ""),
         timeout=10,

@@ -27,7 +27,6 @@ from typing import Any, ClassVar, cast
 import httptools
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gateway.cycles import _ASGI, FastCycle, _Cycle
 
@@ -599,13 +598,3 @@ def protocol_class(
             "_idle": {},
         },
     )
-
-
-class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol, with the verified mTLS peer in the scope too."""
-
-    def handle_connect(self, event: Any) -> None:
-        super().handle_connect(event)
-        scope: Any = getattr(self, "scope", None)
-        if scope is not None:  # the ASGI task reads the scope when it first runs
-            scope["fedgate.peer"] = _peer_identity(self.transport)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from federation.model import Timeouts
-from tests.gateway.harness import running_gateway, service, view_of
+from tests.gateway.harness import running_gateway, service, settings_for, view_of
 from tests.support.backend import Backend
 from tests.support.wait import async_wait_for
 
@@ -53,3 +54,43 @@ async def test_a_client_that_stops_reading_frees_the_upstream() -> None:
             passive = g.gateway.plane.passive.snapshot()
     errors = passive[("shop", "c1")][0] if ("shop", "c1") in passive else 0.0
     assert errors == 0.0  # the client's doing, not the upstream's
+
+
+async def test_the_stalled_client_connection_leaves_the_listener() -> None:
+    """Once the gateway gives up on a client that reads nothing, its own connection used
+    to stay in the listener's set (uvicorn's close waits for a flush that never comes) as
+    long as the client kept its socket open: now aborted after headerTimeout; another
+    client is served meanwhile."""
+    async with Backend("b1", host="127.0.0.2") as b:
+        view = view_of(
+            [service("shop", "shop.test", timeouts=Timeouts(request=0.5))],
+            endpoints={("shop", "c1"): [b.address]},
+        )
+        settings = settings_for(limits={"headerTimeout": 1.0})
+        async with running_gateway(view, settings=settings) as g:
+            server = g.gateway._servers["public"]  # no public view of a listener's connections
+            h, p = g.addr()
+            async with connect(
+                "ws://shop.test/chat", host=h, port=p, proxy=None, max_queue=1,
+                max_size=None, compression=None, close_timeout=0.5,
+            ) as conn:  # fmt: skip
+                frame = b"z" * (256 * 1024)
+                for _ in range(200):
+                    if not g.balancer.active(b.address):
+                        break
+                    try:
+                        await asyncio.wait_for(conn.send(frame), 0.5)
+                    except (TimeoutError, ConnectionClosed):
+                        break
+                await async_wait_for(
+                    lambda: not g.balancer.active(b.address), timeout=10,
+                    what="the gateway gave up on the client",
+                )  # fmt: skip
+                async with httpx.AsyncClient(base_url=f"http://{h}:{p}") as other:
+                    r = await other.get("/", headers={"host": "shop.test"})
+                    assert r.status_code == 200  # served while the stalled one is held
+                await async_wait_for(
+                    lambda: not server.server_state.connections, timeout=5,
+                    what="the stalled client's connection gone from the listener",
+                )  # fmt: skip
+                conn.transport.abort()

@@ -19,7 +19,7 @@ from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from gateway.protocol import _peer_identity
+from gateway.peer import transport_peer
 
 
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -35,7 +35,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope: Any = getattr(self, "scope", None)
         if scope is not None:  # the ASGI task reads the scope when it first runs
-            scope["fedgate.peer"] = _peer_identity(self.transport)
+            scope["fedgate.peer"] = transport_peer(self.transport)
 
     # ------------------------------------------------------------ bounded close
     def _bound_close(self) -> None:

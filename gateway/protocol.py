@@ -27,9 +27,9 @@ from typing import Any, ClassVar, cast
 import httptools
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gateway.cycles import _ASGI, FastCycle, _Cycle
+from gateway.peer import transport_peer
 
 REASONS = {
     400: b"Bad Request",
@@ -46,15 +46,6 @@ class Reject(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-def _peer_identity(transport: asyncio.BaseTransport) -> str | None:
-    ssl_object = transport.get_extra_info("ssl_object")
-    if ssl_object is None:
-        return None
-    from gateway.tls import peer_identity
-
-    return peer_identity(ssl_object)
 
 
 class GatewayProtocol(HttpToolsProtocol):
@@ -98,12 +89,13 @@ class GatewayProtocol(HttpToolsProtocol):
         self._between = True  # the parser is between messages
         self._begun = 0  # messages begun in the current read
         self._unrepeated = 0  # requests kept since the last replay
+        self._unflushed = 0.0  # the sweep that first saw it closing with bytes unsent
 
     # ------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if self.scheme == "https":
-            self.peer = _peer_identity(transport)
+            self.peer = transport_peer(transport)
         self._since = self.loop.time()
         cls = type(self)
         _LIVE.setdefault(cls, set()).add(self)
@@ -153,7 +145,12 @@ class GatewayProtocol(HttpToolsProtocol):
             cls._sweeper = loop.call_later(cls._sweep_interval(), cls._sweep, loop)
 
     def _check(self, now: float) -> None:
-        if self.transport.is_closing():
+        transport = self.transport
+        if transport.is_closing():  # close() waits for a flush a non-reader never allows:
+            if transport.get_write_buffer_size():  # abort after the head limit
+                since = self._unflushed = self._unflushed or now
+                if now - since > self.header_timeout:
+                    transport.abort()
             return
         cycle = self.cycle
         busy = cycle is not None and not cycle.response_complete
@@ -599,13 +596,3 @@ def protocol_class(
             "_idle": {},
         },
     )
-
-
-class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol, with the verified mTLS peer in the scope too."""
-
-    def handle_connect(self, event: Any) -> None:
-        super().handle_connect(event)
-        scope: Any = getattr(self, "scope", None)
-        if scope is not None:  # the ASGI task reads the scope when it first runs
-            scope["fedgate.peer"] = _peer_identity(self.transport)

@@ -33,13 +33,14 @@ from gateway.h2.listen import h2_limits, with_h2
 from gateway.passive import PassiveStats
 from gateway.placement import Placement
 from gateway.plane import DataPlane
-from gateway.protocol import GatewayWebSocketProtocol, protocol_class
+from gateway.protocol import protocol_class
 from gateway.ratelimit import RateLimiter
 from gateway.resilience import CircuitBreakers, RetryBudget
 from gateway.telemetry import Telemetry
 from gateway.tls import TlsContexts
 from gateway.types import ASGIApp, ViewHolder
 from gateway.upstream_pool import UpstreamPool
+from gateway.ws_protocol import ws_protocol_class
 
 
 def _bind(hostport: str) -> socket.socket:
@@ -184,7 +185,9 @@ class Gateway:
             app,
             http=http,
             loop="uvloop",
-            ws=GatewayWebSocketProtocol if name != "admin" else "none",
+            ws=ws_protocol_class(name, write_timeout=limits.header_timeout)
+            if name != "admin"
+            else "none",
             lifespan="off",
             proxy_headers=False,
             server_header=False,

@@ -209,13 +209,14 @@ async def proxy_websocket(
             return
         code = upstream.close_code or 1000
         with contextlib.suppress(Exception):
-            await send(
-                {
-                    "type": "websocket.close",
-                    "code": code if _sendable(code) else 1000,
-                    "reason": upstream.close_reason or "",
-                }
-            )
+            async with asyncio.timeout(idle):  # as every frame
+                await send(
+                    {
+                        "type": "websocket.close",
+                        "code": code if _sendable(code) else 1000,
+                        "reason": upstream.close_reason or "",
+                    }
+                )
 
     tasks: list[asyncio.Future[None]] = []
     try:

@@ -116,7 +116,7 @@ class Breaker:
         self._pending += 1
         return True
 
-    def release(self, *, ok: bool | None) -> None:
+    def release(self, ok: bool | None) -> None:
         """The try granted by :meth:`try_acquire` is over. ``ok=None``: it says nothing
         about the upstream (the client hung up, was too slow or sent too much): only the
         acquisition is given back (a half-open probe may be sent again)."""

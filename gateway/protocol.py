@@ -79,8 +79,6 @@ class GatewayProtocol(HttpToolsProtocol):
         self.peer: str | None = None
         self._in_head = False  # a request head has begun and is not complete
         self._raw_head = 0  # bytes received while in a request head (a memory bound)
-        self._head_size = 0  # exact size of the head as parsed
-        self._hosts = 0
         self._te: bytes | None = None
         self._has_length = False
         self._since = 0.0  # start of the current head, or of the idle period
@@ -98,12 +96,27 @@ class GatewayProtocol(HttpToolsProtocol):
         self._between = True  # the parser is between messages
         self._begun = 0  # messages begun in the current read
         self._unrepeated = 0  # requests kept since the last replay
+        self._scope_base: dict[str, Any] = {}  # what every request's scope starts from
 
     # ------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if self.scheme == "https":
             self.peer = _peer_identity(transport)
+        # uvicorn's scope, with one shared ASGI version dict and no app state (lifespan is
+        # off); the connection's parts once, each request's a copy
+        self._scope_base = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": "",
+            "headers": None,
+            "state": None,
+            "fedgate.peer": self.peer,
+        }
         self._since = self.loop.time()
         cls = type(self)
         _LIVE.setdefault(cls, set()).add(self)
@@ -266,56 +279,51 @@ class GatewayProtocol(HttpToolsProtocol):
 
     # ------------------------------------------------------------ parser callbacks
     def on_message_begin(self) -> None:
-        # uvicorn's, with one shared ASGI version dict and no app state (lifespan is off)
         self.url = b""
         self.expect_100_continue = False
-        self.headers = []
-        scope: Any = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": "1.1",
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "root_path": "",
-            "headers": self.headers,
-            "state": {},
-            "fedgate.peer": self.peer,
-        }
+        headers: list[tuple[bytes, bytes]] = []
+        self.headers = headers
+        scope: Any = self._scope_base.copy()
+        scope["headers"] = headers
+        scope["state"] = {}
         self.scope = scope
         type(self)._idle.pop(self, None)  # a request is in progress
         self._between = False
         self._begun += 1
         self._in_head = True
         self._since = self.loop.time()
-        self._head_size = 0
-        self._hosts = 0
-        self._te = None
-        self._has_length = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
-            return  # a trailer of a chunked body: never merged into the request's headers
-        name = name.lower()
-        self._head_size += len(name) + len(value) + 4
-        if name == b"host":
-            self._hosts += 1
-        elif name == b"content-length":
-            self._has_length = True
-        elif name == b"transfer-encoding":
-            self._te = value if self._te is None else self._te + b"," + value
-        elif name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
-        self.headers.append((name, value))
+        # a header is appended, read once when the head is complete; a trailer of a
+        # chunked body is never merged into the request's headers
+        if self._in_head:
+            self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._raw_head = 0
-        if self._head_size > self.max_header_bytes:
+        # what the headers say, in one pass (the head's exact size as parsed)
+        size = len(self.url)
+        hosts = 0
+        te: bytes | None = None
+        has_length = expect = False
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length":
+                has_length = True
+            elif name == b"transfer-encoding":
+                te = value if te is None else te + b"," + value
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect = True
+        self._te = te
+        self._has_length = has_length
+        self.expect_100_continue = expect
+        if size > self.max_header_bytes:
             raise Reject(431, "Request header block too large")
         version = self.parser.get_http_version()
         if version != "1.1" and version != "1.0":
@@ -329,13 +337,12 @@ class GatewayProtocol(HttpToolsProtocol):
                 raise Reject(400, "Absolute-form request targets are not accepted")
         elif method == b"CONNECT":
             raise Reject(405, "CONNECT is not allowed")
-        te = self._te
         if te is not None:
             if version == "1.0":
                 raise Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
             if te.strip().lower() != b"chunked":
                 raise Reject(501, "Transfer-Encoding other than chunked")
-        if self._hosts != 1:
+        if hosts != 1:
             raise Reject(400, "Exactly one Host header is required")
         self._start_cycle(version, method)
 

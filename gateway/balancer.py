@@ -152,7 +152,7 @@ class Balancer:
             host = self._hosts[address] = _Host(address)
         host.active += 1
 
-    def finished(self, address: str, *, ok: bool | None) -> None:
+    def finished(self, address: str, ok: bool | None) -> None:
         """A request to ``address`` is over; ``ok=False``: connect failure, reset, timeout
         or 5xx; ``ok=None``: the client's doing (hung up, too slow), not counted."""
         host = self._hosts.get(address)

@@ -182,8 +182,18 @@ def upstream_head(
     hops: int,
 ) -> bytes:
     """The request line and :func:`request_headers` serialized, for a request without a
-    body (the callback fast path). The header rules live only in :func:`request_headers`."""
-    parts = [method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+    body (the callback fast path). The header rules live only in :func:`request_headers`.
+
+    The header block depends on the head's headers and the arguments, not on the target:
+    without a traceparent it is kept by all of them (:data:`_BLOCKS`), so a client that
+    sends the same headers with a new target each time costs one lookup."""
+    key: tuple[object, ...] | None = None
+    if traceparent is None:
+        key = (host, client_ip, scheme, trust_forwarded, hops, *headers)
+        block = _BLOCKS.get(key)
+        if block is not None:
+            return b"".join((method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n", block))
+    parts: list[bytes] = []
     for name, value in request_headers(
         headers,
         client_ip=client_ip,
@@ -196,4 +206,16 @@ def upstream_head(
         if name != b"host":
             parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
-    return b"".join(parts)
+    block = b"".join(parts)
+    if key is not None and sum(len(n) + len(v) for n, v in headers) <= _BLOCK_MAX_BYTES:
+        if len(_BLOCKS) >= _BLOCKS_MAX:
+            _BLOCKS.clear()
+        _BLOCKS[key] = block
+    return b"".join((method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n", block))
+
+
+# upstream_head's header blocks by what makes them (host, client, scheme, trust, hops and
+# the headers), heads of up to 2 KiB of headers: ~4 MB at most
+_BLOCKS: dict[tuple[object, ...], bytes] = {}
+_BLOCKS_MAX = 1024
+_BLOCK_MAX_BYTES = 2048

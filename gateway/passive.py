@@ -1,8 +1,10 @@
 """Passive statistics from real traffic: recent error rate and latency per (service, cluster).
 
 ``record()`` is called once per upstream try on the request path, so it is a few
-arithmetic operations: the error rate is counted in one-second buckets over a sliding
-window (10 s by default), the latency is an exponentially weighted moving average.
+attribute updates: the error rate is counted in one-second buckets over a sliding
+window (10 s by default; the current bucket is plain counters, moved into the ring of
+past buckets when the second changes), the latency is an exponentially weighted moving
+average.
 ``snapshot()`` is read by the health reporter every second or so.
 """
 
@@ -15,13 +17,32 @@ Key = tuple[str, str]
 
 
 class _Series:
-    __slots__ = ("errors", "latency", "stamps", "totals")
+    """The current bucket's counters are plain attributes (``stamp``, ``total``,
+    ``errors``): a record adds to them; they move into the ring when a record or a
+    snapshot finds the second changed."""
+
+    __slots__ = ("errors", "latency", "ring_errors", "ring_stamps", "ring_totals", "stamp", "total")
 
     def __init__(self, buckets: int) -> None:
-        self.stamps = [-1] * buckets  # which second each bucket holds
-        self.totals = [0] * buckets
-        self.errors = [0] * buckets
+        self.ring_stamps = [-1] * buckets  # which second each past bucket holds
+        self.ring_totals = [0] * buckets
+        self.ring_errors = [0] * buckets
+        self.stamp = -1  # the current bucket's second
+        self.total = 0
+        self.errors = 0
         self.latency = -1.0  # EWMA in seconds; -1: no sample yet
+
+    def roll(self, stamp: int) -> None:
+        """Keep the current bucket in the ring and start the bucket of ``stamp``."""
+        old = self.stamp
+        if old >= 0:
+            i = old % len(self.ring_stamps)
+            self.ring_stamps[i] = old
+            self.ring_totals[i] = self.total
+            self.ring_errors[i] = self.errors
+        self.stamp = stamp
+        self.total = 0
+        self.errors = 0
 
 
 class PassiveStats:
@@ -45,33 +66,33 @@ class PassiveStats:
         self._clock = clock
         self._series: dict[Key, _Series] = {}
 
-    def record(self, service: str, cluster: str, *, ok: bool, latency: float) -> None:
-        key = (service, cluster)
-        series = self._series.get(key)
+    def record(self, service: str, cluster: str, ok: bool, latency: float) -> None:
+        series = self._series.get((service, cluster))
         if series is None:
-            series = self._series[key] = _Series(self._buckets)
+            series = self._series[(service, cluster)] = _Series(self._buckets)
         stamp = int(self._clock() / self._bucket)
-        i = stamp % self._buckets
-        if series.stamps[i] != stamp:
-            series.stamps[i] = stamp
-            series.totals[i] = 0
-            series.errors[i] = 0
-        series.totals[i] += 1
+        if stamp != series.stamp:
+            series.roll(stamp)
+        series.total += 1
         if not ok:
-            series.errors[i] += 1
-        if series.latency < 0.0:
-            series.latency = latency
-        else:
-            series.latency += self._alpha * (latency - series.latency)
+            series.errors += 1
+        last = series.latency
+        series.latency = latency if last < 0.0 else last + self._alpha * (latency - last)
 
     def snapshot(self) -> Mapping[tuple[str, str], tuple[float, float, int]]:
         """(error rate 0..1, latency EWMA in ms, requests in the window) per key with traffic."""
-        oldest = int(self._clock() / self._bucket) - self._buckets + 1
+        now = int(self._clock() / self._bucket)
+        oldest = now - self._buckets + 1
         out: dict[Key, tuple[float, float, int]] = {}
         for key, series in self._series.items():
-            total = errors = 0
-            for stamp, t, e in zip(series.stamps, series.totals, series.errors, strict=True):
-                if stamp >= oldest:
+            if series.stamp != now:
+                series.roll(now)
+            total = series.total
+            errors = series.errors
+            for stamp, t, e in zip(
+                series.ring_stamps, series.ring_totals, series.ring_errors, strict=True
+            ):
+                if oldest <= stamp < now:
                     total += t
                     errors += e
             if total:

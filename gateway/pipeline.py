@@ -183,29 +183,30 @@ class Exchange:
         breaker = self.breaker
         if target is None or breaker is None:
             return
-        self.target = None
-        self.breaker = None
+        self.target = self.breaker = None
         plane = self.plane
         self.upstream_time = latency = plane.clock() - self.t0
-        breaker.release(ok=ok)
+        breaker.release(ok)
         address = target.address
-        if ok is not True:  # a success ends the exchange: no next try to exclude it from
-            tried = self.tried
-            if tried is None:
-                self.tried = {address}
-            else:
-                tried.add(address)
+        if ok:  # a success ends the exchange: no next try to exclude it from
+            name = self.service.name
+            if not target.remote:
+                plane.balancer.finished(address, True)
+                plane.latency.record(address, latency)
+            plane.passive.record(name, target.cluster, True, latency)
+            plane.placement.local_success(name, target.cluster)
+            return
+        tried = self.tried
+        if tried is None:
+            self.tried = {address}
+        else:
+            tried.add(address)
         if not target.remote:
-            plane.balancer.finished(address, ok=ok)
+            plane.balancer.finished(address, ok)
         if ok is None:
             return
-        plane.passive.record(self.service.name, target.cluster, ok=ok, latency=latency)
-        if ok:
-            plane.placement.local_success(self.service.name, target.cluster)
-            if not target.remote:
-                plane.latency.record(address, latency)
-        else:
-            plane.placement.local_failure(self.service.name, target.cluster)
+        plane.passive.record(self.service.name, target.cluster, False, latency)
+        plane.placement.local_failure(self.service.name, target.cluster)
 
     def retry(
         self,

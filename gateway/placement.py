@@ -126,6 +126,7 @@ class _Plan:
     unreachable: dict[str, str]  # cluster -> why it is no candidate at all
     panic: bool
     by_first: dict[str, tuple[str, ...]]  # the whole plan for each possible first cluster
+    fixed: tuple[str, ...] | None  # the plan when its first cluster is certain (no draw)
 
 
 class Placement:
@@ -164,6 +165,8 @@ class Placement:
         """Clusters to try: the first is where the request goes, the rest where retries go."""
         p = self._plan_for(view, service)
         if not exclude:
+            if p.fixed is not None:
+                return p.fixed
             first = self._first(p.groups)
             if first is None:
                 return p.order
@@ -212,6 +215,8 @@ class Placement:
             self._epoch += 1
 
     def local_success(self, service: str, cluster: str) -> None:
+        if not self._local and not self._awaiting:
+            return  # nothing ejected nor awaiting its first success: the common case
         key = (service, cluster)
         if key in self._awaiting:
             self._confirm(key)
@@ -303,10 +308,13 @@ class Placement:
         if view is not self._view:
             self._view = view
             self._plans = {}
-        now = self._clock()
         p = self._plans.get(service.name)
-        if p is None or p.epoch != self._epoch or now >= p.expires:
-            p = self._plans[service.name] = self._compute(view, service, now)
+        if p is not None and p.epoch == self._epoch:
+            expires = p.expires
+            if expires == math.inf or self._clock() < expires:
+                return p  # a plan with no deadline is not held against the clock
+        now = self._clock()
+        p = self._plans[service.name] = self._compute(view, service, now)
         return p
 
     def _compute(self, view: RoutingView, service: Service, now: float) -> _Plan:
@@ -369,6 +377,11 @@ class Placement:
             )
         order = tuple(c.cluster for c in (*by_pref, *rest))
         by_first = {first: (first, *[c for c in order if c != first]) for first in order}
+        fixed: tuple[str, ...] | None = None
+        if not groups:
+            fixed = order
+        elif (len(groups) == 1 or groups[0].accept >= 1.0) and len(groups[0].clusters) == 1:
+            fixed = by_first[groups[0].clusters[0]]  # what ``_first`` gives, drawing nothing
         return _Plan(
             epoch=self._epoch,
             expires=expires,
@@ -378,6 +391,7 @@ class Placement:
             unreachable=unreachable,
             panic=panic,
             by_first=by_first,
+            fixed=fixed,
         )
 
     def _candidate(

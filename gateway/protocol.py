@@ -21,7 +21,6 @@ verified mutual-TLS peer identity goes into the scope as ``scope["fedgate.peer"]
 from __future__ import annotations
 
 import asyncio
-import urllib.parse
 from typing import Any, ClassVar, cast
 
 import httptools
@@ -30,6 +29,15 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from gateway.cycles import _ASGI, FastCycle, _Cycle
 from gateway.peer import transport_peer
+from gateway.request_parts import (
+    KNOWN_MAX,
+    METHODS,
+    TARGETS,
+    UNREPEATED_MAX,
+    KnownRequest,
+    own_scope,
+    parse_target,
+)
 
 REASONS = {
     400: b"Bad Request",
@@ -70,8 +78,6 @@ class GatewayProtocol(HttpToolsProtocol):
         self.peer: str | None = None
         self._in_head = False  # a request head has begun and is not complete
         self._raw_head = 0  # bytes received while in a request head (a memory bound)
-        self._head_size = 0  # exact size of the head as parsed
-        self._hosts = 0
         self._te: bytes | None = None
         self._has_length = False
         self._since = 0.0  # start of the current head, or of the idle period
@@ -90,12 +96,27 @@ class GatewayProtocol(HttpToolsProtocol):
         self._begun = 0  # messages begun in the current read
         self._unrepeated = 0  # requests kept since the last replay
         self._unflushed = 0.0  # the sweep that first saw it closing with bytes unsent
+        self._scope_base: dict[str, Any] = {}  # what every request's scope starts from
 
     # ------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if self.scheme == "https":
             self.peer = transport_peer(transport)
+        # uvicorn's scope, with one shared ASGI version dict and no app state (lifespan is
+        # off); the connection's parts once, each request's a copy
+        self._scope_base = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": "",
+            "headers": None,
+            "state": None,
+            "fedgate.peer": self.peer,
+        }
         self._since = self.loop.time()
         cls = type(self)
         _LIVE.setdefault(cls, set()).add(self)
@@ -207,7 +228,7 @@ class GatewayProtocol(HttpToolsProtocol):
             self._candidate = None
             # one whole request, alone in this read, from a parser between messages: the
             # same bytes next time are the same request (see ``_replay``)
-            if between and self._begun == 1 and self._between and len(data) <= _KNOWN_MAX:
+            if between and self._begun == 1 and self._between and len(data) <= KNOWN_MAX:
                 candidate.data = data
                 self._known = candidate
         if self._in_head:
@@ -263,56 +284,51 @@ class GatewayProtocol(HttpToolsProtocol):
 
     # ------------------------------------------------------------ parser callbacks
     def on_message_begin(self) -> None:
-        # uvicorn's, with one shared ASGI version dict and no app state (lifespan is off)
         self.url = b""
         self.expect_100_continue = False
-        self.headers = []
-        scope: Any = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": "1.1",
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "root_path": "",
-            "headers": self.headers,
-            "state": {},
-            "fedgate.peer": self.peer,
-        }
+        headers: list[tuple[bytes, bytes]] = []
+        self.headers = headers
+        scope: Any = self._scope_base.copy()
+        scope["headers"] = headers
+        scope["state"] = {}
         self.scope = scope
         type(self)._idle.pop(self, None)  # a request is in progress
         self._between = False
         self._begun += 1
         self._in_head = True
         self._since = self.loop.time()
-        self._head_size = 0
-        self._hosts = 0
-        self._te = None
-        self._has_length = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
-            return  # a trailer of a chunked body: never merged into the request's headers
-        name = name.lower()
-        self._head_size += len(name) + len(value) + 4
-        if name == b"host":
-            self._hosts += 1
-        elif name == b"content-length":
-            self._has_length = True
-        elif name == b"transfer-encoding":
-            self._te = value if self._te is None else self._te + b"," + value
-        elif name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
-        self.headers.append((name, value))
+        # a header is appended, read once when the head is complete; a trailer of a
+        # chunked body is never merged into the request's headers
+        if self._in_head:
+            self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._raw_head = 0
-        if self._head_size > self.max_header_bytes:
+        # what the headers say, in one pass (the head's exact size as parsed)
+        size = len(self.url)
+        hosts = 0
+        te: bytes | None = None
+        has_length = expect = False
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length":
+                has_length = True
+            elif name == b"transfer-encoding":
+                te = value if te is None else te + b"," + value
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect = True
+        self._te = te
+        self._has_length = has_length
+        self.expect_100_continue = expect
+        if size > self.max_header_bytes:
             raise Reject(431, "Request header block too large")
         version = self.parser.get_http_version()
         if version != "1.1" and version != "1.0":
@@ -326,28 +342,27 @@ class GatewayProtocol(HttpToolsProtocol):
                 raise Reject(400, "Absolute-form request targets are not accepted")
         elif method == b"CONNECT":
             raise Reject(405, "CONNECT is not allowed")
-        te = self._te
         if te is not None:
             if version == "1.0":
                 raise Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
             if te.strip().lower() != b"chunked":
                 raise Reject(501, "Transfer-Encoding other than chunked")
-        if self._hosts != 1:
+        if hosts != 1:
             raise Reject(400, "Exactly one Host header is required")
         self._start_cycle(version, method)
 
     def _start_cycle(self, http_version: str, method: bytes) -> None:
         """uvicorn's on_headers_complete, with our cycle class."""
         scope = self.scope
-        scope["method"] = _METHODS.get(method) or method.decode("ascii")
+        scope["method"] = METHODS.get(method) or method.decode("ascii")
         if http_version != "1.1":
             scope["http_version"] = http_version
         if self.parser.should_upgrade() and self._should_upgrade():
             return
         url = self.url
-        target = _TARGETS.get(url)
+        target = TARGETS.get(url)
         if target is None:
-            target = _parse_target(url)
+            target = parse_target(url)
         scope["raw_path"], scope["path"], scope["query_string"] = target
         keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
         bodiless = not self._has_length and self._te is None and not self.expect_100_continue
@@ -358,7 +373,7 @@ class GatewayProtocol(HttpToolsProtocol):
             # from a client whose requests do not repeat, only every 64th is kept
             self._unrepeated = unrepeated = self._unrepeated + 1
             if (
-                unrepeated <= _UNREPEATED_MAX or not unrepeated & 63
+                unrepeated <= UNREPEATED_MAX or not unrepeated & 63
             ) and not self.parser.should_upgrade():
                 known = scope.copy()
                 known["headers"] = tuple(self.headers)
@@ -387,7 +402,7 @@ class GatewayProtocol(HttpToolsProtocol):
                 self._fast = None
         request = self.request
         if request is not None and scope is request.scope:  # a replay's shared scope
-            self.scope = scope = _own(scope)
+            self.scope = scope = own_scope(scope)
         # the newest request's cycle receives its body (uvicorn's model); one queued
         # behind a request in flight starts when that one's answer is complete
         self.cycle = cycle = self._new_cycle(keep_alive, scope)
@@ -432,7 +447,7 @@ class GatewayProtocol(HttpToolsProtocol):
         if fast is not self._fast or fast.disconnected or self.transport.is_closing():
             return False
         self._fast = None
-        cycle = self._new_cycle(fast.keep_alive, _own(fast.scope))
+        cycle = self._new_cycle(fast.keep_alive, own_scope(fast.scope))
         if self.cycle is cast(object, fast):
             self.cycle = cycle  # nothing pipelined behind it
         cycle.more_body = fast.more_body
@@ -517,56 +532,6 @@ class GatewayProtocol(HttpToolsProtocol):
             cls = type(self)
             if cls._sweeper is None:
                 cls._sweeper = self.loop.call_later(cls._sweep_interval(), cls._sweep, self.loop)
-
-
-class KnownRequest:
-    """A request that came whole in one read (no body, keep-alive): its bytes and what
-    parsing them gave (the scope before dispatch, its headers a tuple: shared by the
-    replays, which read it only; ``_own`` copies it for an ASGI app); ``memo``: what the
-    app decided for it, for its next replay (``gateway/fastpath.py``)."""
-
-    __slots__ = ("data", "fast", "keep_alive", "memo", "scope")
-
-    def __init__(self, scope: Any, keep_alive: bool, fast: bool) -> None:
-        self.data = b""
-        self.scope = scope
-        self.keep_alive = keep_alive
-        self.fast = fast  # a GET: may be served by callbacks
-        self.memo: Any = None
-
-
-def _own(scope: Any) -> Any:
-    """A copy of a request's scope for an ASGI app (its own headers list and state)."""
-    own = scope.copy()
-    own["headers"] = list(scope["headers"])
-    own["state"] = {}
-    return own
-
-
-_KNOWN_MAX = 4096  # bytes of a request kept for its replay (per connection)
-_UNREPEATED_MAX = 8  # requests kept in a row without a replay before keeping fewer
-
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-
-# request target -> (raw path, path, query string): a parse cache for short targets
-_TARGETS: dict[bytes, tuple[bytes, str, bytes]] = {}
-_TARGET_CACHE_SIZE = 4096
-_TARGET_CACHE_MAX_LEN = 512
-
-
-def _parse_target(url: bytes) -> tuple[bytes, str, bytes]:
-    """uvicorn's split of a request target (raises like ``httptools.parse_url``)."""
-    parsed = httptools.parse_url(url)
-    raw_path = parsed.path
-    path = raw_path.decode("ascii")
-    if "%" in path:
-        path = urllib.parse.unquote(path)
-    target = (raw_path, path, parsed.query or b"")
-    if len(url) <= _TARGET_CACHE_MAX_LEN:
-        if len(_TARGETS) >= _TARGET_CACHE_SIZE:
-            _TARGETS.clear()
-        _TARGETS[url] = target
-    return target
 
 
 # the connections each listener's sweep looks at (per protocol class)

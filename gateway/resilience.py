@@ -116,7 +116,7 @@ class Breaker:
         self._pending += 1
         return True
 
-    def release(self, *, ok: bool | None) -> None:
+    def release(self, ok: bool | None) -> None:
         """The try granted by :meth:`try_acquire` is over. ``ok=None``: it says nothing
         about the upstream (the client hung up, was too slow or sent too much): only the
         acquisition is given back (a half-open probe may be sent again)."""
@@ -251,6 +251,7 @@ class _Window:
     __slots__ = (
         "current",
         "ends",
+        "fresh",
         "requests",
         "retries",
         "slot",
@@ -262,8 +263,9 @@ class _Window:
     def __init__(self, buckets: int, current: int, starts: float, ends: float) -> None:
         self.requests = [0] * buckets
         self.retries = [0] * buckets
-        self.total_requests = 0
+        self.total_requests = 0  # in the ring (``fresh`` not yet)
         self.total_retries = 0
+        self.fresh = 0  # requests of the newest bucket, moved into the ring when it ends
         self.current = current  # absolute bucket number of the newest bucket
         self.slot = current % buckets  # its index in the ring
         self.starts = starts  # the newest bucket covers [starts, ends)
@@ -294,8 +296,7 @@ class RetryBudget:
         w = self._windows.get(service)
         if w is None or not w.starts <= self._clock() < w.ends:
             w = self._advance(service)
-        w.requests[w.slot] += 1
-        w.total_requests += 1
+        w.fresh += 1
 
     def try_retry(self, service: str, budget_percent: float) -> bool:
         """Take a retry from the budget; False: the budget is spent, do not retry."""
@@ -303,7 +304,8 @@ class RetryBudget:
         if w is None or not w.starts <= self._clock() < w.ends:
             w = self._advance(service)
         retries = w.total_retries + 1
-        if retries > self._min_retries and retries * 100.0 > w.total_requests * budget_percent:
+        requests = w.total_requests + w.fresh
+        if retries > self._min_retries and retries * 100.0 > requests * budget_percent:
             return False
         w.retries[w.slot] += 1
         w.total_retries += 1
@@ -317,7 +319,7 @@ class RetryBudget:
     def usage(self, service: str) -> tuple[int, int]:
         """(requests, retries) in the current window."""
         w = self._advance(service)
-        return w.total_requests, w.total_retries
+        return w.total_requests + w.fresh, w.total_retries
 
     def _advance(self, service: str) -> _Window:
         size = self._bucket
@@ -328,6 +330,11 @@ class RetryBudget:
             self._windows[service] = w
             return w
         if now_bucket != w.current:
+            fresh = w.fresh
+            if fresh:
+                w.requests[w.slot] += fresh
+                w.total_requests += fresh
+                w.fresh = 0
             n = self._buckets
             if now_bucket - w.current >= n or now_bucket < w.current:
                 for i in range(n):

@@ -49,7 +49,7 @@ from federation.logging import get_logger
 from gateway.h2 import grpc
 from gateway.h2.plumbing import H2Plumbing
 from gateway.h2.stream import Stream, answer
-from gateway.protocol import _parse_target
+from gateway.request_parts import parse_target
 from gateway.types import ASGIApp
 
 log = get_logger(__name__)
@@ -291,7 +291,7 @@ class H2ServerProtocol(H2Plumbing):
         if not ended and not has_length:
             headers.append((b"transfer-encoding", b"chunked"))
         try:
-            raw_path, decoded, query = _parse_target(path)
+            raw_path, decoded, query = parse_target(path)
             method_s = method.decode("ascii")
         except Exception:
             self._answer(stream, 400, "invalid :path or :method")

@@ -7,6 +7,8 @@ one-shot read and build of the same prefix gives.
 
 from __future__ import annotations
 
+import gc
+
 from federation import codec
 from federation.etcd import EtcdClient, Put
 from federation.model import Endpoint
@@ -128,3 +130,42 @@ async def test_a_compaction_during_the_list_gives_a_clean_reload(etcd: EtcdClust
             assert stats.compactions == 1 and stats.full_reloads == 1
             assert stats.update_attempt == 1  # no view was built from the cut-off list
             assert seen.count(0) == 2  # the list started over, at a new revision
+
+
+async def test_no_collection_walks_the_listed_items_before_the_first_view(
+    etcd: EtcdCluster,
+) -> None:
+    """The list, its decoding and the build run with the collector paused until the
+    build's objects are frozen: before, the list ran with it on (collections walking
+    the listed items), and the first allocations after the build's pause collected the
+    young generation holding the whole new view (150-240 ms at 1,000 clusters)."""
+    async with EtcdClient(etcd.endpoints) as client:
+        await _seed(client)
+        for start in range(0, 1200, 100):  # enough listed objects to reach a collection
+            ok, _ = await client.txn(
+                [],
+                [
+                    Put(LAYOUT.cluster(f"x{i:04d}"), codec.encode(cluster(f"x{i:04d}")))
+                    for i in range(start, start + 100)
+                ],
+            )
+            assert ok
+        collections: list[int] = []
+        listing = [False]
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start" and listing[0] and not run.views:
+                collections.append(info["generation"])
+
+        async def first_page(seen: list[int]) -> None:
+            listing[0] = True
+
+        gc.callbacks.append(on_gc)
+        try:
+            async with running_watcher(etcd.endpoints, list_page=100) as run:
+                _spy_pages(run.client, first_page)
+                view = await assert_equals_etcd(client, run)
+                assert len(view.clusters) == 1212
+        finally:
+            gc.callbacks.remove(on_gc)
+        assert listing[0] and collections == []

@@ -302,16 +302,16 @@ class ViewWatcher:
                 revision = read_at
                 listed.update((kv.key, kv) for kv in kvs)
                 if decoding is not None:
-                    await decoding
+                    await asyncio.shield(decoding)
                 decoding = asyncio.ensure_future(asyncio.to_thread(self._predecode, kvs))
             if decoding is not None:
-                await decoding
+                await asyncio.shield(decoding)
         finally:
-            # a failed list (compacted, etcd down): the next reload prunes the cache, so
-            # no page is left decoding into it. Cancelled: the thread finishes its page
-            # alone (the watcher is going away).
+            # a failed or cancelled list (compacted, etcd down, the watcher stopped and
+            # run again): the next reload prunes the cache, so no page may still be
+            # decoding into it; waits one page's decoding at most
             if decoding is not None and not decoding.done():
-                with contextlib.suppress(BaseException):
+                with contextlib.suppress(Exception):  # a cancellation goes on
                     await decoding
         return revision, listed
 

@@ -290,27 +290,35 @@ class ViewWatcher:
 
     async def _list(self) -> tuple[int, dict[str, KV]]:
         """The whole prefix at one revision, each page decoded into the cache (in a
-        worker thread) while the next one is read: the build then finds its items
-        decoded. One page is decoded at a time; the decoding is the build's own
-        (``DecodeCache.get_parsed``), so what it rejects is rejected the same."""
+        worker thread, one page at a time, in order) while the next pages are read: the
+        build then finds its items decoded. The decoding is the build's own
+        (``DecodeCache.get_parsed``), so what it rejects is rejected the same. The pages
+        waiting for it are those of ``listed``: no second copy."""
         listed: dict[str, KV] = {}
         revision = 0
-        decoding: asyncio.Future[None] | None = None
+        waiting: asyncio.Queue[list[KV] | None] = asyncio.Queue()
+
+        async def decode() -> None:
+            while (kvs := await waiting.get()) is not None:
+                await asyncio.to_thread(self._predecode, kvs)
+
+        decoding = asyncio.ensure_future(decode())
         listing = pages(self._client, self._layout.prefix, page=self._list_page)
         try:
             async for read_at, kvs in listing:
                 revision = read_at
                 listed.update((kv.key, kv) for kv in kvs)
-                if decoding is not None:
-                    await asyncio.shield(decoding)
-                decoding = asyncio.ensure_future(asyncio.to_thread(self._predecode, kvs))
-            if decoding is not None:
-                await asyncio.shield(decoding)
+                waiting.put_nowait(kvs)
+            waiting.put_nowait(None)
+            await asyncio.shield(decoding)
         finally:
             # a failed or cancelled list (compacted, etcd down, the watcher stopped and
             # run again): the next reload prunes the cache, so no page may still be
             # decoding into it; waits one page's decoding at most
-            if decoding is not None and not decoding.done():
+            if not decoding.done():
+                while not waiting.empty():
+                    waiting.get_nowait()
+                waiting.put_nowait(None)
                 with contextlib.suppress(Exception):  # a cancellation goes on
                     await decoding
         return revision, listed

@@ -9,6 +9,8 @@ previous one. A revision that is compacted raises :class:`~federation.etcd.EtcdC
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from federation.etcd import KV, EtcdClient
 from federation.keys import range_end
 
@@ -19,15 +21,29 @@ async def list_prefix(
     client: EtcdClient, prefix: str, *, revision: int = 0, page: int = DEFAULT_PAGE
 ) -> tuple[int, list[KV]]:
     """Every key under ``prefix`` at ``revision`` (0 = now): (revision read, kvs by key)."""
+    at = revision
+    out: list[KV] = []
+    async for read_at, kvs in pages(client, prefix, revision=revision, page=page):
+        at = read_at
+        out.extend(kvs)
+    return at, out
+
+
+async def pages(
+    client: EtcdClient, prefix: str, *, revision: int = 0, page: int = DEFAULT_PAGE
+) -> AsyncIterator[tuple[int, list[KV]]]:
+    """:func:`list_prefix` one page at a time: (revision read, this page's kvs by key).
+
+    Every page is read at the first page's revision; the caller may work on a page
+    before asking for the next one (the watcher decodes it while the next is read)."""
     start = prefix.encode()
     end = range_end(start)
-    out: list[KV] = []
     at = revision
     while True:
         read_at, kvs, more = await client.get_range_page(start, end, revision=at, limit=page)
         if at == 0:
             at = read_at
-        out.extend(kvs)
+        yield at, kvs
         if not more or not kvs:
-            return at, out
+            return
         start = kvs[-1].key.encode() + b"\0"  # the next key after the last one read

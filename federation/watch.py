@@ -57,8 +57,8 @@ from typing import Any
 
 from federation import heap
 from federation.etcd import KV, EtcdClient, EtcdCompacted, EtcdError, WatchBatch, WatchStream
-from federation.keys import HELD_KINDS, KeyLayout, view_skips
-from federation.listing import list_prefix
+from federation.keys import HELD_KINDS, KeyLayout, parsed_view_skips, view_skips
+from federation.listing import DEFAULT_PAGE, list_prefix, pages
 from federation.logging import get_logger
 from federation.model import RoutingView
 from federation.snapshot import load_snapshot
@@ -139,6 +139,7 @@ class ViewWatcher:
         max_delay: float = 0.05,
         own_keys: Collection[str] = (),
         offload_keys: int = OFFLOAD_KEYS,
+        list_page: int = DEFAULT_PAGE,
     ) -> None:
         self._client = client
         self._layout = layout
@@ -156,6 +157,7 @@ class ViewWatcher:
         self._max_delay = max_delay
         self._own_keys = frozenset(own_keys)
         self._offload_keys = offload_keys
+        self._list_page = list_page
         self._view = RoutingView()
         self._cache = DecodeCache()
         self._state = ViewState(layout, cache=self._cache)
@@ -246,14 +248,19 @@ class ViewWatcher:
         return parsed is not None and parsed.kind in HELD_KINDS
 
     async def _reload(self) -> None:
-        started, cpu = time.perf_counter(), time.process_time()
         if self.stats.full_reloads == 0:
             gc.collect()  # the heap is small yet: no cycle is left behind for heap.settle
-        revision, kvs = await list_prefix(self._client, self._layout.prefix)
+        # the listed items, their decoding and the build are young and make no cycles:
+        # no collection walks them until the build has put them out of its reach
+        with heap.paused():
+            await self._list_and_build()
+
+    async def _list_and_build(self) -> None:
+        started, cpu = time.perf_counter(), time.process_time()
+        revision, listed = await self._list()
         self.stats.full_reloads += 1
         self.stats.list_ms = round((time.perf_counter() - started) * 1000, 1)
         previous = self._view
-        listed = {kv.key: kv for kv in kvs}
         held: Delta = {}
         applying = listed.get(self._layout.applying())
         if applying is not None:
@@ -280,6 +287,54 @@ class ViewWatcher:
         self.stats.build_ms = round((time.perf_counter() - started) * 1000, 1)
         self.stats.reload_cpu_ms = round((time.process_time() - cpu) * 1000, 1)
         self._state = state
+
+    async def _list(self) -> tuple[int, dict[str, KV]]:
+        """The whole prefix at one revision, each page decoded into the cache (in a
+        worker thread, one page at a time, in order) while the next pages are read: the
+        build then finds its items decoded. The decoding is the build's own
+        (``DecodeCache.get_parsed``), so what it rejects is rejected the same. The pages
+        waiting for it are those of ``listed``: no second copy."""
+        listed: dict[str, KV] = {}
+        revision = 0
+        waiting: asyncio.Queue[list[KV] | None] = asyncio.Queue()
+
+        async def decode() -> None:
+            while (kvs := await waiting.get()) is not None:
+                await asyncio.to_thread(self._predecode, kvs)
+
+        decoding = asyncio.ensure_future(decode())
+        listing = pages(self._client, self._layout.prefix, page=self._list_page)
+        try:
+            async for read_at, kvs in listing:
+                revision = read_at
+                listed.update((kv.key, kv) for kv in kvs)
+                waiting.put_nowait(kvs)
+            waiting.put_nowait(None)
+            await asyncio.shield(decoding)
+        finally:
+            # a failed or cancelled list (compacted, etcd down, the watcher stopped and
+            # run again): the next reload prunes the cache, so no page may still be
+            # decoding into it; waits one page's decoding at most
+            if not decoding.done():
+                while not waiting.empty():
+                    waiting.get_nowait()
+                waiting.put_nowait(None)
+                with contextlib.suppress(Exception):  # a cancellation goes on
+                    await decoding
+        return revision, listed
+
+    def _predecode(self, kvs: list[KV]) -> None:
+        """Decode one listed page into the cache (in a worker thread)."""
+        parse, get = self._layout.parse, self._cache.get_parsed
+        prefix = self._layout.prefix
+        cut = len(prefix)
+        for kv in kvs:
+            parsed = parse(kv.key)
+            if parsed is None:
+                if not kv.key.startswith(prefix) or not view_skips(kv.key[cut:]):
+                    get(kv, parsed)
+            elif not parsed_view_skips(parsed):
+                get(kv, parsed)
 
     async def _behind_barrier(
         self, listed: dict[str, KV], applying: KV

@@ -346,7 +346,7 @@ def test_sigint_at_a_random_moment(tmp_path: Path) -> None:
         pid = proc.pid
         try:
             wait_for(functools.partial(_in_main, pid), timeout=30, interval=0.005, what="main()")
-            time.sleep(rng.uniform(0, 0.3))  # the random moment
+            time.sleep(rng.uniform(0, 0.3))  # pacing: the random moment
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=30)
         finally:

@@ -248,10 +248,11 @@ async def main():
     await w.flush()
     keys = feed.put(LAYOUT.cluster("late"), cluster("late"))
     w.schedule(feed.view, keys)
-    while w.handovers < 2:
-        await asyncio.sleep(0.01)
-    print("handed", flush=True)
-    await asyncio.sleep(3600)
+    deadline = asyncio.get_running_loop().time() + 30
+    while w.handovers < 2 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)  # poll under a deadline
+    print("handed" if w.handovers >= 2 else "not handed", flush=True)
+    await asyncio.sleep(3600)  # pacing: parked until the test SIGKILLs this process
 
 asyncio.run(main())
 """

@@ -103,14 +103,14 @@ class EchoServer:
         while context.is_active() and time.monotonic() < deadline:
             yield b"%d" % i
             i += 1
-            time.sleep(0.02)  # one message every 20 ms
+            time.sleep(0.02)  # pacing: one message every 20 ms
         self.forever_ended.set()
 
     def _slow(self, request: bytes, context: Any) -> bytes:
         self._count(context)
         deadline = time.monotonic() + float(request or b"1")
         while time.monotonic() < deadline and context.is_active():
-            time.sleep(0.01)  # the server's own work: bounded by the request
+            time.sleep(0.01)  # pacing: the server's own work, bounded by the request
         return self.name.encode() + b":slow"
 
 

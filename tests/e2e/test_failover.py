@@ -167,7 +167,7 @@ async def test_local_backends_killed_zero_failures_and_gradual_return(
             interval=0.1,
             what="traffic back on aws",
         )
-        await asyncio.sleep(1.5)  # keep watching: no flapping after the return
+        await asyncio.sleep(1.5)  # pacing: keep watching, no flapping after the return
         end = time.monotonic()
     results = load.results
     drill = analyse(results, fault_at=fault_at, end=restore_at, bad={AWS}, slow=SLOW)
@@ -219,7 +219,7 @@ async def test_blackholed_cluster_bounded_by_per_try_timeout_then_shifted_and_ba
         steady_at = time.monotonic()
         fault_at = time.monotonic()
         fed.pause_gateway(GCP)  # accepts connections, never answers
-        await asyncio.sleep(3.0)  # the blackhole lasts 3 s under load
+        await asyncio.sleep(3.0)  # pacing: the blackhole lasts 3 s under load
         restore_at = time.monotonic()
         fed.resume_gateway(GCP)
         await async_wait_for(
@@ -228,7 +228,7 @@ async def test_blackholed_cluster_bounded_by_per_try_timeout_then_shifted_and_ba
             interval=0.1,
             what="traffic back on gcp",
         )
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # pacing: keep watching after the return
         end = time.monotonic()
     drill = analyse(load.results, fault_at=fault_at, end=restore_at, bad={GCP}, slow=SLOW)
     trace = describe(drill)
@@ -305,7 +305,7 @@ async def test_one_lying_observer_does_not_take_a_cluster_out(
 
             row = await async_wait_for(lie_counted, timeout=10, interval=0.1, what="the lie")
             counted_at = time.monotonic()
-            await asyncio.sleep(3.0)  # traffic keeps flowing while the liar lies
+            await asyncio.sleep(3.0)  # pacing: traffic keeps flowing while the liar lies
             end = time.monotonic()
             final = await lie_counted()
     finally:

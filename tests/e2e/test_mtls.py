@@ -293,7 +293,7 @@ async def test_forced_rotation_under_load_drops_nothing(fv: FedgateVault) -> Non
         async def rotate() -> int:
             n = 0
             while time.monotonic() < deadline:
-                await asyncio.sleep(2.0)  # the forced-rotation period
+                await asyncio.sleep(2.0)  # pacing: the forced-rotation period
                 await eu.rotate()
                 n += 1
             return n

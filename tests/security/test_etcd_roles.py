@@ -172,9 +172,9 @@ async def test_password_users_token_refresh_and_rotation(tmp_path: Path) -> None
         async with EtcdClient(etcd.endpoints, auth=auth) as gw:
             await gw.put(LAYOUT.gateway("a", "g"), b"{}")
             await denied(gw, LAYOUT.service("x"))
-            await asyncio.sleep(2.5)  # the simple token expires (TTL 1 s)
+            await asyncio.sleep(2.5)  # pacing: the simple token expires (TTL 1 s)
             await gw.put(LAYOUT.gateway("a", "g"), b"{}")  # re-authenticated, not refused
-            await asyncio.sleep(2.5)
+            await asyncio.sleep(2.5)  # pacing: the token expires again
             stream = await gw.watch(LAYOUT.prefix, start_revision=1)  # a watch, likewise
             await stream.aclose()
         # without credentials, after auth enable: nothing

@@ -263,7 +263,7 @@ class KubeApiServer:
             except OSError:  # the old socket may linger a moment after a restart
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.05)  # bounded retry of bind() while the port frees up
+                time.sleep(0.05)  # pacing: a bounded retry of bind() while the port frees up
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

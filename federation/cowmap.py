@@ -21,7 +21,7 @@ Iteration follows the buckets, not the order of insertion.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Generic, TypeVar, overload
 
 K = TypeVar("K", bound=Hashable)
@@ -31,14 +31,11 @@ D = TypeVar("D")
 BUCKETS = 256  # 40,000 entries: ~160 a bucket; a write after a freeze copies one
 
 
-class FrozenMap(Mapping[K, V]):
-    """A read-only map whose buckets no writer changes (made by :meth:`CowMap.freeze`)."""
+class _Bucketed(Generic[K, V]):
+    """The reads of both maps: a key's bucket by its hash (defined once)."""
 
-    __slots__ = ("_buckets", "_len")
-
-    def __init__(self, buckets: tuple[dict[K, V], ...], length: int) -> None:
-        self._buckets = buckets
-        self._len = length
+    __slots__ = ()
+    _buckets: Sequence[dict[K, V]]
 
     def __getitem__(self, key: K) -> V:
         return self._buckets[hash(key) % BUCKETS][key]
@@ -56,6 +53,17 @@ class FrozenMap(Mapping[K, V]):
     def __iter__(self) -> Iterator[K]:
         return itertools.chain.from_iterable(self._buckets)
 
+
+class FrozenMap(_Bucketed[K, V], Mapping[K, V]):
+    """A read-only map whose buckets no writer changes (made by :meth:`CowMap.freeze`)."""
+
+    __slots__ = ("_buckets", "_len")
+    _buckets: tuple[dict[K, V], ...]
+
+    def __init__(self, buckets: tuple[dict[K, V], ...], length: int) -> None:
+        self._buckets = buckets
+        self._len = length
+
     def __len__(self) -> int:
         return self._len
 
@@ -67,7 +75,7 @@ class FrozenMap(Mapping[K, V]):
         return f"FrozenMap({dict(self.items())!r})"
 
 
-class CowMap(Generic[K, V]):
+class CowMap(_Bucketed[K, V]):
     """A mutable map, bucketed, whose :meth:`freeze` shares every unchanged bucket."""
 
     __slots__ = ("_buckets", "_frozen", "_owned")
@@ -84,19 +92,6 @@ class CowMap(Generic[K, V]):
         bucket = self._buckets[i] = dict(self._buckets[i])
         self._owned[i] = 1
         return bucket
-
-    def __getitem__(self, key: K) -> V:
-        return self._buckets[hash(key) % BUCKETS][key]
-
-    @overload
-    def get(self, key: K, /) -> V | None: ...
-    @overload
-    def get(self, key: K, default: V | D, /) -> V | D: ...
-    def get(self, key: K, default: object = None, /) -> object:
-        return self._buckets[hash(key) % BUCKETS].get(key, default)
-
-    def __contains__(self, key: K) -> bool:
-        return key in self._buckets[hash(key) % BUCKETS]
 
     def __setitem__(self, key: K, value: V) -> None:  # per assessment: kept to one call
         i = hash(key) % BUCKETS
@@ -115,9 +110,6 @@ class CowMap(Generic[K, V]):
             raise KeyError(key)
         self._frozen = None
         return self._copy(i).pop(key)
-
-    def __iter__(self) -> Iterator[K]:
-        return itertools.chain.from_iterable(self._buckets)
 
     def __len__(self) -> int:
         return sum(map(len, self._buckets))
